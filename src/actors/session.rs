@@ -1,0 +1,294 @@
+//! The session actor: owns legacy MCP sessions, their memory tier and their store.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
+use quick_cache::sync::Cache;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::auth::Principal;
+use crate::mcp::Version;
+use crate::store::{self, LocalStore, Table};
+use crate::tools::LogLevel;
+
+/// Session settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How long a session lives after it is created.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How many sessions the memory tier holds before it evicts the least recently used.
+    pub memory_capacity: usize,
+    /// How often expired sessions are swept from the store.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 3600),
+            memory_capacity: 100_000,
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A legacy MCP session, as every request on it sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// The `Mcp-Session-Id`.
+    pub id: String,
+    /// The negotiated protocol version.
+    pub version: Version,
+    /// Who created it; only they may use it.
+    pub principal: Arc<Principal>,
+    /// `clientInfo` from `initialize`.
+    pub client_info: Value,
+    /// `capabilities` from `initialize`.
+    pub client_capabilities: Value,
+    /// Minimum level of log messages the client wants (`logging/setLevel`).
+    pub log_level: Option<LogLevel>,
+    /// Resource URIs the client subscribed to.
+    pub subscriptions: Vec<String>,
+    /// When it ends, in milliseconds since the epoch.
+    pub expires_at_ms: u64,
+}
+
+impl Session {
+    /// A new session with a fresh random id.
+    pub fn new(
+        version: Version,
+        principal: Principal,
+        client_info: Value,
+        client_capabilities: Value,
+        ttl: Duration,
+    ) -> Self {
+        let mut bytes = [0u8; 16];
+        crate::crypto::fill_random(&mut bytes);
+        Self {
+            id: hex::encode(bytes),
+            version,
+            principal: Arc::new(principal),
+            client_info,
+            client_capabilities,
+            log_level: None,
+            subscriptions: Vec::new(),
+            expires_at_ms: now_ms().saturating_add(ttl.as_millis() as u64),
+        }
+    }
+
+    fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms <= now_ms
+    }
+}
+
+/// The stored form: postcard cannot carry `serde_json::Value`, so JSON travels as text.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    version: String,
+    principal: Principal,
+    client_info: String,
+    client_capabilities: String,
+    log_level: Option<LogLevel>,
+    subscriptions: Vec<String>,
+    expires_at_ms: u64,
+}
+
+impl From<&Session> for Stored {
+    fn from(s: &Session) -> Self {
+        Self {
+            version: s.version.as_str().to_owned(),
+            principal: (*s.principal).clone(),
+            client_info: s.client_info.to_string(),
+            client_capabilities: s.client_capabilities.to_string(),
+            log_level: s.log_level,
+            subscriptions: s.subscriptions.clone(),
+            expires_at_ms: s.expires_at_ms,
+        }
+    }
+}
+
+impl Stored {
+    fn into_session(self, id: String) -> Option<Session> {
+        Some(Session {
+            id,
+            version: Version::parse(&self.version)?,
+            principal: Arc::new(self.principal),
+            client_info: serde_json::from_str(&self.client_info).ok()?,
+            client_capabilities: serde_json::from_str(&self.client_capabilities).ok()?,
+            log_level: self.log_level,
+            subscriptions: self.subscriptions,
+            expires_at_ms: self.expires_at_ms,
+        })
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+type Tier = Arc<Cache<String, Arc<Session>>>;
+
+struct SessionActor {
+    store: LocalStore,
+    tier: Tier,
+    sweep_interval: Duration,
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.sweep_interval, |actor, _| actor.sweep());
+    }
+}
+
+impl SessionActor {
+    fn sweep(&mut self) {
+        let now = now_ms();
+        let sessions = match self.store.scan::<Stored>(Table::McpSessions) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "session sweep could not read the store");
+                return;
+            }
+        };
+        let expired: Vec<String> = sessions
+            .into_iter()
+            .filter(|(_, s)| s.expires_at_ms <= now)
+            .map(|(id, _)| id)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let tier = self.tier.clone();
+        actix::spawn(async move {
+            for id in &expired {
+                tier.remove(id);
+                if let Err(e) = store.remove(Table::McpSessions, id).await {
+                    tracing::error!(error = %e, "could not remove an expired session");
+                }
+            }
+            tracing::debug!(count = expired.len(), "swept expired sessions");
+        });
+    }
+}
+
+/// A write to the session table.
+enum Write {
+    Put(Arc<Session>),
+    Delete(String),
+}
+
+impl Message for Write {
+    type Result = Result<bool, store::Error>;
+}
+
+impl Handler<Write> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<bool, store::Error>>;
+
+    fn handle(&mut self, msg: Write, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        // Writes are applied one at a time: the actor waits for each to reach the disk
+        // before it takes the next, so a later write never lands before an earlier one.
+        let fut = async move {
+            match &msg {
+                Write::Put(session) => store
+                    .put(Table::McpSessions, &session.id, &Stored::from(&**session))
+                    .await
+                    .map(|()| true),
+                Write::Delete(id) => store.remove(Table::McpSessions, id).await,
+            }
+            .map(|existed| (msg, existed))
+        };
+        Box::pin(fut.into_actor(self).map(|result, actor, _| {
+            let (msg, existed) = result?;
+            match msg {
+                Write::Put(session) => actor.tier.insert(session.id.clone(), session),
+                Write::Delete(id) => {
+                    actor.tier.remove(&id);
+                }
+            }
+            Ok(existed)
+        }))
+    }
+}
+
+/// The typed handle of the session actor.
+#[derive(Clone)]
+pub struct SessionHandle {
+    addr: Addr<SessionActor>,
+    tier: Tier,
+    store: LocalStore,
+    ttl: Duration,
+}
+
+impl SessionHandle {
+    /// Starts the session actor over `store`. Must be called inside an actix system.
+    pub fn start(store: LocalStore, config: &Config) -> Self {
+        let tier: Tier = Arc::new(Cache::new(config.memory_capacity.max(1)));
+        let actor = SessionActor {
+            store: store.clone(),
+            tier: tier.clone(),
+            sweep_interval: config.sweep_interval,
+        };
+        Self {
+            addr: actor.start(),
+            tier,
+            store,
+            ttl: config.ttl,
+        }
+    }
+
+    /// How long new sessions live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The live session `id`, from the memory tier or, on a miss, the store.
+    pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, store::Error> {
+        let now = now_ms();
+        if let Some(session) = self.tier.get(id) {
+            return Ok((!session.is_expired(now)).then_some(session));
+        }
+        let Some(stored) = self.store.get::<Stored>(Table::McpSessions, id)? else {
+            return Ok(None);
+        };
+        let Some(session) = stored.into_session(id.to_owned()) else {
+            tracing::error!("a stored session could not be decoded; treating it as absent");
+            return Ok(None);
+        };
+        if session.is_expired(now) {
+            return Ok(None);
+        }
+        let session = Arc::new(session);
+        self.tier.insert(id.to_owned(), session.clone());
+        Ok(Some(session))
+    }
+
+    /// Stores a new or changed session; returns once it is durable.
+    pub async fn put(&self, session: Session) -> Result<(), store::Error> {
+        self.send(Write::Put(Arc::new(session))).await.map(drop)
+    }
+
+    /// Ends a session; returns whether it existed.
+    pub async fn delete(&self, id: &str) -> Result<bool, store::Error> {
+        self.send(Write::Delete(id.to_owned())).await
+    }
+
+    async fn send(&self, write: Write) -> Result<bool, store::Error> {
+        self.addr.send(write).await.unwrap_or_else(|_| {
+            Err(store::Error::Sled(sled::Error::Unsupported(
+                "the session actor has stopped".into(),
+            )))
+        })
+    }
+}

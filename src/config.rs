@@ -1,0 +1,269 @@
+//! One validated [`Config`], made of each subsystem's own settings, read from defaults, a
+//! TOML file, `MCP_FLEET_*` environment variables and command-line flags, in that order.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::auth;
+use crate::crypto::Key;
+
+/// Why configuration was refused; every message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key could not be read (wrong type, unknown key, unreadable file).
+    #[error("configuration: {0}")]
+    Read(#[from] Box<figment::Error>),
+    /// A key was read but its value is not acceptable.
+    #[error("configuration key `{key}`: {message}")]
+    Invalid {
+        /// The key, dotted (`http.max_body_bytes`).
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `mcp_fleet=debug,actix_web=warn`).
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The file and environment form, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_auth")]
+    auth: auth::Mode,
+    #[serde(default)]
+    conformance: bool,
+    #[serde(default)]
+    encryption_key: Option<String>,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    http: crate::http::Config,
+    #[serde(default)]
+    sessions: crate::actors::SessionConfig,
+    #[serde(default)]
+    mcp: crate::mcp::Config,
+    #[serde(default)]
+    tools: crate::tools::Config,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_auth() -> auth::Mode {
+    auth::Mode::None
+}
+
+/// Values given on the command line; they win over the file and the environment.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--auth`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<auth::Mode>,
+    /// `--conformance`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conformance: Option<bool>,
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the public listener.
+    pub listen: SocketAddr,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+    /// How callers are authenticated.
+    pub auth: auth::Mode,
+    /// Whether the conformance fixtures are served.
+    pub conformance: bool,
+    /// The sealing key; when absent, one is generated into the data directory.
+    pub encryption_key: Option<Key>,
+    /// Logging.
+    pub log: LogConfig,
+    /// HTTP.
+    pub http: crate::http::Config,
+    /// Legacy sessions.
+    pub sessions: crate::actors::SessionConfig,
+    /// Protocol.
+    pub mcp: crate::mcp::Config,
+    /// Tool limits.
+    pub tools: crate::tools::Config,
+}
+
+impl Config {
+    /// Reads and validates configuration: defaults, then `file` (which must exist when
+    /// given), then `MCP_FLEET_*` variables (`__` separates levels:
+    /// `MCP_FLEET_HTTP__MAX_BODY_BYTES`), then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Error> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(invalid("config", format!("no such file: {}", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("MCP_FLEET_").ignore(&["config"]).split("__"))
+            .merge(Serialized::defaults(overrides));
+        let raw: Raw = figment.extract().map_err(Box::new)?;
+        Self::validate(raw)
+    }
+
+    /// Parses configuration from TOML text alone (no environment), for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        let raw: Raw = Figment::from(Toml::string(text)).extract().map_err(Box::new)?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Self, Error> {
+        let listen: SocketAddr = raw
+            .listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("`{}` is not an address like 127.0.0.1:8080", raw.listen)))?;
+        if raw.auth == auth::Mode::None && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "auth",
+                format!("`none` is only allowed on a loopback address, and listen is {listen}"),
+            ));
+        }
+        let encryption_key = raw
+            .encryption_key
+            .as_deref()
+            .map(Key::from_hex)
+            .transpose()
+            // The value itself is a secret and is never echoed.
+            .map_err(|_| invalid("encryption_key", "must be 64 hex characters (32 bytes)"))?;
+        if raw.http.max_body_bytes == 0 {
+            return Err(invalid("http.max_body_bytes", "must be greater than 0"));
+        }
+        if raw.http.event_buffer == 0 {
+            return Err(invalid("http.event_buffer", "must be greater than 0"));
+        }
+        if raw.sessions.ttl.is_zero() {
+            return Err(invalid("sessions.ttl", "must be greater than 0"));
+        }
+        if raw.mcp.page_size == 0 {
+            return Err(invalid("mcp.page_size", "must be greater than 0"));
+        }
+        let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
+        for limit in limits {
+            if limit.concurrency == 0 {
+                return Err(invalid("tools.concurrency", "must be greater than 0"));
+            }
+            if limit.timeout.is_zero() {
+                return Err(invalid("tools.timeout", "must be greater than 0"));
+            }
+        }
+        Ok(Self {
+            listen,
+            data_dir: raw.data_dir,
+            auth: raw.auth,
+            conformance: raw.conformance,
+            encryption_key,
+            log: raw.log,
+            http: raw.http,
+            sessions: raw.sessions,
+            mcp: raw.mcp,
+            tools: raw.tools,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_toml("listen = \"nope\"").unwrap_err().to_string();
+        assert!(err.contains("`listen`"), "{err}");
+        let err = Config::from_toml("[http]\nmax_body_bytes = \"big\"").unwrap_err().to_string();
+        assert!(err.contains("max_body_bytes"), "{err}");
+        let err = Config::from_toml("bogus = 1").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let err = Config::from_toml("[tools.default]\ntimeout = \"0s\"").unwrap_err().to_string();
+        assert!(err.contains("tools.timeout"), "{err}");
+    }
+
+    #[test]
+    fn auth_none_needs_loopback() {
+        let err = Config::from_toml("listen = \"0.0.0.0:8080\"").unwrap_err().to_string();
+        assert!(err.contains("`auth`"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_echoed() {
+        let err = Config::from_toml("encryption_key = \"secretsecret\"").unwrap_err().to_string();
+        assert!(err.contains("encryption_key") && !err.contains("secretsecret"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_tool_limits_parse() {
+        let c = Config::from_toml(
+            "[tools.default]\nconcurrency = 4\ntimeout = \"2s\"\n[tools.per_tool.echo]\ntimeout = \"250ms\"",
+        )
+        .unwrap();
+        assert_eq!(c.tools.limits("other").concurrency, 4);
+        assert_eq!(c.tools.limits("echo").timeout, std::time::Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,244 @@
+//! Sealing: authenticated encryption (AES-256-GCM-SIV) of state that leaves this process,
+//! with a key ring so keys can rotate while old ciphertexts stay readable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+
+/// Format byte in front of every sealed blob, so a later format can be told apart.
+const FORMAT_V1: u8 = 1;
+const NONCE_LEN: usize = 12;
+const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
+
+/// Errors from building a key ring or opening sealed data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key was not 64 hex characters (32 bytes).
+    #[error("an encryption key must be 64 hex characters (32 bytes)")]
+    BadKey,
+    /// The key ring has no keys.
+    #[error("the key ring is empty")]
+    EmptyRing,
+    /// The sealed data was truncated, tampered with, bound to other data, or sealed with a
+    /// key this ring does not hold.
+    #[error("sealed data failed authentication")]
+    Open,
+    /// The key file could not be read or written.
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// A 32-byte key; its bytes never appear in `Debug` output.
+#[derive(Clone)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    /// Parses 64 hex characters.
+    pub fn from_hex(hex_str: &str) -> Result<Self, Error> {
+        let bytes = hex::decode(hex_str.trim()).map_err(|_| Error::BadKey)?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| Error::BadKey)?;
+        Ok(Self(arr))
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut arr = [0u8; 32];
+        fill_random(&mut arr);
+        Self(arr)
+    }
+
+    /// The key as 64 hex characters, for writing to a key file.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// Loads the key in `path`, or creates it with owner-only permissions when it is absent.
+///
+/// Used by dev mode so a developer never has to make a key by hand.
+pub fn load_or_create_key_file(path: &Path) -> Result<Key, Error> {
+    let io_err = |source| Error::KeyFile {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Key::from_hex(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Key::generate();
+            write_owner_only(path, key.to_hex().as_bytes()).map_err(io_err)?;
+            Ok(key)
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+#[cfg(unix)]
+fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// Fills `buf` from the operating system's random source.
+pub fn fill_random(buf: &mut [u8]) {
+    // The OS generator failing is unrecoverable: nothing secure can be made without it.
+    getrandom::fill(buf).expect("the operating system's random number generator failed");
+}
+
+/// A key ring: every key it can open with, and the one new data is sealed with.
+#[derive(Clone)]
+pub struct Sealer {
+    keys: BTreeMap<u32, Aes256GcmSiv>,
+    active: u32,
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealer")
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl Sealer {
+    /// A ring of `(key id, key)` pairs sealing new data with `active`.
+    pub fn new(keys: impl IntoIterator<Item = (u32, Key)>, active: u32) -> Result<Self, Error> {
+        let keys: BTreeMap<u32, Aes256GcmSiv> = keys
+            .into_iter()
+            .map(|(id, key)| (id, Aes256GcmSiv::new(&key.0.into())))
+            .collect();
+        if !keys.contains_key(&active) {
+            return Err(Error::EmptyRing);
+        }
+        Ok(Self { keys, active })
+    }
+
+    /// A ring holding one key, with id 1.
+    pub fn single(key: Key) -> Self {
+        Self::new([(1, key)], 1).expect("a one-key ring always holds its active key")
+    }
+
+    /// Seals `plaintext`, binding it to `aad` (which is authenticated but not stored).
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let cipher = &self.keys[&self.active];
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .expect("AES-GCM-SIV encryption cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&self.active.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        out
+    }
+
+    /// Opens data made by [`Sealer::seal`] with the same `aad`.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        if sealed.len() < HEADER_LEN || sealed[0] != FORMAT_V1 {
+            return Err(Error::Open);
+        }
+        let key_id = u32::from_be_bytes(sealed[1..5].try_into().map_err(|_| Error::Open)?);
+        let cipher = self.keys.get(&key_id).ok_or(Error::Open)?;
+        cipher
+            .decrypt(
+                Nonce::from_slice(&sealed[5..HEADER_LEN]),
+                Payload {
+                    msg: &sealed[HEADER_LEN..],
+                    aad,
+                },
+            )
+            .map_err(|_| Error::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Sealer {
+        Sealer::single(Key::generate())
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = ring();
+        let sealed = s.seal(b"aad", b"secret");
+        assert_eq!(s.open(b"aad", &sealed).unwrap(), b"secret");
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_rejected() {
+        let s = ring();
+        let sealed = s.seal(b"aad", b"secret");
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert!(s.open(b"aad", &bad).is_err(), "byte {i} flipped was accepted");
+        }
+    }
+
+    #[test]
+    fn other_associated_data_is_rejected() {
+        let s = ring();
+        let sealed = s.seal(b"alice", b"secret");
+        assert!(matches!(s.open(b"bob", &sealed), Err(Error::Open)));
+    }
+
+    #[test]
+    fn rotation_keeps_old_data_readable_and_retired_keys_fail() {
+        let old = Key::generate();
+        let new = Key::generate();
+        let before = Sealer::single(old.clone());
+        let sealed_old = before.seal(b"", b"v1");
+        let rotated = Sealer::new([(1, old), (2, new.clone())], 2).unwrap();
+        assert_eq!(rotated.open(b"", &sealed_old).unwrap(), b"v1");
+        let sealed_new = rotated.seal(b"", b"v2");
+        assert_eq!(sealed_new[1..5], 2u32.to_be_bytes());
+        let retired = Sealer::new([(2, new)], 2).unwrap();
+        assert!(retired.open(b"", &sealed_old).is_err());
+        assert_eq!(retired.open(b"", &sealed_new).unwrap(), b"v2");
+    }
+
+    #[test]
+    fn bad_keys_and_truncation() {
+        assert!(Key::from_hex("abcd").is_err());
+        assert!(Key::from_hex(&"zz".repeat(32)).is_err());
+        assert!(ring().open(b"", &[1, 0, 0]).is_err());
+        assert_eq!(format!("{:?}", Key::generate()), "Key(<redacted>)");
+    }
+}

@@ -1,0 +1,94 @@
+//! DNS-rebinding protection: `Origin` and `Host` checks on the MCP endpoint.
+
+use actix_web::HttpRequest;
+
+use super::Config;
+
+/// Whether `origin` (scheme://host[:port]) is one this server accepts from browsers.
+pub(crate) fn origin_allowed(config: &Config, origin: &str) -> bool {
+    if config.allowed_origins.iter().any(|allowed| allowed == "*") {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if scheme != "http" && scheme != "https" {
+        return false;
+    }
+    let host = strip_port(rest);
+    if is_loopback_host(host) {
+        return true;
+    }
+    config
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+}
+
+/// Checks a request's `Origin` and, on a loopback listener, its `Host`.
+/// Returns the reason for refusal.
+pub(crate) fn check(config: &Config, loopback: bool, req: &HttpRequest) -> Result<(), String> {
+    if let Some(origin) = req.headers().get("origin") {
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(config, origin) {
+            return Err(format!("Origin not allowed: {origin}"));
+        }
+    }
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let host_only = strip_port(host);
+    let listed = config
+        .allowed_hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(host_only));
+    if loopback && !is_loopback_host(host_only) && !listed {
+        return Err(format!("Host not allowed: {host}"));
+    }
+    if !loopback && !config.allowed_hosts.is_empty() && !listed {
+        return Err(format!("Host not allowed: {host}"));
+    }
+    Ok(())
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:8080
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "::1"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let mut c = Config::default();
+        assert!(origin_allowed(&c, "http://localhost:6274"));
+        assert!(origin_allowed(&c, "http://127.0.0.1"));
+        assert!(origin_allowed(&c, "http://[::1]:3000"));
+        assert!(!origin_allowed(&c, "http://evil.example.com"));
+        assert!(!origin_allowed(&c, "http://localhost.evil.com"));
+        assert!(!origin_allowed(&c, "null"));
+        c.allowed_origins.push("https://app.example.com".into());
+        assert!(origin_allowed(&c, "https://app.example.com"));
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("localhost:8080"), "localhost");
+        assert_eq!(strip_port("[::1]:8080"), "::1");
+        assert_eq!(strip_port("example.com"), "example.com");
+    }
+}

@@ -1,0 +1,291 @@
+//! Per-instance state of legacy sessions: their SSE streams (with the event buffers that
+//! make `Last-Event-ID` resumption work), pending server-to-client requests, and the
+//! requests in flight that `notifications/cancelled` may stop.
+//!
+//! Only what cannot outlive a connection lives here; the session itself is in the store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::sse::{Outgoing, Rx, Tx};
+use crate::mcp::RpcError;
+
+/// Stream id of a session's standalone GET stream.
+pub(crate) const STANDALONE: u64 = 0;
+
+/// How long a finished stream's events stay available for resumption.
+const FINISHED_RETENTION: Duration = Duration::from_secs(300);
+
+/// Live state of every legacy session this instance has served.
+#[derive(Default)]
+pub(crate) struct Live {
+    sessions: Mutex<HashMap<String, Arc<LiveSession>>>,
+}
+
+impl Live {
+    /// The live state of session `id`, created on first use.
+    pub fn session(&self, id: &str, buffer: usize) -> Arc<LiveSession> {
+        let mut map = self.sessions.lock().expect("live sessions lock");
+        map.entry(id.to_owned())
+            .or_insert_with(|| Arc::new(LiveSession::new(buffer)))
+            .clone()
+    }
+
+    /// Drops a session's live state: its streams end and its pending requests fail.
+    pub fn remove(&self, id: &str) {
+        let removed = self.sessions.lock().expect("live sessions lock").remove(id);
+        if let Some(session) = removed {
+            session.close();
+        }
+    }
+}
+
+struct Stream {
+    events: VecDeque<(u64, Outgoing)>,
+    next_seq: u64,
+    subscriber: Option<Tx>,
+    finished_at: Option<Instant>,
+}
+
+/// One legacy session's live state on this instance.
+pub(crate) struct LiveSession {
+    streams: Mutex<HashMap<u64, Stream>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
+    inflight: Mutex<HashMap<String, CancellationToken>>,
+    next_stream: AtomicU64,
+    next_request: AtomicU64,
+    buffer: usize,
+}
+
+/// Why a stream could not be attached.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AttachError {
+    /// No such stream (or it was already fully delivered and forgotten).
+    Unknown,
+    /// Another connection is reading it.
+    Busy,
+}
+
+impl LiveSession {
+    fn new(buffer: usize) -> Self {
+        Self {
+            streams: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(STANDALONE + 1),
+            next_request: AtomicU64::new(0),
+            buffer: buffer.max(1),
+        }
+    }
+
+    /// Opens a new request stream and attaches `tx` to it; returns its id.
+    pub fn open_stream(&self, tx: Tx) -> u64 {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let mut streams = self.streams.lock().expect("streams lock");
+        streams.retain(|_, s| s.finished_at.is_none_or(|t| t.elapsed() < FINISHED_RETENTION));
+        streams.insert(
+            id,
+            Stream {
+                events: VecDeque::new(),
+                next_seq: 0,
+                subscriber: Some(tx),
+                finished_at: None,
+            },
+        );
+        id
+    }
+
+    /// The id of an event: the stream it belongs to and its place in that stream.
+    pub fn event_id(stream: u64, seq: u64) -> String {
+        format!("{stream}-{seq}")
+    }
+
+    /// Parses an event id made by [`LiveSession::event_id`].
+    pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+        let (stream, seq) = id.split_once('-')?;
+        Some((stream.parse().ok()?, seq.parse().ok()?))
+    }
+
+    /// Reserves the next event id of `stream` without sending anything (for priming).
+    pub fn reserve_id(&self, stream: u64) -> Option<String> {
+        let mut streams = self.streams.lock().expect("streams lock");
+        let s = streams.get_mut(&stream)?;
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        Some(Self::event_id(stream, seq))
+    }
+
+    /// Sends a message on `stream`: to its reader if one is attached, and into its buffer
+    /// for resumption. Returns false when the stream no longer exists.
+    pub fn push(&self, stream: u64, message: Value, is_final: bool) -> bool {
+        let mut streams = self.streams.lock().expect("streams lock");
+        let Some(s) = streams.get_mut(&stream) else {
+            return false;
+        };
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let out = Outgoing {
+            id: Some(Self::event_id(stream, seq)),
+            message,
+            is_final,
+        };
+        if let Some(tx) = &s.subscriber {
+            if tx.send(out.clone()).is_err() {
+                s.subscriber = None;
+            }
+        }
+        if s.events.len() == self.buffer {
+            s.events.pop_front();
+        }
+        s.events.push_back((seq, out));
+        if is_final {
+            s.finished_at = Some(Instant::now());
+        }
+        true
+    }
+
+    /// Opens the standalone GET stream, unless another connection holds it.
+    pub fn open_standalone(&self, tx: Tx) -> Result<(), AttachError> {
+        let mut streams = self.streams.lock().expect("streams lock");
+        let s = streams.entry(STANDALONE).or_insert_with(|| Stream {
+            events: VecDeque::new(),
+            next_seq: 0,
+            subscriber: None,
+            finished_at: None,
+        });
+        if s.subscriber.as_ref().is_some_and(|t| !t.is_closed()) {
+            return Err(AttachError::Busy);
+        }
+        s.subscriber = Some(tx);
+        Ok(())
+    }
+
+    /// Reattaches a reader to the stream an event id belongs to, replaying what came after it.
+    pub fn resume(&self, last_event_id: &str, tx: Tx) -> Result<u64, AttachError> {
+        let (stream, seq) = Self::parse_event_id(last_event_id).ok_or(AttachError::Unknown)?;
+        let mut streams = self.streams.lock().expect("streams lock");
+        let s = streams.get_mut(&stream).ok_or(AttachError::Unknown)?;
+        if s.subscriber.as_ref().is_some_and(|t| !t.is_closed()) {
+            return Err(AttachError::Busy);
+        }
+        for (_, out) in s.events.iter().filter(|(n, _)| *n > seq) {
+            let _ = tx.send(out.clone());
+        }
+        if s.finished_at.is_none() {
+            s.subscriber = Some(tx);
+        }
+        Ok(stream)
+    }
+
+    /// Forgets a stream whose final message reached its reader.
+    pub fn close_stream(&self, stream: u64) {
+        self.streams.lock().expect("streams lock").remove(&stream);
+    }
+
+    /// A fresh id for a request from the server to the client, and the receiver of its answer.
+    pub fn register_request(&self) -> (String, oneshot::Receiver<Result<Value, RpcError>>) {
+        let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(id.clone(), tx);
+        (id, rx)
+    }
+
+    /// Forgets a pending request that will not be answered.
+    pub fn forget_request(&self, id: &str) {
+        self.pending.lock().expect("pending lock").remove(id);
+    }
+
+    /// Delivers the client's answer to a server request; false when nobody here waits for it.
+    pub fn answer(&self, id: &Value, outcome: Result<Value, RpcError>) -> bool {
+        let key = match id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match self.pending.lock().expect("pending lock").remove(&key) {
+            Some(tx) => tx.send(outcome).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Records a client request in flight so `notifications/cancelled` can stop it.
+    pub fn track(&self, request_id: &Value, token: CancellationToken) {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .insert(request_id.to_string(), token);
+    }
+
+    /// Forgets a finished client request.
+    pub fn untrack(&self, request_id: &Value) {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .remove(&request_id.to_string());
+    }
+
+    /// Cancels a client request in flight; false when it is not running here.
+    pub fn cancel(&self, request_id: &Value) -> bool {
+        match self.inflight.lock().expect("inflight lock").get(&request_id.to_string()) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn close(&self) {
+        for (_, token) in self.inflight.lock().expect("inflight lock").drain() {
+            token.cancel();
+        }
+        self.pending.lock().expect("pending lock").clear();
+        self.streams.lock().expect("streams lock").clear();
+    }
+}
+
+/// A channel for one reader of a stream.
+pub(crate) fn channel() -> (Tx, Rx) {
+    mpsc::unbounded_channel()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn resumes_after_the_last_event_seen() {
+        let live = LiveSession::new(16);
+        let (tx, mut rx) = channel();
+        let stream = live.open_stream(tx);
+        live.push(stream, json!(1), false);
+        let first = rx.try_recv().unwrap();
+        drop(rx);
+        live.push(stream, json!(2), false);
+        live.push(stream, json!(3), true);
+        let (tx2, mut rx2) = channel();
+        live.resume(first.id.as_deref().unwrap(), tx2).unwrap();
+        assert_eq!(rx2.try_recv().unwrap().message, json!(2));
+        let last = rx2.try_recv().unwrap();
+        assert_eq!(last.message, json!(3));
+        assert!(last.is_final);
+        assert!(rx2.try_recv().is_err());
+        assert_eq!(live.resume("99-0", channel().0), Err(AttachError::Unknown));
+        assert_eq!(live.resume("garbage", channel().0), Err(AttachError::Unknown));
+    }
+
+    #[test]
+    fn answers_reach_the_waiting_request_once() {
+        let live = LiveSession::new(4);
+        let (id, mut rx) = live.register_request();
+        assert!(live.answer(&json!(id), Ok(json!({"ok": true}))));
+        assert_eq!(rx.try_recv().unwrap().unwrap(), json!({"ok": true}));
+        assert!(!live.answer(&json!(id), Ok(json!({}))));
+    }
+}

@@ -1,0 +1,107 @@
+//! The HTTP side of a node: the MCP endpoint (Streamable HTTP, both eras) and the
+//! operational endpoints (`/health`, `/ready`).
+
+mod guard;
+mod live;
+mod mcp;
+mod ops;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use serde::Deserialize;
+
+use crate::auth::Principal;
+use crate::mcp::Engine;
+
+/// HTTP settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Browser origins allowed besides loopback ones (`https://app.example.com`, or `*`).
+    pub allowed_origins: Vec<String>,
+    /// Host names allowed in `Host` besides loopback ones. Empty on a non-loopback
+    /// listener means any host.
+    pub allowed_hosts: Vec<String>,
+    /// Interval of keep-alive comments on idle SSE streams.
+    #[serde(with = "humantime_serde")]
+    pub sse_keepalive: Duration,
+    /// Reconnection delay suggested to clients in priming events.
+    #[serde(with = "humantime_serde")]
+    pub sse_retry: Duration,
+    /// Messages kept per legacy stream for `Last-Event-ID` resumption.
+    pub event_buffer: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            sse_keepalive: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(3),
+            event_buffer: 256,
+            workers: 0,
+        }
+    }
+}
+
+/// What every HTTP worker shares.
+pub(crate) struct State {
+    pub engine: Engine,
+    pub live: live::Live,
+    pub config: Config,
+    /// Whether the listener is on a loopback address (then `Host` is checked).
+    pub loopback: bool,
+    /// The caller of every request while authentication is off.
+    pub principal: Arc<Principal>,
+}
+
+impl State {
+    pub(crate) fn new(engine: Engine, config: Config, loopback: bool) -> Self {
+        Self {
+            engine,
+            live: live::Live::default(),
+            config,
+            loopback,
+            principal: Arc::new(Principal::anonymous()),
+        }
+    }
+}
+
+/// Registers every route.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    mcp::configure(cfg);
+    ops::configure(cfg);
+}
+
+/// CORS for browser clients, allowing the MCP headers in and exposing the session id.
+pub(crate) fn cors(config: &Config) -> actix_cors::Cors {
+    let config = config.clone();
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| guard::origin_allowed(&config, o))
+        })
+        .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "accept",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "mcp-method",
+            "mcp-name",
+            "last-event-id",
+        ])
+        .expose_headers(["mcp-session-id", "www-authenticate", "mcp-protocol-version"])
+        .max_age(3600)
+}

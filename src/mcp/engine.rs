@@ -1,0 +1,602 @@
+//! Dispatch: every MCP method, for both eras, over any transport.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::jsonrpc::RpcError;
+use super::mrtr::{self, MrtrPeer};
+use super::{Version, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SERVER_INFO};
+use crate::actors::{Session, SessionHandle, ToolPool};
+use crate::auth::Principal;
+use crate::crypto::Sealer;
+use crate::tools::{self, Context, LogLevel, Output, Peer, Registry};
+
+/// Protocol settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How long a `requestState` handed to a client stays valid.
+    #[serde(with = "humantime_serde")]
+    pub request_state_ttl: Duration,
+    /// `ttlMs` on list results and discovery.
+    #[serde(with = "humantime_serde")]
+    pub list_ttl: Duration,
+    /// Items per page of a list result.
+    pub page_size: usize,
+    /// Guidance for the model, returned by `initialize` and `server/discover`.
+    pub instructions: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            request_state_ttl: Duration::from_secs(600),
+            list_ttl: Duration::from_secs(60),
+            page_size: 100,
+            instructions: None,
+        }
+    }
+}
+
+/// This server's name and version, as clients see them.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+}
+
+impl Default for ServerInfo {
+    fn default() -> Self {
+        Self {
+            name: "mcp-fleet".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// What a 2026-07-28 request declares in its `_meta`.
+#[derive(Debug, Clone)]
+pub struct ModernMeta {
+    /// The protocol version.
+    pub version: Version,
+    /// The client's capabilities for this request.
+    pub client_capabilities: Value,
+    /// The log level the client asked for, if any.
+    pub log_level: Option<LogLevel>,
+}
+
+impl ModernMeta {
+    /// Reads a request's `_meta`. `Ok(None)` when it carries no protocol version (a legacy
+    /// request); an error when the version is unsupported or the rest is malformed.
+    pub fn parse(params: &Map<String, Value>) -> Result<Option<Self>, RpcError> {
+        let Some(meta) = params.get("_meta").and_then(Value::as_object) else {
+            return Ok(None);
+        };
+        let Some(version) = meta.get(META_PROTOCOL_VERSION) else {
+            return Ok(None);
+        };
+        let requested = version
+            .as_str()
+            .ok_or_else(|| RpcError::invalid_params(format!("_meta {META_PROTOCOL_VERSION} must be a string")))?;
+        let version = match Version::parse(requested) {
+            Some(v) if !v.is_legacy() => v,
+            _ => return Err(RpcError::unsupported_version(requested)),
+        };
+        let client_capabilities = match meta.get(META_CLIENT_CAPABILITIES) {
+            Some(c @ Value::Object(_)) => c.clone(),
+            Some(_) => {
+                return Err(RpcError::invalid_params(format!(
+                    "_meta {META_CLIENT_CAPABILITIES} must be an object"
+                )))
+            }
+            None => {
+                return Err(RpcError::invalid_params(format!(
+                    "_meta {META_CLIENT_CAPABILITIES} is required"
+                )))
+            }
+        };
+        let log_level = match meta.get(META_LOG_LEVEL) {
+            None => None,
+            Some(v) => Some(v.as_str().and_then(LogLevel::parse).ok_or_else(|| {
+                RpcError::invalid_params(format!("_meta {META_LOG_LEVEL} is not a log level"))
+            })?),
+        };
+        Ok(Some(Self {
+            version,
+            client_capabilities,
+            log_level,
+        }))
+    }
+}
+
+/// Which era a request belongs to.
+#[derive(Debug, Clone)]
+pub enum Era {
+    /// A request on a legacy session.
+    Legacy(Arc<Session>),
+    /// A stateless 2026-07-28 request.
+    Modern(ModernMeta),
+}
+
+/// One request as the engine sees it.
+pub struct Call {
+    /// The caller.
+    pub principal: Arc<Principal>,
+    /// The era and its state.
+    pub era: Era,
+    /// How to reach the client while the request runs.
+    pub peer: Arc<dyn Peer>,
+    /// Cancelled when the client cancels or goes away.
+    pub cancel: CancellationToken,
+}
+
+/// The protocol engine shared by every transport.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    info: ServerInfo,
+    config: Config,
+    registry: Registry,
+    tools: ToolPool,
+    sessions: SessionHandle,
+    sealer: Sealer,
+}
+
+impl Engine {
+    /// An engine over a registry whose tool actors are already running.
+    pub fn new(
+        info: ServerInfo,
+        config: Config,
+        registry: Registry,
+        tools: ToolPool,
+        sessions: SessionHandle,
+        sealer: Sealer,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                info,
+                config,
+                registry,
+                tools,
+                sessions,
+                sealer,
+            }),
+        }
+    }
+
+    /// The session actor's handle.
+    pub fn sessions(&self) -> &SessionHandle {
+        &self.inner.sessions
+    }
+
+    fn capabilities(&self) -> Value {
+        json!({
+            "tools": { "listChanged": false },
+            "resources": { "subscribe": true, "listChanged": false },
+            "prompts": { "listChanged": false },
+            "completions": {},
+            "logging": {},
+        })
+    }
+
+    /// Answers `initialize`: negotiates a legacy version and returns the new (not yet
+    /// stored) session with the result to send.
+    pub fn initialize(
+        &self,
+        params: &Map<String, Value>,
+        principal: Principal,
+    ) -> Result<(Session, Value), RpcError> {
+        let requested = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::invalid_params("initialize needs a protocolVersion string"))?;
+        let version = match Version::parse(requested) {
+            Some(v) if v.is_legacy() => v,
+            _ => Version::LATEST_LEGACY,
+        };
+        let capabilities = match params.get("capabilities") {
+            Some(c @ Value::Object(_)) => c.clone(),
+            None => json!({}),
+            Some(_) => return Err(RpcError::invalid_params("capabilities must be an object")),
+        };
+        let client_info = params.get("clientInfo").cloned().unwrap_or_else(|| json!({}));
+        let session = Session::new(
+            version,
+            principal,
+            client_info,
+            capabilities,
+            self.inner.sessions.ttl(),
+        );
+        let mut result = json!({
+            "protocolVersion": version.as_str(),
+            "capabilities": self.capabilities(),
+            "serverInfo": { "name": self.inner.info.name, "version": self.inner.info.version },
+        });
+        if let Some(instructions) = &self.inner.config.instructions {
+            result["instructions"] = json!(instructions);
+        }
+        Ok((session, result))
+    }
+
+    /// Handles one request and returns its result (with the era's envelope applied).
+    pub async fn handle(
+        &self,
+        call: &Call,
+        method: &str,
+        params: Map<String, Value>,
+    ) -> Result<Value, RpcError> {
+        let modern = matches!(call.era, Era::Modern(_));
+        let mut result = match method {
+            "ping" => Ok(json!({})),
+            "server/discover" if modern => self.discover(),
+            "tools/list" => self.list(&params, self.inner.tools.all().iter().map(|t| t.listing().clone()), "tools"),
+            "tools/call" => self.call_tool(call, &params).await,
+            "resources/list" => self.list(
+                &params,
+                self.inner.registry.resources.iter().map(|r| r.listing.clone()),
+                "resources",
+            ),
+            "resources/templates/list" => self.list(
+                &params,
+                self.inner.registry.templates.iter().map(|t| t.listing.clone()),
+                "resourceTemplates",
+            ),
+            "resources/read" => self.read_resource(call, &params).await,
+            "resources/subscribe" if !modern => self.subscribe(call, &params, true).await,
+            "resources/unsubscribe" if !modern => self.subscribe(call, &params, false).await,
+            "prompts/list" => self.list(
+                &params,
+                self.inner.registry.prompts.iter().map(|p| p.listing.clone()),
+                "prompts",
+            ),
+            "prompts/get" => self.get_prompt(call, &params).await,
+            "completion/complete" => self.complete(&params),
+            "logging/setLevel" if !modern => self.set_level(call, &params).await,
+            _ => Err(RpcError::method_not_found(method)),
+        }?;
+        if modern {
+            self.envelope(method, &mut result);
+        }
+        Ok(result)
+    }
+
+    /// Adds what every 2026-07-28 result carries: `resultType`, server info, cache hints.
+    fn envelope(&self, method: &str, result: &mut Value) {
+        let Some(obj) = result.as_object_mut() else {
+            return;
+        };
+        obj.entry("resultType").or_insert_with(|| json!("complete"));
+        let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(
+                META_SERVER_INFO.into(),
+                json!({ "name": self.inner.info.name, "version": self.inner.info.version }),
+            );
+        }
+        let cache_scope = match method {
+            "server/discover" | "tools/list" | "prompts/list" | "resources/list"
+            | "resources/templates/list" => "public",
+            "resources/read" => "private",
+            _ => return,
+        };
+        if obj.get("resultType") == Some(&json!("complete")) {
+            obj.insert("ttlMs".into(), json!(self.inner.config.list_ttl.as_millis() as u64));
+            obj.insert("cacheScope".into(), json!(cache_scope));
+        }
+    }
+
+    fn discover(&self) -> Result<Value, RpcError> {
+        let mut result = json!({
+            "supportedVersions": Version::supported_strings(),
+            "capabilities": self.capabilities(),
+        });
+        if let Some(instructions) = &self.inner.config.instructions {
+            result["instructions"] = json!(instructions);
+        }
+        Ok(result)
+    }
+
+    fn list(
+        &self,
+        params: &Map<String, Value>,
+        items: impl Iterator<Item = Value>,
+        key: &str,
+    ) -> Result<Value, RpcError> {
+        let offset = match params.get("cursor") {
+            None | Some(Value::Null) => 0,
+            Some(Value::String(c)) => decode_cursor(c)
+                .ok_or_else(|| RpcError::invalid_params("invalid cursor"))?,
+            Some(_) => return Err(RpcError::invalid_params("cursor must be a string")),
+        };
+        let page_size = self.inner.config.page_size.max(1);
+        let all: Vec<Value> = items.collect();
+        if offset > all.len() {
+            return Err(RpcError::invalid_params("invalid cursor"));
+        }
+        let page: Vec<Value> = all.iter().skip(offset).take(page_size).cloned().collect();
+        let mut result = json!({ key: page });
+        if offset + page_size < all.len() {
+            result["nextCursor"] = json!(URL_SAFE_NO_PAD.encode(format!("o{}", offset + page_size)));
+        }
+        Ok(result)
+    }
+
+    fn context(&self, call: &Call, params: &Map<String, Value>, peer: Arc<dyn Peer>) -> Context {
+        let (log_level, client_capabilities) = match &call.era {
+            Era::Legacy(session) => (session.log_level, session.client_capabilities.clone()),
+            Era::Modern(meta) => (meta.log_level, meta.client_capabilities.clone()),
+        };
+        let progress_token = params
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
+            .filter(|t| t.is_string() || t.is_i64() || t.is_u64())
+            .cloned();
+        Context::new(tools::Scope {
+            principal: call.principal.clone(),
+            peer,
+            progress_token,
+            log_level,
+            client_capabilities,
+            cancel: call.cancel.clone(),
+        })
+    }
+
+    async fn call_tool(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
+        let name = params
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::invalid_params("tools/call needs a tool name"))?;
+        let tool = self
+            .inner
+            .tools
+            .get(name)
+            .ok_or_else(|| RpcError::invalid_params(format!("Unknown tool: {name}")))?;
+        let args = match params.get("arguments") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(a)) => a.clone(),
+            Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
+        };
+        let target = format!("tools/call:{name}");
+        let binding = call.principal.binding();
+        let mrtr = match &call.era {
+            Era::Legacy(_) => None,
+            Era::Modern(_) => {
+                let mut answers = match params.get("requestState") {
+                    None | Some(Value::Null) => HashMap::new(),
+                    Some(Value::String(token)) => {
+                        mrtr::open(&self.inner.sealer, &binding, &target, &args, token)?
+                    }
+                    Some(_) => return Err(RpcError::invalid_params("requestState must be a string")),
+                };
+                match params.get("inputResponses") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(responses)) => {
+                        answers.extend(responses.iter().map(|(k, v)| (k.clone(), v.clone())))
+                    }
+                    Some(_) => return Err(RpcError::invalid_params("inputResponses must be an object")),
+                }
+                Some(answers)
+            }
+        };
+        let peer: Arc<dyn Peer> = match &mrtr {
+            None => call.peer.clone(),
+            Some(answers) => Arc::new(MrtrPeer {
+                inner: call.peer.clone(),
+                answers: answers.clone(),
+                next: AtomicUsize::new(0),
+            }),
+        };
+        let ctx = self.context(call, params, peer);
+        match tool.call(ctx, Value::Object(args.clone())).await {
+            Ok(output) => Ok(output.to_value()),
+            Err(tools::Error::InputRequired(request)) => match mrtr {
+                Some(answers) => {
+                    let state = mrtr::seal(
+                        &self.inner.sealer,
+                        &binding,
+                        &target,
+                        &args,
+                        &answers,
+                        self.inner.config.request_state_ttl,
+                    );
+                    Ok(json!({
+                        "resultType": "input_required",
+                        "inputRequests": { request.key: { "method": request.method, "params": request.params } },
+                        "requestState": state,
+                    }))
+                }
+                None => Err(RpcError::internal("input was required outside a multi round-trip request")),
+            },
+            Err(e) => tool_error(name, e),
+        }
+    }
+
+    async fn read_resource(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
+        let uri = params
+            .get("uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::invalid_params("resources/read needs a uri"))?;
+        let registry = &self.inner.registry;
+        let (read, vars) = if let Some(r) = registry.resources.iter().find(|r| r.uri == uri) {
+            (r.read.clone(), HashMap::new())
+        } else if let Some((t, vars)) = registry
+            .templates
+            .iter()
+            .find_map(|t| t.matches(uri).map(|vars| (t, vars)))
+        {
+            (t.read.clone(), vars)
+        } else {
+            let code = match call.era {
+                // 2025-11-25 and earlier name this -32002; 2026-07-28 uses invalid params.
+                Era::Legacy(_) => -32002,
+                Era::Modern(_) => super::jsonrpc::INVALID_PARAMS,
+            };
+            return Err(RpcError::new(code, format!("Resource not found: {uri}")).with_data(json!({ "uri": uri })));
+        };
+        let ctx = self.context(call, params, call.peer.clone());
+        match read(ctx, uri.to_owned(), vars).await {
+            Ok(contents) => Ok(json!({ "contents": contents })),
+            Err(tools::Error::InvalidArguments(m)) => Err(RpcError::invalid_params(m)),
+            Err(e) => Err(RpcError::internal(format!("reading {uri} failed: {e}"))),
+        }
+    }
+
+    async fn get_prompt(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
+        let name = params
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::invalid_params("prompts/get needs a prompt name"))?;
+        let prompt = self
+            .inner
+            .registry
+            .prompts
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| RpcError::invalid_params(format!("Unknown prompt: {name}")))?;
+        let args = match params.get("arguments") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(a)) => a.clone(),
+            Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
+        };
+        if let Some(missing) = prompt.missing_argument(&args) {
+            return Err(RpcError::invalid_params(format!(
+                "prompt {name} needs argument {missing}"
+            )));
+        }
+        let ctx = self.context(call, params, call.peer.clone());
+        match (prompt.get)(ctx, args).await {
+            Ok(result) => Ok(result),
+            Err(tools::Error::InvalidArguments(m)) => Err(RpcError::invalid_params(m)),
+            Err(e) => Err(RpcError::internal(format!("prompt {name} failed: {e}"))),
+        }
+    }
+
+    fn complete(&self, params: &Map<String, Value>) -> Result<Value, RpcError> {
+        let reference = params
+            .get("ref")
+            .and_then(Value::as_object)
+            .ok_or_else(|| RpcError::invalid_params("completion/complete needs a ref"))?;
+        let argument = params
+            .get("argument")
+            .and_then(Value::as_object)
+            .ok_or_else(|| RpcError::invalid_params("completion/complete needs an argument"))?;
+        let arg_name = argument.get("name").and_then(Value::as_str).unwrap_or_default();
+        let arg_value = argument.get("value").and_then(Value::as_str).unwrap_or_default();
+        let context_args = params
+            .get("context")
+            .and_then(|c| c.get("arguments"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let registry = &self.inner.registry;
+        let completer = match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+                let prompt = registry
+                    .prompts
+                    .iter()
+                    .find(|p| p.name == name)
+                    .ok_or_else(|| RpcError::invalid_params(format!("Unknown prompt: {name}")))?;
+                prompt.complete.clone()
+            }
+            Some("ref/resource") => {
+                let uri = reference.get("uri").and_then(Value::as_str).unwrap_or_default();
+                let template = registry
+                    .templates
+                    .iter()
+                    .find(|t| t.uri_template() == uri)
+                    .ok_or_else(|| RpcError::invalid_params(format!("Unknown resource template: {uri}")))?;
+                template.complete.clone()
+            }
+            _ => return Err(RpcError::invalid_params("ref.type must be ref/prompt or ref/resource")),
+        };
+        let mut values = completer
+            .map(|c| c(arg_name, arg_value, &context_args))
+            .unwrap_or_default();
+        let total = values.len();
+        values.truncate(100);
+        Ok(json!({ "completion": { "values": values, "total": total, "hasMore": total > 100 } }))
+    }
+
+    async fn set_level(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
+        let Era::Legacy(session) = &call.era else {
+            return Err(RpcError::method_not_found("logging/setLevel"));
+        };
+        let level = params
+            .get("level")
+            .and_then(Value::as_str)
+            .and_then(LogLevel::parse)
+            .ok_or_else(|| RpcError::invalid_params("level must be a log level"))?;
+        let mut updated = (**session).clone();
+        updated.log_level = Some(level);
+        self.store(updated).await?;
+        Ok(json!({}))
+    }
+
+    async fn subscribe(&self, call: &Call, params: &Map<String, Value>, on: bool) -> Result<Value, RpcError> {
+        let Era::Legacy(session) = &call.era else {
+            return Err(RpcError::method_not_found("resources/subscribe"));
+        };
+        let uri = params
+            .get("uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::invalid_params("a uri is required"))?;
+        let mut updated = (**session).clone();
+        updated.subscriptions.retain(|s| s != uri);
+        if on {
+            updated.subscriptions.push(uri.to_owned());
+        }
+        if updated.subscriptions != session.subscriptions {
+            self.store(updated).await?;
+        }
+        Ok(json!({}))
+    }
+
+    async fn store(&self, session: Session) -> Result<(), RpcError> {
+        self.inner.sessions.put(session).await.map_err(|e| {
+            tracing::error!(error = %e, "could not store a session");
+            RpcError::internal("the session could not be stored")
+        })
+    }
+}
+
+/// Turns a tool failure into what the client sees: an `isError` result for failures the
+/// model can act on, a JSON-RPC error for the rest.
+fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
+    use tools::Error as E;
+    match error {
+        E::Failed(message) => Ok(Output::error(message).to_value()),
+        E::Timeout(after) => Ok(Output::error(format!(
+            "The tool {name} timed out after {} ms",
+            after.as_millis()
+        ))
+        .to_value()),
+        E::Client(message) => Ok(Output::error(format!("The client could not answer: {message}")).to_value()),
+        E::InvalidArguments(message) => Err(RpcError::invalid_params(format!(
+            "Invalid arguments for {name}: {message}"
+        ))),
+        E::MissingCapability(capability) => Err(RpcError::missing_capability(capability)),
+        E::Cancelled => Err(RpcError::new(-32800, "Request cancelled")),
+        E::Overloaded => Err(RpcError::internal(format!("{name} is overloaded; retry later"))),
+        E::Panicked => Err(RpcError::internal(format!("{name} failed unexpectedly"))),
+        E::InputRequired(_) => Err(RpcError::internal("unexpected input request")),
+    }
+}
+
+fn decode_cursor(cursor: &str) -> Option<usize> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    std::str::from_utf8(&bytes).ok()?.strip_prefix('o')?.parse().ok()
+}

@@ -1,0 +1,22 @@
+//! The MCP protocol engine: messages, versions, and dispatch of every method to the
+//! registry, independent of the transport that carried the request.
+
+mod engine;
+pub mod jsonrpc;
+mod mrtr;
+mod version;
+
+pub use engine::{Call, Config, Engine, Era, ModernMeta, ServerInfo};
+pub use jsonrpc::{Message, RpcError};
+pub use version::Version;
+
+/// `_meta` key carrying the protocol version of a 2026-07-28 request.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key carrying the client's capabilities on a 2026-07-28 request.
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key carrying the client's identity on a 2026-07-28 request.
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+/// `_meta` key carrying the requested log level on a 2026-07-28 request.
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+/// `_meta` key carrying the server's identity on a 2026-07-28 result.
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";

@@ -1,0 +1,170 @@
+//! Multi Round-Trip Requests: the sealed `requestState` that carries a call's earlier
+//! answers from one round to the next, so any instance can serve the retry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::RpcError;
+use crate::crypto::Sealer;
+use crate::tools::{Error, InputRequest, Peer};
+
+/// What a `requestState` holds, sealed and bound to the principal.
+#[derive(Serialize, Deserialize)]
+struct State {
+    /// The method and name of the request it belongs to (`tools/call` + tool name).
+    target: String,
+    /// SHA-256 of the request's canonical arguments.
+    args_digest: [u8; 32],
+    /// When it stops being accepted, in milliseconds since the epoch.
+    expires_at_ms: u64,
+    /// Answers gathered in earlier rounds, as `(key, JSON text)`.
+    answers: Vec<(String, String)>,
+}
+
+fn aad(principal_binding: &str) -> Vec<u8> {
+    let mut aad = b"mcp-fleet/requestState/v1\0".to_vec();
+    aad.extend_from_slice(principal_binding.as_bytes());
+    aad
+}
+
+fn digest(args: &Map<String, Value>) -> [u8; 32] {
+    // serde_json's map is ordered by key, so equal arguments serialise to equal bytes.
+    let bytes = serde_json::to_vec(args).unwrap_or_default();
+    Sha256::digest(bytes).into()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Seals the answers so far into a `requestState`.
+pub(super) fn seal(
+    sealer: &Sealer,
+    principal_binding: &str,
+    target: &str,
+    args: &Map<String, Value>,
+    answers: &HashMap<String, Value>,
+    ttl: Duration,
+) -> String {
+    let mut answers: Vec<(String, String)> = answers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    answers.sort();
+    let state = State {
+        target: target.to_owned(),
+        args_digest: digest(args),
+        expires_at_ms: now_ms().saturating_add(ttl.as_millis() as u64),
+        answers,
+    };
+    let plain = postcard::to_stdvec(&state).expect("request state always encodes");
+    URL_SAFE_NO_PAD.encode(sealer.seal(&aad(principal_binding), &plain))
+}
+
+/// Opens a `requestState`, checking it was made for this principal, request and arguments,
+/// and has not expired; returns the answers it carries.
+pub(super) fn open(
+    sealer: &Sealer,
+    principal_binding: &str,
+    target: &str,
+    args: &Map<String, Value>,
+    token: &str,
+) -> Result<HashMap<String, Value>, RpcError> {
+    let invalid = || {
+        RpcError::invalid_params(
+            "requestState is invalid, expired, or was issued for another request",
+        )
+    };
+    let sealed = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let plain = sealer
+        .open(&aad(principal_binding), &sealed)
+        .map_err(|_| invalid())?;
+    let state: State = postcard::from_bytes(&plain).map_err(|_| invalid())?;
+    if state.target != target || state.args_digest != digest(args) || state.expires_at_ms <= now_ms() {
+        return Err(invalid());
+    }
+    state
+        .answers
+        .into_iter()
+        .map(|(k, v)| Ok((k, serde_json::from_str(&v).map_err(|_| invalid())?)))
+        .collect()
+}
+
+/// The peer of a 2026-07-28 call: notifications go to the response stream, questions are
+/// answered from `inputResponses` or turned into an input-required result.
+pub(super) struct MrtrPeer {
+    pub inner: Arc<dyn Peer>,
+    pub answers: HashMap<String, Value>,
+    pub next: AtomicUsize,
+}
+
+impl Peer for MrtrPeer {
+    fn notify(&self, method: &str, params: Value) {
+        self.inner.notify(method, params);
+    }
+
+    fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, Error>> {
+        // Keys follow the order in which the tool asks, so a replayed call meets its
+        // earlier answers under the same keys.
+        let key = format!("input-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let outcome = match self.answers.get(&key) {
+            Some(answer) => Ok(answer.clone()),
+            None => Err(Error::InputRequired(InputRequest {
+                key,
+                method: method.to_owned(),
+                params,
+            })),
+        };
+        Box::pin(async move { outcome })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Key;
+    use serde_json::json;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn round_trip_and_binding() {
+        let sealer = Sealer::single(Key::generate());
+        let a = args(json!({"x": 1}));
+        let answers = HashMap::from([("input-0".to_owned(), json!({"action": "accept"}))]);
+        let token = seal(&sealer, "alice", "tools/call:t", &a, &answers, Duration::from_secs(60));
+        assert_eq!(open(&sealer, "alice", "tools/call:t", &a, &token).unwrap(), answers);
+        // Another principal, tool, or argument set is refused.
+        assert!(open(&sealer, "bob", "tools/call:t", &a, &token).is_err());
+        assert!(open(&sealer, "alice", "tools/call:u", &a, &token).is_err());
+        assert!(open(&sealer, "alice", "tools/call:t", &args(json!({"x": 2})), &token).is_err());
+        // Tampering is refused.
+        let mut bad = token.clone().into_bytes();
+        let last = bad.len() - 2;
+        bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+        assert!(open(&sealer, "alice", "tools/call:t", &a, std::str::from_utf8(&bad).unwrap()).is_err());
+        assert!(open(&sealer, "alice", "tools/call:t", &a, "not base64!").is_err());
+    }
+
+    #[test]
+    fn expired_state_is_refused() {
+        let sealer = Sealer::single(Key::generate());
+        let a = args(json!({}));
+        let token = seal(&sealer, "alice", "t", &a, &HashMap::new(), Duration::ZERO);
+        assert!(open(&sealer, "alice", "t", &a, &token).is_err());
+    }
+}

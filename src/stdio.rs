@@ -1,0 +1,194 @@
+//! The same engine over standard input and output: one JSON-RPC message per line.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Principal;
+use crate::crypto::{Key, Sealer};
+use crate::mcp::jsonrpc::{self, error_response, notification, response};
+use crate::mcp::{Call, Era, Message, ModernMeta, RpcError};
+use crate::store::LocalStore;
+use crate::tools::{self, Peer};
+use crate::Config;
+
+/// Why stdio serving stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the streams failed.
+    #[error("stdio: {0}")]
+    Io(#[from] std::io::Error),
+    /// The in-memory store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::Error),
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>>;
+
+/// Serves MCP on `input`/`output` until `input` ends. Must be called inside an actix system.
+pub async fn serve(
+    config: &Config,
+    input: impl AsyncRead + Unpin,
+    output: impl AsyncWrite + Unpin + Send + 'static,
+) -> Result<(), Error> {
+    // A stdio server belongs to one client process: its state lives and dies with it.
+    let store = LocalStore::temporary()?;
+    let key = config.encryption_key.clone().unwrap_or_else(Key::generate);
+    let engine = crate::node::engine(config, store, Sealer::single(key));
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
+    let writer = tokio::spawn(async move {
+        let mut output = output;
+        while let Some(message) = out_rx.recv().await {
+            let mut line = message.to_string();
+            line.push('\n');
+            output.write_all(line.as_bytes()).await?;
+            output.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let pending: Pending = Arc::default();
+    let inflight: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
+    let principal = Arc::new(Principal::anonymous());
+    let mut session: Option<String> = None;
+    let mut lines = BufReader::new(input).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = out_tx.send(error_response(None, &RpcError::parse(format!("Parse error: {e}"))));
+                continue;
+            }
+        };
+        let message = match Message::from_value(value) {
+            Ok(m) => m,
+            Err((id, e)) => {
+                let _ = out_tx.send(error_response(id.as_ref(), &e));
+                continue;
+            }
+        };
+        match message {
+            Message::Response { id, outcome } => {
+                let key = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
+                if let Some(tx) = pending.lock().expect("pending lock").remove(&key) {
+                    let _ = tx.send(outcome);
+                }
+            }
+            Message::Notification { method, params } => {
+                if method == "notifications/cancelled" {
+                    if let Some(id) = params.get("requestId") {
+                        if let Some(token) = inflight.lock().expect("inflight lock").get(&id.to_string()) {
+                            token.cancel();
+                        }
+                    }
+                }
+            }
+            Message::Request { id, method, params } if method == "initialize" => {
+                let reply = match engine.initialize(&params, (*principal).clone()) {
+                    Ok((new, result)) => {
+                        let new_id = new.id.clone();
+                        match engine.sessions().put(new).await {
+                            Ok(()) => {
+                                session = Some(new_id);
+                                response(&id, result)
+                            }
+                            Err(_) => error_response(Some(&id), &RpcError::internal("the session could not be created")),
+                        }
+                    }
+                    Err(e) => error_response(Some(&id), &e),
+                };
+                let _ = out_tx.send(reply);
+            }
+            Message::Request { id, method, params } => {
+                let era = match ModernMeta::parse(&params) {
+                    Err(e) => {
+                        let _ = out_tx.send(error_response(Some(&id), &e));
+                        continue;
+                    }
+                    Ok(Some(meta)) => Era::Modern(meta),
+                    Ok(None) => match session.as_deref().map(|s| engine.sessions().get(s)) {
+                        Some(Ok(Some(s))) => Era::Legacy(s),
+                        _ => {
+                            let _ = out_tx.send(error_response(
+                                Some(&id),
+                                &RpcError::invalid_request(
+                                    "send initialize first, or carry io.modelcontextprotocol/protocolVersion in _meta",
+                                ),
+                            ));
+                            continue;
+                        }
+                    },
+                };
+                let cancel = CancellationToken::new();
+                inflight
+                    .lock()
+                    .expect("inflight lock")
+                    .insert(id.to_string(), cancel.clone());
+                let call = Call {
+                    principal: principal.clone(),
+                    peer: Arc::new(StdioPeer {
+                        out: out_tx.clone(),
+                        pending: pending.clone(),
+                        next: Arc::new(AtomicU64::new(0)),
+                        legacy: matches!(era, Era::Legacy(_)),
+                    }),
+                    era,
+                    cancel,
+                };
+                let engine = engine.clone();
+                let out = out_tx.clone();
+                let inflight = inflight.clone();
+                actix_web::rt::spawn(async move {
+                    let reply = match engine.handle(&call, &method, params).await {
+                        Ok(result) => response(&id, result),
+                        Err(e) => error_response(Some(&id), &e),
+                    };
+                    inflight.lock().expect("inflight lock").remove(&id.to_string());
+                    let _ = out.send(reply);
+                });
+            }
+        }
+    }
+    drop(out_tx);
+    let _ = writer.await;
+    Ok(())
+}
+
+/// Reaches the client over stdout; answers to server requests arrive on stdin.
+struct StdioPeer {
+    out: mpsc::UnboundedSender<Value>,
+    pending: Pending,
+    next: Arc<AtomicU64>,
+    legacy: bool,
+}
+
+impl Peer for StdioPeer {
+    fn notify(&self, method: &str, params: Value) {
+        let _ = self.out.send(notification(method, params));
+    }
+
+    fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, tools::Error>> {
+        if !self.legacy {
+            return Box::pin(async { Err(tools::Error::Client("no live channel to the client".into())) });
+        }
+        let id = format!("s{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(id.clone(), tx);
+        let _ = self.out.send(jsonrpc::request(&json!(id), method, params));
+        Box::pin(async move {
+            match rx.await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(tools::Error::Client(e.message)),
+                Err(_) => Err(tools::Error::Client("the client went away".into())),
+            }
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! What a running tool call can see and do: its caller, progress, logs, questions to the
+//! client, and cancellation.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::Error;
+use crate::auth::Principal;
+
+/// Severity of a log message sent to the client (RFC 5424 levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Notice.
+    Notice,
+    /// Warning.
+    Warning,
+    /// Error.
+    Error,
+    /// Critical.
+    Critical,
+    /// Alert.
+    Alert,
+    /// Emergency.
+    Emergency,
+}
+
+impl LogLevel {
+    /// Parses a level name as the protocol spells it.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_owned())).ok()
+    }
+}
+
+/// A question the server needs the client to answer before a call can go on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRequest {
+    /// Server-assigned key for the answer.
+    pub key: String,
+    /// `elicitation/create`, `sampling/createMessage` or `roots/list`.
+    pub method: String,
+    /// The request's params.
+    pub params: Value,
+}
+
+/// How a running call reaches its client; each transport and era provides one.
+pub trait Peer: Send + Sync {
+    /// Sends a notification related to the call (progress, log message).
+    fn notify(&self, method: &str, params: Value);
+
+    /// Asks the client something and waits for the answer.
+    fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, Error>>;
+}
+
+/// Everything a tool call knows about the request it serves.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Scope>,
+}
+
+/// The parts of a [`Context`], filled in by the protocol engine.
+pub(crate) struct Scope {
+    pub principal: Arc<Principal>,
+    pub peer: Arc<dyn Peer>,
+    pub progress_token: Option<Value>,
+    pub log_level: Option<LogLevel>,
+    pub client_capabilities: Value,
+    pub cancel: CancellationToken,
+}
+
+impl Context {
+    pub(crate) fn new(scope: Scope) -> Self {
+        Self {
+            inner: Arc::new(scope),
+        }
+    }
+
+    /// The caller.
+    pub fn principal(&self) -> &Principal {
+        &self.inner.principal
+    }
+
+    /// The capabilities the client declared.
+    pub fn client_capabilities(&self) -> &Value {
+        &self.inner.client_capabilities
+    }
+
+    /// Reports progress, when the client asked for it with a progress token.
+    pub fn progress(&self, progress: f64, total: Option<f64>, message: Option<&str>) {
+        let Some(token) = &self.inner.progress_token else {
+            return;
+        };
+        let mut params = Map::new();
+        params.insert("progressToken".into(), token.clone());
+        params.insert("progress".into(), json!(progress));
+        if let Some(total) = total {
+            params.insert("total".into(), json!(total));
+        }
+        if let Some(message) = message {
+            params.insert("message".into(), json!(message));
+        }
+        self.inner
+            .peer
+            .notify("notifications/progress", Value::Object(params));
+    }
+
+    /// Sends a log message, when the client asked for this level or a lower one.
+    pub fn log(&self, level: LogLevel, logger: Option<&str>, data: Value) {
+        match self.inner.log_level {
+            Some(min) if level >= min => {}
+            _ => return,
+        }
+        let mut params = Map::new();
+        params.insert("level".into(), json!(level));
+        if let Some(logger) = logger {
+            params.insert("logger".into(), json!(logger));
+        }
+        params.insert("data".into(), data);
+        self.inner
+            .peer
+            .notify("notifications/message", Value::Object(params));
+    }
+
+    /// Asks the user for input (`elicitation/create`); returns the client's `ElicitResult`.
+    pub async fn elicit(&self, params: Value) -> Result<Value, Error> {
+        self.ask("elicitation", "elicitation/create", params).await
+    }
+
+    /// Asks the client's model for a completion (`sampling/createMessage`).
+    pub async fn sample(&self, params: Value) -> Result<Value, Error> {
+        self.ask("sampling", "sampling/createMessage", params).await
+    }
+
+    /// Asks the client for its roots (`roots/list`).
+    pub async fn list_roots(&self) -> Result<Value, Error> {
+        self.ask("roots", "roots/list", json!({})).await
+    }
+
+    async fn ask(&self, capability: &'static str, method: &str, params: Value) -> Result<Value, Error> {
+        if self.inner.client_capabilities.get(capability).is_none() {
+            return Err(Error::MissingCapability(capability));
+        }
+        self.inner.peer.request(method, params).await
+    }
+
+    /// Whether the call has been cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Completes when the call is cancelled.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+}

@@ -1,0 +1,38 @@
+//! The API for writing tools, resources and prompts, their registry, and the built-ins.
+//!
+//! A tool is a type implementing [`Tool`]: it declares typed arguments (their JSON Schema
+//! is generated), receives a [`Context`] with the caller's principal, and can report
+//! progress, log, ask the client for input, and notice cancellation.
+
+mod builtin;
+mod conformance;
+mod context;
+mod prompt;
+mod registry;
+mod resource;
+mod tool;
+
+pub use context::{Context, InputRequest, LogLevel, Peer};
+pub use prompt::{Prompt, PromptArgument};
+pub use registry::{Config, Limits, Registry};
+pub use resource::{Resource, ResourceTemplate};
+pub use tool::{Content, Error, NoArgs, Output, Tool, ToolInfo};
+
+pub(crate) use context::Scope;
+pub(crate) use tool::DynTool;
+
+/// The registry with the built-in tools, plus the conformance fixtures when asked.
+pub fn default_registry(conformance: bool) -> Registry {
+    let mut registry = Registry::new();
+    builtin::register(&mut registry);
+    if conformance {
+        conformance::register(&mut registry);
+    }
+    registry
+}
+
+/// Completion values offered for an argument: a function of the argument's name, its
+/// current value, and the other arguments already given.
+pub type CompleteFn = std::sync::Arc<
+    dyn Fn(&str, &str, &serde_json::Map<String, serde_json::Value>) -> Vec<String> + Send + Sync,
+>;

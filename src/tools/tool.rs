@@ -1,0 +1,290 @@
+//! The [`Tool`] trait and what a call returns.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+
+use super::{Context, InputRequest};
+
+/// A tool callers can invoke with `tools/call`.
+///
+/// ```ignore
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// struct Args { text: String }
+/// struct Shout;
+/// impl Tool for Shout {
+///     type Args = Args;
+///     fn info(&self) -> ToolInfo { ToolInfo::new("shout", "Upper-cases the text.") }
+///     async fn call(&self, _ctx: Context, args: Args) -> Result<Output, Error> {
+///         Ok(Output::text(args.text.to_uppercase()))
+///     }
+/// }
+/// ```
+pub trait Tool: Send + Sync + 'static {
+    /// The arguments, deserialised from the call's `arguments` object.
+    type Args: DeserializeOwned + JsonSchema + Send + 'static;
+
+    /// Name, description and hints shown in `tools/list`.
+    fn info(&self) -> ToolInfo;
+
+    /// Runs one call.
+    fn call(
+        &self,
+        ctx: Context,
+        args: Self::Args,
+    ) -> impl Future<Output = Result<Output, Error>> + Send;
+}
+
+/// Arguments of a tool that takes none.
+#[derive(Debug, Default, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// What `tools/list` shows of a tool, and how it runs.
+#[derive(Debug, Clone)]
+pub struct ToolInfo {
+    /// Unique name.
+    pub name: String,
+    /// Human-readable title.
+    pub title: Option<String>,
+    /// What it does, for the model.
+    pub description: String,
+    /// Behaviour hints (`readOnlyHint`, …).
+    pub annotations: Option<Value>,
+    /// JSON Schema of `structuredContent`, when the tool returns one.
+    pub output_schema: Option<Value>,
+    /// A hand-written input schema replacing the generated one.
+    pub input_schema: Option<Value>,
+    /// Extra `_meta` on the listing.
+    pub meta: Option<Value>,
+}
+
+impl ToolInfo {
+    /// A tool with a name and description.
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            title: None,
+            description: description.into(),
+            annotations: None,
+            output_schema: None,
+            input_schema: None,
+            meta: None,
+        }
+    }
+
+    /// Sets the title.
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.title = Some(title.into());
+        self
+    }
+
+    /// Sets the annotations.
+    pub fn annotations(mut self, annotations: Value) -> Self {
+        self.annotations = Some(annotations);
+        self
+    }
+
+    /// Sets the output schema.
+    pub fn output_schema(mut self, schema: Value) -> Self {
+        self.output_schema = Some(schema);
+        self
+    }
+
+    /// Replaces the generated input schema.
+    pub fn input_schema(mut self, schema: Value) -> Self {
+        self.input_schema = Some(schema);
+        self
+    }
+}
+
+/// One content block of a result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Content(pub Value);
+
+impl Content {
+    /// Text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self(json!({ "type": "text", "text": text.into() }))
+    }
+
+    /// An image, base64-encoded.
+    pub fn image(data_base64: impl Into<String>, mime_type: impl Into<String>) -> Self {
+        Self(json!({ "type": "image", "data": data_base64.into(), "mimeType": mime_type.into() }))
+    }
+
+    /// Audio, base64-encoded.
+    pub fn audio(data_base64: impl Into<String>, mime_type: impl Into<String>) -> Self {
+        Self(json!({ "type": "audio", "data": data_base64.into(), "mimeType": mime_type.into() }))
+    }
+
+    /// An embedded resource (`contents` is a text or blob resource contents object).
+    pub fn resource(contents: Value) -> Self {
+        Self(json!({ "type": "resource", "resource": contents }))
+    }
+
+    /// A link to a resource.
+    pub fn resource_link(uri: impl Into<String>, name: impl Into<String>) -> Self {
+        Self(json!({ "type": "resource_link", "uri": uri.into(), "name": name.into() }))
+    }
+}
+
+/// The result of a tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Content blocks for the model.
+    pub content: Vec<Content>,
+    /// Structured result matching the output schema.
+    pub structured: Option<Value>,
+    /// Whether the tool failed (an execution error the model can see and act on).
+    pub is_error: bool,
+}
+
+impl Output {
+    /// A result of content blocks.
+    pub fn new(content: Vec<Content>) -> Self {
+        Self {
+            content,
+            structured: None,
+            is_error: false,
+        }
+    }
+
+    /// A text result.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::new(vec![Content::text(text)])
+    }
+
+    /// A failed result the model sees.
+    pub fn error(text: impl Into<String>) -> Self {
+        Self {
+            is_error: true,
+            ..Self::text(text)
+        }
+    }
+
+    /// Adds structured content.
+    pub fn structured(mut self, value: Value) -> Self {
+        self.structured = Some(value);
+        self
+    }
+
+    /// The `CallToolResult` object (without `resultType`).
+    pub fn to_value(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("content".into(), serde_json::to_value(&self.content).unwrap_or_default());
+        if let Some(s) = &self.structured {
+            obj.insert("structuredContent".into(), s.clone());
+        }
+        if self.is_error {
+            obj.insert("isError".into(), Value::Bool(true));
+        }
+        Value::Object(obj)
+    }
+}
+
+/// Why a tool call did not produce an [`Output`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The arguments did not match the tool's schema.
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    /// The tool ran and failed; the model sees this as an `isError` result.
+    #[error("{0}")]
+    Failed(String),
+    /// The call was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// The tool ran past its timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The tool panicked.
+    #[error("the tool failed unexpectedly")]
+    Panicked,
+    /// Too many calls of this tool are queued.
+    #[error("the tool is overloaded; retry later")]
+    Overloaded,
+    /// The tool asked the client for something it did not declare it can do.
+    #[error("the client does not support {0}")]
+    MissingCapability(&'static str),
+    /// The client could not be reached, or answered with an error.
+    #[error("client request failed: {0}")]
+    Client(String),
+    /// The client must answer `InputRequest` and retry the call (Multi Round-Trip Requests).
+    #[error("input required")]
+    InputRequired(InputRequest),
+}
+
+/// Object-safe form of [`Tool`] used by the registry and the tool actors.
+pub(crate) trait DynTool: Send + Sync {
+    fn info(&self) -> &ToolInfo;
+    fn listing(&self) -> &Value;
+    fn call(self: Arc<Self>, ctx: Context, args: Value) -> BoxFuture<'static, Result<Output, Error>>;
+}
+
+pub(crate) struct Adapter<T: Tool> {
+    tool: T,
+    info: ToolInfo,
+    listing: Value,
+}
+
+impl<T: Tool> Adapter<T> {
+    pub(crate) fn new(tool: T) -> Self {
+        let info = tool.info();
+        let input_schema = info.input_schema.clone().unwrap_or_else(|| {
+            let mut schema = serde_json::to_value(schemars::schema_for!(T::Args))
+                .unwrap_or_else(|_| json!({ "type": "object" }));
+            if let Some(obj) = schema.as_object_mut() {
+                // Clients expect an object schema; the generated title is the Rust type's name.
+                obj.remove("title");
+                obj.entry("type").or_insert_with(|| json!("object"));
+            }
+            schema
+        });
+        let mut listing = Map::new();
+        listing.insert("name".into(), json!(info.name));
+        if let Some(title) = &info.title {
+            listing.insert("title".into(), json!(title));
+        }
+        listing.insert("description".into(), json!(info.description));
+        listing.insert("inputSchema".into(), input_schema);
+        if let Some(schema) = &info.output_schema {
+            listing.insert("outputSchema".into(), schema.clone());
+        }
+        if let Some(a) = &info.annotations {
+            listing.insert("annotations".into(), a.clone());
+        }
+        if let Some(m) = &info.meta {
+            listing.insert("_meta".into(), m.clone());
+        }
+        Self {
+            tool,
+            info,
+            listing: Value::Object(listing),
+        }
+    }
+}
+
+impl<T: Tool> DynTool for Adapter<T> {
+    fn info(&self) -> &ToolInfo {
+        &self.info
+    }
+
+    fn listing(&self) -> &Value {
+        &self.listing
+    }
+
+    fn call(self: Arc<Self>, ctx: Context, args: Value) -> BoxFuture<'static, Result<Output, Error>> {
+        Box::pin(async move {
+            let args: T::Args =
+                serde_json::from_value(args).map_err(|e| Error::InvalidArguments(e.to_string()))?;
+            self.tool.call(ctx, args).await
+        })
+    }
+}
