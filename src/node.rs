@@ -4,6 +4,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
+use tokio_util::sync::CancellationToken;
 
 use crate::actors::{SessionHandle, ToolPool};
 use crate::crypto::{self, Sealer};
@@ -64,7 +65,13 @@ impl Node {
         let store = LocalStore::open(&config.data_dir.join("store"), STORE_CACHE_BYTES)?;
         let engine = engine(&config, store, Sealer::single(key));
         let addr = listener.local_addr().map_err(StartError::Listen)?;
-        let state = web::Data::new(http::State::new(engine, config.http.clone(), addr.ip().is_loopback()));
+        let shutdown = CancellationToken::new();
+        let state = web::Data::new(http::State::new(
+            engine,
+            config.http.clone(),
+            addr.ip().is_loopback(),
+            shutdown.clone(),
+        ));
         let http_config = Arc::new(config.http.clone());
         let workers = match config.http.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -84,7 +91,12 @@ impl Node {
         .run();
         let handle = server.handle();
         let task = actix_web::rt::spawn(server);
-        Ok(NodeHandle { addr, handle, task })
+        Ok(NodeHandle {
+            addr,
+            handle,
+            task,
+            shutdown,
+        })
     }
 }
 
@@ -93,6 +105,7 @@ pub struct NodeHandle {
     addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
     task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+    shutdown: CancellationToken,
 }
 
 impl NodeHandle {
@@ -108,13 +121,16 @@ impl NodeHandle {
 
     /// A handle that can stop the node while another task waits on it.
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.handle.clone())
+        Stopper {
+            handle: self.handle.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to 10 s), and
     /// waits until the server is down.
     pub async fn stop(self) {
-        self.handle.stop(true).await;
+        self.stopper().stop().await;
         let _ = self.task.await;
     }
 
@@ -126,11 +142,16 @@ impl NodeHandle {
 
 /// Stops a node from anywhere.
 #[derive(Clone)]
-pub struct Stopper(actix_web::dev::ServerHandle);
+pub struct Stopper {
+    handle: actix_web::dev::ServerHandle,
+    shutdown: CancellationToken,
+}
 
 impl Stopper {
-    /// Stops accepting connections and lets in-flight requests finish (up to 10 s).
+    /// Stops accepting connections, closes open-ended streams, and lets in-flight requests
+    /// finish (up to 10 s).
     pub async fn stop(&self) {
-        self.0.stop(true).await;
+        self.shutdown.cancel();
+        self.handle.stop(true).await;
     }
 }

@@ -150,6 +150,17 @@ impl LiveSession {
         true
     }
 
+    /// Ends the connection reading `stream` without ending the stream: later messages are
+    /// buffered until the client resumes.
+    pub fn detach(&self, stream: u64) {
+        let mut streams = self.streams.lock().expect("streams lock");
+        if let Some(s) = streams.get_mut(&stream) {
+            if let Some(tx) = s.subscriber.take() {
+                let _ = tx.send(Outgoing::detach());
+            }
+        }
+    }
+
     /// Opens the standalone GET stream, unless another connection holds it.
     pub fn open_standalone(&self, tx: Tx) -> Result<(), AttachError> {
         let mut streams = self.streams.lock().expect("streams lock");

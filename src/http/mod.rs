@@ -2,8 +2,10 @@
 //! operational endpoints (`/health`, `/ready`).
 
 mod guard;
+mod legacy;
 mod live;
 mod mcp;
+mod modern;
 mod ops;
 mod sse;
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::mcp::Engine;
@@ -62,16 +65,19 @@ pub(crate) struct State {
     pub loopback: bool,
     /// The caller of every request while authentication is off.
     pub principal: Arc<Principal>,
+    /// Cancelled when the node shuts down: open-ended streams then close so draining ends.
+    pub shutdown: CancellationToken,
 }
 
 impl State {
-    pub(crate) fn new(engine: Engine, config: Config, loopback: bool) -> Self {
+    pub(crate) fn new(engine: Engine, config: Config, loopback: bool, shutdown: CancellationToken) -> Self {
         Self {
             engine,
             live: live::Live::default(),
             config,
             loopback,
             principal: Arc::new(Principal::anonymous()),
+            shutdown,
         }
     }
 }

@@ -15,6 +15,27 @@ pub(crate) struct Outgoing {
     pub is_final: bool,
 }
 
+impl Outgoing {
+    /// A message without an event id.
+    pub fn plain(message: Value, is_final: bool) -> Self {
+        Self {
+            id: None,
+            message,
+            is_final,
+        }
+    }
+
+    /// Not a message: tells the reader to end the connection; the stream lives on for resumption.
+    pub fn detach() -> Self {
+        Self::plain(Value::Null, false)
+    }
+
+    /// Whether this is the end-the-connection marker.
+    pub fn is_detach(&self) -> bool {
+        self.message.is_null()
+    }
+}
+
 pub(crate) type Tx = mpsc::UnboundedSender<Outgoing>;
 pub(crate) type Rx = mpsc::UnboundedReceiver<Outgoing>;
 

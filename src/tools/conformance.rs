@@ -18,10 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::prompt::GetFn;
 use super::{
-    CompleteFn, Content, Context, Error, LogLevel, NoArgs, Output, Prompt, PromptArgument,
-    Registry, Resource, ResourceTemplate, Tool, ToolInfo,
+    Content, Context, Error, LogLevel, NoArgs, Output, Prompt, PromptArgument, Registry, Resource,
+    ResourceTemplate, Tool, ToolInfo,
 };
 
 /// A 1x1 PNG, base64-encoded.
@@ -31,39 +30,75 @@ const TEST_IMAGE_BASE64: &str =
 /// A minimal WAV file, base64-encoded.
 const TEST_AUDIO_BASE64: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
 
-/// What `test_reconnection` returns.
-const RECONNECTION_TEXT: &str = "Reconnection test completed successfully. If you received this, \
-                                 the client properly reconnected after stream closure.";
-
-/// The messages `test_tool_with_logging` logs, in order.
-const LOG_STEPS: [&str; 3] = [
-    "Tool execution started",
-    "Tool processing data",
-    "Tool execution completed",
-];
-
 /// Adds every fixture to `registry`.
 pub(super) fn register(registry: &mut Registry) {
-    register_tools(registry);
+    let text = Output::text("This is a simple text response for testing.");
+    let image = Output::new(vec![Content::image(TEST_IMAGE_BASE64, "image/png")]);
+    let audio = Output::new(vec![Content::audio(TEST_AUDIO_BASE64, "audio/wav")]);
+    let embedded = Output::new(vec![Content::resource(json!({
+        "uri": "test://embedded-resource", "mimeType": "text/plain",
+        "text": "This is an embedded resource content.",
+    }))]);
+    let mixed = Output::new(vec![
+        Content::text("Multiple content types test:"),
+        Content::image(TEST_IMAGE_BASE64, "image/png"),
+        Content::resource(json!({
+            "uri": "test://mixed-content-resource", "mimeType": "application/json",
+            "text": json!({ "test": "data", "value": 123 }).to_string(),
+        })),
+    ]);
+    let error = Output::error("This tool intentionally returns an error for testing");
+    Pack(registry)
+        .fixed("test_simple_text", "Returns a text block.", text)
+        .fixed("test_image_content", "Returns a PNG image.", image)
+        .fixed("test_audio_content", "Returns a WAV clip.", audio)
+        .fixed("test_embedded_resource", "Returns a resource.", embedded)
+        .fixed(
+            "test_multiple_content_types",
+            "Returns text, an image and a resource.",
+            mixed,
+        )
+        .fixed("test_error_handling", "Always fails (isError).", error)
+        .tool("test_tool_with_logging", "Logs three messages.", logging)
+        .tool("test_tool_with_progress", "Reports progress.", progress)
+        .tool("test_sampling", "Asks the client's model.", sampling)
+        .tool("test_elicitation", "Asks the user for input.", elicitation)
+        .tool(
+            "test_elicitation_sep1034_defaults",
+            "Asks for a form with defaults (SEP-1034).",
+            sep1034,
+        )
+        .tool(
+            "test_elicitation_sep1330_enums",
+            "Asks for a form with enums (SEP-1330).",
+            sep1330,
+        )
+        .listed(json_schema_info(), json_schema)
+        .tool("test_reconnection", "Answers after 200 ms.", reconnection)
+        .prompt("test_simple_prompt", "A simple prompt.", &[], simple)
+        .prompt(
+            "test_prompt_with_arguments",
+            "A prompt with two arguments.",
+            ARGS,
+            with_args,
+        )
+        .prompt(
+            "test_prompt_with_embedded_resource",
+            "Embeds the given resource.",
+            URI,
+            embed,
+        )
+        .prompt(
+            "test_prompt_with_image",
+            "A prompt with an image.",
+            &[],
+            with_image,
+        );
     register_resources(registry);
-    register_prompts(registry);
 }
 
-/// A tool made of its listing and a closure over its typed arguments.
-struct Fixture<A, F> {
-    info: ToolInfo,
-    run: F,
-    args: PhantomData<fn() -> A>,
-}
-
-/// A [`Fixture`]; the type of the closure's second parameter is the tool's `Args`.
-fn fixture<A, F, Fut>(name: &str, description: &str, run: F) -> Fixture<A, F>
-where
-    F: Fn(Context, A) -> Fut,
-{
-    let info = ToolInfo::new(name, description);
-    Fixture { info, run, args: PhantomData }
-}
+/// A tool made of its listing and a function of its typed arguments `A`.
+struct Fixture<A, F>(ToolInfo, F, PhantomData<fn() -> A>);
 
 impl<A, F, Fut> Tool for Fixture<A, F>
 where
@@ -74,17 +109,62 @@ where
     type Args = A;
 
     fn info(&self) -> ToolInfo {
-        self.info.clone()
+        self.0.clone()
     }
 
     fn call(&self, ctx: Context, args: A) -> impl Future<Output = Result<Output, Error>> + Send {
-        (self.run)(ctx, args)
+        (self.1)(ctx, args)
     }
 }
 
-/// A tool without arguments that always returns `output`.
-fn fixed(name: &str, description: &str, output: Output) -> impl Tool {
-    fixture(name, description, move |_, _: NoArgs| ready(Ok(output.clone())))
+/// Registers fixtures with one short call each.
+struct Pack<'a>(&'a mut Registry);
+
+/// Builds a `GetPromptResult` from a prompt's arguments.
+type Build = fn(&Map<String, Value>) -> Result<Value, Error>;
+
+impl Pack<'_> {
+    /// Adds a tool running `run`; the type of its second parameter is the tool's `Args`.
+    fn tool<A, F>(&mut self, name: &str, description: &str, run: F) -> &mut Self
+    where
+        Fixture<A, F>: Tool,
+    {
+        self.listed(ToolInfo::new(name, description), run)
+    }
+
+    /// Adds a tool with a full listing, running `run`.
+    fn listed<A, F>(&mut self, info: ToolInfo, run: F) -> &mut Self
+    where
+        Fixture<A, F>: Tool,
+    {
+        self.0.tool(Fixture(info, run, PhantomData));
+        self
+    }
+
+    /// Adds a tool without arguments that always returns `output`.
+    fn fixed(&mut self, name: &str, description: &str, output: Output) -> &mut Self {
+        let run = move |_, _: NoArgs| ready(Ok(output.clone()));
+        self.tool(name, description, run)
+    }
+
+    /// Adds a prompt with required `arguments` (name, description), built by `build`.
+    fn prompt(
+        &mut self,
+        name: &str,
+        description: &str,
+        arguments: &[(&str, &str)],
+        build: Build,
+    ) -> &mut Self {
+        let arguments = arguments.iter().map(|(name, description)| PromptArgument {
+            name: (*name).to_owned(),
+            description: Some((*description).to_owned()),
+            required: true,
+        });
+        let get = Arc::new(move |_, args| ready(build(&args)).boxed());
+        let prompt = Prompt::new(name, description, arguments.collect(), get);
+        self.0.prompt(prompt.with_completion(Arc::new(complete)));
+        self
+    }
 }
 
 /// Waits `ms` milliseconds, or fails when the call is cancelled first.
@@ -95,12 +175,65 @@ async fn pause(ctx: &Context, ms: u64) -> Result<(), Error> {
     }
 }
 
+/// `test_tool_with_logging`: three info messages about 50 ms apart.
+async fn logging(ctx: Context, _: NoArgs) -> Result<Output, Error> {
+    let steps = ["started", "processing data", "completed"];
+    for (i, step) in steps.into_iter().enumerate() {
+        if i > 0 {
+            pause(&ctx, 50).await?;
+        }
+        let message = json!(format!("Tool execution {step}"));
+        ctx.log(LogLevel::Info, Some("conformance"), message);
+    }
+    Ok(Output::text("Tool with logging executed successfully"))
+}
+
+/// `test_tool_with_progress`: progress 0, 50 and 100 of 100, about 50 ms apart.
+async fn progress(ctx: Context, _: NoArgs) -> Result<Output, Error> {
+    for (i, step) in [0u32, 50, 100].into_iter().enumerate() {
+        if i > 0 {
+            pause(&ctx, 50).await?;
+        }
+        let message = format!("Completed step {step} of 100");
+        ctx.progress(f64::from(step), Some(100.0), Some(&message));
+    }
+    Ok(Output::text("Progress test completed"))
+}
+
 /// Arguments of `test_sampling`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SamplingArgs {
     /// The prompt to send to the client's model.
     prompt: String,
+}
+
+/// `test_sampling`: asks the client's model to answer the prompt.
+async fn sampling(ctx: Context, args: SamplingArgs) -> Result<Output, Error> {
+    let message = json!({ "role": "user", "content": { "type": "text", "text": args.prompt } });
+    let params = json!({ "messages": [message], "maxTokens": 100 });
+    let text = sampled_text(&ctx.sample(params).await?);
+    Ok(Output::text(format!("LLM response: {text}")))
+}
+
+/// The text of a `CreateMessageResult`, whose `content` is one block or an array of them.
+fn sampled_text(result: &Value) -> String {
+    let blocks = match &result["content"] {
+        Value::Array(blocks) => blocks.iter().collect(),
+        block => vec![block],
+    };
+    let texts: Vec<&str> = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
+    if texts.is_empty() {
+        return "(no text content)".to_owned();
+    }
+    texts.join("\n")
+}
+
+/// `action=…, content=…` for an `ElicitResult`.
+fn describe(answer: &Value) -> String {
+    let action = answer["action"].as_str().unwrap_or("unknown");
+    let content = answer.get("content").unwrap_or(&Value::Null);
+    format!("action={action}, content={content}")
 }
 
 /// Arguments of `test_elicitation`.
@@ -111,7 +244,67 @@ struct ElicitationArgs {
     message: String,
 }
 
-/// Arguments of `json_schema_2020_12_tool`; its listed schema is written by hand.
+/// `test_elicitation`: asks the user for a username and an email address.
+async fn elicitation(ctx: Context, args: ElicitationArgs) -> Result<Output, Error> {
+    let schema = json!({ "type": "object", "required": ["username", "email"], "properties": {
+        "username": { "type": "string", "description": "User's response" },
+        "email": { "type": "string", "description": "User's email address" },
+    } });
+    let params = json!({ "message": args.message, "requestedSchema": schema });
+    let answer = describe(&ctx.elicit(params).await?);
+    Ok(Output::text(format!("User response: {answer}")))
+}
+
+/// Asks for a form with these `properties`, none required, and reports the answer.
+async fn elicit_form(ctx: Context, message: &str, properties: Value) -> Result<Output, Error> {
+    let schema = json!({ "type": "object", "properties": properties, "required": [] });
+    let params = json!({ "message": message, "requestedSchema": schema });
+    let answer = describe(&ctx.elicit(params).await?);
+    Ok(Output::text(format!("Elicitation completed: {answer}")))
+}
+
+/// `test_elicitation_sep1034_defaults`: a field of each primitive type, each with a default.
+async fn sep1034(ctx: Context, _: NoArgs) -> Result<Output, Error> {
+    let properties = json!({
+        "name": { "type": "string", "description": "User name", "default": "John Doe" },
+        "age": { "type": "integer", "description": "User age", "default": 30 },
+        "score": { "type": "number", "description": "User score", "default": 95.5 },
+        "status": { "type": "string", "description": "User status",
+            "enum": ["active", "inactive", "pending"], "default": "active" },
+        "verified": { "type": "boolean", "description": "Verification status", "default": true },
+    });
+    let message = "Please review and update the form fields with defaults";
+    elicit_form(ctx, message, properties).await
+}
+
+/// `{const, title}` choices `value1`..`value3` for titled enums.
+fn titled(titles: [&str; 3]) -> Value {
+    let choice = |(i, title)| json!({ "const": format!("value{}", i + 1), "title": title });
+    titles.into_iter().enumerate().map(choice).collect()
+}
+
+/// `test_elicitation_sep1330_enums`: untitled, titled and legacy single-select, and untitled
+/// and titled multi-select.
+async fn sep1330(ctx: Context, _: NoArgs) -> Result<Output, Error> {
+    let options = json!(["option1", "option2", "option3"]);
+    let properties = json!({
+        "untitledSingle": { "type": "string", "description": "Select one option", "enum": options },
+        "titledSingle": { "type": "string", "description": "Select one option with titles",
+            "oneOf": titled(["First Option", "Second Option", "Third Option"]) },
+        "legacyEnum": { "type": "string", "description": "Select one option (legacy)",
+            "enum": ["opt1", "opt2", "opt3"],
+            "enumNames": ["Option One", "Option Two", "Option Three"] },
+        "untitledMulti": { "type": "array", "description": "Select multiple options",
+            "minItems": 1, "maxItems": 3, "items": { "type": "string", "enum": options } },
+        "titledMulti": { "type": "array", "description": "Select multiple options with titles",
+            "minItems": 1, "maxItems": 3,
+            "items": { "anyOf": titled(["First Choice", "Second Choice", "Third Choice"]) } },
+    });
+    let message = "Please select options from the enum fields";
+    elicit_form(ctx, message, properties).await
+}
+
+/// Arguments of `json_schema_2020_12_tool`; its listed schema is in [`json_schema_info`].
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct JsonSchemaArgs {
@@ -123,235 +316,65 @@ struct JsonSchemaArgs {
     address: Option<Value>,
 }
 
-/// The fourteen tools.
-fn register_tools(registry: &mut Registry) {
-    let simple = Output::text("This is a simple text response for testing.");
-    registry.tool(fixed("test_simple_text", "Returns a simple text block.", simple));
-    let image = Output::new(vec![Content::image(TEST_IMAGE_BASE64, "image/png")]);
-    registry.tool(fixed("test_image_content", "Returns a 1x1 PNG image.", image));
-    let audio = Output::new(vec![Content::audio(TEST_AUDIO_BASE64, "audio/wav")]);
-    registry.tool(fixed("test_audio_content", "Returns a short WAV clip.", audio));
-    let embedded = Output::new(vec![Content::resource(json!({
-        "uri": "test://embedded-resource", "mimeType": "text/plain",
-        "text": "This is an embedded resource content.",
-    }))]);
-    registry.tool(fixed("test_embedded_resource", "Returns an embedded text resource.", embedded));
-    let mixed = Output::new(vec![
-        Content::text("Multiple content types test:"),
-        Content::image(TEST_IMAGE_BASE64, "image/png"),
-        Content::resource(json!({
-            "uri": "test://mixed-content-resource", "mimeType": "application/json",
-            "text": json!({ "test": "data", "value": 123 }).to_string(),
-        })),
-    ]);
-    let description = "Returns text, an image and an embedded resource.";
-    registry.tool(fixed("test_multiple_content_types", description, mixed));
-    let error = Output::error("This tool intentionally returns an error for testing");
-    let description = "Always returns an error result (isError), never a protocol error.";
-    registry.tool(fixed("test_error_handling", description, error));
-
-    let description = "Sends three info log messages while it runs.";
-    registry.tool(fixture("test_tool_with_logging", description, |ctx, _: NoArgs| async move {
-        for (i, step) in LOG_STEPS.into_iter().enumerate() {
-            if i > 0 {
-                pause(&ctx, 50).await?;
-            }
-            ctx.log(LogLevel::Info, Some("conformance"), json!(step));
-        }
-        Ok(Output::text("Tool with logging executed successfully"))
-    }));
-    let description = "Reports progress 0, 50 and 100 of 100 to the caller's progress token.";
-    registry.tool(fixture("test_tool_with_progress", description, |ctx, _: NoArgs| async move {
-        for (i, step) in [0u32, 50, 100].into_iter().enumerate() {
-            if i > 0 {
-                pause(&ctx, 50).await?;
-            }
-            let message = format!("Completed step {step} of 100");
-            ctx.progress(f64::from(step), Some(100.0), Some(&message));
-        }
-        Ok(Output::text("Progress test completed"))
-    }));
-
-    let description = "Asks the client's model to answer the prompt and returns its reply.";
-    registry.tool(fixture("test_sampling", description, |ctx, args: SamplingArgs| async move {
-        let result = ctx
-            .sample(json!({
-                "messages": [{ "role": "user", "content": { "type": "text", "text": args.prompt } }],
-                "maxTokens": 100,
-            }))
-            .await?;
-        Ok(Output::text(format!("LLM response: {}", sampled_text(&result))))
-    }));
-    let description = "Asks the user for a username and an email address.";
-    registry.tool(fixture("test_elicitation", description, |ctx, args: ElicitationArgs| async move {
-        let answer = ctx.elicit(elicitation_params(args.message)).await?;
-        Ok(Output::text(format!("User response: {}", describe_answer(&answer))))
-    }));
-    let forms: [(&str, &str, fn() -> Value); 2] = [
-        ("test_elicitation_sep1034_defaults", "Asks for a form with defaults (SEP-1034).", sep1034),
-        ("test_elicitation_sep1330_enums", "Asks for a form with every enum kind (SEP-1330).", sep1330),
-    ];
-    for (name, description, params) in forms {
-        registry.tool(fixture(name, description, move |ctx, _: NoArgs| async move {
-            let answer = ctx.elicit(params()).await?;
-            Ok(Output::text(format!("Elicitation completed: {}", describe_answer(&answer))))
-        }));
-    }
-
+/// The listing of `json_schema_2020_12_tool`: its input schema uses `$schema`, `$defs`
+/// and `$ref`, and is closed.
+fn json_schema_info() -> ToolInfo {
     let description = "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)";
-    let mut json_schema = fixture("json_schema_2020_12_tool", description, |_, args: JsonSchemaArgs| {
-        let text = serde_json::to_string(&args).map_err(|e| Error::Failed(e.to_string()));
-        ready(text.map(|a| Output::text(format!("JSON Schema 2020-12 tool called with: {a}"))))
-    });
-    json_schema.info = json_schema.info.input_schema(json!({
+    ToolInfo::new("json_schema_2020_12_tool", description).input_schema(json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
-        "$defs": {
-            "address": {
-                "type": "object",
-                "properties": { "street": { "type": "string" }, "city": { "type": "string" } },
-            },
-        },
+        "$defs": { "address": { "type": "object", "properties": {
+            "street": { "type": "string" }, "city": { "type": "string" },
+        } } },
         "properties": { "name": { "type": "string" }, "address": { "$ref": "#/$defs/address" } },
         "additionalProperties": false,
-    }));
-    registry.tool(json_schema);
-    // Answers after a short delay; the transport decides whether the SSE stream closes first.
-    let description = "Answers after a short delay, to test resuming an SSE stream (SEP-1699).";
-    registry.tool(fixture("test_reconnection", description, |ctx, _: NoArgs| async move {
-        pause(&ctx, 200).await?;
-        Ok(Output::text(RECONNECTION_TEXT))
-    }));
+    }))
 }
 
-/// The text of a `CreateMessageResult`, whose `content` is one block or an array of them.
-fn sampled_text(result: &Value) -> String {
-    let blocks = match &result["content"] {
-        Value::Array(blocks) => blocks.iter().collect(),
-        block => vec![block],
-    };
-    let texts: Vec<&str> = blocks
-        .into_iter()
-        .filter(|b| b["type"] == "text")
-        .filter_map(|b| b["text"].as_str())
-        .collect();
-    if texts.is_empty() {
-        "(no text content)".to_owned()
-    } else {
-        texts.join("\n")
-    }
+/// `json_schema_2020_12_tool`: echoes its arguments.
+async fn json_schema(_: Context, args: JsonSchemaArgs) -> Result<Output, Error> {
+    let args = serde_json::to_string(&args).map_err(|e| Error::Failed(e.to_string()))?;
+    let text = format!("JSON Schema 2020-12 tool called with: {args}");
+    Ok(Output::text(text))
 }
 
-/// `action=…, content=…` for an `ElicitResult`.
-fn describe_answer(answer: &Value) -> String {
-    let action = answer["action"].as_str().unwrap_or("unknown");
-    let content = answer.get("content").map_or_else(|| "null".to_owned(), Value::to_string);
-    format!("action={action}, content={content}")
-}
-
-/// The `test_elicitation` form: a username and an email address.
-fn elicitation_params(message: String) -> Value {
-    json!({
-        "message": message,
-        "requestedSchema": {
-            "type": "object",
-            "properties": {
-                "username": { "type": "string", "description": "User's response" },
-                "email": { "type": "string", "description": "User's email address" },
-            },
-            "required": ["username", "email"],
-        },
-    })
-}
-
-/// The SEP-1034 form: one field of each primitive type, each with a default.
-fn sep1034() -> Value {
-    json!({
-        "message": "Please review and update the form fields with defaults",
-        "requestedSchema": {
-            "type": "object",
-            "properties": {
-                "name": { "type": "string", "description": "User name", "default": "John Doe" },
-                "age": { "type": "integer", "description": "User age", "default": 30 },
-                "score": { "type": "number", "description": "User score", "default": 95.5 },
-                "status": {
-                    "type": "string", "description": "User status",
-                    "enum": ["active", "inactive", "pending"], "default": "active",
-                },
-                "verified": {
-                    "type": "boolean", "description": "Verification status", "default": true,
-                },
-            },
-            "required": [],
-        },
-    })
-}
-
-/// `{const, title}` choices `value1..3` for titled enums.
-fn titled(titles: [&str; 3]) -> Value {
-    let choice = |(i, title)| json!({ "const": format!("value{}", i + 1), "title": title });
-    titles.into_iter().enumerate().map(choice).collect()
-}
-
-/// The SEP-1330 form: untitled, titled and legacy single-select; untitled and titled multi-select.
-fn sep1330() -> Value {
-    let options = json!(["option1", "option2", "option3"]);
-    json!({
-        "message": "Please select options from the enum fields",
-        "requestedSchema": {
-            "type": "object",
-            "properties": {
-                "untitledSingle": {
-                    "type": "string", "description": "Select one option", "enum": options,
-                },
-                "titledSingle": {
-                    "type": "string", "description": "Select one option with titles",
-                    "oneOf": titled(["First Option", "Second Option", "Third Option"]),
-                },
-                "legacyEnum": {
-                    "type": "string", "description": "Select one option (legacy)",
-                    "enum": ["opt1", "opt2", "opt3"],
-                    "enumNames": ["Option One", "Option Two", "Option Three"],
-                },
-                "untitledMulti": {
-                    "type": "array", "description": "Select multiple options",
-                    "minItems": 1, "maxItems": 3,
-                    "items": { "type": "string", "enum": options },
-                },
-                "titledMulti": {
-                    "type": "array", "description": "Select multiple options with titles",
-                    "minItems": 1, "maxItems": 3,
-                    "items": { "anyOf": titled(["First Choice", "Second Choice", "Third Choice"]) },
-                },
-            },
-            "required": [],
-        },
-    })
+/// `test_reconnection`: answers after a short delay; the transport decides whether the SSE
+/// stream closes before the answer (SEP-1699).
+async fn reconnection(ctx: Context, _: NoArgs) -> Result<Output, Error> {
+    // End the SSE connection after the priming event; the client resumes with Last-Event-ID.
+    ctx.close_stream();
+    pause(&ctx, 200).await?;
+    let text = "Reconnection test completed successfully. If you received this, \
+                the client properly reconnected after stream closure.";
+    Ok(Output::text(text))
 }
 
 /// Reads `test://template/{id}/data` as JSON naming the id.
 fn read_template(
-    _ctx: Context,
+    _: Context,
     uri: String,
     vars: HashMap<String, String>,
 ) -> BoxFuture<'static, Result<Vec<Value>, Error>> {
     let id = vars.get("id").cloned().unwrap_or_default();
     let data = format!("Data for ID: {id}");
     let text = json!({ "id": id, "templateTest": true, "data": data }).to_string();
-    ready(Ok(vec![json!({ "uri": uri, "mimeType": "application/json", "text": text })])).boxed()
+    let contents = json!({ "uri": uri, "mimeType": "application/json", "text": text });
+    ready(Ok(vec![contents])).boxed()
 }
 
-/// The three listed resources and the template.
+/// The three listed resources (`test://<name>`) and the template.
 fn register_resources(registry: &mut Registry) {
+    let text = "This is the content of the static text resource.";
+    let watched = "Watched resource content";
     let fixed = [
-        ("Static Text Resource", "text/plain", "text", "This is the content of the static text resource."),
-        ("Static Binary Resource", "image/png", "blob", TEST_IMAGE_BASE64),
-        ("Watched Resource", "text/plain", "text", "Watched resource content"),
+        ("static-text", "text/plain", "text", text),
+        ("static-binary", "image/png", "blob", TEST_IMAGE_BASE64),
+        ("watched-resource", "text/plain", "text", watched),
     ];
-    for (title, mime, key, body) in fixed {
-        let name = title.strip_suffix(" Resource").unwrap_or(title).to_lowercase().replace(' ', "-");
-        let uri = format!("test://{name}");
-        let description = format!("The {title}, a conformance fixture");
+    for (name, mime, key, body) in fixed {
+        let (uri, mut title) = (format!("test://{name}"), name.replace('-', " "));
+        title[..1].make_ascii_uppercase();
+        let description = format!("{title}, a conformance fixture");
         let listing = json!({
             "uri": uri, "name": name, "title": title, "description": description, "mimeType": mime,
         });
@@ -367,9 +390,25 @@ fn register_resources(registry: &mut Registry) {
     registry.resource_template(ResourceTemplate::new(listing, Arc::new(read_template)));
 }
 
-/// A prompt builder that needs no context and never waits.
-fn prompt_fn(build: fn(&Map<String, Value>) -> Result<Value, Error>) -> GetFn {
-    Arc::new(move |_, args| ready(build(&args)).boxed())
+/// Arguments of `test_prompt_with_arguments`.
+const ARGS: &[(&str, &str)] = &[
+    ("arg1", "First test argument"),
+    ("arg2", "Second test argument"),
+];
+
+/// Arguments of `test_prompt_with_embedded_resource`.
+const URI: &[(&str, &str)] = &[("resourceUri", "URI of the resource to embed")];
+
+/// Completions for prompt arguments: known values starting with what was typed.
+fn complete(name: &str, value: &str, _: &Map<String, Value>) -> Vec<String> {
+    let known: &[&str] = match name {
+        "arg1" => &["test1", "test2", "testValue1"],
+        "arg2" => &["test1", "test2", "testValue2"],
+        "resourceUri" => &["test://static-text", "test://static-binary"],
+        _ => &[],
+    };
+    let matching = known.iter().filter(|k| k.starts_with(value));
+    matching.map(|k| (*k).to_owned()).collect()
 }
 
 /// A prompt argument as a string, or an error when it is missing.
@@ -377,72 +416,218 @@ fn string_arg(args: &Map<String, Value>, name: &str) -> Result<String, Error> {
     match args.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(other) => Ok(other.to_string()),
-        None => Err(Error::InvalidArguments(format!("missing argument `{name}`"))),
+        None => Err(Error::InvalidArguments(format!("missing `{name}`"))),
     }
 }
 
 /// A `GetPromptResult` of user messages, one per content block.
-fn user_messages(blocks: Vec<Content>) -> Value {
-    let messages: Vec<Value> =
-        blocks.into_iter().map(|c| json!({ "role": "user", "content": c })).collect();
-    json!({ "messages": messages })
+fn user_messages(blocks: Vec<Content>) -> Result<Value, Error> {
+    let message = |c| json!({ "role": "user", "content": c });
+    let messages: Vec<Value> = blocks.into_iter().map(message).collect();
+    Ok(json!({ "messages": messages }))
 }
 
-/// A required prompt argument.
-fn required(name: &str, description: &str) -> PromptArgument {
-    let description = Some(description.to_owned());
-    PromptArgument { name: name.to_owned(), description, required: true }
+/// `test_simple_prompt`.
+fn simple(_: &Map<String, Value>) -> Result<Value, Error> {
+    user_messages(vec![Content::text("This is a simple prompt for testing.")])
 }
 
-/// Completions for `test_prompt_with_arguments`: known values starting with what was typed.
-fn complete_argument(name: &str, value: &str, _args: &Map<String, Value>) -> Vec<String> {
-    let options: &[&str] = match name {
-        "arg1" => &["test1", "test2", "testValue1"],
-        "arg2" => &["test1", "test2", "testValue2"],
-        _ => &[],
-    };
-    options.iter().filter(|o| o.starts_with(value)).map(|o| (*o).to_owned()).collect()
+/// `test_prompt_with_arguments`: both arguments substituted into the text.
+fn with_args(args: &Map<String, Value>) -> Result<Value, Error> {
+    let (arg1, arg2) = (string_arg(args, "arg1")?, string_arg(args, "arg2")?);
+    let text = format!("Prompt with arguments: arg1='{arg1}', arg2='{arg2}'");
+    user_messages(vec![Content::text(text)])
 }
 
-/// The four prompts.
-fn register_prompts(registry: &mut Registry) {
-    let simple = prompt_fn(|_| {
-        Ok(user_messages(vec![Content::text("This is a simple prompt for testing.")]))
-    });
-    registry.prompt(Prompt::new("test_simple_prompt", "A prompt without arguments", vec![], simple));
+/// `test_prompt_with_embedded_resource`: the given URI as an embedded text resource.
+fn embed(args: &Map<String, Value>) -> Result<Value, Error> {
+    let uri = string_arg(args, "resourceUri")?;
+    let text = "Embedded resource content for testing.";
+    user_messages(vec![
+        Content::resource(json!({ "uri": uri, "mimeType": "text/plain", "text": text })),
+        Content::text("Please process the embedded resource above."),
+    ])
+}
 
-    let with_args = prompt_fn(|args| {
-        let (arg1, arg2) = (string_arg(args, "arg1")?, string_arg(args, "arg2")?);
-        let text = format!("Prompt with arguments: arg1='{arg1}', arg2='{arg2}'");
-        Ok(user_messages(vec![Content::text(text)]))
-    });
-    let arguments = vec![
-        required("arg1", "First test argument"),
-        required("arg2", "Second test argument"),
-    ];
-    let description = "A prompt that substitutes its two arguments";
-    let complete: CompleteFn = Arc::new(complete_argument);
-    let prompt = Prompt::new("test_prompt_with_arguments", description, arguments, with_args);
-    registry.prompt(prompt.with_completion(complete));
+/// `test_prompt_with_image`: an image, then a question about it.
+fn with_image(_: &Map<String, Value>) -> Result<Value, Error> {
+    user_messages(vec![
+        Content::image(TEST_IMAGE_BASE64, "image/png"),
+        Content::text("Please analyze the image above."),
+    ])
+}
 
-    let embedded = prompt_fn(|args| {
-        let uri = string_arg(args, "resourceUri")?;
-        let text = "Embedded resource content for testing.";
-        Ok(user_messages(vec![
-            Content::resource(json!({ "uri": uri, "mimeType": "text/plain", "text": text })),
-            Content::text("Please process the embedded resource above."),
-        ]))
-    });
-    let arguments = vec![required("resourceUri", "URI of the resource to embed")];
-    let description = "A prompt that embeds the resource it is given";
-    let name = "test_prompt_with_embedded_resource";
-    registry.prompt(Prompt::new(name, description, arguments, embedded));
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
 
-    let image = prompt_fn(|_| {
-        Ok(user_messages(vec![
-            Content::image(TEST_IMAGE_BASE64, "image/png"),
-            Content::text("Please analyze the image above."),
-        ]))
-    });
-    registry.prompt(Prompt::new("test_prompt_with_image", "A prompt with an image", vec![], image));
+    use super::*;
+    use crate::auth::Principal;
+    use crate::tools::{Peer, Scope};
+
+    /// Records what a tool sends, and answers every request with `answer`.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<(String, Value)>>,
+        answer: Value,
+    }
+
+    impl Peer for Recorder {
+        fn notify(&self, method: &str, params: Value) {
+            let mut sent = self.sent.lock().expect("lock");
+            sent.push((method.to_owned(), params));
+        }
+
+        fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, Error>> {
+            self.notify(method, params);
+            ready(Ok(self.answer.clone())).boxed()
+        }
+    }
+
+    fn context(peer: &Arc<Recorder>) -> Context {
+        Context::new(Scope {
+            principal: Arc::new(Principal::anonymous()),
+            peer: peer.clone(),
+            progress_token: Some(json!(1)),
+            log_level: Some(LogLevel::Debug),
+            client_capabilities: json!({ "sampling": {}, "elicitation": {} }),
+            cancel: Default::default(),
+        })
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        register(&mut registry);
+        registry
+    }
+
+    async fn call(peer: &Arc<Recorder>, name: &str, args: Value) -> Value {
+        let registry = registry();
+        let tool = registry.tools.iter().find(|t| t.info().name == name);
+        let output = tool.expect("tool").clone().call(context(peer), args).await;
+        output.expect("call").to_value()
+    }
+
+    #[test]
+    fn registers_every_fixture() {
+        let registry = registry();
+        let expected = "json_schema_2020_12_tool test_audio_content test_elicitation \
+            test_elicitation_sep1034_defaults test_elicitation_sep1330_enums \
+            test_embedded_resource test_error_handling test_image_content \
+            test_multiple_content_types test_reconnection test_sampling test_simple_text \
+            test_tool_with_logging test_tool_with_progress";
+        let expected: Vec<&str> = expected.split_whitespace().collect();
+        assert_eq!(registry.tool_names(), expected);
+        for listing in registry.tools.iter().map(|t| t.listing()) {
+            assert_ne!(listing["description"], "");
+            assert_eq!(listing["inputSchema"]["type"], "object");
+        }
+        let schema = &registry.tools[0].listing()["inputSchema"];
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert!(schema["$defs"]["address"].is_object());
+        assert_eq!(schema["additionalProperties"], false);
+
+        let prompts: Vec<&str> = registry.prompts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(prompts.len(), 4);
+        assert!(prompts.contains(&"test_prompt_with_embedded_resource"));
+        assert!(registry
+            .prompts
+            .iter()
+            .all(|p| p.listing["description"] != ""));
+        let uris: Vec<&str> = registry.resources.iter().map(|r| r.uri.as_str()).collect();
+        let expected = [
+            "test://static-text",
+            "test://static-binary",
+            "test://watched-resource",
+        ];
+        assert_eq!(uris, expected);
+    }
+
+    #[tokio::test]
+    async fn resources_and_template_read() {
+        let (registry, ctx) = (registry(), context(&Arc::default()));
+        let binary = &registry.resources[1];
+        let contents = (binary.read)(ctx.clone(), binary.uri.clone(), HashMap::new()).await;
+        assert_eq!(contents.expect("read")[0]["blob"], TEST_IMAGE_BASE64);
+        let template = &registry.templates[0];
+        let uri = "test://template/123/data";
+        let vars = template.matches(uri).expect("matches");
+        assert_eq!(vars["id"], "123");
+        let contents = (template.read)(ctx, uri.to_owned(), vars)
+            .await
+            .expect("read");
+        assert_eq!(contents[0]["uri"], uri);
+        assert!(contents[0]["text"]
+            .as_str()
+            .expect("text")
+            .contains("\"123\""));
+    }
+
+    #[tokio::test]
+    async fn prompts_substitute_and_complete() {
+        let (registry, ctx) = (registry(), context(&Arc::default()));
+        let prompt = &registry.prompts[1];
+        let args = json!({ "arg1": "testValue1", "arg2": "testValue2" });
+        let args = args.as_object().cloned().unwrap_or_default();
+        let result = (prompt.get)(ctx.clone(), args).await.expect("get");
+        let text = "Prompt with arguments: arg1='testValue1', arg2='testValue2'";
+        assert_eq!(result["messages"][0]["content"]["text"], text);
+        assert!((prompt.get)(ctx, Map::new()).await.is_err());
+        let complete = prompt.complete.as_ref().expect("completion");
+        assert_eq!(complete("arg1", "testV", &Map::new()), ["testValue1"]);
+        assert_eq!(complete("arg1", "test", &Map::new()).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn tools_return_and_notify() {
+        let peer = Arc::default();
+        let audio = call(&peer, "test_audio_content", json!({})).await;
+        assert_eq!(audio["content"][0]["mimeType"], "audio/wav");
+        assert_eq!(
+            call(&peer, "test_error_handling", json!({})).await["isError"],
+            true
+        );
+        call(&peer, "test_tool_with_logging", json!({})).await;
+        call(&peer, "test_tool_with_progress", json!({})).await;
+        let sent = peer.sent.lock().expect("lock");
+        let logs = sent.iter().filter(|(m, _)| m == "notifications/message");
+        assert_eq!(logs.count(), 3);
+        let progress: Vec<f64> = sent
+            .iter()
+            .filter_map(|(_, p)| p["progress"].as_f64())
+            .collect();
+        assert_eq!(progress, [0.0, 50.0, 100.0]);
+    }
+
+    #[tokio::test]
+    async fn sampling_and_elicitation_ask_the_client() {
+        let answer = json!({ "role": "assistant", "content": [{ "type": "text", "text": "hi" }] });
+        let peer = Arc::new(Recorder {
+            answer,
+            ..Recorder::default()
+        });
+        let result = call(&peer, "test_sampling", json!({ "prompt": "p" })).await;
+        assert_eq!(result["content"][0]["text"], "LLM response: hi");
+        let (method, params) = peer.sent.lock().expect("lock")[0].clone();
+        assert_eq!(method, "sampling/createMessage");
+        assert_eq!(params["maxTokens"], 100);
+
+        let answer = json!({ "action": "accept", "content": { "name": "Jane" } });
+        let peer = Arc::new(Recorder {
+            answer,
+            ..Recorder::default()
+        });
+        let result = call(&peer, "test_elicitation_sep1034_defaults", json!({})).await;
+        let text = r#"Elicitation completed: action=accept, content={"name":"Jane"}"#;
+        assert_eq!(result["content"][0]["text"], text);
+        let (method, params) = peer.sent.lock().expect("lock")[0].clone();
+        assert_eq!(method, "elicitation/create");
+        assert_eq!(
+            params["requestedSchema"]["properties"]["score"]["default"],
+            95.5
+        );
+    }
 }

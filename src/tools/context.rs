@@ -58,6 +58,9 @@ pub trait Peer: Send + Sync {
 
     /// Asks the client something and waits for the answer.
     fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, Error>>;
+
+    /// Ends the response stream early where the client can resume it later.
+    fn close_stream(&self) {}
 }
 
 /// Everything a tool call knows about the request it serves.
@@ -149,6 +152,13 @@ impl Context {
             return Err(Error::MissingCapability(capability));
         }
         self.inner.peer.request(method, params).await
+    }
+
+    /// Ends the call's response stream now, where streams are resumable (2025-11-25 SSE
+    /// polling): the client reconnects with `Last-Event-ID` and receives what follows.
+    /// Elsewhere it does nothing. Useful before long waits, so no connection is held open.
+    pub fn close_stream(&self) {
+        self.inner.peer.close_stream();
     }
 
     /// Whether the call has been cancelled.

@@ -7,6 +7,7 @@
 mod builtin;
 mod conformance;
 mod context;
+mod fixtures;
 mod prompt;
 mod registry;
 mod resource;
@@ -27,6 +28,7 @@ pub fn default_registry(conformance: bool) -> Registry {
     builtin::register(&mut registry);
     if conformance {
         conformance::register(&mut registry);
+        fixtures::register(&mut registry);
     }
     registry
 }

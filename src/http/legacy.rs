@@ -1,0 +1,377 @@
+//! The session-based versions (2025-03-26, 2025-06-18, 2025-11-25): `initialize`,
+//! `Mcp-Session-Id`, batches, the GET stream, resumption, server-to-client requests, DELETE.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::future::BoxFuture;
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::live::{self, AttachError, LiveSession, STANDALONE};
+use super::mcp::{
+    accepts_only_sse, accepts_sse, conflict, forbidden, header, method_not_allowed, respond, rpc_error,
+    sse_response, ChannelPeer, LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID,
+};
+use super::sse::{self, Outgoing};
+use super::{guard, State};
+use crate::actors::Session;
+use crate::mcp::jsonrpc::{self, error_response, notification, response};
+use crate::mcp::{Call, Era, Message, RpcError, Version};
+use crate::tools::{self, Peer};
+
+/// Answers `initialize`: a new session, stored durably before its id is handed out.
+pub(super) async fn initialize(req: &HttpRequest, id: &Value, params: &Map<String, Value>, state: &State) -> HttpResponse {
+    let (session, result) = match state.engine.initialize(params, (*state.principal).clone()) {
+        Ok(r) => r,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, Some(id), &e),
+    };
+    let session_id = session.id.clone();
+    let version = session.version;
+    if let Err(e) = state.engine.sessions().put(session).await {
+        tracing::error!(error = %e, "could not store a new session");
+        return rpc_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(id),
+            &RpcError::internal("the session could not be created"),
+        );
+    }
+    tracing::info!(version = %version, "legacy session created");
+    let body = response(id, result);
+    let mut builder = HttpResponse::Ok();
+    builder.insert_header((MCP_SESSION_ID, session_id));
+    if accepts_only_sse(req) {
+        let out = Outgoing::plain(body, true);
+        builder
+            .content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .body(sse::event(&out))
+    } else {
+        builder.content_type("application/json").body(body.to_string())
+    }
+}
+
+/// Why a legacy request's session could not be used.
+enum SessionRefusal {
+    /// No `Mcp-Session-Id` header.
+    Missing,
+    /// Unknown, ended, expired, or someone else's.
+    NotFound,
+    /// The store failed.
+    Store,
+}
+
+impl SessionRefusal {
+    fn response(self) -> HttpResponse {
+        let (status, error) = match self {
+            Self::Missing => (
+                StatusCode::BAD_REQUEST,
+                RpcError::new(jsonrpc::BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
+            ),
+            // 404, never 401: clients answer 404 by starting a new session, not a new login.
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                RpcError::new(jsonrpc::SESSION_NOT_FOUND, "Session not found"),
+            ),
+            Self::Store => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                RpcError::internal("the session could not be read"),
+            ),
+        };
+        rpc_error(status, None, &error)
+    }
+}
+
+/// Looks up the session a legacy request names.
+fn load_session(req: &HttpRequest, state: &State) -> Result<Arc<Session>, SessionRefusal> {
+    let id = header(req, MCP_SESSION_ID).ok_or(SessionRefusal::Missing)?;
+    match state.engine.sessions().get(id) {
+        // Someone else's session is as absent as one that never existed.
+        Ok(Some(s)) if s.principal.binding() == state.principal.binding() => Ok(s),
+        Ok(_) => Err(SessionRefusal::NotFound),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read a session");
+            Err(SessionRefusal::Store)
+        }
+    }
+}
+
+pub(super) async fn post(req: &HttpRequest, message: Message, state: &web::Data<State>) -> HttpResponse {
+    let session = match load_session(req, state) {
+        Ok(s) => s,
+        Err(refusal) => return refusal.response(),
+    };
+    let live = state.live.session(&session.id, state.config.event_buffer);
+    match message {
+        Message::Notification { method, params } => {
+            if method == "notifications/cancelled" {
+                if let Some(request_id) = params.get("requestId") {
+                    live.cancel(request_id);
+                }
+            }
+            HttpResponse::Accepted().finish()
+        }
+        Message::Response { id, outcome } => {
+            if !live.answer(&id, outcome) {
+                tracing::debug!("a response arrived for a request this instance is not waiting for");
+            }
+            HttpResponse::Accepted().finish()
+        }
+        Message::Request { id, method, params } => {
+            let sse_ok = accepts_sse(req);
+            let (tx, rx) = live::channel();
+            let stream = live.open_stream(tx);
+            let priming = (sse_ok && session.version.primes_streams())
+                .then(|| live.reserve_id(stream))
+                .flatten();
+            let cancel = CancellationToken::new();
+            live.track(&id, cancel.clone());
+            let call = Call {
+                principal: session.principal.clone(),
+                era: Era::Legacy(session.clone()),
+                peer: Arc::new(LegacyPeer {
+                    live: live.clone(),
+                    stream,
+                    sse: sse_ok,
+                    resumable: priming.is_some(),
+                    cancel: cancel.clone(),
+                }),
+                cancel,
+            };
+            let engine = state.engine.clone();
+            let task_live = live.clone();
+            // A dropped connection is not cancellation in these versions: the request runs
+            // on, and its messages wait in the stream's buffer for a resuming GET.
+            actix_web::rt::spawn(async move {
+                let outcome = engine.handle(&call, &method, params).await;
+                task_live.untrack(&id);
+                let message = match outcome {
+                    Ok(result) => response(&id, result),
+                    Err(e) => error_response(Some(&id), &e),
+                };
+                task_live.push(stream, message, true);
+            });
+            let prelude = priming
+                .map(|id| sse::priming(&id, state.config.sse_retry.as_millis()))
+                .into_iter()
+                .collect();
+            respond(rx, prelude, false, None, Some((live, stream)), state.config.sse_keepalive).await
+        }
+    }
+}
+
+/// How a legacy request reaches its client: on its own SSE stream, with answers to server
+/// requests arriving as later POSTs.
+struct LegacyPeer {
+    live: Arc<LiveSession>,
+    stream: u64,
+    sse: bool,
+    /// Whether the client was given a priming event id, so it can resume this stream.
+    resumable: bool,
+    cancel: CancellationToken,
+}
+
+impl Peer for LegacyPeer {
+    fn notify(&self, method: &str, params: Value) {
+        if self.sse {
+            self.live.push(self.stream, notification(method, params), false);
+        }
+    }
+
+    fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, tools::Error>> {
+        if !self.sse {
+            return Box::pin(async {
+                Err(tools::Error::Client(
+                    "the request did not accept an event stream, so the server cannot ask the client".into(),
+                ))
+            });
+        }
+        let (id, rx) = self.live.register_request();
+        self.live
+            .push(self.stream, jsonrpc::request(&json!(id), method, params), false);
+        let live = self.live.clone();
+        let cancel = self.cancel.clone();
+        Box::pin(async move {
+            tokio::select! {
+                answer = rx => match answer {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(tools::Error::Client(e.message)),
+                    Err(_) => Err(tools::Error::Client("the session ended".into())),
+                },
+                () = cancel.cancelled() => {
+                    live.forget_request(&id);
+                    Err(tools::Error::Cancelled)
+                }
+            }
+        })
+    }
+
+    fn close_stream(&self) {
+        if self.resumable {
+            self.live.detach(self.stream);
+        }
+    }
+}
+
+pub(super) async fn post_batch(req: &HttpRequest, value: Value, state: &web::Data<State>) -> HttpResponse {
+    let session = match load_session(req, state) {
+        Ok(s) => s,
+        Err(refusal) => return refusal.response(),
+    };
+    if !session.version.allows_batch() {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &RpcError::invalid_request(format!("JSON-RPC batches are not allowed in protocol version {}", session.version)),
+        );
+    }
+    let Value::Array(items) = value else { unreachable!("checked by the caller") };
+    if items.is_empty() {
+        return rpc_error(StatusCode::BAD_REQUEST, None, &RpcError::invalid_request("an empty batch"));
+    }
+    let live = state.live.session(&session.id, state.config.event_buffer);
+    let mut responses = Vec::new();
+    for item in items {
+        match Message::from_value(item) {
+            Err((id, e)) => responses.push(error_response(id.as_ref(), &e)),
+            Ok(Message::Request { id, method, .. }) if method == "initialize" => responses.push(error_response(
+                Some(&id),
+                &RpcError::invalid_request("initialize must not be part of a batch"),
+            )),
+            Ok(Message::Request { id, method, params }) => {
+                let (tx, _rx) = live::channel();
+                let call = Call {
+                    principal: session.principal.clone(),
+                    era: Era::Legacy(session.clone()),
+                    peer: Arc::new(ChannelPeer { tx, sse: false }),
+                    cancel: CancellationToken::new(),
+                };
+                responses.push(match state.engine.handle(&call, &method, params).await {
+                    Ok(result) => response(&id, result),
+                    Err(e) => error_response(Some(&id), &e),
+                });
+            }
+            Ok(Message::Response { id, outcome }) => {
+                live.answer(&id, outcome);
+            }
+            Ok(Message::Notification { method, params }) => {
+                if method == "notifications/cancelled" {
+                    if let Some(request_id) = params.get("requestId") {
+                        live.cancel(request_id);
+                    }
+                }
+            }
+        }
+    }
+    if responses.is_empty() {
+        return HttpResponse::Accepted().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(Value::Array(responses).to_string())
+}
+
+pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Err(reason) = guard::check(&state.config, state.loopback, &req) {
+        return forbidden(reason);
+    }
+    // 2026-07-28 has no GET stream; only a legacy session has one.
+    if header(&req, MCP_SESSION_ID).is_none() {
+        return method_not_allowed();
+    }
+    if let Some(v) = header(&req, MCP_PROTOCOL_VERSION) {
+        if Version::parse(v).is_none_or(|v| !v.is_legacy()) {
+            return rpc_error(StatusCode::BAD_REQUEST, None, &RpcError::unsupported_version(v));
+        }
+    }
+    let session = match load_session(&req, &state) {
+        Ok(s) => s,
+        Err(refusal) => return refusal.response(),
+    };
+    if !accepts_sse(&req) {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            &RpcError::invalid_request("the GET stream needs Accept: text/event-stream"),
+        );
+    }
+    let live = state.live.session(&session.id, state.config.event_buffer);
+    let (tx, rx) = live::channel();
+    if let Some(last) = header(&req, LAST_EVENT_ID) {
+        return match live.resume(last, tx) {
+            Ok(stream) if stream == STANDALONE => sse_response(
+                VecDeque::new(),
+                rx,
+                None,
+                None,
+                Some(state.config.sse_keepalive),
+                Some(state.shutdown.clone()),
+            ),
+            Ok(stream) => sse_response(
+                VecDeque::new(),
+                rx,
+                None,
+                Some((live, stream)),
+                Some(state.config.sse_keepalive),
+                None,
+            ),
+            Err(AttachError::Busy) => conflict(),
+            Err(AttachError::Unknown) => rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                &RpcError::invalid_request("Last-Event-ID names no stream this server can resume"),
+            ),
+        };
+    }
+    match live.open_standalone(tx) {
+        Ok(()) => {
+            let prelude = if session.version.primes_streams() {
+                live.reserve_id(STANDALONE)
+                    .map(|id| sse::priming(&id, state.config.sse_retry.as_millis()))
+                    .into_iter()
+                    .collect()
+            } else {
+                VecDeque::new()
+            };
+            sse_response(
+                prelude,
+                rx,
+                None,
+                None,
+                Some(state.config.sse_keepalive),
+                Some(state.shutdown.clone()),
+            )
+        }
+        Err(_) => conflict(),
+    }
+}
+
+pub(super) async fn delete(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Err(reason) = guard::check(&state.config, state.loopback, &req) {
+        return forbidden(reason);
+    }
+    if header(&req, MCP_SESSION_ID).is_none() {
+        return method_not_allowed();
+    }
+    let session = match load_session(&req, &state) {
+        Ok(s) => s,
+        Err(refusal) => return refusal.response(),
+    };
+    match state.engine.sessions().delete(&session.id).await {
+        Ok(_) => {
+            state.live.remove(&session.id);
+            tracing::info!("legacy session ended by the client");
+            HttpResponse::NoContent().finish()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not delete a session");
+            rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                &RpcError::internal("the session could not be ended"),
+            )
+        }
+    }
+}

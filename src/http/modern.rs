@@ -1,0 +1,157 @@
+//! 2026-07-28: stateless requests with mirrored headers, per-request `_meta`, and
+//! cancellation by closing the response stream.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::live;
+use super::mcp::{
+    header, respond, rpc_error, sse_response, status_for, accepts_sse, ChannelPeer, Hold, MCP_METHOD, MCP_NAME,
+    MCP_PROTOCOL_VERSION,
+};
+use super::sse::{self, Outgoing};
+use super::State;
+use crate::mcp::jsonrpc::{error_response, notification, response};
+use crate::mcp::{Call, Era, Message, ModernMeta, RpcError, META_PROTOCOL_VERSION};
+
+/// Decodes an `Mcp-Name` value, which may use the `=?base64?…?=` form.
+fn decode_header_value(value: &str) -> Option<String> {
+    match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
+        Some(encoded) => String::from_utf8(STANDARD.decode(encoded).ok()?).ok(),
+        None => Some(value.to_owned()),
+    }
+}
+
+/// Checks the mirrored headers of a 2026-07-28 request against its body.
+fn check_modern_headers(req: &HttpRequest, method: &str, params: &Map<String, Value>) -> Result<(), RpcError> {
+    let body_version = params
+        .get("_meta")
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params(format!("_meta {META_PROTOCOL_VERSION} is required")))?;
+    match header(req, MCP_PROTOCOL_VERSION) {
+        None => return Err(RpcError::header_mismatch("the MCP-Protocol-Version header is required")),
+        Some(h) if h != body_version => {
+            return Err(RpcError::header_mismatch(format!(
+                "MCP-Protocol-Version header value '{h}' does not match body value '{body_version}'"
+            )))
+        }
+        Some(_) => {}
+    }
+    match header(req, MCP_METHOD) {
+        None => return Err(RpcError::header_mismatch("the Mcp-Method header is required")),
+        Some(h) if h != method => {
+            return Err(RpcError::header_mismatch(format!(
+                "Mcp-Method header value '{h}' does not match body value '{method}'"
+            )))
+        }
+        Some(_) => {}
+    }
+    let name_key = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(key) = name_key {
+        let body_name = params.get(key).and_then(Value::as_str).unwrap_or_default();
+        match header(req, MCP_NAME).map(decode_header_value) {
+            None => return Err(RpcError::header_mismatch("the Mcp-Name header is required")),
+            Some(None) => return Err(RpcError::header_mismatch("the Mcp-Name header is not valid base64")),
+            Some(Some(h)) if h != body_name => {
+                return Err(RpcError::header_mismatch(format!(
+                    "Mcp-Name header value '{h}' does not match body value '{body_name}'"
+                )))
+            }
+            Some(Some(_)) => {}
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn post(req: &HttpRequest, message: Message, state: &web::Data<State>) -> HttpResponse {
+    let (id, method, params) = match message {
+        Message::Notification { .. } => return HttpResponse::Accepted().finish(),
+        Message::Response { id, .. } => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(&id),
+                &RpcError::invalid_request("clients do not send responses in this protocol version"),
+            )
+        }
+        Message::Request { id, method, params } => (id, method, params),
+    };
+    let fail = |e: RpcError| rpc_error(status_for(e.code, true), Some(&id), &e);
+    if let Err(e) = check_modern_headers(req, &method, &params) {
+        return fail(e);
+    }
+    let meta = match ModernMeta::parse(&params) {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return fail(RpcError::invalid_params("_meta is required")),
+        Err(e) => return fail(e),
+    };
+    if method == "subscriptions/listen" {
+        return listen(id, state);
+    }
+    let sse_ok = accepts_sse(req);
+    let (tx, rx) = live::channel();
+    let cancel = CancellationToken::new();
+    let call = Call {
+        principal: state.principal.clone(),
+        era: Era::Modern(meta),
+        peer: Arc::new(ChannelPeer { tx: tx.clone(), sse: sse_ok }),
+        cancel: cancel.clone(),
+    };
+    let engine = state.engine.clone();
+    actix_web::rt::spawn(async move {
+        let outcome = engine.handle(&call, &method, params).await;
+        let message = match outcome {
+            Ok(result) => response(&id, result),
+            Err(e) => error_response(Some(&id), &e),
+        };
+        let _ = tx.send(Outgoing::plain(message, true));
+    });
+    // Closing the response stream is cancellation in this version.
+    respond(rx, Vec::new(), true, Some(cancel.drop_guard()), None, state.config.sse_keepalive).await
+}
+
+/// `subscriptions/listen`: a long-lived stream that acknowledges the subscription. This
+/// server's lists do not change at run time, so nothing else is sent but keep-alives.
+fn listen(id: Value, state: &State) -> HttpResponse {
+    let (tx, rx) = live::channel();
+    let ack = Outgoing::plain(
+        notification(
+            "notifications/subscriptions/acknowledged",
+            json!({ "_meta": { "io.modelcontextprotocol/subscriptionId": id } }),
+        ),
+        false,
+    );
+    // The stream holds its own sender, so it stays open until the client leaves.
+    let queue = VecDeque::from([sse::event(&ack)]);
+    sse_response(
+        queue,
+        rx,
+        Some(Hold::Sender(tx)),
+        None,
+        Some(state.config.sse_keepalive),
+        Some(state.shutdown.clone()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_decode() {
+        assert_eq!(decode_header_value("echo").as_deref(), Some("echo"));
+        assert_eq!(decode_header_value("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(), Some("Hello, 世界"));
+        assert_eq!(decode_header_value("=?base64?!!?="), None);
+    }
+}
