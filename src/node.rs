@@ -77,18 +77,29 @@ impl Node {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(app_state.clone())
                 .wrap(http::cors(&http_config))
                 .configure(http::configure)
         })
         .workers(workers)
+        // Responses written in pieces (SSE) otherwise stall on delayed ACKs.
+        .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)
         .map_err(StartError::Listen)?
         .run();
+        let prune_state = state.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                prune_state.live.prune();
+            }
+        });
         let handle = server.handle();
         let task = actix_web::rt::spawn(server);
         Ok(NodeHandle {

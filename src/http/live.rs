@@ -22,6 +22,9 @@ pub(crate) const STANDALONE: u64 = 0;
 /// How long a finished stream's events stay available for resumption.
 const FINISHED_RETENTION: Duration = Duration::from_secs(300);
 
+/// How long a session's live state stays after its last use with nothing open.
+const IDLE_RETENTION: Duration = Duration::from_secs(600);
+
 /// Live state of every legacy session this instance has served.
 #[derive(Default)]
 pub(crate) struct Live {
@@ -32,9 +35,19 @@ impl Live {
     /// The live state of session `id`, created on first use.
     pub fn session(&self, id: &str, buffer: usize) -> Arc<LiveSession> {
         let mut map = self.sessions.lock().expect("live sessions lock");
-        map.entry(id.to_owned())
+        let session = map
+            .entry(id.to_owned())
             .or_insert_with(|| Arc::new(LiveSession::new(buffer)))
-            .clone()
+            .clone();
+        *session.last_used.lock().expect("last used lock") = Instant::now();
+        session
+    }
+
+    /// Forgets the live state of sessions idle for a while with nothing open or pending,
+    /// so sessions that expired or were abandoned do not hold memory here.
+    pub fn prune(&self) {
+        let mut map = self.sessions.lock().expect("live sessions lock");
+        map.retain(|_, s| !s.is_idle());
     }
 
     /// Drops a session's live state: its streams end and its pending requests fail.
@@ -61,6 +74,7 @@ pub(crate) struct LiveSession {
     next_stream: AtomicU64,
     next_request: AtomicU64,
     buffer: usize,
+    last_used: Mutex<Instant>,
 }
 
 /// Why a stream could not be attached.
@@ -81,7 +95,21 @@ impl LiveSession {
             next_stream: AtomicU64::new(STANDALONE + 1),
             next_request: AtomicU64::new(0),
             buffer: buffer.max(1),
+            last_used: Mutex::new(Instant::now()),
         }
+    }
+
+    fn is_idle(&self) -> bool {
+        if self.last_used.lock().expect("last used lock").elapsed() < IDLE_RETENTION {
+            return false;
+        }
+        let streams = self.streams.lock().expect("streams lock");
+        let reading = streams
+            .values()
+            .any(|s| s.subscriber.as_ref().is_some_and(|t| !t.is_closed()));
+        !reading
+            && self.pending.lock().expect("pending lock").is_empty()
+            && self.inflight.lock().expect("inflight lock").is_empty()
     }
 
     /// Opens a new request stream and attaches `tx` to it; returns its id.
