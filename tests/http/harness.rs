@@ -1,0 +1,213 @@
+//! A real `mcp-fleet dev` process on a free port with its own data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server may take to print its address.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_mcp-fleet")
+}
+
+/// A command for the binary with no `MCP_FLEET_*` settings inherited from the caller's
+/// environment, so every test sees exactly the configuration it gives.
+pub fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MCP_FLEET_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Polls `probe` until it yields a value or `deadline` passes; panics with `what` then.
+pub fn eventually<T>(what: &str, deadline: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    eventually_or(deadline, probe)
+        .unwrap_or_else(|| panic!("timed out after {deadline:?} waiting for {what}"))
+}
+
+/// Waits for `child` to exit within `deadline`, killing it and panicking otherwise.
+pub fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let Some(status) = eventually_or(deadline, || child.try_wait().expect("try_wait")) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the process did not exit within {deadline:?}");
+    };
+    status
+}
+
+fn eventually_or<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How to start a server.
+#[derive(Default)]
+pub struct Builder {
+    conformance: bool,
+    config: Option<String>,
+}
+
+impl Builder {
+    /// Serves the conformance fixtures (`--conformance`).
+    pub fn conformance(mut self) -> Self {
+        self.conformance = true;
+        self
+    }
+
+    /// Passes `toml` as the configuration file (`--config`).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Starts the server and waits until it listens.
+    pub fn start(self) -> Server {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(toml) = &self.config {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, toml).expect("write the config file");
+            args.push("--config".into());
+            args.push(path.display().to_string());
+        }
+        if self.conformance {
+            args.push("--conformance".into());
+        }
+        let mut server = Server {
+            data_dir: dir.path().join("data"),
+            dir,
+            args,
+            child: None,
+            url: String::new(),
+        };
+        server.spawn();
+        server
+    }
+}
+
+/// A running `mcp-fleet dev`; the process is killed when this is dropped.
+pub struct Server {
+    dir: TempDir,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    url: String,
+}
+
+impl Server {
+    /// A server with the default configuration.
+    pub fn start() -> Self {
+        Builder::default().start()
+    }
+
+    /// A server to configure before starting.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's origin, `http://127.0.0.1:PORT`, for other paths.
+    pub fn base(&self) -> &str {
+        self.url
+            .strip_suffix("/mcp")
+            .expect("the endpoint ends in /mcp")
+    }
+
+    /// Kills the process (no graceful shutdown) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the process and starts a new one on the same data directory and arguments.
+    /// The new process listens on a new port; see [`Server::url`].
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The server's log (its standard error) so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the server log");
+        let mut child = command()
+            .arg("dev")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.args)
+            // Two workers are plenty for a test and keep many parallel servers light.
+            .env("MCP_FLEET_HTTP__WORKERS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mcp-fleet");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        self.child = Some(child);
+        let line = match rx.recv_timeout(START_DEADLINE) {
+            Ok(line) => line,
+            Err(_) => panic!(
+                "the server printed no address within {START_DEADLINE:?}; log:\n{}",
+                self.log()
+            ),
+        };
+        let url = line
+            .trim()
+            .strip_prefix("mcp-fleet listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", self.log()));
+        assert!(
+            url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
+            "{url}"
+        );
+        self.url = url.to_owned();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,14 @@
+//! The real `mcp-fleet` binary over real HTTP: bad input is refused with the right status
+//! and JSON-RPC error, and leaves the server serving.
+
+mod client;
+mod harness;
+
+mod config;
+mod jsonrpc;
+mod modern;
+mod mrtr;
+mod ops;
+mod security;
+mod sessions;
+mod tools;
