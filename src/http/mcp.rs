@@ -152,17 +152,22 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
         Message::Response { .. } => false,
     };
     let session_id = header(&req, MCP_SESSION_ID);
-    let modern = match version_header.map(Version::parse) {
-        Some(Some(v)) => !v.is_legacy(),
-        Some(None) if session_id.is_some() || !has_modern_meta => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                None,
-                &RpcError::unsupported_version(version_header.unwrap_or_default()),
-            )
+    // A body carrying 2026-07-28 `_meta` and no session is modern whatever the headers say;
+    // the modern path then reports a header that disagrees with the body.
+    let modern = if session_id.is_none() && has_modern_meta {
+        true
+    } else {
+        match version_header.map(Version::parse) {
+            Some(Some(v)) => !v.is_legacy(),
+            Some(None) => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    &RpcError::unsupported_version(version_header.unwrap_or_default()),
+                )
+            }
+            None => false,
         }
-        Some(None) => true,
-        None => session_id.is_none() && has_modern_meta,
     };
     if modern {
         modern::post(&req, message, &state).await
