@@ -151,12 +151,20 @@ impl Config {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.is_file() {
-                return Err(invalid("config", format!("no such file: {}", file.display())));
+                return Err(invalid(
+                    "config",
+                    format!("no such file: {}", file.display()),
+                ));
             }
             figment = figment.merge(Toml::file(file));
         }
         figment = figment
-            .merge(Env::prefixed("MCP_FLEET_").ignore(&["config"]).split("__"))
+            .merge(
+                // MCP_FLEET_CONFIG names the file; MCP_FLEET_BIN is the test harness's.
+                Env::prefixed("MCP_FLEET_")
+                    .ignore(&["config", "bin"])
+                    .split("__"),
+            )
             .merge(Serialized::defaults(overrides));
         let raw: Raw = figment.extract().map_err(Box::new)?;
         Self::validate(raw)
@@ -164,15 +172,19 @@ impl Config {
 
     /// Parses configuration from TOML text alone (no environment), for tests and tools.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
-        let raw: Raw = Figment::from(Toml::string(text)).extract().map_err(Box::new)?;
+        let raw: Raw = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
         Self::validate(raw)
     }
 
     fn validate(raw: Raw) -> Result<Self, Error> {
-        let listen: SocketAddr = raw
-            .listen
-            .parse()
-            .map_err(|_| invalid("listen", format!("`{}` is not an address like 127.0.0.1:8080", raw.listen)))?;
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", raw.listen),
+            )
+        })?;
         if raw.auth == auth::Mode::None && !listen.ip().is_loopback() {
             return Err(invalid(
                 "auth",
@@ -235,26 +247,39 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = Config::from_toml("listen = \"nope\"").unwrap_err().to_string();
+        let err = Config::from_toml("listen = \"nope\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`listen`"), "{err}");
-        let err = Config::from_toml("[http]\nmax_body_bytes = \"big\"").unwrap_err().to_string();
+        let err = Config::from_toml("[http]\nmax_body_bytes = \"big\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_body_bytes"), "{err}");
         let err = Config::from_toml("bogus = 1").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
-        let err = Config::from_toml("[tools.default]\ntimeout = \"0s\"").unwrap_err().to_string();
+        let err = Config::from_toml("[tools.default]\ntimeout = \"0s\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tools.timeout"), "{err}");
     }
 
     #[test]
     fn auth_none_needs_loopback() {
-        let err = Config::from_toml("listen = \"0.0.0.0:8080\"").unwrap_err().to_string();
+        let err = Config::from_toml("listen = \"0.0.0.0:8080\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`auth`"), "{err}");
     }
 
     #[test]
     fn secrets_are_not_echoed() {
-        let err = Config::from_toml("encryption_key = \"secretsecret\"").unwrap_err().to_string();
-        assert!(err.contains("encryption_key") && !err.contains("secretsecret"), "{err}");
+        let err = Config::from_toml("encryption_key = \"secretsecret\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("encryption_key") && !err.contains("secretsecret"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -264,6 +289,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.tools.limits("other").concurrency, 4);
-        assert_eq!(c.tools.limits("echo").timeout, std::time::Duration::from_millis(250));
+        assert_eq!(
+            c.tools.limits("echo").timeout,
+            std::time::Duration::from_millis(250)
+        );
     }
 }

@@ -208,7 +208,10 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert!(s.open(b"aad", &bad).is_err(), "byte {i} flipped was accepted");
+            assert!(
+                s.open(b"aad", &bad).is_err(),
+                "byte {i} flipped was accepted"
+            );
         }
     }
 

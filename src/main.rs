@@ -20,9 +20,11 @@ fn main() -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command {
             Command::Dev(_) => serve(config).await,
-            Command::Stdio(_) => mcp_fleet::stdio::serve(&config, tokio::io::stdin(), tokio::io::stdout())
-                .await
-                .map_err(anyhow::Error::from),
+            Command::Stdio(_) => {
+                mcp_fleet::stdio::serve(&config, tokio::io::stdin(), tokio::io::stdout())
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
         }
     });
     match result {

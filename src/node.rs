@@ -44,7 +44,14 @@ pub(crate) fn engine(config: &Config, store: LocalStore, sealer: Sealer) -> Engi
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads);
     let sessions = SessionHandle::start(store, &config.sessions);
-    Engine::new(ServerInfo::default(), config.mcp.clone(), registry, pool, sessions, sealer)
+    Engine::new(
+        ServerInfo::default(),
+        config.mcp.clone(),
+        registry,
+        pool,
+        sessions,
+        sealer,
+    )
 }
 
 /// A running node.
@@ -147,7 +154,9 @@ impl NodeHandle {
 
     /// Waits until the server stops on its own.
     pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 

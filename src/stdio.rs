@@ -64,7 +64,10 @@ pub async fn serve(
         let value: Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
-                let _ = out_tx.send(error_response(None, &RpcError::parse(format!("Parse error: {e}"))));
+                let _ = out_tx.send(error_response(
+                    None,
+                    &RpcError::parse(format!("Parse error: {e}")),
+                ));
                 continue;
             }
         };
@@ -85,7 +88,9 @@ pub async fn serve(
             Message::Notification { method, params } => {
                 if method == "notifications/cancelled" {
                     if let Some(id) = params.get("requestId") {
-                        if let Some(token) = inflight.lock().expect("inflight lock").get(&id.to_string()) {
+                        if let Some(token) =
+                            inflight.lock().expect("inflight lock").get(&id.to_string())
+                        {
                             token.cancel();
                         }
                     }
@@ -100,7 +105,10 @@ pub async fn serve(
                                 session = Some(new_id);
                                 response(&id, result)
                             }
-                            Err(_) => error_response(Some(&id), &RpcError::internal("the session could not be created")),
+                            Err(_) => error_response(
+                                Some(&id),
+                                &RpcError::internal("the session could not be created"),
+                            ),
                         }
                     }
                     Err(e) => error_response(Some(&id), &e),
@@ -151,7 +159,10 @@ pub async fn serve(
                         Ok(result) => response(&id, result),
                         Err(e) => error_response(Some(&id), &e),
                     };
-                    inflight.lock().expect("inflight lock").remove(&id.to_string());
+                    inflight
+                        .lock()
+                        .expect("inflight lock")
+                        .remove(&id.to_string());
                     let _ = out.send(reply);
                 });
             }
@@ -175,13 +186,22 @@ impl Peer for StdioPeer {
         let _ = self.out.send(notification(method, params));
     }
 
-    fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, tools::Error>> {
+    fn request(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> BoxFuture<'static, Result<Value, tools::Error>> {
         if !self.legacy {
-            return Box::pin(async { Err(tools::Error::Client("no live channel to the client".into())) });
+            return Box::pin(async {
+                Err(tools::Error::Client("no live channel to the client".into()))
+            });
         }
         let id = format!("s{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().expect("pending lock").insert(id.clone(), tx);
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id.clone(), tx);
         let _ = self.out.send(jsonrpc::request(&json!(id), method, params));
         Box::pin(async move {
             match rx.await {

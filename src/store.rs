@@ -57,7 +57,10 @@ impl LocalStore {
 
     /// A store that lives in memory and a temporary file, gone when the process ends.
     pub fn temporary() -> Result<Self, Error> {
-        let db = sled::Config::new().temporary(true).cache_capacity(8 << 20).open()?;
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(8 << 20)
+            .open()?;
         Ok(Self { db })
     }
 
@@ -125,7 +128,11 @@ mod tests {
     #[test]
     fn golden_bytes() {
         // A change to the record format must be deliberate: this pins the bytes on disk.
-        let bytes = encode(&Rec { a: "hi".into(), b: Some(300) }).unwrap();
+        let bytes = encode(&Rec {
+            a: "hi".into(),
+            b: Some(300),
+        })
+        .unwrap();
         assert_eq!(bytes, vec![1, 2, b'h', b'i', 1, 0xac, 0x02]);
         assert_eq!(decode::<Rec>(&bytes).unwrap().b, Some(300));
         assert!(matches!(decode::<Rec>(&[9, 0]), Err(Error::Format(9))));
@@ -136,7 +143,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = LocalStore::open(dir.path(), 1 << 20).unwrap();
-            store.put(Table::McpSessions, "k", &Rec { a: "v".into(), b: None }).await.unwrap();
+            store
+                .put(
+                    Table::McpSessions,
+                    "k",
+                    &Rec {
+                        a: "v".into(),
+                        b: None,
+                    },
+                )
+                .await
+                .unwrap();
         }
         let store = LocalStore::open(dir.path(), 1 << 20).unwrap();
         let got: Rec = store.get(Table::McpSessions, "k").unwrap().unwrap();

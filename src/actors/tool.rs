@@ -41,10 +41,16 @@ impl Handler<Call> for ToolActor {
         Box::pin(async move {
             let cancel = msg.ctx.cancel_token().clone();
             let run = async move {
-                let _permit = permits.acquire_owned().await.map_err(|_| Error::Overloaded)?;
-                let name = tool.info().name.clone();
-                match tokio::time::timeout(timeout, AssertUnwindSafe(tool.call(msg.ctx, msg.args)).catch_unwind())
+                let _permit = permits
+                    .acquire_owned()
                     .await
+                    .map_err(|_| Error::Overloaded)?;
+                let name = tool.info().name.clone();
+                match tokio::time::timeout(
+                    timeout,
+                    AssertUnwindSafe(tool.call(msg.ctx, msg.args)).catch_unwind(),
+                )
+                .await
                 {
                     Err(_) => {
                         tracing::warn!(tool = %name, ?timeout, "tool call timed out");
@@ -115,7 +121,8 @@ impl ToolPool {
                     permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
                     timeout: limits.timeout,
                 };
-                let addr = ToolActor::start_in_arbiter(&arbiters[i % arbiters.len()].handle(), |_| actor);
+                let addr =
+                    ToolActor::start_in_arbiter(&arbiters[i % arbiters.len()].handle(), |_| actor);
                 ToolHandle {
                     addr,
                     tool: tool.clone(),

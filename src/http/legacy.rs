@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::live::{self, AttachError, LiveSession, STANDALONE};
 use super::mcp::{
-    accepts_only_sse, accepts_sse, conflict, forbidden, header, method_not_allowed, respond, rpc_error,
-    sse_response, ChannelPeer, LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID,
+    accepts_only_sse, accepts_sse, conflict, forbidden, header, method_not_allowed, respond,
+    rpc_error, sse_response, ChannelPeer, LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID,
 };
 use super::sse::{self, Outgoing};
 use super::{guard, State};
@@ -23,7 +23,12 @@ use crate::mcp::{Call, Era, Message, RpcError, Version};
 use crate::tools::{self, Peer};
 
 /// Answers `initialize`: a new session, stored durably before its id is handed out.
-pub(super) async fn initialize(req: &HttpRequest, id: &Value, params: &Map<String, Value>, state: &State) -> HttpResponse {
+pub(super) async fn initialize(
+    req: &HttpRequest,
+    id: &Value,
+    params: &Map<String, Value>,
+    state: &State,
+) -> HttpResponse {
     let (session, result) = match state.engine.initialize(params, (*state.principal).clone()) {
         Ok(r) => r,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, Some(id), &e),
@@ -49,7 +54,9 @@ pub(super) async fn initialize(req: &HttpRequest, id: &Value, params: &Map<Strin
             .insert_header(("cache-control", "no-cache"))
             .body(sse::event(&out))
     } else {
-        builder.content_type("application/json").body(body.to_string())
+        builder
+            .content_type("application/json")
+            .body(body.to_string())
     }
 }
 
@@ -68,7 +75,10 @@ impl SessionRefusal {
         let (status, error) = match self {
             Self::Missing => (
                 StatusCode::BAD_REQUEST,
-                RpcError::new(jsonrpc::BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
+                RpcError::new(
+                    jsonrpc::BAD_REQUEST,
+                    "Bad Request: Mcp-Session-Id header is required",
+                ),
             ),
             // 404, never 401: clients answer 404 by starting a new session, not a new login.
             Self::NotFound => (
@@ -98,7 +108,11 @@ fn load_session(req: &HttpRequest, state: &State) -> Result<Arc<Session>, Sessio
     }
 }
 
-pub(super) async fn post(req: &HttpRequest, message: Message, state: &web::Data<State>) -> HttpResponse {
+pub(super) async fn post(
+    req: &HttpRequest,
+    message: Message,
+    state: &web::Data<State>,
+) -> HttpResponse {
     let session = match load_session(req, state) {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
@@ -115,7 +129,9 @@ pub(super) async fn post(req: &HttpRequest, message: Message, state: &web::Data<
         }
         Message::Response { id, outcome } => {
             if !live.answer(&id, outcome) {
-                tracing::debug!("a response arrived for a request this instance is not waiting for");
+                tracing::debug!(
+                    "a response arrived for a request this instance is not waiting for"
+                );
             }
             HttpResponse::Accepted().finish()
         }
@@ -157,7 +173,15 @@ pub(super) async fn post(req: &HttpRequest, message: Message, state: &web::Data<
                 .map(|id| sse::priming(&id, state.config.sse_retry.as_millis()))
                 .into_iter()
                 .collect();
-            respond(rx, prelude, false, None, Some((live, stream)), state.config.sse_keepalive).await
+            respond(
+                rx,
+                prelude,
+                false,
+                None,
+                Some((live, stream)),
+                state.config.sse_keepalive,
+            )
+            .await
         }
     }
 }
@@ -176,11 +200,16 @@ struct LegacyPeer {
 impl Peer for LegacyPeer {
     fn notify(&self, method: &str, params: Value) {
         if self.sse {
-            self.live.push(self.stream, notification(method, params), false);
+            self.live
+                .push(self.stream, notification(method, params), false);
         }
     }
 
-    fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, tools::Error>> {
+    fn request(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> BoxFuture<'static, Result<Value, tools::Error>> {
         if !self.sse {
             return Box::pin(async {
                 Err(tools::Error::Client(
@@ -189,8 +218,11 @@ impl Peer for LegacyPeer {
             });
         }
         let (id, rx) = self.live.register_request();
-        self.live
-            .push(self.stream, jsonrpc::request(&json!(id), method, params), false);
+        self.live.push(
+            self.stream,
+            jsonrpc::request(&json!(id), method, params),
+            false,
+        );
         let live = self.live.clone();
         let cancel = self.cancel.clone();
         Box::pin(async move {
@@ -215,7 +247,11 @@ impl Peer for LegacyPeer {
     }
 }
 
-pub(super) async fn post_batch(req: &HttpRequest, value: Value, state: &web::Data<State>) -> HttpResponse {
+pub(super) async fn post_batch(
+    req: &HttpRequest,
+    value: Value,
+    state: &web::Data<State>,
+) -> HttpResponse {
     let session = match load_session(req, state) {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
@@ -224,22 +260,33 @@ pub(super) async fn post_batch(req: &HttpRequest, value: Value, state: &web::Dat
         return rpc_error(
             StatusCode::BAD_REQUEST,
             None,
-            &RpcError::invalid_request(format!("JSON-RPC batches are not allowed in protocol version {}", session.version)),
+            &RpcError::invalid_request(format!(
+                "JSON-RPC batches are not allowed in protocol version {}",
+                session.version
+            )),
         );
     }
-    let Value::Array(items) = value else { unreachable!("checked by the caller") };
+    let Value::Array(items) = value else {
+        unreachable!("checked by the caller")
+    };
     if items.is_empty() {
-        return rpc_error(StatusCode::BAD_REQUEST, None, &RpcError::invalid_request("an empty batch"));
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &RpcError::invalid_request("an empty batch"),
+        );
     }
     let live = state.live.session(&session.id, state.config.event_buffer);
     let mut responses = Vec::new();
     for item in items {
         match Message::from_value(item) {
             Err((id, e)) => responses.push(error_response(id.as_ref(), &e)),
-            Ok(Message::Request { id, method, .. }) if method == "initialize" => responses.push(error_response(
-                Some(&id),
-                &RpcError::invalid_request("initialize must not be part of a batch"),
-            )),
+            Ok(Message::Request { id, method, .. }) if method == "initialize" => {
+                responses.push(error_response(
+                    Some(&id),
+                    &RpcError::invalid_request("initialize must not be part of a batch"),
+                ))
+            }
             Ok(Message::Request { id, method, params }) => {
                 let (tx, _rx) = live::channel();
                 let call = Call {
@@ -283,7 +330,11 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
     }
     if let Some(v) = header(&req, MCP_PROTOCOL_VERSION) {
         if Version::parse(v).is_none_or(|v| !v.is_legacy()) {
-            return rpc_error(StatusCode::BAD_REQUEST, None, &RpcError::unsupported_version(v));
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                &RpcError::unsupported_version(v),
+            );
         }
     }
     let session = match load_session(&req, &state) {

@@ -116,7 +116,10 @@ impl LiveSession {
     pub fn open_stream(&self, tx: Tx) -> u64 {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let mut streams = self.streams.lock().expect("streams lock");
-        streams.retain(|_, s| s.finished_at.is_none_or(|t| t.elapsed() < FINISHED_RETENTION));
+        streams.retain(|_, s| {
+            s.finished_at
+                .is_none_or(|t| t.elapsed() < FINISHED_RETENTION)
+        });
         streams.insert(
             id,
             Stream {
@@ -231,7 +234,10 @@ impl LiveSession {
     pub fn register_request(&self) -> (String, oneshot::Receiver<Result<Value, RpcError>>) {
         let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().expect("pending lock").insert(id.clone(), tx);
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id.clone(), tx);
         (id, rx)
     }
 
@@ -270,7 +276,12 @@ impl LiveSession {
 
     /// Cancels a client request in flight; false when it is not running here.
     pub fn cancel(&self, request_id: &Value) -> bool {
-        match self.inflight.lock().expect("inflight lock").get(&request_id.to_string()) {
+        match self
+            .inflight
+            .lock()
+            .expect("inflight lock")
+            .get(&request_id.to_string())
+        {
             Some(token) => {
                 token.cancel();
                 true
@@ -316,7 +327,10 @@ mod tests {
         assert!(last.is_final);
         assert!(rx2.try_recv().is_err());
         assert_eq!(live.resume("99-0", channel().0), Err(AttachError::Unknown));
-        assert_eq!(live.resume("garbage", channel().0), Err(AttachError::Unknown));
+        assert_eq!(
+            live.resume("garbage", channel().0),
+            Err(AttachError::Unknown)
+        );
     }
 
     #[test]

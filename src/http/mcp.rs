@@ -57,7 +57,9 @@ pub(super) fn status_for(code: i64, modern: bool) -> StatusCode {
     match code {
         PARSE_ERROR | INVALID_REQUEST => StatusCode::BAD_REQUEST,
         _ if !modern => StatusCode::OK,
-        INVALID_PARAMS | HEADER_MISMATCH | MISSING_REQUIRED_CLIENT_CAPABILITY
+        INVALID_PARAMS
+        | HEADER_MISMATCH
+        | MISSING_REQUIRED_CLIENT_CAPABILITY
         | UNSUPPORTED_PROTOCOL_VERSION => StatusCode::BAD_REQUEST,
         METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
@@ -79,8 +81,9 @@ pub(super) fn accepts_sse(req: &HttpRequest) -> bool {
 
 /// Whether the client takes only SSE (so even a plain answer must be an SSE stream).
 pub(super) fn accepts_only_sse(req: &HttpRequest) -> bool {
-    header(req, ACCEPT.as_str())
-        .is_some_and(|a| a.contains("text/event-stream") && !a.contains("application/json") && !a.contains("*/*"))
+    header(req, ACCEPT.as_str()).is_some_and(|a| {
+        a.contains("text/event-stream") && !a.contains("application/json") && !a.contains("*/*")
+    })
 }
 
 enum BodyError {
@@ -88,7 +91,11 @@ enum BodyError {
     Broken,
 }
 
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, BodyError> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
     let declared = header(req, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge);
@@ -106,7 +113,11 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 
 pub(super) fn forbidden(reason: String) -> HttpResponse {
     tracing::warn!(%reason, "refused a request to the MCP endpoint");
-    rpc_error(StatusCode::FORBIDDEN, None, &RpcError::new(jsonrpc::BAD_REQUEST, reason))
+    rpc_error(
+        StatusCode::FORBIDDEN,
+        None,
+        &RpcError::new(jsonrpc::BAD_REQUEST, reason),
+    )
 }
 
 async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
@@ -124,12 +135,22 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
             )
         }
         Err(BodyError::Broken) => {
-            return rpc_error(StatusCode::BAD_REQUEST, None, &RpcError::invalid_request("the request body could not be read"))
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                &RpcError::invalid_request("the request body could not be read"),
+            )
         }
     };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, &RpcError::parse(format!("Parse error: {e}"))),
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                &RpcError::parse(format!("Parse error: {e}")),
+            )
+        }
     };
     let version_header = header(&req, MCP_PROTOCOL_VERSION);
     if value.is_array() {
@@ -214,7 +235,14 @@ pub(super) async fn respond(
         return sse_response(queue, rx, Some(Hold::Ended), None, None, None);
     }
     queue.push_back(sse::event(&first));
-    sse_response(queue, rx, guard.map(Hold::Guard), stream, Some(keepalive), None)
+    sse_response(
+        queue,
+        rx,
+        guard.map(Hold::Guard),
+        stream,
+        Some(keepalive),
+        None,
+    )
 }
 
 /// What an SSE body keeps alive for as long as the client reads it; never read, only held.
@@ -334,11 +362,17 @@ pub(super) struct ChannelPeer {
 impl Peer for ChannelPeer {
     fn notify(&self, method: &str, params: Value) {
         if self.sse {
-            let _ = self.tx.send(Outgoing::plain(notification(method, params), false));
+            let _ = self
+                .tx
+                .send(Outgoing::plain(notification(method, params), false));
         }
     }
 
-    fn request(&self, _method: &str, _params: Value) -> BoxFuture<'static, Result<Value, tools::Error>> {
+    fn request(
+        &self,
+        _method: &str,
+        _params: Value,
+    ) -> BoxFuture<'static, Result<Value, tools::Error>> {
         Box::pin(async { Err(tools::Error::Client("no live channel to the client".into())) })
     }
 }
@@ -349,10 +383,19 @@ mod tests {
 
     #[test]
     fn statuses_by_era() {
-        assert_eq!(status_for(jsonrpc::METHOD_NOT_FOUND, true), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status_for(jsonrpc::METHOD_NOT_FOUND, true),
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(status_for(jsonrpc::METHOD_NOT_FOUND, false), StatusCode::OK);
-        assert_eq!(status_for(jsonrpc::HEADER_MISMATCH, true), StatusCode::BAD_REQUEST);
-        assert_eq!(status_for(jsonrpc::PARSE_ERROR, false), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_for(jsonrpc::HEADER_MISMATCH, true),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_for(jsonrpc::PARSE_ERROR, false),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(status_for(jsonrpc::INTERNAL_ERROR, true), StatusCode::OK);
     }
 }

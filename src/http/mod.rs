@@ -70,7 +70,12 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(engine: Engine, config: Config, loopback: bool, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        config: Config,
+        loopback: bool,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             engine,
             live: live::Live::default(),

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::live;
 use super::mcp::{
-    header, respond, rpc_error, sse_response, status_for, accepts_sse, ChannelPeer, Hold, MCP_METHOD, MCP_NAME,
-    MCP_PROTOCOL_VERSION,
+    accepts_sse, header, respond, rpc_error, sse_response, status_for, ChannelPeer, Hold,
+    MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION,
 };
 use super::sse::{self, Outgoing};
 use super::State;
@@ -23,21 +23,34 @@ use crate::mcp::{Call, Era, Message, ModernMeta, RpcError, META_PROTOCOL_VERSION
 
 /// Decodes an `Mcp-Name` value, which may use the `=?base64?…?=` form.
 fn decode_header_value(value: &str) -> Option<String> {
-    match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
         Some(encoded) => String::from_utf8(STANDARD.decode(encoded).ok()?).ok(),
         None => Some(value.to_owned()),
     }
 }
 
 /// Checks the mirrored headers of a 2026-07-28 request against its body.
-fn check_modern_headers(req: &HttpRequest, method: &str, params: &Map<String, Value>) -> Result<(), RpcError> {
+fn check_modern_headers(
+    req: &HttpRequest,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Result<(), RpcError> {
     let body_version = params
         .get("_meta")
         .and_then(|m| m.get(META_PROTOCOL_VERSION))
         .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::invalid_params(format!("_meta {META_PROTOCOL_VERSION} is required")))?;
+        .ok_or_else(|| {
+            RpcError::invalid_params(format!("_meta {META_PROTOCOL_VERSION} is required"))
+        })?;
     match header(req, MCP_PROTOCOL_VERSION) {
-        None => return Err(RpcError::header_mismatch("the MCP-Protocol-Version header is required")),
+        None => {
+            return Err(RpcError::header_mismatch(
+                "the MCP-Protocol-Version header is required",
+            ))
+        }
         Some(h) if h != body_version => {
             return Err(RpcError::header_mismatch(format!(
                 "MCP-Protocol-Version header value '{h}' does not match body value '{body_version}'"
@@ -46,7 +59,11 @@ fn check_modern_headers(req: &HttpRequest, method: &str, params: &Map<String, Va
         Some(_) => {}
     }
     match header(req, MCP_METHOD) {
-        None => return Err(RpcError::header_mismatch("the Mcp-Method header is required")),
+        None => {
+            return Err(RpcError::header_mismatch(
+                "the Mcp-Method header is required",
+            ))
+        }
         Some(h) if h != method => {
             return Err(RpcError::header_mismatch(format!(
                 "Mcp-Method header value '{h}' does not match body value '{method}'"
@@ -63,7 +80,11 @@ fn check_modern_headers(req: &HttpRequest, method: &str, params: &Map<String, Va
         let body_name = params.get(key).and_then(Value::as_str).unwrap_or_default();
         match header(req, MCP_NAME).map(decode_header_value) {
             None => return Err(RpcError::header_mismatch("the Mcp-Name header is required")),
-            Some(None) => return Err(RpcError::header_mismatch("the Mcp-Name header is not valid base64")),
+            Some(None) => {
+                return Err(RpcError::header_mismatch(
+                    "the Mcp-Name header is not valid base64",
+                ))
+            }
             Some(Some(h)) if h != body_name => {
                 return Err(RpcError::header_mismatch(format!(
                     "Mcp-Name header value '{h}' does not match body value '{body_name}'"
@@ -75,14 +96,20 @@ fn check_modern_headers(req: &HttpRequest, method: &str, params: &Map<String, Va
     Ok(())
 }
 
-pub(super) async fn post(req: &HttpRequest, message: Message, state: &web::Data<State>) -> HttpResponse {
+pub(super) async fn post(
+    req: &HttpRequest,
+    message: Message,
+    state: &web::Data<State>,
+) -> HttpResponse {
     let (id, method, params) = match message {
         Message::Notification { .. } => return HttpResponse::Accepted().finish(),
         Message::Response { id, .. } => {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
                 Some(&id),
-                &RpcError::invalid_request("clients do not send responses in this protocol version"),
+                &RpcError::invalid_request(
+                    "clients do not send responses in this protocol version",
+                ),
             )
         }
         Message::Request { id, method, params } => (id, method, params),
@@ -105,7 +132,10 @@ pub(super) async fn post(req: &HttpRequest, message: Message, state: &web::Data<
     let call = Call {
         principal: state.principal.clone(),
         era: Era::Modern(meta),
-        peer: Arc::new(ChannelPeer { tx: tx.clone(), sse: sse_ok }),
+        peer: Arc::new(ChannelPeer {
+            tx: tx.clone(),
+            sse: sse_ok,
+        }),
         cancel: cancel.clone(),
     };
     let engine = state.engine.clone();
@@ -118,7 +148,15 @@ pub(super) async fn post(req: &HttpRequest, message: Message, state: &web::Data<
         let _ = tx.send(Outgoing::plain(message, true));
     });
     // Closing the response stream is cancellation in this version.
-    respond(rx, Vec::new(), true, Some(cancel.drop_guard()), None, state.config.sse_keepalive).await
+    respond(
+        rx,
+        Vec::new(),
+        true,
+        Some(cancel.drop_guard()),
+        None,
+        state.config.sse_keepalive,
+    )
+    .await
 }
 
 /// `subscriptions/listen`: a long-lived stream that acknowledges the subscription. This
@@ -151,7 +189,10 @@ mod tests {
     #[test]
     fn header_values_decode() {
         assert_eq!(decode_header_value("echo").as_deref(), Some("echo"));
-        assert_eq!(decode_header_value("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(), Some("Hello, 世界"));
+        assert_eq!(
+            decode_header_value("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(),
+            Some("Hello, 世界")
+        );
         assert_eq!(decode_header_value("=?base64?!!?="), None);
     }
 }

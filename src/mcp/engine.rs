@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::RpcError;
 use super::mrtr::{self, MrtrPeer};
-use super::{Version, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SERVER_INFO};
+use super::{
+    Version, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SERVER_INFO,
+};
 use crate::actors::{Session, SessionHandle, ToolPool};
 use crate::auth::Principal;
 use crate::crypto::Sealer;
@@ -85,9 +87,9 @@ impl ModernMeta {
         let Some(version) = meta.get(META_PROTOCOL_VERSION) else {
             return Ok(None);
         };
-        let requested = version
-            .as_str()
-            .ok_or_else(|| RpcError::invalid_params(format!("_meta {META_PROTOCOL_VERSION} must be a string")))?;
+        let requested = version.as_str().ok_or_else(|| {
+            RpcError::invalid_params(format!("_meta {META_PROTOCOL_VERSION} must be a string"))
+        })?;
         let version = match Version::parse(requested) {
             Some(v) if !v.is_legacy() => v,
             _ => return Err(RpcError::unsupported_version(requested)),
@@ -212,7 +214,10 @@ impl Engine {
             None => json!({}),
             Some(_) => return Err(RpcError::invalid_params("capabilities must be an object")),
         };
-        let client_info = params.get("clientInfo").cloned().unwrap_or_else(|| json!({}));
+        let client_info = params
+            .get("clientInfo")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let session = Session::new(
             version,
             principal,
@@ -242,16 +247,28 @@ impl Engine {
         let mut result = match method {
             "ping" => Ok(json!({})),
             "server/discover" if modern => self.discover(),
-            "tools/list" => self.list(&params, self.inner.tools.all().iter().map(|t| t.listing().clone()), "tools"),
+            "tools/list" => self.list(
+                &params,
+                self.inner.tools.all().iter().map(|t| t.listing().clone()),
+                "tools",
+            ),
             "tools/call" => self.call_tool(call, &params).await,
             "resources/list" => self.list(
                 &params,
-                self.inner.registry.resources.iter().map(|r| r.listing.clone()),
+                self.inner
+                    .registry
+                    .resources
+                    .iter()
+                    .map(|r| r.listing.clone()),
                 "resources",
             ),
             "resources/templates/list" => self.list(
                 &params,
-                self.inner.registry.templates.iter().map(|t| t.listing.clone()),
+                self.inner
+                    .registry
+                    .templates
+                    .iter()
+                    .map(|t| t.listing.clone()),
                 "resourceTemplates",
             ),
             "resources/read" => self.read_resource(call, &params).await,
@@ -259,7 +276,11 @@ impl Engine {
             "resources/unsubscribe" if !modern => self.subscribe(call, &params, false).await,
             "prompts/list" => self.list(
                 &params,
-                self.inner.registry.prompts.iter().map(|p| p.listing.clone()),
+                self.inner
+                    .registry
+                    .prompts
+                    .iter()
+                    .map(|p| p.listing.clone()),
                 "prompts",
             ),
             "prompts/get" => self.get_prompt(call, &params).await,
@@ -287,13 +308,19 @@ impl Engine {
             );
         }
         let cache_scope = match method {
-            "server/discover" | "tools/list" | "prompts/list" | "resources/list"
+            "server/discover"
+            | "tools/list"
+            | "prompts/list"
+            | "resources/list"
             | "resources/templates/list" => "public",
             "resources/read" => "private",
             _ => return,
         };
         if obj.get("resultType") == Some(&json!("complete")) {
-            obj.insert("ttlMs".into(), json!(self.inner.config.list_ttl.as_millis() as u64));
+            obj.insert(
+                "ttlMs".into(),
+                json!(self.inner.config.list_ttl.as_millis() as u64),
+            );
             obj.insert("cacheScope".into(), json!(cache_scope));
         }
     }
@@ -317,8 +344,9 @@ impl Engine {
     ) -> Result<Value, RpcError> {
         let offset = match params.get("cursor") {
             None | Some(Value::Null) => 0,
-            Some(Value::String(c)) => decode_cursor(c)
-                .ok_or_else(|| RpcError::invalid_params("invalid cursor"))?,
+            Some(Value::String(c)) => {
+                decode_cursor(c).ok_or_else(|| RpcError::invalid_params("invalid cursor"))?
+            }
             Some(_) => return Err(RpcError::invalid_params("cursor must be a string")),
         };
         let page_size = self.inner.config.page_size.max(1);
@@ -329,7 +357,8 @@ impl Engine {
         let page: Vec<Value> = all.iter().skip(offset).take(page_size).cloned().collect();
         let mut result = json!({ key: page });
         if offset + page_size < all.len() {
-            result["nextCursor"] = json!(URL_SAFE_NO_PAD.encode(format!("o{}", offset + page_size)));
+            result["nextCursor"] =
+                json!(URL_SAFE_NO_PAD.encode(format!("o{}", offset + page_size)));
         }
         Ok(result)
     }
@@ -379,14 +408,18 @@ impl Engine {
                     Some(Value::String(token)) => {
                         mrtr::open(&self.inner.sealer, &binding, &target, &args, token)?
                     }
-                    Some(_) => return Err(RpcError::invalid_params("requestState must be a string")),
+                    Some(_) => {
+                        return Err(RpcError::invalid_params("requestState must be a string"))
+                    }
                 };
                 match params.get("inputResponses") {
                     None | Some(Value::Null) => {}
                     Some(Value::Object(responses)) => {
                         answers.extend(responses.iter().map(|(k, v)| (k.clone(), v.clone())))
                     }
-                    Some(_) => return Err(RpcError::invalid_params("inputResponses must be an object")),
+                    Some(_) => {
+                        return Err(RpcError::invalid_params("inputResponses must be an object"))
+                    }
                 }
                 Some(answers)
             }
@@ -418,13 +451,19 @@ impl Engine {
                         "requestState": state,
                     }))
                 }
-                None => Err(RpcError::internal("input was required outside a multi round-trip request")),
+                None => Err(RpcError::internal(
+                    "input was required outside a multi round-trip request",
+                )),
             },
             Err(e) => tool_error(name, e),
         }
     }
 
-    async fn read_resource(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
+    async fn read_resource(
+        &self,
+        call: &Call,
+        params: &Map<String, Value>,
+    ) -> Result<Value, RpcError> {
         let uri = params
             .get("uri")
             .and_then(Value::as_str)
@@ -444,7 +483,8 @@ impl Engine {
                 Era::Legacy(_) => -32002,
                 Era::Modern(_) => super::jsonrpc::INVALID_PARAMS,
             };
-            return Err(RpcError::new(code, format!("Resource not found: {uri}")).with_data(json!({ "uri": uri })));
+            return Err(RpcError::new(code, format!("Resource not found: {uri}"))
+                .with_data(json!({ "uri": uri })));
         };
         let ctx = self.context(call, params, call.peer.clone());
         match read(ctx, uri.to_owned(), vars).await {
@@ -454,7 +494,11 @@ impl Engine {
         }
     }
 
-    async fn get_prompt(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
+    async fn get_prompt(
+        &self,
+        call: &Call,
+        params: &Map<String, Value>,
+    ) -> Result<Value, RpcError> {
         let name = params
             .get("name")
             .and_then(Value::as_str)
@@ -493,8 +537,14 @@ impl Engine {
             .get("argument")
             .and_then(Value::as_object)
             .ok_or_else(|| RpcError::invalid_params("completion/complete needs an argument"))?;
-        let arg_name = argument.get("name").and_then(Value::as_str).unwrap_or_default();
-        let arg_value = argument.get("value").and_then(Value::as_str).unwrap_or_default();
+        let arg_name = argument
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let arg_value = argument
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let context_args = params
             .get("context")
             .and_then(|c| c.get("arguments"))
@@ -504,7 +554,10 @@ impl Engine {
         let registry = &self.inner.registry;
         let completer = match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
-                let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+                let name = reference
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let prompt = registry
                     .prompts
                     .iter()
@@ -513,15 +566,24 @@ impl Engine {
                 prompt.complete.clone()
             }
             Some("ref/resource") => {
-                let uri = reference.get("uri").and_then(Value::as_str).unwrap_or_default();
+                let uri = reference
+                    .get("uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let template = registry
                     .templates
                     .iter()
                     .find(|t| t.uri_template() == uri)
-                    .ok_or_else(|| RpcError::invalid_params(format!("Unknown resource template: {uri}")))?;
+                    .ok_or_else(|| {
+                        RpcError::invalid_params(format!("Unknown resource template: {uri}"))
+                    })?;
                 template.complete.clone()
             }
-            _ => return Err(RpcError::invalid_params("ref.type must be ref/prompt or ref/resource")),
+            _ => {
+                return Err(RpcError::invalid_params(
+                    "ref.type must be ref/prompt or ref/resource",
+                ))
+            }
         };
         let mut values = completer
             .map(|c| c(arg_name, arg_value, &context_args))
@@ -546,7 +608,12 @@ impl Engine {
         Ok(json!({}))
     }
 
-    async fn subscribe(&self, call: &Call, params: &Map<String, Value>, on: bool) -> Result<Value, RpcError> {
+    async fn subscribe(
+        &self,
+        call: &Call,
+        params: &Map<String, Value>,
+        on: bool,
+    ) -> Result<Value, RpcError> {
         let Era::Legacy(session) = &call.era else {
             return Err(RpcError::method_not_found("resources/subscribe"));
         };
@@ -584,13 +651,17 @@ fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
             after.as_millis()
         ))
         .to_value()),
-        E::Client(message) => Ok(Output::error(format!("The client could not answer: {message}")).to_value()),
+        E::Client(message) => {
+            Ok(Output::error(format!("The client could not answer: {message}")).to_value())
+        }
         E::InvalidArguments(message) => Err(RpcError::invalid_params(format!(
             "Invalid arguments for {name}: {message}"
         ))),
         E::MissingCapability(capability) => Err(RpcError::missing_capability(capability)),
         E::Cancelled => Err(RpcError::new(-32800, "Request cancelled")),
-        E::Overloaded => Err(RpcError::internal(format!("{name} is overloaded; retry later"))),
+        E::Overloaded => Err(RpcError::internal(format!(
+            "{name} is overloaded; retry later"
+        ))),
         E::Panicked => Err(RpcError::internal(format!("{name} failed unexpectedly"))),
         E::InputRequired(_) => Err(RpcError::internal("unexpected input request")),
     }
@@ -598,5 +669,9 @@ fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
 
 fn decode_cursor(cursor: &str) -> Option<usize> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    std::str::from_utf8(&bytes).ok()?.strip_prefix('o')?.parse().ok()
+    std::str::from_utf8(&bytes)
+        .ok()?
+        .strip_prefix('o')?
+        .parse()
+        .ok()
 }

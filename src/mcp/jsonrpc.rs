@@ -80,7 +80,10 @@ impl RpcError {
 
     /// Header/body mismatch.
     pub fn header_mismatch(message: impl Into<String>) -> Self {
-        Self::new(HEADER_MISMATCH, format!("Header mismatch: {}", message.into()))
+        Self::new(
+            HEADER_MISMATCH,
+            format!("Header mismatch: {}", message.into()),
+        )
     }
 
     /// Unsupported protocol version, listing what is supported.
@@ -145,7 +148,10 @@ impl Message {
     /// On failure, returns the id (when one could be read) with the error.
     pub fn from_value(value: Value) -> Result<Self, (Option<Id>, RpcError)> {
         let Value::Object(mut obj) = value else {
-            return Err((None, RpcError::invalid_request("a JSON-RPC message must be an object")));
+            return Err((
+                None,
+                RpcError::invalid_request("a JSON-RPC message must be an object"),
+            ));
         };
         let id = obj.remove("id");
         if let Some(id) = &id {
@@ -202,7 +208,10 @@ impl Message {
 
 fn parse_error_object(error: &Value) -> RpcError {
     RpcError {
-        code: error.get("code").and_then(Value::as_i64).unwrap_or(INTERNAL_ERROR),
+        code: error
+            .get("code")
+            .and_then(Value::as_i64)
+            .unwrap_or(INTERNAL_ERROR),
         message: error
             .get("message")
             .and_then(Value::as_str)

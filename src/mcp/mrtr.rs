@@ -92,7 +92,10 @@ pub(super) fn open(
         .open(&aad(principal_binding), &sealed)
         .map_err(|_| invalid())?;
     let state: State = postcard::from_bytes(&plain).map_err(|_| invalid())?;
-    if state.target != target || state.args_digest != digest(args) || state.expires_at_ms <= now_ms() {
+    if state.target != target
+        || state.args_digest != digest(args)
+        || state.expires_at_ms <= now_ms()
+    {
         return Err(invalid());
     }
     state
@@ -146,17 +149,41 @@ mod tests {
         let sealer = Sealer::single(Key::generate());
         let a = args(json!({"x": 1}));
         let answers = HashMap::from([("input-0".to_owned(), json!({"action": "accept"}))]);
-        let token = seal(&sealer, "alice", "tools/call:t", &a, &answers, Duration::from_secs(60));
-        assert_eq!(open(&sealer, "alice", "tools/call:t", &a, &token).unwrap(), answers);
+        let token = seal(
+            &sealer,
+            "alice",
+            "tools/call:t",
+            &a,
+            &answers,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            open(&sealer, "alice", "tools/call:t", &a, &token).unwrap(),
+            answers
+        );
         // Another principal, tool, or argument set is refused.
         assert!(open(&sealer, "bob", "tools/call:t", &a, &token).is_err());
         assert!(open(&sealer, "alice", "tools/call:u", &a, &token).is_err());
-        assert!(open(&sealer, "alice", "tools/call:t", &args(json!({"x": 2})), &token).is_err());
+        assert!(open(
+            &sealer,
+            "alice",
+            "tools/call:t",
+            &args(json!({"x": 2})),
+            &token
+        )
+        .is_err());
         // Tampering is refused.
         let mut bad = token.clone().into_bytes();
         let last = bad.len() - 2;
         bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
-        assert!(open(&sealer, "alice", "tools/call:t", &a, std::str::from_utf8(&bad).unwrap()).is_err());
+        assert!(open(
+            &sealer,
+            "alice",
+            "tools/call:t",
+            &a,
+            std::str::from_utf8(&bad).unwrap()
+        )
+        .is_err());
         assert!(open(&sealer, "alice", "tools/call:t", &a, "not base64!").is_err());
     }
 

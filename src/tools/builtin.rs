@@ -17,19 +17,24 @@ impl Tool for WhoAmI {
     type Args = NoArgs;
 
     fn info(&self) -> ToolInfo {
-        ToolInfo::new("whoami", "Returns the authenticated caller: subject, tenant, email and scopes.")
-            .title("Who am I")
-            .annotations(json!({ "readOnlyHint": true, "idempotentHint": true, "openWorldHint": false }))
-            .output_schema(json!({
-                "type": "object",
-                "properties": {
-                    "subject": { "type": "string" },
-                    "tenant": { "type": ["string", "null"] },
-                    "email": { "type": ["string", "null"] },
-                    "scopes": { "type": "array", "items": { "type": "string" } }
-                },
-                "required": ["subject", "tenant", "email", "scopes"]
-            }))
+        ToolInfo::new(
+            "whoami",
+            "Returns the authenticated caller: subject, tenant, email and scopes.",
+        )
+        .title("Who am I")
+        .annotations(
+            json!({ "readOnlyHint": true, "idempotentHint": true, "openWorldHint": false }),
+        )
+        .output_schema(json!({
+            "type": "object",
+            "properties": {
+                "subject": { "type": "string" },
+                "tenant": { "type": ["string", "null"] },
+                "email": { "type": ["string", "null"] },
+                "scopes": { "type": "array", "items": { "type": "string" } }
+            },
+            "required": ["subject", "tenant", "email", "scopes"]
+        }))
     }
 
     async fn call(&self, ctx: Context, _args: NoArgs) -> Result<Output, Error> {
@@ -38,7 +43,10 @@ impl Tool for WhoAmI {
             "subject": p.subject, "tenant": p.tenant, "email": p.email, "scopes": p.scopes,
         });
         let tenant = p.tenant.as_deref().unwrap_or("none");
-        Ok(Output::text(format!("subject: {}, tenant: {tenant}", p.subject)).structured(structured))
+        Ok(
+            Output::text(format!("subject: {}, tenant: {tenant}", p.subject))
+                .structured(structured),
+        )
     }
 }
 
@@ -59,7 +67,9 @@ impl Tool for Echo {
     fn info(&self) -> ToolInfo {
         ToolInfo::new("echo", "Returns the given text unchanged.")
             .title("Echo")
-            .annotations(json!({ "readOnlyHint": true, "idempotentHint": true, "openWorldHint": false }))
+            .annotations(
+                json!({ "readOnlyHint": true, "idempotentHint": true, "openWorldHint": false }),
+            )
     }
 
     async fn call(&self, _ctx: Context, args: EchoArgs) -> Result<Output, Error> {

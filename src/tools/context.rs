@@ -147,7 +147,12 @@ impl Context {
         self.ask("roots", "roots/list", json!({})).await
     }
 
-    async fn ask(&self, capability: &'static str, method: &str, params: Value) -> Result<Value, Error> {
+    async fn ask(
+        &self,
+        capability: &'static str,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Error> {
         if self.inner.client_capabilities.get(capability).is_none() {
             return Err(Error::MissingCapability(capability));
         }

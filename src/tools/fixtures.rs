@@ -19,7 +19,10 @@ impl Tool for Panic {
     type Args = NoArgs;
 
     fn info(&self) -> ToolInfo {
-        ToolInfo::new("test_panic", "Panics, to test that a failing tool is contained.")
+        ToolInfo::new(
+            "test_panic",
+            "Panics, to test that a failing tool is contained.",
+        )
     }
 
     async fn call(&self, _ctx: Context, _args: NoArgs) -> Result<Output, Error> {
@@ -42,7 +45,10 @@ impl Tool for Sleep {
     type Args = SleepArgs;
 
     fn info(&self) -> ToolInfo {
-        ToolInfo::new("test_sleep", "Sleeps for `ms` milliseconds, then answers \"slept\".")
+        ToolInfo::new(
+            "test_sleep",
+            "Sleeps for `ms` milliseconds, then answers \"slept\".",
+        )
     }
 
     async fn call(&self, ctx: Context, args: SleepArgs) -> Result<Output, Error> {

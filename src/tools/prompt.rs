@@ -8,8 +8,9 @@ use serde_json::{json, Map, Value};
 use super::{CompleteFn, Context, Error};
 
 /// Builds a prompt's `GetPromptResult` (`messages`, optional `description`) from arguments.
-pub type GetFn =
-    Arc<dyn Fn(Context, Map<String, Value>) -> BoxFuture<'static, Result<Value, Error>> + Send + Sync>;
+pub type GetFn = Arc<
+    dyn Fn(Context, Map<String, Value>) -> BoxFuture<'static, Result<Value, Error>> + Send + Sync,
+>;
 
 /// One argument a prompt takes.
 #[derive(Debug, Clone)]

@@ -10,7 +10,11 @@ use super::{CompleteFn, Context, Error};
 
 /// Reads a resource: given the URI and the template's variables, returns `contents`.
 pub type ReadFn = Arc<
-    dyn Fn(Context, String, HashMap<String, String>) -> BoxFuture<'static, Result<Vec<Value>, Error>>
+    dyn Fn(
+            Context,
+            String,
+            HashMap<String, String>,
+        ) -> BoxFuture<'static, Result<Vec<Value>, Error>>
         + Send
         + Sync,
 >;

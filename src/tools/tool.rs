@@ -178,7 +178,10 @@ impl Output {
     /// The `CallToolResult` object (without `resultType`).
     pub fn to_value(&self) -> Value {
         let mut obj = Map::new();
-        obj.insert("content".into(), serde_json::to_value(&self.content).unwrap_or_default());
+        obj.insert(
+            "content".into(),
+            serde_json::to_value(&self.content).unwrap_or_default(),
+        );
         if let Some(s) = &self.structured {
             obj.insert("structuredContent".into(), s.clone());
         }
@@ -225,7 +228,11 @@ pub enum Error {
 pub(crate) trait DynTool: Send + Sync {
     fn info(&self) -> &ToolInfo;
     fn listing(&self) -> &Value;
-    fn call(self: Arc<Self>, ctx: Context, args: Value) -> BoxFuture<'static, Result<Output, Error>>;
+    fn call(
+        self: Arc<Self>,
+        ctx: Context,
+        args: Value,
+    ) -> BoxFuture<'static, Result<Output, Error>>;
 }
 
 pub(crate) struct Adapter<T: Tool> {
@@ -280,7 +287,11 @@ impl<T: Tool> DynTool for Adapter<T> {
         &self.listing
     }
 
-    fn call(self: Arc<Self>, ctx: Context, args: Value) -> BoxFuture<'static, Result<Output, Error>> {
+    fn call(
+        self: Arc<Self>,
+        ctx: Context,
+        args: Value,
+    ) -> BoxFuture<'static, Result<Output, Error>> {
         Box::pin(async move {
             let args: T::Args =
                 serde_json::from_value(args).map_err(|e| Error::InvalidArguments(e.to_string()))?;
