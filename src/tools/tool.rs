@@ -13,17 +13,29 @@ use super::{Context, InputRequest};
 
 /// A tool callers can invoke with `tools/call`.
 ///
-/// ```ignore
+/// ```
+/// use mcp_fleet::tools::{Context, Error, Output, Registry, Tool, ToolInfo};
+///
 /// #[derive(serde::Deserialize, schemars::JsonSchema)]
-/// struct Args { text: String }
+/// struct Args {
+///     text: String,
+/// }
+///
 /// struct Shout;
+///
 /// impl Tool for Shout {
 ///     type Args = Args;
-///     fn info(&self) -> ToolInfo { ToolInfo::new("shout", "Upper-cases the text.") }
+///     fn info(&self) -> ToolInfo {
+///         ToolInfo::new("shout", "Upper-cases the text.")
+///     }
 ///     async fn call(&self, _ctx: Context, args: Args) -> Result<Output, Error> {
 ///         Ok(Output::text(args.text.to_uppercase()))
 ///     }
 /// }
+///
+/// let mut registry = Registry::new();
+/// registry.tool(Shout);
+/// assert_eq!(registry.tool_names(), ["shout"]);
 /// ```
 pub trait Tool: Send + Sync + 'static {
     /// The arguments, deserialised from the call's `arguments` object.
