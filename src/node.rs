@@ -54,6 +54,20 @@ pub(crate) fn engine(config: &Config, store: LocalStore, sealer: Sealer) -> Engi
     )
 }
 
+/// Creates the data directory, owner-only when this creates it: it holds the sealing key.
+fn create_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// A running node.
 pub struct Node;
 
@@ -61,7 +75,7 @@ impl Node {
     /// Starts a node on an already-bound `listener` (port 0 is fine; see
     /// [`NodeHandle::addr`]). Must be called inside an actix system.
     pub fn start(config: Config, listener: TcpListener) -> Result<NodeHandle, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        create_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;

@@ -274,6 +274,12 @@ impl SessionHandle {
         }
         let session = Arc::new(session);
         self.tier.insert(id.to_owned(), session.clone());
+        // A delete may have run between the read and the insert; its tier removal would
+        // then precede our insert. Reading again settles it (misses only, not the hot path).
+        if self.store.get::<Stored>(Table::McpSessions, id)?.is_none() {
+            self.tier.remove(id);
+            return Ok(None);
+        }
         Ok(Some(session))
     }
 
@@ -293,5 +299,72 @@ impl SessionHandle {
                 "the session actor has stopped".into(),
             )))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(ttl: Duration) -> Config {
+        Config {
+            ttl,
+            memory_capacity: 16,
+            sweep_interval: Duration::from_secs(3600),
+        }
+    }
+
+    fn session(ttl: Duration) -> Session {
+        Session::new(
+            Version::V2025_11_25,
+            Principal::anonymous(),
+            json!({"name": "c"}),
+            json!({"elicitation": {}}),
+            ttl,
+        )
+    }
+
+    #[actix_web::test]
+    async fn put_get_delete_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), 1 << 20).unwrap();
+        let handle = SessionHandle::start(store.clone(), &config(Duration::from_secs(60)));
+        let mut s = session(handle.ttl());
+        let id = s.id.clone();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+        handle.put(s.clone()).await.unwrap();
+        assert_eq!(
+            handle.get(&id).unwrap().unwrap().client_capabilities,
+            json!({"elicitation": {}})
+        );
+
+        s.log_level = Some(LogLevel::Debug);
+        handle.put(s).await.unwrap();
+        assert_eq!(
+            handle.get(&id).unwrap().unwrap().log_level,
+            Some(LogLevel::Debug)
+        );
+
+        // A second handle over the same store has an empty memory tier: it reads the store.
+        let again = SessionHandle::start(store.clone(), &config(Duration::from_secs(60)));
+        let got = again.get(&id).unwrap().unwrap();
+        assert_eq!(got.log_level, Some(LogLevel::Debug));
+        assert!(again.delete(&id).await.unwrap());
+        assert!(again.get(&id).unwrap().is_none());
+        assert!(!again.delete(&id).await.unwrap());
+    }
+
+    #[actix_web::test]
+    async fn expired_sessions_read_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), 1 << 20).unwrap();
+        let handle = SessionHandle::start(store, &config(Duration::from_secs(60)));
+        let s = session(Duration::ZERO);
+        let id = s.id.clone();
+        handle.put(s).await.unwrap();
+        assert!(handle.get(&id).unwrap().is_none());
+        assert!(handle.get("no-such-session").unwrap().is_none());
     }
 }

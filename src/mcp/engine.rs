@@ -244,6 +244,7 @@ impl Engine {
         params: Map<String, Value>,
     ) -> Result<Value, RpcError> {
         let modern = matches!(call.era, Era::Modern(_));
+        tracing::debug!(method, modern, subject = %call.principal.subject, "request");
         let mut result = match method {
             "ping" => Ok(json!({})),
             "server/discover" if modern => self.discover(),
