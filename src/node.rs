@@ -106,6 +106,7 @@ impl Node {
                 .configure(http::configure)
         })
         .workers(workers)
+        .on_connect(http::on_connect)
         // Responses written in pieces (SSE) otherwise stall on delayed ACKs.
         .tcp_nodelay(true)
         .disable_signals()

@@ -1,6 +1,7 @@
 //! The HTTP side of a node: the MCP endpoint (Streamable HTTP, both eras) and the
 //! operational endpoints (`/health`, `/ready`).
 
+mod disconnect;
 mod guard;
 mod legacy;
 mod live;
@@ -86,6 +87,9 @@ impl State {
         }
     }
 }
+
+/// Remembers each connection's socket so requests can notice the client leaving.
+pub(crate) use disconnect::on_connect;
 
 /// Registers every route.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {

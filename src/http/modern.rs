@@ -11,13 +11,13 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::live;
 use super::mcp::{
     accepts_sse, header, respond, rpc_error, sse_response, status_for, ChannelPeer, Hold,
     MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION,
 };
 use super::sse::{self, Outgoing};
 use super::State;
+use super::{disconnect, live};
 use crate::mcp::jsonrpc::{error_response, notification, response};
 use crate::mcp::{Call, Era, Message, ModernMeta, RpcError, META_PROTOCOL_VERSION};
 
@@ -138,9 +138,17 @@ pub(super) async fn post(
         }),
         cancel: cancel.clone(),
     };
+    let done = CancellationToken::new();
+    if matches!(
+        method.as_str(),
+        "tools/call" | "resources/read" | "prompts/get"
+    ) {
+        disconnect::watch(req, cancel.clone(), done.clone());
+    }
     let engine = state.engine.clone();
     actix_web::rt::spawn(async move {
         let outcome = engine.handle(&call, &method, params).await;
+        done.cancel();
         let message = match outcome {
             Ok(result) => response(&id, result),
             Err(e) => error_response(Some(&id), &e),

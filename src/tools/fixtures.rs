@@ -52,6 +52,8 @@ impl Tool for Sleep {
     }
 
     async fn call(&self, ctx: Context, args: SleepArgs) -> Result<Output, Error> {
+        // Sent only when the caller asked for progress; it shows the call has started.
+        ctx.progress(0.0, None, Some("sleeping"));
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(args.ms)) => Ok(Output::text("slept")),
             () = ctx.cancelled() => Err(Error::Cancelled),

@@ -11,4 +11,5 @@ mod mrtr;
 mod ops;
 mod security;
 mod sessions;
+mod streams;
 mod tools;
