@@ -1,19 +1,17 @@
 //! The same engine over standard input and output: one JSON-RPC message per line.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::crypto::{Key, Sealer};
 use crate::mcp::jsonrpc::{self, error_response, notification, response};
-use crate::mcp::{Call, Era, Message, ModernMeta, RpcError};
+use crate::mcp::{Call, Era, Inflight, Message, ModernMeta, Outbound, RpcError};
 use crate::store::LocalStore;
 use crate::tools::{self, Peer};
 use crate::Config;
@@ -28,8 +26,6 @@ pub enum Error {
     #[error("store: {0}")]
     Store(#[from] crate::store::Error),
 }
-
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>>;
 
 /// Serves MCP on `input`/`output` until `input` ends. Must be called inside an actix system.
 pub async fn serve(
@@ -52,8 +48,8 @@ pub async fn serve(
         }
         Ok::<_, std::io::Error>(())
     });
-    let pending: Pending = Arc::default();
-    let inflight: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
+    let outbound: Arc<Outbound> = Arc::default();
+    let inflight: Arc<Inflight> = Arc::default();
     let principal = Arc::new(Principal::anonymous());
     let mut session: Option<String> = None;
     let mut lines = BufReader::new(input).lines();
@@ -80,22 +76,9 @@ pub async fn serve(
         };
         match message {
             Message::Response { id, outcome } => {
-                let key = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
-                if let Some(tx) = pending.lock().expect("pending lock").remove(&key) {
-                    let _ = tx.send(outcome);
-                }
+                outbound.answer(&id, outcome);
             }
-            Message::Notification { method, params } => {
-                if method == "notifications/cancelled" {
-                    if let Some(id) = params.get("requestId") {
-                        if let Some(token) =
-                            inflight.lock().expect("inflight lock").get(&id.to_string())
-                        {
-                            token.cancel();
-                        }
-                    }
-                }
-            }
+            Message::Notification { method, params } => inflight.notified(&method, &params),
             Message::Request { id, method, params } if method == "initialize" => {
                 let reply = match engine.initialize(&params, (*principal).clone()) {
                     Ok((new, result)) => {
@@ -136,17 +119,14 @@ pub async fn serve(
                     },
                 };
                 let cancel = CancellationToken::new();
-                inflight
-                    .lock()
-                    .expect("inflight lock")
-                    .insert(id.to_string(), cancel.clone());
+                inflight.track(&id, cancel.clone());
                 let call = Call {
                     principal: principal.clone(),
                     peer: Arc::new(StdioPeer {
                         out: out_tx.clone(),
-                        pending: pending.clone(),
-                        next: Arc::new(AtomicU64::new(0)),
+                        outbound: outbound.clone(),
                         legacy: matches!(era, Era::Legacy(_)),
+                        cancel: cancel.clone(),
                     }),
                     era,
                     cancel,
@@ -159,10 +139,7 @@ pub async fn serve(
                         Ok(result) => response(&id, result),
                         Err(e) => error_response(Some(&id), &e),
                     };
-                    inflight
-                        .lock()
-                        .expect("inflight lock")
-                        .remove(&id.to_string());
+                    inflight.untrack(&id);
                     let _ = out.send(reply);
                 });
             }
@@ -176,9 +153,9 @@ pub async fn serve(
 /// Reaches the client over stdout; answers to server requests arrive on stdin.
 struct StdioPeer {
     out: mpsc::UnboundedSender<Value>,
-    pending: Pending,
-    next: Arc<AtomicU64>,
+    outbound: Arc<Outbound>,
     legacy: bool,
+    cancel: CancellationToken,
 }
 
 impl Peer for StdioPeer {
@@ -192,23 +169,15 @@ impl Peer for StdioPeer {
         params: Value,
     ) -> BoxFuture<'static, Result<Value, tools::Error>> {
         if !self.legacy {
+            // 2026-07-28 questions become input-required results (see the engine).
             return Box::pin(async {
                 Err(tools::Error::Client("no live channel to the client".into()))
             });
         }
-        let id = format!("s{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .insert(id.clone(), tx);
+        let (id, answer) = self.outbound.register();
         let _ = self.out.send(jsonrpc::request(&json!(id), method, params));
-        Box::pin(async move {
-            match rx.await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(tools::Error::Client(e.message)),
-                Err(_) => Err(tools::Error::Client("the client went away".into())),
-            }
-        })
+        let outbound = self.outbound.clone();
+        let cancel = self.cancel.clone();
+        Box::pin(async move { outbound.wait(&id, answer, &cancel).await })
     }
 }

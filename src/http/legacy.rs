@@ -120,15 +120,11 @@ pub(super) async fn post(
     let live = state.live.session(&session.id, state.config.event_buffer);
     match message {
         Message::Notification { method, params } => {
-            if method == "notifications/cancelled" {
-                if let Some(request_id) = params.get("requestId") {
-                    live.cancel(request_id);
-                }
-            }
+            live.inflight.notified(&method, &params);
             HttpResponse::Accepted().finish()
         }
         Message::Response { id, outcome } => {
-            if !live.answer(&id, outcome) {
+            if !live.outbound.answer(&id, outcome) {
                 tracing::debug!(
                     "a response arrived for a request this instance is not waiting for"
                 );
@@ -143,7 +139,7 @@ pub(super) async fn post(
                 .then(|| live.reserve_id(stream))
                 .flatten();
             let cancel = CancellationToken::new();
-            live.track(&id, cancel.clone());
+            live.inflight.track(&id, cancel.clone());
             let call = Call {
                 principal: session.principal.clone(),
                 era: Era::Legacy(session.clone()),
@@ -162,7 +158,7 @@ pub(super) async fn post(
             // on, and its messages wait in the stream's buffer for a resuming GET.
             actix_web::rt::spawn(async move {
                 let outcome = engine.handle(&call, &method, params).await;
-                task_live.untrack(&id);
+                task_live.inflight.untrack(&id);
                 let message = match outcome {
                     Ok(result) => response(&id, result),
                     Err(e) => error_response(Some(&id), &e),
@@ -217,7 +213,7 @@ impl Peer for LegacyPeer {
                 ))
             });
         }
-        let (id, rx) = self.live.register_request();
+        let (id, answer) = self.live.outbound.register();
         self.live.push(
             self.stream,
             jsonrpc::request(&json!(id), method, params),
@@ -225,19 +221,7 @@ impl Peer for LegacyPeer {
         );
         let live = self.live.clone();
         let cancel = self.cancel.clone();
-        Box::pin(async move {
-            tokio::select! {
-                answer = rx => match answer {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(tools::Error::Client(e.message)),
-                    Err(_) => Err(tools::Error::Client("the session ended".into())),
-                },
-                () = cancel.cancelled() => {
-                    live.forget_request(&id);
-                    Err(tools::Error::Cancelled)
-                }
-            }
-        })
+        Box::pin(async move { live.outbound.wait(&id, answer, &cancel).await })
     }
 
     fn close_stream(&self) {
@@ -301,14 +285,10 @@ pub(super) async fn post_batch(
                 });
             }
             Ok(Message::Response { id, outcome }) => {
-                live.answer(&id, outcome);
+                live.outbound.answer(&id, outcome);
             }
             Ok(Message::Notification { method, params }) => {
-                if method == "notifications/cancelled" {
-                    if let Some(request_id) = params.get("requestId") {
-                        live.cancel(request_id);
-                    }
-                }
+                live.inflight.notified(&method, &params);
             }
         }
     }

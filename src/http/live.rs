@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
 use super::sse::{Outgoing, Rx, Tx};
-use crate::mcp::RpcError;
+use crate::mcp::{Inflight, Outbound};
 
 /// Stream id of a session's standalone GET stream.
 pub(crate) const STANDALONE: u64 = 0;
@@ -69,10 +68,11 @@ struct Stream {
 /// One legacy session's live state on this instance.
 pub(crate) struct LiveSession {
     streams: Mutex<HashMap<u64, Stream>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
-    inflight: Mutex<HashMap<String, CancellationToken>>,
+    /// Requests to the client awaiting answers.
+    pub outbound: Outbound,
+    /// Client requests that `notifications/cancelled` may stop.
+    pub inflight: Inflight,
     next_stream: AtomicU64,
-    next_request: AtomicU64,
     buffer: usize,
     last_used: Mutex<Instant>,
 }
@@ -90,10 +90,9 @@ impl LiveSession {
     fn new(buffer: usize) -> Self {
         Self {
             streams: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            outbound: Outbound::default(),
+            inflight: Inflight::default(),
             next_stream: AtomicU64::new(STANDALONE + 1),
-            next_request: AtomicU64::new(0),
             buffer: buffer.max(1),
             last_used: Mutex::new(Instant::now()),
         }
@@ -107,9 +106,7 @@ impl LiveSession {
         let reading = streams
             .values()
             .any(|s| s.subscriber.as_ref().is_some_and(|t| !t.is_closed()));
-        !reading
-            && self.pending.lock().expect("pending lock").is_empty()
-            && self.inflight.lock().expect("inflight lock").is_empty()
+        !reading && self.outbound.is_empty() && self.inflight.is_empty()
     }
 
     /// Opens a new request stream and attaches `tx` to it; returns its id.
@@ -230,71 +227,9 @@ impl LiveSession {
         self.streams.lock().expect("streams lock").remove(&stream);
     }
 
-    /// A fresh id for a request from the server to the client, and the receiver of its answer.
-    pub fn register_request(&self) -> (String, oneshot::Receiver<Result<Value, RpcError>>) {
-        let id = format!("s{}", self.next_request.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .insert(id.clone(), tx);
-        (id, rx)
-    }
-
-    /// Forgets a pending request that will not be answered.
-    pub fn forget_request(&self, id: &str) {
-        self.pending.lock().expect("pending lock").remove(id);
-    }
-
-    /// Delivers the client's answer to a server request; false when nobody here waits for it.
-    pub fn answer(&self, id: &Value, outcome: Result<Value, RpcError>) -> bool {
-        let key = match id {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        match self.pending.lock().expect("pending lock").remove(&key) {
-            Some(tx) => tx.send(outcome).is_ok(),
-            None => false,
-        }
-    }
-
-    /// Records a client request in flight so `notifications/cancelled` can stop it.
-    pub fn track(&self, request_id: &Value, token: CancellationToken) {
-        self.inflight
-            .lock()
-            .expect("inflight lock")
-            .insert(request_id.to_string(), token);
-    }
-
-    /// Forgets a finished client request.
-    pub fn untrack(&self, request_id: &Value) {
-        self.inflight
-            .lock()
-            .expect("inflight lock")
-            .remove(&request_id.to_string());
-    }
-
-    /// Cancels a client request in flight; false when it is not running here.
-    pub fn cancel(&self, request_id: &Value) -> bool {
-        match self
-            .inflight
-            .lock()
-            .expect("inflight lock")
-            .get(&request_id.to_string())
-        {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
     fn close(&self) {
-        for (_, token) in self.inflight.lock().expect("inflight lock").drain() {
-            token.cancel();
-        }
-        self.pending.lock().expect("pending lock").clear();
+        self.inflight.cancel_all();
+        self.outbound.clear();
         self.streams.lock().expect("streams lock").clear();
     }
 }
@@ -331,14 +266,5 @@ mod tests {
             live.resume("garbage", channel().0),
             Err(AttachError::Unknown)
         );
-    }
-
-    #[test]
-    fn answers_reach_the_waiting_request_once() {
-        let live = LiveSession::new(4);
-        let (id, mut rx) = live.register_request();
-        assert!(live.answer(&json!(id), Ok(json!({"ok": true}))));
-        assert_eq!(rx.try_recv().unwrap().unwrap(), json!({"ok": true}));
-        assert!(!live.answer(&json!(id), Ok(json!({}))));
     }
 }

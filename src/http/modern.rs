@@ -45,32 +45,14 @@ fn check_modern_headers(
         .ok_or_else(|| {
             RpcError::invalid_params(format!("_meta {META_PROTOCOL_VERSION} is required"))
         })?;
-    match header(req, MCP_PROTOCOL_VERSION) {
-        None => {
-            return Err(RpcError::header_mismatch(
-                "the MCP-Protocol-Version header is required",
-            ))
-        }
-        Some(h) if h != body_version => {
-            return Err(RpcError::header_mismatch(format!(
-                "MCP-Protocol-Version header value '{h}' does not match body value '{body_version}'"
-            )))
-        }
-        Some(_) => {}
-    }
-    match header(req, MCP_METHOD) {
-        None => {
-            return Err(RpcError::header_mismatch(
-                "the Mcp-Method header is required",
-            ))
-        }
-        Some(h) if h != method => {
-            return Err(RpcError::header_mismatch(format!(
-                "Mcp-Method header value '{h}' does not match body value '{method}'"
-            )))
-        }
-        Some(_) => {}
-    }
+    expect_header(
+        req,
+        MCP_PROTOCOL_VERSION,
+        "MCP-Protocol-Version",
+        body_version,
+        false,
+    )?;
+    expect_header(req, MCP_METHOD, "Mcp-Method", method, false)?;
     let name_key = match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
@@ -78,20 +60,36 @@ fn check_modern_headers(
     };
     if let Some(key) = name_key {
         let body_name = params.get(key).and_then(Value::as_str).unwrap_or_default();
-        match header(req, MCP_NAME).map(decode_header_value) {
-            None => return Err(RpcError::header_mismatch("the Mcp-Name header is required")),
-            Some(None) => {
-                return Err(RpcError::header_mismatch(
-                    "the Mcp-Name header is not valid base64",
-                ))
-            }
-            Some(Some(h)) if h != body_name => {
-                return Err(RpcError::header_mismatch(format!(
-                    "Mcp-Name header value '{h}' does not match body value '{body_name}'"
-                )))
-            }
-            Some(Some(_)) => {}
-        }
+        expect_header(req, MCP_NAME, "Mcp-Name", body_name, true)?;
+    }
+    Ok(())
+}
+
+/// Checks that header `name` is present and equals `body_value`, after decoding the
+/// `=?base64?…?=` form where the header allows it (`Mcp-Name`).
+fn expect_header(
+    req: &HttpRequest,
+    name: &str,
+    label: &str,
+    body_value: &str,
+    base64_allowed: bool,
+) -> Result<(), RpcError> {
+    let Some(raw) = header(req, name) else {
+        return Err(RpcError::header_mismatch(format!(
+            "the {label} header is required"
+        )));
+    };
+    let value = if base64_allowed {
+        decode_header_value(raw).ok_or_else(|| {
+            RpcError::header_mismatch(format!("the {label} header is not valid base64"))
+        })?
+    } else {
+        raw.to_owned()
+    };
+    if value != body_value {
+        return Err(RpcError::header_mismatch(format!(
+            "{label} header value '{value}' does not match body value '{body_value}'"
+        )));
     }
     Ok(())
 }

@@ -201,10 +201,7 @@ impl Engine {
         params: &Map<String, Value>,
         principal: Principal,
     ) -> Result<(Session, Value), RpcError> {
-        let requested = params
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .ok_or_else(|| RpcError::invalid_params("initialize needs a protocolVersion string"))?;
+        let requested = str_param(params, "protocolVersion")?;
         let version = match Version::parse(requested) {
             Some(v) if v.is_legacy() => v,
             _ => Version::LATEST_LEGACY,
@@ -385,20 +382,13 @@ impl Engine {
     }
 
     async fn call_tool(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
-        let name = params
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| RpcError::invalid_params("tools/call needs a tool name"))?;
+        let name = str_param(params, "name")?;
         let tool = self
             .inner
             .tools
             .get(name)
             .ok_or_else(|| RpcError::invalid_params(format!("Unknown tool: {name}")))?;
-        let args = match params.get("arguments") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(a)) => a.clone(),
-            Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
-        };
+        let args = object_param(params, "arguments")?;
         let target = format!("tools/call:{name}");
         let binding = call.principal.binding();
         let mrtr = match &call.era {
@@ -465,10 +455,7 @@ impl Engine {
         call: &Call,
         params: &Map<String, Value>,
     ) -> Result<Value, RpcError> {
-        let uri = params
-            .get("uri")
-            .and_then(Value::as_str)
-            .ok_or_else(|| RpcError::invalid_params("resources/read needs a uri"))?;
+        let uri = str_param(params, "uri")?;
         let registry = &self.inner.registry;
         let (read, vars) = if let Some(r) = registry.resources.iter().find(|r| r.uri == uri) {
             (r.read.clone(), HashMap::new())
@@ -500,10 +487,7 @@ impl Engine {
         call: &Call,
         params: &Map<String, Value>,
     ) -> Result<Value, RpcError> {
-        let name = params
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| RpcError::invalid_params("prompts/get needs a prompt name"))?;
+        let name = str_param(params, "name")?;
         let prompt = self
             .inner
             .registry
@@ -511,11 +495,7 @@ impl Engine {
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| RpcError::invalid_params(format!("Unknown prompt: {name}")))?;
-        let args = match params.get("arguments") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(a)) => a.clone(),
-            Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
-        };
+        let args = object_param(params, "arguments")?;
         if let Some(missing) = prompt.missing_argument(&args) {
             return Err(RpcError::invalid_params(format!(
                 "prompt {name} needs argument {missing}"
@@ -618,10 +598,7 @@ impl Engine {
         let Era::Legacy(session) = &call.era else {
             return Err(RpcError::method_not_found("resources/subscribe"));
         };
-        let uri = params
-            .get("uri")
-            .and_then(Value::as_str)
-            .ok_or_else(|| RpcError::invalid_params("a uri is required"))?;
+        let uri = str_param(params, "uri")?;
         let mut updated = (**session).clone();
         updated.subscriptions.retain(|s| s != uri);
         if on {
@@ -665,6 +642,25 @@ fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
         ))),
         E::Panicked => Err(RpcError::internal(format!("{name} failed unexpectedly"))),
         E::InputRequired(_) => Err(RpcError::internal("unexpected input request")),
+    }
+}
+
+/// The string parameter `key`, which the method requires.
+fn str_param<'a>(params: &'a Map<String, Value>, key: &str) -> Result<&'a str, RpcError> {
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params(format!("params.{key} must be a string")))
+}
+
+/// The object parameter `key`; empty when absent or null.
+fn object_param(params: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, RpcError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(o)) => Ok(o.clone()),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "params.{key} must be an object"
+        ))),
     }
 }
 

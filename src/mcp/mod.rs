@@ -4,10 +4,12 @@
 mod engine;
 pub mod jsonrpc;
 mod mrtr;
+mod requests;
 mod version;
 
 pub use engine::{Call, Config, Engine, Era, ModernMeta, ServerInfo};
 pub use jsonrpc::{Message, RpcError};
+pub use requests::{Answer, Inflight, Outbound};
 pub use version::Version;
 
 /// `_meta` key carrying the protocol version of a 2026-07-28 request.

@@ -1,0 +1,175 @@
+//! Bookkeeping every transport shares: requests this server sent to a client and awaits
+//! answers to, and client requests in flight that a client may cancel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::RpcError;
+use crate::tools;
+
+/// The key of a JSON-RPC id: strings as they are, numbers as their text.
+fn key(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Requests sent to a client whose answers have not arrived.
+#[derive(Default)]
+pub struct Outbound {
+    waiting: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
+    next: AtomicU64,
+}
+
+/// The answer to one outbound request, once it arrives.
+pub struct Answer(oneshot::Receiver<Result<Value, RpcError>>);
+
+impl Answer {
+    /// Waits for the client's answer; its error, or its going away, fails the tool call.
+    pub async fn wait(self) -> Result<Value, tools::Error> {
+        match self.0.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(tools::Error::Client(e.message)),
+            Err(_) => Err(tools::Error::Client("the client went away".into())),
+        }
+    }
+}
+
+impl Outbound {
+    /// A fresh id for a request to the client, and where its answer will arrive.
+    pub fn register(&self) -> (String, Answer) {
+        let id = format!("s{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id.clone(), tx);
+        (id, Answer(rx))
+    }
+
+    /// Delivers the client's answer; false when nobody here waits for `id`.
+    pub fn answer(&self, id: &Value, outcome: Result<Value, RpcError>) -> bool {
+        match self.lock().remove(&key(id)) {
+            Some(tx) => tx.send(outcome).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits for the answer to `id`, or stops waiting when the call is cancelled.
+    pub async fn wait(
+        &self,
+        id: &str,
+        answer: Answer,
+        cancel: &CancellationToken,
+    ) -> Result<Value, tools::Error> {
+        tokio::select! {
+            result = answer.wait() => result,
+            () = cancel.cancelled() => {
+                self.lock().remove(id);
+                Err(tools::Error::Cancelled)
+            }
+        }
+    }
+
+    /// Whether no answer is awaited.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Fails every waiting request (their waiters see the client gone).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Result<Value, RpcError>>>> {
+        self.waiting.lock().expect("outbound requests lock")
+    }
+}
+
+/// Client requests in flight, by id, so `notifications/cancelled` can stop them.
+#[derive(Default)]
+pub struct Inflight(Mutex<HashMap<String, CancellationToken>>);
+
+impl Inflight {
+    /// Records a request in flight.
+    pub fn track(&self, id: &Value, token: CancellationToken) {
+        self.lock().insert(key(id), token);
+    }
+
+    /// Forgets a finished request.
+    pub fn untrack(&self, id: &Value) {
+        self.lock().remove(&key(id));
+    }
+
+    /// Cancels a request in flight; false when it is not running here.
+    pub fn cancel(&self, id: &Value) -> bool {
+        match self.lock().get(&key(id)) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Acts on a client notification: `notifications/cancelled` stops the request it names.
+    /// Other notifications need nothing from this server.
+    pub fn notified(&self, method: &str, params: &serde_json::Map<String, Value>) {
+        if method == "notifications/cancelled" {
+            if let Some(id) = params.get("requestId") {
+                self.cancel(id);
+            }
+        }
+    }
+
+    /// Cancels everything in flight.
+    pub fn cancel_all(&self) {
+        for (_, token) in self.lock().drain() {
+            token.cancel();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.0.lock().expect("inflight requests lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn answers_reach_the_waiting_request_once() {
+        let outbound = Outbound::default();
+        let (id, answer) = outbound.register();
+        assert!(outbound.answer(&json!(id), Ok(json!({"ok": true}))));
+        assert_eq!(answer.wait().await.unwrap(), json!({"ok": true}));
+        assert!(!outbound.answer(&json!(id), Ok(json!({}))));
+        let (_, answer) = outbound.register();
+        outbound.clear();
+        assert!(matches!(answer.wait().await, Err(tools::Error::Client(_))));
+    }
+
+    #[test]
+    fn numeric_and_string_ids_are_told_apart_only_by_value() {
+        let inflight = Inflight::default();
+        let token = CancellationToken::new();
+        inflight.track(&json!(7), token.clone());
+        assert!(!inflight.cancel(&json!(8)));
+        assert!(inflight.cancel(&json!(7)));
+        assert!(token.is_cancelled());
+        inflight.untrack(&json!(7));
+        assert!(inflight.is_empty());
+    }
+}
