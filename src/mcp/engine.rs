@@ -1,25 +1,20 @@
 //! Dispatch: every MCP method, for both eras, over any transport.
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::RpcError;
-use super::mrtr::{self, MrtrPeer};
 use super::{
     Version, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SERVER_INFO,
 };
 use crate::actors::{Session, SessionHandle, ToolPool};
 use crate::auth::Principal;
 use crate::crypto::Sealer;
-use crate::tools::{self, Context, LogLevel, Output, Peer, Registry};
+use crate::tools::{self, Context, LogLevel, Peer, Registry};
 
 /// Protocol settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -145,16 +140,16 @@ pub struct Call {
 /// The protocol engine shared by every transport.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    info: ServerInfo,
-    config: Config,
-    registry: Registry,
-    tools: ToolPool,
-    sessions: SessionHandle,
-    sealer: Sealer,
+pub(super) struct Inner {
+    pub(super) info: ServerInfo,
+    pub(super) config: Config,
+    pub(super) registry: Registry,
+    pub(super) tools: ToolPool,
+    pub(super) sessions: SessionHandle,
+    pub(super) sealer: Sealer,
 }
 
 impl Engine {
@@ -334,34 +329,12 @@ impl Engine {
         Ok(result)
     }
 
-    fn list(
+    pub(super) fn context(
         &self,
+        call: &Call,
         params: &Map<String, Value>,
-        items: impl Iterator<Item = Value>,
-        key: &str,
-    ) -> Result<Value, RpcError> {
-        let offset = match params.get("cursor") {
-            None | Some(Value::Null) => 0,
-            Some(Value::String(c)) => {
-                decode_cursor(c).ok_or_else(|| RpcError::invalid_params("invalid cursor"))?
-            }
-            Some(_) => return Err(RpcError::invalid_params("cursor must be a string")),
-        };
-        let page_size = self.inner.config.page_size.max(1);
-        let all: Vec<Value> = items.collect();
-        if offset > all.len() {
-            return Err(RpcError::invalid_params("invalid cursor"));
-        }
-        let page: Vec<Value> = all.iter().skip(offset).take(page_size).cloned().collect();
-        let mut result = json!({ key: page });
-        if offset + page_size < all.len() {
-            result["nextCursor"] =
-                json!(URL_SAFE_NO_PAD.encode(format!("o{}", offset + page_size)));
-        }
-        Ok(result)
-    }
-
-    fn context(&self, call: &Call, params: &Map<String, Value>, peer: Arc<dyn Peer>) -> Context {
+        peer: Arc<dyn Peer>,
+    ) -> Context {
         let (log_level, client_capabilities) = match &call.era {
             Era::Legacy(session) => (session.log_level, session.client_capabilities.clone()),
             Era::Modern(meta) => (meta.log_level, meta.client_capabilities.clone()),
@@ -379,199 +352,6 @@ impl Engine {
             client_capabilities,
             cancel: call.cancel.clone(),
         })
-    }
-
-    async fn call_tool(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
-        let name = str_param(params, "name")?;
-        let tool = self
-            .inner
-            .tools
-            .get(name)
-            .ok_or_else(|| RpcError::invalid_params(format!("Unknown tool: {name}")))?;
-        let args = object_param(params, "arguments")?;
-        let target = format!("tools/call:{name}");
-        let binding = call.principal.binding();
-        let mrtr = match &call.era {
-            Era::Legacy(_) => None,
-            Era::Modern(_) => {
-                let mut answers = match params.get("requestState") {
-                    None | Some(Value::Null) => HashMap::new(),
-                    Some(Value::String(token)) => {
-                        mrtr::open(&self.inner.sealer, &binding, &target, &args, token)?
-                    }
-                    Some(_) => {
-                        return Err(RpcError::invalid_params("requestState must be a string"))
-                    }
-                };
-                match params.get("inputResponses") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Object(responses)) => {
-                        answers.extend(responses.iter().map(|(k, v)| (k.clone(), v.clone())))
-                    }
-                    Some(_) => {
-                        return Err(RpcError::invalid_params("inputResponses must be an object"))
-                    }
-                }
-                Some(answers)
-            }
-        };
-        let peer: Arc<dyn Peer> = match &mrtr {
-            None => call.peer.clone(),
-            Some(answers) => Arc::new(MrtrPeer {
-                inner: call.peer.clone(),
-                answers: answers.clone(),
-                next: AtomicUsize::new(0),
-            }),
-        };
-        let ctx = self.context(call, params, peer);
-        match tool.call(ctx, Value::Object(args.clone())).await {
-            Ok(output) => Ok(output.to_value()),
-            Err(tools::Error::InputRequired(request)) => match mrtr {
-                Some(answers) => {
-                    let state = mrtr::seal(
-                        &self.inner.sealer,
-                        &binding,
-                        &target,
-                        &args,
-                        &answers,
-                        self.inner.config.request_state_ttl,
-                    );
-                    Ok(json!({
-                        "resultType": "input_required",
-                        "inputRequests": { request.key: { "method": request.method, "params": request.params } },
-                        "requestState": state,
-                    }))
-                }
-                None => Err(RpcError::internal(
-                    "input was required outside a multi round-trip request",
-                )),
-            },
-            Err(e) => tool_error(name, e),
-        }
-    }
-
-    async fn read_resource(
-        &self,
-        call: &Call,
-        params: &Map<String, Value>,
-    ) -> Result<Value, RpcError> {
-        let uri = str_param(params, "uri")?;
-        let registry = &self.inner.registry;
-        let (read, vars) = if let Some(r) = registry.resources.iter().find(|r| r.uri == uri) {
-            (r.read.clone(), HashMap::new())
-        } else if let Some((t, vars)) = registry
-            .templates
-            .iter()
-            .find_map(|t| t.matches(uri).map(|vars| (t, vars)))
-        {
-            (t.read.clone(), vars)
-        } else {
-            let code = match call.era {
-                // 2025-11-25 and earlier name this -32002; 2026-07-28 uses invalid params.
-                Era::Legacy(_) => -32002,
-                Era::Modern(_) => super::jsonrpc::INVALID_PARAMS,
-            };
-            return Err(RpcError::new(code, format!("Resource not found: {uri}"))
-                .with_data(json!({ "uri": uri })));
-        };
-        let ctx = self.context(call, params, call.peer.clone());
-        match read(ctx, uri.to_owned(), vars).await {
-            Ok(contents) => Ok(json!({ "contents": contents })),
-            Err(tools::Error::InvalidArguments(m)) => Err(RpcError::invalid_params(m)),
-            Err(e) => Err(RpcError::internal(format!("reading {uri} failed: {e}"))),
-        }
-    }
-
-    async fn get_prompt(
-        &self,
-        call: &Call,
-        params: &Map<String, Value>,
-    ) -> Result<Value, RpcError> {
-        let name = str_param(params, "name")?;
-        let prompt = self
-            .inner
-            .registry
-            .prompts
-            .iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| RpcError::invalid_params(format!("Unknown prompt: {name}")))?;
-        let args = object_param(params, "arguments")?;
-        if let Some(missing) = prompt.missing_argument(&args) {
-            return Err(RpcError::invalid_params(format!(
-                "prompt {name} needs argument {missing}"
-            )));
-        }
-        let ctx = self.context(call, params, call.peer.clone());
-        match (prompt.get)(ctx, args).await {
-            Ok(result) => Ok(result),
-            Err(tools::Error::InvalidArguments(m)) => Err(RpcError::invalid_params(m)),
-            Err(e) => Err(RpcError::internal(format!("prompt {name} failed: {e}"))),
-        }
-    }
-
-    fn complete(&self, params: &Map<String, Value>) -> Result<Value, RpcError> {
-        let reference = params
-            .get("ref")
-            .and_then(Value::as_object)
-            .ok_or_else(|| RpcError::invalid_params("completion/complete needs a ref"))?;
-        let argument = params
-            .get("argument")
-            .and_then(Value::as_object)
-            .ok_or_else(|| RpcError::invalid_params("completion/complete needs an argument"))?;
-        let arg_name = argument
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let arg_value = argument
-            .get("value")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let context_args = params
-            .get("context")
-            .and_then(|c| c.get("arguments"))
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let registry = &self.inner.registry;
-        let completer = match reference.get("type").and_then(Value::as_str) {
-            Some("ref/prompt") => {
-                let name = reference
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let prompt = registry
-                    .prompts
-                    .iter()
-                    .find(|p| p.name == name)
-                    .ok_or_else(|| RpcError::invalid_params(format!("Unknown prompt: {name}")))?;
-                prompt.complete.clone()
-            }
-            Some("ref/resource") => {
-                let uri = reference
-                    .get("uri")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let template = registry
-                    .templates
-                    .iter()
-                    .find(|t| t.uri_template() == uri)
-                    .ok_or_else(|| {
-                        RpcError::invalid_params(format!("Unknown resource template: {uri}"))
-                    })?;
-                template.complete.clone()
-            }
-            _ => {
-                return Err(RpcError::invalid_params(
-                    "ref.type must be ref/prompt or ref/resource",
-                ))
-            }
-        };
-        let mut values = completer
-            .map(|c| c(arg_name, arg_value, &context_args))
-            .unwrap_or_default();
-        let total = values.len();
-        values.truncate(100);
-        Ok(json!({ "completion": { "values": values, "total": total, "hasMore": total > 100 } }))
     }
 
     async fn set_level(&self, call: &Call, params: &Map<String, Value>) -> Result<Value, RpcError> {
@@ -618,35 +398,11 @@ impl Engine {
     }
 }
 
-/// Turns a tool failure into what the client sees: an `isError` result for failures the
-/// model can act on, a JSON-RPC error for the rest.
-fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
-    use tools::Error as E;
-    match error {
-        E::Failed(message) => Ok(Output::error(message).to_value()),
-        E::Timeout(after) => Ok(Output::error(format!(
-            "The tool {name} timed out after {} ms",
-            after.as_millis()
-        ))
-        .to_value()),
-        E::Client(message) => {
-            Ok(Output::error(format!("The client could not answer: {message}")).to_value())
-        }
-        E::InvalidArguments(message) => Err(RpcError::invalid_params(format!(
-            "Invalid arguments for {name}: {message}"
-        ))),
-        E::MissingCapability(capability) => Err(RpcError::missing_capability(capability)),
-        E::Cancelled => Err(RpcError::new(-32800, "Request cancelled")),
-        E::Overloaded => Err(RpcError::internal(format!(
-            "{name} is overloaded; retry later"
-        ))),
-        E::Panicked => Err(RpcError::internal(format!("{name} failed unexpectedly"))),
-        E::InputRequired(_) => Err(RpcError::internal("unexpected input request")),
-    }
-}
-
 /// The string parameter `key`, which the method requires.
-fn str_param<'a>(params: &'a Map<String, Value>, key: &str) -> Result<&'a str, RpcError> {
+pub(super) fn str_param<'a>(
+    params: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a str, RpcError> {
     params
         .get(key)
         .and_then(Value::as_str)
@@ -654,7 +410,10 @@ fn str_param<'a>(params: &'a Map<String, Value>, key: &str) -> Result<&'a str, R
 }
 
 /// The object parameter `key`; empty when absent or null.
-fn object_param(params: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, RpcError> {
+pub(super) fn object_param(
+    params: &Map<String, Value>,
+    key: &str,
+) -> Result<Map<String, Value>, RpcError> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(o)) => Ok(o.clone()),
@@ -662,13 +421,4 @@ fn object_param(params: &Map<String, Value>, key: &str) -> Result<Map<String, Va
             "params.{key} must be an object"
         ))),
     }
-}
-
-fn decode_cursor(cursor: &str) -> Option<usize> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    std::str::from_utf8(&bytes)
-        .ok()?
-        .strip_prefix('o')?
-        .parse()
-        .ok()
 }

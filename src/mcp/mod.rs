@@ -1,6 +1,8 @@
 //! The MCP protocol engine: messages, versions, and dispatch of every method to the
 //! registry, independent of the transport that carried the request.
 
+mod call;
+mod catalog;
 mod engine;
 pub mod jsonrpc;
 mod mrtr;
