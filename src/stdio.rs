@@ -79,7 +79,9 @@ pub async fn serve(
                 outbound.answer(&id, outcome);
             }
             Message::Notification { method, params } => inflight.notified(&method, &params),
-            Message::Request { id, method, params } if method == "initialize" => {
+            Message::Request { id, method, params }
+                if method == "initialize" && !ModernMeta::declared(&params) =>
+            {
                 let reply = match engine.initialize(&params, (*principal).clone()) {
                     Ok((new, result)) => {
                         let new_id = new.id.clone();

@@ -93,6 +93,11 @@ impl ToolHandle {
         self.tool.listing()
     }
 
+    /// Parameters the tool mirrors into `Mcp-Param-*` headers.
+    pub fn header_params(&self) -> &[crate::tools::HeaderParam] {
+        self.tool.header_params()
+    }
+
     /// The tool's name.
     pub fn name(&self) -> &str {
         &self.tool.info().name

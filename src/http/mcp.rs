@@ -19,7 +19,7 @@ use super::live::LiveSession;
 use super::sse::{self, Outgoing, Rx, Tx};
 use super::{guard, legacy, modern, State};
 use crate::mcp::jsonrpc::{self, error_response, notification};
-use crate::mcp::{Message, RpcError, Version, META_PROTOCOL_VERSION};
+use crate::mcp::{Message, ModernMeta, RpcError, Version};
 use crate::tools::{self, Peer};
 
 pub(super) const MCP_SESSION_ID: &str = "mcp-session-id";
@@ -160,18 +160,19 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
         Ok(m) => m,
         Err((id, e)) => return rpc_error(StatusCode::BAD_REQUEST, id.as_ref(), &e),
     };
+    let has_modern_meta = match &message {
+        Message::Request { params, .. } | Message::Notification { params, .. } => {
+            ModernMeta::declared(params)
+        }
+        Message::Response { .. } => false,
+    };
+    // `initialize` starts a legacy session, unless it comes dressed as 2026-07-28, where
+    // the method no longer exists.
     if let Message::Request { id, method, params } = &message {
-        if method == "initialize" {
+        if method == "initialize" && !has_modern_meta {
             return legacy::initialize(&req, id, params, &state).await;
         }
     }
-    let has_modern_meta = match &message {
-        Message::Request { params, .. } | Message::Notification { params, .. } => params
-            .get("_meta")
-            .and_then(|m| m.get(META_PROTOCOL_VERSION))
-            .is_some(),
-        Message::Response { .. } => false,
-    };
     let session_id = header(&req, MCP_SESSION_ID);
     // A body carrying 2026-07-28 `_meta` and no session is modern whatever the headers say;
     // the modern path then reports a header that disagrees with the body.

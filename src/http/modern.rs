@@ -65,6 +65,54 @@ fn check_modern_headers(
     Ok(())
 }
 
+/// Checks the `Mcp-Param-*` headers of a `tools/call` against the arguments they mirror.
+fn check_param_headers(
+    req: &HttpRequest,
+    state: &State,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Result<(), RpcError> {
+    if method != "tools/call" {
+        return Ok(());
+    }
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mirrored = state.engine.header_params(name);
+    if mirrored.is_empty() {
+        return Ok(());
+    }
+    let empty = Map::new();
+    let args = params
+        .get("arguments")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    for param in mirrored {
+        let value = match req.headers().get(param.header.as_str()) {
+            None => None,
+            Some(raw) => {
+                let raw = raw.to_str().map_err(|_| {
+                    RpcError::header_mismatch(format!(
+                        "the {} header contains invalid characters",
+                        param.header
+                    ))
+                })?;
+                Some(decode_header_value(raw).ok_or_else(|| {
+                    RpcError::header_mismatch(format!(
+                        "the {} header is not valid base64",
+                        param.header
+                    ))
+                })?)
+            }
+        };
+        param
+            .check(value.as_deref(), args)
+            .map_err(RpcError::header_mismatch)?;
+    }
+    Ok(())
+}
+
 /// Checks that header `name` is present and equals `body_value`, after decoding the
 /// `=?base64?…?=` form where the header allows it (`Mcp-Name`).
 fn expect_header(
@@ -113,7 +161,9 @@ pub(super) async fn post(
         Message::Request { id, method, params } => (id, method, params),
     };
     let fail = |e: RpcError| rpc_error(status_for(e.code, true), Some(&id), &e);
-    if let Err(e) = check_modern_headers(req, &method, &params) {
+    if let Err(e) = check_modern_headers(req, &method, &params)
+        .and_then(|()| check_param_headers(req, state, &method, &params))
+    {
         return fail(e);
     }
     let meta = match ModernMeta::parse(&params) {

@@ -73,6 +73,14 @@ pub struct ModernMeta {
 }
 
 impl ModernMeta {
+    /// Whether `params` declare a 2026-07-28 request (a protocol version in `_meta`).
+    pub fn declared(params: &Map<String, Value>) -> bool {
+        params
+            .get("_meta")
+            .and_then(|m| m.get(META_PROTOCOL_VERSION))
+            .is_some()
+    }
+
     /// Reads a request's `_meta`. `Ok(None)` when it carries no protocol version (a legacy
     /// request); an error when the version is unsupported or the rest is malformed.
     pub fn parse(params: &Map<String, Value>) -> Result<Option<Self>, RpcError> {
@@ -174,6 +182,14 @@ impl Engine {
         }
     }
 
+    /// Parameters tool `name` mirrors into `Mcp-Param-*` headers (none for unknown tools).
+    pub fn header_params(&self, name: &str) -> &[crate::tools::HeaderParam] {
+        self.inner
+            .tools
+            .get(name)
+            .map_or(&[], |tool| tool.header_params())
+    }
+
     /// The session actor's handle.
     pub fn sessions(&self) -> &SessionHandle {
         &self.inner.sessions
@@ -238,7 +254,8 @@ impl Engine {
         let modern = matches!(call.era, Era::Modern(_));
         tracing::debug!(method, modern, subject = %call.principal.subject, "request");
         let mut result = match method {
-            "ping" => Ok(json!({})),
+            // 2026-07-28 removed ping, logging/setLevel and resource subscriptions.
+            "ping" if !modern => Ok(json!({})),
             "server/discover" if modern => self.discover(),
             "tools/list" => self.list(
                 &params,

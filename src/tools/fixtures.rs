@@ -1,5 +1,6 @@
-//! Fixtures for the project's own tests of failure handling, served with the conformance
-//! pack (`--conformance`): a tool that panics and a tool that sleeps.
+//! Fixtures for the project's own tests, served with the conformance pack
+//! (`--conformance`): a tool that panics, a tool that sleeps, and a tool whose parameters
+//! are mirrored into `Mcp-Param-*` headers.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use super::{Context, Error, NoArgs, Output, Registry, Tool, ToolInfo};
 
 pub(super) fn register(registry: &mut Registry) {
-    registry.tool(Panic).tool(Sleep);
+    registry.tool(Panic).tool(Sleep).tool(Mirrored);
 }
 
 /// Panics on every call, to show a panic is contained and reported.
@@ -58,5 +59,41 @@ impl Tool for Sleep {
             () = tokio::time::sleep(Duration::from_millis(args.ms)) => Ok(Output::text("slept")),
             () = ctx.cancelled() => Err(Error::Cancelled),
         }
+    }
+}
+
+/// Arguments of `test_mirrored_params`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MirroredArgs {
+    /// A region, mirrored into `Mcp-Param-Region`.
+    #[schemars(extend("x-mcp-header" = "Region"))]
+    region: String,
+    /// A limit, mirrored into `Mcp-Param-Limit` when given.
+    #[schemars(extend("x-mcp-header" = "Limit"))]
+    limit: Option<i64>,
+}
+
+/// Echoes parameters that clients mirror into headers (2026-07-28 `x-mcp-header`).
+struct Mirrored;
+
+impl Tool for Mirrored {
+    type Args = MirroredArgs;
+
+    fn info(&self) -> ToolInfo {
+        ToolInfo::new(
+            "test_mirrored_params",
+            "Returns its region and limit; both travel in Mcp-Param-* headers too.",
+        )
+    }
+
+    async fn call(&self, _ctx: Context, args: MirroredArgs) -> Result<Output, Error> {
+        let limit = args
+            .limit
+            .map_or_else(|| "none".to_owned(), |l| l.to_string());
+        Ok(Output::text(format!(
+            "region={}, limit={limit}",
+            args.region
+        )))
     }
 }

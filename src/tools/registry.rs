@@ -62,8 +62,14 @@ impl Registry {
     }
 
     /// Adds a tool, replacing one of the same name.
+    ///
+    /// # Panics
+    ///
+    /// When the tool's input schema carries invalid `x-mcp-header` annotations: clients
+    /// would refuse the tool, so the server refuses to start with it.
     pub fn tool<T: Tool>(&mut self, tool: T) -> &mut Self {
-        let adapter: Arc<dyn DynTool> = Arc::new(Adapter::new(tool));
+        let adapter = Adapter::new(tool).unwrap_or_else(|e| panic!("{e}"));
+        let adapter: Arc<dyn DynTool> = Arc::new(adapter);
         self.tools.retain(|t| t.info().name != adapter.info().name);
         self.tools.push(adapter);
         // Deterministic order for `tools/list`, whatever the registration order.

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
+use super::header_param::{self, HeaderParam};
 use super::{Context, InputRequest};
 
 /// A tool callers can invoke with `tools/call`.
@@ -240,6 +241,7 @@ pub enum Error {
 pub(crate) trait DynTool: Send + Sync {
     fn info(&self) -> &ToolInfo;
     fn listing(&self) -> &Value;
+    fn header_params(&self) -> &[HeaderParam];
     fn call(
         self: Arc<Self>,
         ctx: Context,
@@ -251,10 +253,12 @@ pub(crate) struct Adapter<T: Tool> {
     tool: T,
     info: ToolInfo,
     listing: Value,
+    header_params: Vec<HeaderParam>,
 }
 
 impl<T: Tool> Adapter<T> {
-    pub(crate) fn new(tool: T) -> Self {
+    /// Wraps a tool; fails when its `x-mcp-header` annotations are invalid.
+    pub(crate) fn new(tool: T) -> Result<Self, String> {
         let info = tool.info();
         let input_schema = info.input_schema.clone().unwrap_or_else(|| {
             let mut schema = serde_json::to_value(schemars::schema_for!(T::Args))
@@ -272,6 +276,8 @@ impl<T: Tool> Adapter<T> {
             listing.insert("title".into(), json!(title));
         }
         listing.insert("description".into(), json!(info.description));
+        let header_params =
+            header_param::collect(&input_schema).map_err(|e| format!("tool {}: {e}", info.name))?;
         listing.insert("inputSchema".into(), input_schema);
         if let Some(schema) = &info.output_schema {
             listing.insert("outputSchema".into(), schema.clone());
@@ -282,11 +288,12 @@ impl<T: Tool> Adapter<T> {
         if let Some(m) = &info.meta {
             listing.insert("_meta".into(), m.clone());
         }
-        Self {
+        Ok(Self {
             tool,
             info,
             listing: Value::Object(listing),
-        }
+            header_params,
+        })
     }
 }
 
@@ -297,6 +304,10 @@ impl<T: Tool> DynTool for Adapter<T> {
 
     fn listing(&self) -> &Value {
         &self.listing
+    }
+
+    fn header_params(&self) -> &[HeaderParam] {
+        &self.header_params
     }
 
     fn call(

@@ -121,3 +121,69 @@ fn a_session_id_is_ignored_in_2026_07_28() {
     assert_eq!(reply.tool_text(), "stateless");
     assert_eq!(reply.result()["resultType"], "complete");
 }
+
+/// A call of `test_mirrored_params`, whose `region` and `limit` travel in headers too.
+fn mirrored(arguments: serde_json::Value) -> Modern {
+    Modern::call("test_mirrored_params", arguments)
+}
+
+#[test]
+fn mirrored_parameters_must_match_their_headers() {
+    let server = Server::builder().conformance().start();
+    let args = json!({ "region": "us-west1", "limit": 42 });
+    // Matching headers, an integer written as a decimal, and the base64 form are accepted.
+    let ok = mirrored(args.clone())
+        .header("Mcp-Param-Region", "us-west1")
+        .header("Mcp-Param-Limit", "42.0")
+        .send(server.url());
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.tool_text(), "region=us-west1, limit=42");
+    let encoded = mirrored(args.clone())
+        .header("Mcp-Param-Region", "=?base64?dXMtd2VzdDE=?=")
+        .header("Mcp-Param-Limit", "42")
+        .send(server.url());
+    assert_eq!(encoded.status, 200, "{encoded:?}");
+    // An absent optional argument needs no header.
+    let no_limit = mirrored(json!({ "region": "eu" }))
+        .header("Mcp-Param-Region", "eu")
+        .send(server.url());
+    assert_eq!(no_limit.tool_text(), "region=eu, limit=none");
+
+    // A different value, a missing header, a header without its argument: all -32020.
+    for bad in [
+        mirrored(args.clone())
+            .header("Mcp-Param-Region", "us-east1")
+            .header("Mcp-Param-Limit", "42"),
+        mirrored(args.clone()).header("Mcp-Param-Limit", "42"),
+        mirrored(json!({ "region": "eu" }))
+            .header("Mcp-Param-Region", "eu")
+            .header("Mcp-Param-Limit", "7"),
+        mirrored(args.clone())
+            .header("Mcp-Param-Region", "=?base64?not base64?=")
+            .header("Mcp-Param-Limit", "42"),
+    ] {
+        bad.send(server.url()).assert_error(400, -32020);
+    }
+    assert_serving(&server);
+}
+
+#[test]
+fn methods_removed_in_2026_07_28_are_not_found() {
+    let server = Server::start();
+    for method in [
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+    ] {
+        let params = if method == "initialize" {
+            json!({ "protocolVersion": MODERN, "capabilities": {} })
+        } else {
+            json!({ "level": "info", "uri": "test://static-text" })
+        };
+        let reply = Modern::new(method, params).send(server.url());
+        reply.assert_error(404, -32601);
+        assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
+    }
+    assert_serving(&server);
+}
