@@ -8,12 +8,14 @@ mod builtin;
 mod conformance;
 mod context;
 mod fixtures;
+mod header_param;
 mod prompt;
 mod registry;
 mod resource;
 mod tool;
 
 pub use context::{Context, InputRequest, LogLevel, Peer};
+pub use header_param::HeaderParam;
 pub use prompt::{Prompt, PromptArgument};
 pub use registry::{Config, Limits, Registry};
 pub use resource::{Resource, ResourceTemplate};
