@@ -20,7 +20,7 @@ use crate::tools::LogLevel;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// How long a session lives after it is created.
+    /// How long a session lives after its last use (renewed at most every half of this).
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// How many sessions the memory tier holds before it evicts the least recently used.
@@ -154,6 +154,15 @@ impl Actor for SessionActor {
 }
 
 impl SessionActor {
+    /// The current record of `id`, from the memory tier or the store.
+    fn current(&self, id: &str) -> Option<Arc<Session>> {
+        if let Some(session) = self.tier.get(id) {
+            return Some(session);
+        }
+        let stored = self.store.get::<Stored>(Table::McpSessions, id).ok()??;
+        stored.into_session(id.to_owned()).map(Arc::new)
+    }
+
     fn sweep(&mut self) {
         let now = now_ms();
         let sessions = match self.store.scan::<Stored>(Table::McpSessions) {
@@ -188,6 +197,8 @@ impl SessionActor {
 /// A write to the session table.
 enum Write {
     Put(Arc<Session>),
+    /// Moves a session's expiry, keeping the rest of its current record.
+    Renew(String, u64),
     Delete(String),
 }
 
@@ -199,6 +210,17 @@ impl Handler<Write> for SessionActor {
     type Result = ResponseActFuture<Self, Result<bool, store::Error>>;
 
     fn handle(&mut self, msg: Write, _: &mut Self::Context) -> Self::Result {
+        // A renewal applies to the record as the writes before it left it.
+        let msg = match msg {
+            Write::Renew(id, expires_at_ms) => match self.current(&id) {
+                Some(current) => Write::Put(Arc::new(Session {
+                    expires_at_ms,
+                    ..(*current).clone()
+                })),
+                None => return Box::pin(actix::fut::ready(Ok(false))),
+            },
+            other => other,
+        };
         let store = self.store.clone();
         // Writes are applied one at a time: the actor waits for each to reach the disk
         // before it takes the next, so a later write never lands before an earlier one.
@@ -209,6 +231,7 @@ impl Handler<Write> for SessionActor {
                     .await
                     .map(|()| true),
                 Write::Delete(id) => store.remove(Table::McpSessions, id).await,
+                Write::Renew(..) => unreachable!("renewals became puts above"),
             }
             .map(|existed| (msg, existed))
         };
@@ -219,6 +242,7 @@ impl Handler<Write> for SessionActor {
                 Write::Delete(id) => {
                     actor.tier.remove(&id);
                 }
+                Write::Renew(..) => {}
             }
             Ok(existed)
         }))
@@ -288,6 +312,19 @@ impl SessionHandle {
         self.send(Write::Put(Arc::new(session))).await.map(drop)
     }
 
+    /// Keeps a session in use alive: once less than half its lifetime remains, its expiry
+    /// moves to a full lifetime from now. Sessions idle for a whole lifetime expire. At most
+    /// one write per half-lifetime per session, and none on the caller's path.
+    pub fn touch(&self, session: &Session) {
+        let now = now_ms();
+        let ttl = self.ttl.as_millis() as u64;
+        if session.expires_at_ms.saturating_sub(now) >= ttl / 2 {
+            return;
+        }
+        self.addr
+            .do_send(Write::Renew(session.id.clone(), now.saturating_add(ttl)));
+    }
+
     /// Ends a session; returns whether it existed.
     pub async fn delete(&self, id: &str) -> Result<bool, store::Error> {
         self.send(Write::Delete(id.to_owned())).await
@@ -354,6 +391,28 @@ mod tests {
         assert!(again.delete(&id).await.unwrap());
         assert!(again.get(&id).unwrap().is_none());
         assert!(!again.delete(&id).await.unwrap());
+    }
+
+    #[actix_web::test]
+    async fn sessions_in_use_are_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), 1 << 20).unwrap();
+        let handle = SessionHandle::start(store, &config(Duration::from_secs(100)));
+        // A session with 10 s of its 100 s left is renewed; one with 90 s left is not.
+        let short = session(Duration::from_secs(10));
+        let long = session(Duration::from_secs(90));
+        handle.put(short.clone()).await.unwrap();
+        handle.put(long.clone()).await.unwrap();
+        handle.touch(&short);
+        handle.touch(&long);
+        // Writes are applied in order: once this one lands, the renewal has too.
+        handle.put(session(Duration::from_secs(1))).await.unwrap();
+        let renewed = handle.get(&short.id).unwrap().unwrap();
+        assert!(renewed.expires_at_ms >= short.expires_at_ms + 80_000);
+        assert_eq!(
+            handle.get(&long.id).unwrap().unwrap().expires_at_ms,
+            long.expires_at_ms
+        );
     }
 
     #[actix_web::test]

@@ -117,6 +117,7 @@ pub(super) async fn post(
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
+    state.engine.sessions().touch(&session);
     let live = state.live.session(&session.id, state.config.event_buffer);
     match message {
         Message::Notification { method, params } => {
