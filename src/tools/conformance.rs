@@ -306,7 +306,7 @@ async fn sep1330(ctx: Context, _: NoArgs) -> Result<Output, Error> {
 
 /// Arguments of `json_schema_2020_12_tool`; its listed schema is in [`json_schema_info`].
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct JsonSchemaArgs {
     /// A name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,19 +314,43 @@ struct JsonSchemaArgs {
     /// An address object (`street`, `city`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     address: Option<Value>,
+    /// `phone` or `email`: which of the two the schema then requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    contact_method: Option<String>,
+    /// A phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phone: Option<String>,
+    /// An email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
 }
 
 /// The listing of `json_schema_2020_12_tool`: its input schema uses `$schema`, `$defs`
-/// and `$ref`, and is closed.
+/// and `$ref`, and is closed (SEP-1613); it also carries an `$anchor`, composition
+/// (`allOf`/`anyOf`) and conditional (`if`/`then`/`else`) keywords, which the 2026-07-28
+/// suite checks are listed unchanged (SEP-2106).
 fn json_schema_info() -> ToolInfo {
     let description = "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)";
     ToolInfo::new("json_schema_2020_12_tool", description).input_schema(json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
-        "$defs": { "address": { "type": "object", "properties": {
+        "$defs": { "address": { "$anchor": "addressDef", "type": "object", "properties": {
             "street": { "type": "string" }, "city": { "type": "string" },
         } } },
-        "properties": { "name": { "type": "string" }, "address": { "$ref": "#/$defs/address" } },
+        "properties": {
+            "name": { "type": "string" },
+            "address": { "$ref": "#/$defs/address" },
+            "contactMethod": { "type": "string", "enum": ["phone", "email"] },
+            "phone": { "type": "string" },
+            "email": { "type": "string" },
+        },
+        "allOf": [{ "anyOf": [{ "required": ["phone"] }, { "required": ["email"] }] }],
+        "if": {
+            "properties": { "contactMethod": { "const": "phone" } },
+            "required": ["contactMethod"],
+        },
+        "then": { "required": ["phone"] },
+        "else": { "required": ["email"] },
         "additionalProperties": false,
     }))
 }
@@ -529,6 +553,11 @@ mod tests {
         );
         assert!(schema["$defs"]["address"].is_object());
         assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["$defs"]["address"]["$anchor"], "addressDef");
+        assert!(schema["allOf"][0]["anyOf"].is_array());
+        assert!(
+            schema["if"].is_object() && schema["then"].is_object() && schema["else"].is_object()
+        );
 
         let prompts: Vec<&str> = registry.prompts.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(prompts.len(), 4);

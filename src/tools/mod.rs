@@ -6,6 +6,7 @@
 
 mod builtin;
 mod conformance;
+mod conformance_2026;
 mod context;
 mod fixtures;
 mod header_param;
@@ -30,6 +31,7 @@ pub fn default_registry(conformance: bool) -> Registry {
     builtin::register(&mut registry);
     if conformance {
         conformance::register(&mut registry);
+        conformance_2026::register(&mut registry);
         fixtures::register(&mut registry);
     }
     registry
