@@ -1,18 +1,68 @@
-//! `tools/call`: running a tool in its actor, and, under 2026-07-28, turning its questions
-//! into input-required results with a sealed `requestState`.
+//! Running handlers that may ask the client something — tools, prompts, resource reads —
+//! and, under 2026-07-28, turning their questions into input-required results with a
+//! sealed `requestState`.
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use serde_json::{Map, Value};
 
 use super::engine::{object_param, str_param};
-use super::mrtr::{self, MrtrPeer};
+use super::mrtr::Round;
 use super::{Call, Engine, Era, RpcError};
-use crate::tools::{self, Output, Peer};
+use crate::tools::{self, Context, Output, Peer};
+
+/// How a handler that may ask the client ended.
+pub(super) enum Interactive<T> {
+    /// It finished, well or badly.
+    Done(Result<T, tools::Error>),
+    /// It needs answers first: the input-required result to send (2026-07-28 only).
+    InputRequired(Value),
+}
 
 impl Engine {
+    /// Runs `handler`. In a legacy session its questions reach the client live; under
+    /// 2026-07-28 they are answered from the request's `requestState` and
+    /// `inputResponses`, or collected into an input-required result. `target` and `args`
+    /// name the request, so a `requestState` is refused on any other.
+    pub(super) async fn interactive<T>(
+        &self,
+        call: &Call,
+        params: &Map<String, Value>,
+        target: &str,
+        args: &Map<String, Value>,
+        handler: impl FnOnce(Context) -> BoxFuture<'static, Result<T, tools::Error>>,
+    ) -> Result<Interactive<T>, RpcError> {
+        if let Era::Legacy(_) = call.era {
+            let ctx = self.context(call, params, call.peer.clone());
+            return Ok(Interactive::Done(handler(ctx).await));
+        }
+        let binding = call.principal.binding();
+        let sealer = &self.inner.sealer;
+        let round = Arc::new(Round::open(
+            sealer,
+            &binding,
+            target,
+            args,
+            params,
+            call.peer.clone(),
+        )?);
+        let ctx = self.context(call, params, round.clone() as Arc<dyn Peer>);
+        match handler(ctx).await {
+            Err(tools::Error::InputRequired(_)) => {
+                Ok(Interactive::InputRequired(round.input_required(
+                    sealer,
+                    &binding,
+                    target,
+                    args,
+                    self.inner.config.request_state_ttl,
+                )))
+            }
+            other => Ok(Interactive::Done(other)),
+        }
+    }
+
     pub(super) async fn call_tool(
         &self,
         call: &Call,
@@ -23,66 +73,20 @@ impl Engine {
             .inner
             .tools
             .get(name)
-            .ok_or_else(|| RpcError::invalid_params(format!("Unknown tool: {name}")))?;
+            .ok_or_else(|| RpcError::invalid_params(format!("Unknown tool: {name}")))?
+            .clone();
         let args = object_param(params, "arguments")?;
         let target = format!("tools/call:{name}");
-        let binding = call.principal.binding();
-        let mrtr = match &call.era {
-            Era::Legacy(_) => None,
-            Era::Modern(_) => {
-                let mut answers = match params.get("requestState") {
-                    None | Some(Value::Null) => HashMap::new(),
-                    Some(Value::String(token)) => {
-                        mrtr::open(&self.inner.sealer, &binding, &target, &args, token)?
-                    }
-                    Some(_) => {
-                        return Err(RpcError::invalid_params("requestState must be a string"))
-                    }
-                };
-                match params.get("inputResponses") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Object(responses)) => {
-                        answers.extend(responses.iter().map(|(k, v)| (k.clone(), v.clone())))
-                    }
-                    Some(_) => {
-                        return Err(RpcError::invalid_params("inputResponses must be an object"))
-                    }
-                }
-                Some(answers)
-            }
-        };
-        let peer: Arc<dyn Peer> = match &mrtr {
-            None => call.peer.clone(),
-            Some(answers) => Arc::new(MrtrPeer {
-                inner: call.peer.clone(),
-                answers: answers.clone(),
-                next: AtomicUsize::new(0),
-            }),
-        };
-        let ctx = self.context(call, params, peer);
-        match tool.call(ctx, Value::Object(args.clone())).await {
-            Ok(output) => Ok(output.to_value()),
-            Err(tools::Error::InputRequired(request)) => match mrtr {
-                Some(answers) => {
-                    let state = mrtr::seal(
-                        &self.inner.sealer,
-                        &binding,
-                        &target,
-                        &args,
-                        &answers,
-                        self.inner.config.request_state_ttl,
-                    );
-                    Ok(json!({
-                        "resultType": "input_required",
-                        "inputRequests": { request.key: { "method": request.method, "params": request.params } },
-                        "requestState": state,
-                    }))
-                }
-                None => Err(RpcError::internal(
-                    "input was required outside a multi round-trip request",
-                )),
-            },
-            Err(e) => tool_error(name, e),
+        let run_args = Value::Object(args.clone());
+        let outcome = self
+            .interactive(call, params, &target, &args, move |ctx| {
+                async move { tool.call(ctx, run_args).await }.boxed()
+            })
+            .await?;
+        match outcome {
+            Interactive::InputRequired(result) => Ok(result),
+            Interactive::Done(Ok(output)) => Ok(output.to_value()),
+            Interactive::Done(Err(e)) => tool_error(name, e),
         }
     }
 }
@@ -101,15 +105,24 @@ fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
         E::Client(message) => {
             Ok(Output::error(format!("The client could not answer: {message}")).to_value())
         }
-        E::InvalidArguments(message) => Err(RpcError::invalid_params(format!(
-            "Invalid arguments for {name}: {message}"
-        ))),
-        E::MissingCapability(capability) => Err(RpcError::missing_capability(capability)),
-        E::Cancelled => Err(RpcError::new(-32800, "Request cancelled")),
         E::Overloaded => Err(RpcError::internal(format!(
             "{name} is overloaded; retry later"
         ))),
         E::Panicked => Err(RpcError::internal(format!("{name} failed unexpectedly"))),
-        E::InputRequired(_) => Err(RpcError::internal("unexpected input request")),
+        other => Err(handler_error(name, other)),
+    }
+}
+
+/// The JSON-RPC error for a failed handler: bad arguments and missing capabilities keep
+/// their own codes; the rest is an internal error naming what failed.
+pub(super) fn handler_error(what: &str, error: tools::Error) -> RpcError {
+    use tools::Error as E;
+    match error {
+        E::InvalidArguments(message) => {
+            RpcError::invalid_params(format!("Invalid arguments for {what}: {message}"))
+        }
+        E::MissingCapability(capability) => RpcError::missing_capability(capability),
+        E::Cancelled => RpcError::new(-32800, "Request cancelled"),
+        other => RpcError::internal(format!("{what} failed: {other}")),
     }
 }

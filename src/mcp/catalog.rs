@@ -7,9 +7,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use super::call::{handler_error, Interactive};
 use super::engine::{object_param, str_param};
 use super::{Call, Engine, Era, RpcError};
-use crate::tools;
 
 impl Engine {
     pub(super) fn list(
@@ -63,11 +63,17 @@ impl Engine {
             return Err(RpcError::new(code, format!("Resource not found: {uri}"))
                 .with_data(json!({ "uri": uri })));
         };
-        let ctx = self.context(call, params, call.peer.clone());
-        match read(ctx, uri.to_owned(), vars).await {
-            Ok(contents) => Ok(json!({ "contents": contents })),
-            Err(tools::Error::InvalidArguments(m)) => Err(RpcError::invalid_params(m)),
-            Err(e) => Err(RpcError::internal(format!("reading {uri} failed: {e}"))),
+        let target = format!("resources/read:{uri}");
+        let owned_uri = uri.to_owned();
+        let outcome = self
+            .interactive(call, params, &target, &Map::new(), move |ctx| {
+                read(ctx, owned_uri, vars)
+            })
+            .await?;
+        match outcome {
+            Interactive::InputRequired(result) => Ok(result),
+            Interactive::Done(Ok(contents)) => Ok(json!({ "contents": contents })),
+            Interactive::Done(Err(e)) => Err(handler_error(&format!("reading {uri}"), e)),
         }
     }
 
@@ -90,11 +96,16 @@ impl Engine {
                 "prompt {name} needs argument {missing}"
             )));
         }
-        let ctx = self.context(call, params, call.peer.clone());
-        match (prompt.get)(ctx, args).await {
-            Ok(result) => Ok(result),
-            Err(tools::Error::InvalidArguments(m)) => Err(RpcError::invalid_params(m)),
-            Err(e) => Err(RpcError::internal(format!("prompt {name} failed: {e}"))),
+        let target = format!("prompts/get:{name}");
+        let get = prompt.get.clone();
+        let run_args = args.clone();
+        let outcome = self
+            .interactive(call, params, &target, &args, move |ctx| get(ctx, run_args))
+            .await?;
+        match outcome {
+            Interactive::InputRequired(result) => Ok(result),
+            Interactive::Done(Ok(result)) => Ok(result),
+            Interactive::Done(Err(e)) => Err(handler_error(&format!("prompt {name}"), e)),
         }
     }
 

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::RpcError;
@@ -105,30 +105,126 @@ pub(super) fn open(
         .collect()
 }
 
-/// The peer of a 2026-07-28 call: notifications go to the response stream, questions are
-/// answered from `inputResponses` or turned into an input-required result.
-pub(super) struct MrtrPeer {
-    pub inner: Arc<dyn Peer>,
-    pub answers: HashMap<String, Value>,
-    pub next: AtomicUsize,
+/// One round of a 2026-07-28 request that may ask the client: questions already answered
+/// (from the sealed `requestState` and the retry's `inputResponses`) are answered at once;
+/// the others are collected, and the round ends with an input-required result asking them
+/// all.
+pub(super) struct Round {
+    inner: Arc<dyn Peer>,
+    answers: HashMap<String, Value>,
+    /// Keys the handler read an answer for: only those travel on in the next state.
+    used: Mutex<Vec<String>>,
+    /// Questions without answers yet, in the order asked.
+    asked: Mutex<Vec<InputRequest>>,
+    next: AtomicUsize,
 }
 
-impl Peer for MrtrPeer {
+impl Round {
+    /// Starts a round from a request's `requestState` and `inputResponses`.
+    pub fn open(
+        sealer: &Sealer,
+        principal_binding: &str,
+        target: &str,
+        args: &Map<String, Value>,
+        params: &Map<String, Value>,
+        inner: Arc<dyn Peer>,
+    ) -> Result<Self, RpcError> {
+        let mut answers = match params.get("requestState") {
+            None | Some(Value::Null) => HashMap::new(),
+            Some(Value::String(token)) => open(sealer, principal_binding, target, args, token)?,
+            Some(_) => return Err(RpcError::invalid_params("requestState must be a string")),
+        };
+        match params.get("inputResponses") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(responses)) => {
+                answers.extend(responses.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            Some(_) => return Err(RpcError::invalid_params("inputResponses must be an object")),
+        }
+        Ok(Self {
+            inner,
+            answers,
+            used: Mutex::default(),
+            asked: Mutex::default(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The input-required result asking every open question, with the answers used so far
+    /// sealed into a new `requestState`.
+    pub fn input_required(
+        &self,
+        sealer: &Sealer,
+        principal_binding: &str,
+        target: &str,
+        args: &Map<String, Value>,
+        ttl: Duration,
+    ) -> Value {
+        let used = self.used.lock().expect("used answers lock");
+        let kept: HashMap<String, Value> = self
+            .answers
+            .iter()
+            .filter(|(k, _)| used.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let requests: Map<String, Value> = self
+            .asked
+            .lock()
+            .expect("asked questions lock")
+            .iter()
+            .map(|q| {
+                (
+                    q.key.clone(),
+                    json!({ "method": q.method, "params": q.params }),
+                )
+            })
+            .collect();
+        json!({
+            "resultType": "input_required",
+            "inputRequests": requests,
+            "requestState": seal(sealer, principal_binding, target, args, &kept, ttl),
+        })
+    }
+}
+
+impl Peer for Round {
     fn notify(&self, method: &str, params: Value) {
         self.inner.notify(method, params);
     }
 
     fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, Error>> {
-        // Keys follow the order in which the tool asks, so a replayed call meets its
-        // earlier answers under the same keys.
+        // Unnamed questions are numbered in the order the handler asks, so a replayed
+        // handler meets its earlier answers under the same keys.
         let key = format!("input-{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let outcome = match self.answers.get(&key) {
-            Some(answer) => Ok(answer.clone()),
-            None => Err(Error::InputRequired(InputRequest {
-                key,
-                method: method.to_owned(),
-                params,
-            })),
+        self.request_as(&key, method, params)
+    }
+
+    fn request_as(
+        &self,
+        key: &str,
+        method: &str,
+        params: Value,
+    ) -> BoxFuture<'static, Result<Value, Error>> {
+        let outcome = match self.answers.get(key) {
+            Some(answer) => {
+                self.used
+                    .lock()
+                    .expect("used answers lock")
+                    .push(key.to_owned());
+                Ok(answer.clone())
+            }
+            None => {
+                let question = InputRequest {
+                    key: key.to_owned(),
+                    method: method.to_owned(),
+                    params,
+                };
+                self.asked
+                    .lock()
+                    .expect("asked questions lock")
+                    .push(question.clone());
+                Err(Error::InputRequired(question))
+            }
         };
         Box::pin(async move { outcome })
     }
@@ -138,7 +234,6 @@ impl Peer for MrtrPeer {
 mod tests {
     use super::*;
     use crate::crypto::Key;
-    use serde_json::json;
 
     fn args(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

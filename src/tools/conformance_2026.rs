@@ -169,7 +169,7 @@ impl Question {
                 let schema = json!({ "type": "object", "required": [field],
                     "properties": { field: { "type": ty } } });
                 let params = json!({ "message": message, "requestedSchema": schema });
-                let answer = ctx.elicit(params).await?;
+                let answer = ctx.elicit_as(self.key, params).await?;
                 let valid = elicit_result(&answer).is_some();
                 (answer, valid, "elicitation/create")
             }
@@ -177,12 +177,12 @@ impl Question {
                 let message =
                     json!({ "role": "user", "content": { "type": "text", "text": text } });
                 let params = json!({ "messages": [message], "maxTokens": max_tokens });
-                let answer = ctx.sample(params).await?;
+                let answer = ctx.sample_as(self.key, params).await?;
                 let valid = answer["content"].is_object() || answer["content"].is_array();
                 (answer, valid, "sampling/createMessage")
             }
             Kind::Roots => {
-                let answer = ctx.list_roots().await?;
+                let answer = ctx.list_roots_as(self.key).await?;
                 let valid = answer["roots"].is_array();
                 (answer, valid, "roots/list")
             }

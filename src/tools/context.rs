@@ -59,6 +59,17 @@ pub trait Peer: Send + Sync {
     /// Asks the client something and waits for the answer.
     fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, Error>>;
 
+    /// Like [`Peer::request`], naming the key the answer comes back under in a 2026-07-28
+    /// multi round-trip request; other transports ignore the key.
+    fn request_as(
+        &self,
+        _key: &str,
+        method: &str,
+        params: Value,
+    ) -> BoxFuture<'static, Result<Value, Error>> {
+        self.request(method, params)
+    }
+
     /// Ends the response stream early where the client can resume it later.
     fn close_stream(&self) {}
 }
@@ -133,30 +144,57 @@ impl Context {
     }
 
     /// Asks the user for input (`elicitation/create`); returns the client's `ElicitResult`.
+    ///
+    /// Under 2026-07-28 the call ends with an input-required result and runs again when the
+    /// client retries with the answer, so everything before the question runs again too.
+    /// Ask several questions in one round by awaiting them together (`join`).
     pub async fn elicit(&self, params: Value) -> Result<Value, Error> {
-        self.ask("elicitation", "elicitation/create", params).await
+        self.ask("elicitation", None, "elicitation/create", params)
+            .await
+    }
+
+    /// [`Context::elicit`], with the key the answer comes back under (2026-07-28).
+    pub async fn elicit_as(&self, key: &str, params: Value) -> Result<Value, Error> {
+        self.ask("elicitation", Some(key), "elicitation/create", params)
+            .await
     }
 
     /// Asks the client's model for a completion (`sampling/createMessage`).
     pub async fn sample(&self, params: Value) -> Result<Value, Error> {
-        self.ask("sampling", "sampling/createMessage", params).await
+        self.ask("sampling", None, "sampling/createMessage", params)
+            .await
+    }
+
+    /// [`Context::sample`], with the key the answer comes back under (2026-07-28).
+    pub async fn sample_as(&self, key: &str, params: Value) -> Result<Value, Error> {
+        self.ask("sampling", Some(key), "sampling/createMessage", params)
+            .await
     }
 
     /// Asks the client for its roots (`roots/list`).
     pub async fn list_roots(&self) -> Result<Value, Error> {
-        self.ask("roots", "roots/list", json!({})).await
+        self.ask("roots", None, "roots/list", json!({})).await
+    }
+
+    /// [`Context::list_roots`], with the key the answer comes back under (2026-07-28).
+    pub async fn list_roots_as(&self, key: &str) -> Result<Value, Error> {
+        self.ask("roots", Some(key), "roots/list", json!({})).await
     }
 
     async fn ask(
         &self,
         capability: &'static str,
+        key: Option<&str>,
         method: &str,
         params: Value,
     ) -> Result<Value, Error> {
         if self.inner.client_capabilities.get(capability).is_none() {
             return Err(Error::MissingCapability(capability));
         }
-        self.inner.peer.request(method, params).await
+        match key {
+            Some(key) => self.inner.peer.request_as(key, method, params).await,
+            None => self.inner.peer.request(method, params).await,
+        }
     }
 
     /// Ends the call's response stream now, where streams are resumable (2025-11-25 SSE
