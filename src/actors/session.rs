@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
     WrapFuture,
 };
 use quick_cache::sync::Cache;
@@ -207,7 +207,9 @@ impl Message for Write {
 }
 
 impl Handler<Write> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<bool, store::Error>>;
+    // Atomic: the actor takes no other message until this write is on disk, so writes
+    // land in the order they were sent and a renewal sees every write before it.
+    type Result = AtomicResponse<Self, Result<bool, store::Error>>;
 
     fn handle(&mut self, msg: Write, _: &mut Self::Context) -> Self::Result {
         // A renewal applies to the record as the writes before it left it.
@@ -217,13 +219,11 @@ impl Handler<Write> for SessionActor {
                     expires_at_ms,
                     ..(*current).clone()
                 })),
-                None => return Box::pin(actix::fut::ready(Ok(false))),
+                None => return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(false)))),
             },
             other => other,
         };
         let store = self.store.clone();
-        // Writes are applied one at a time: the actor waits for each to reach the disk
-        // before it takes the next, so a later write never lands before an earlier one.
         let fut = async move {
             match &msg {
                 Write::Put(session) => store
@@ -235,7 +235,7 @@ impl Handler<Write> for SessionActor {
             }
             .map(|existed| (msg, existed))
         };
-        Box::pin(fut.into_actor(self).map(|result, actor, _| {
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|result, actor, _| {
             let (msg, existed) = result?;
             match msg {
                 Write::Put(session) => actor.tier.insert(session.id.clone(), session),
@@ -245,7 +245,7 @@ impl Handler<Write> for SessionActor {
                 Write::Renew(..) => {}
             }
             Ok(existed)
-        }))
+        })))
     }
 }
 
