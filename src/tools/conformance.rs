@@ -7,20 +7,18 @@
 //! back, the elicitation schemas and the JSON Schema 2020-12 keywords.
 
 use std::collections::HashMap;
-use std::future::{ready, Future};
-use std::marker::PhantomData;
+use std::future::ready;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
 use schemars::JsonSchema;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{
-    Content, Context, Error, LogLevel, NoArgs, Output, Prompt, PromptArgument, Registry, Resource,
-    ResourceTemplate, Tool, ToolInfo,
+    Content, Context, Error, FnTool, LogLevel, NoArgs, Output, Prompt, PromptArgument, Registry,
+    Resource, ResourceTemplate, Tool, ToolInfo,
 };
 
 /// A 1x1 PNG, base64-encoded.
@@ -97,26 +95,6 @@ pub(super) fn register(registry: &mut Registry) {
     register_resources(registry);
 }
 
-/// A tool made of its listing and a function of its typed arguments `A`.
-struct Fixture<A, F>(ToolInfo, F, PhantomData<fn() -> A>);
-
-impl<A, F, Fut> Tool for Fixture<A, F>
-where
-    A: DeserializeOwned + JsonSchema + Send + 'static,
-    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Output, Error>> + Send,
-{
-    type Args = A;
-
-    fn info(&self) -> ToolInfo {
-        self.0.clone()
-    }
-
-    fn call(&self, ctx: Context, args: A) -> impl Future<Output = Result<Output, Error>> + Send {
-        (self.1)(ctx, args)
-    }
-}
-
 /// Registers fixtures with one short call each.
 struct Pack<'a>(&'a mut Registry);
 
@@ -127,7 +105,7 @@ impl Pack<'_> {
     /// Adds a tool running `run`; the type of its second parameter is the tool's `Args`.
     fn tool<A, F>(&mut self, name: &str, description: &str, run: F) -> &mut Self
     where
-        Fixture<A, F>: Tool,
+        FnTool<A, F>: Tool,
     {
         self.listed(ToolInfo::new(name, description), run)
     }
@@ -135,9 +113,9 @@ impl Pack<'_> {
     /// Adds a tool with a full listing, running `run`.
     fn listed<A, F>(&mut self, info: ToolInfo, run: F) -> &mut Self
     where
-        Fixture<A, F>: Tool,
+        FnTool<A, F>: Tool,
     {
-        self.0.tool(Fixture(info, run, PhantomData));
+        self.0.tool(FnTool::new(info, run));
         self
     }
 

@@ -15,33 +15,26 @@
 //! - `conformance_noop`: the SEP-2243 standard-header checks call the *first* listed tool
 //!   with `arguments: {}`; this one sorts before `echo` (which needs `text`) and takes none.
 
-use std::future::Future;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures_util::future::{join, join3, BoxFuture, FutureExt};
 use schemars::JsonSchema;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{Context, Error, LogLevel, NoArgs, Output, Prompt, Registry, Tool, ToolInfo};
+use super::{Context, Error, FnTool, LogLevel, NoArgs, Output, Prompt, Registry, ToolInfo};
 
 /// Adds every 2026-07-28 fixture to `registry`.
 pub(super) fn register(registry: &mut Registry) {
     let description = "Echoes parameters that clients mirror into Mcp-Param-* headers (SEP-2243).";
     let headers = ToolInfo::new("test_custom_headers", description);
     let headers = headers.input_schema(custom_headers_schema());
-    registry.tool(Fixture(headers, custom_headers, PhantomData));
+    registry.tool(FnTool::new(headers, custom_headers));
     let description = "Takes no arguments and answers \"ok\" (listed first, for header checks).";
     let noop = ToolInfo::new("conformance_noop", description);
-    registry.tool(Fixture(noop, noop_tool, PhantomData));
+    registry.tool(FnTool::new(noop, noop_tool));
     for (name, description, run) in NO_ARG_TOOLS {
-        registry.tool(Fixture(
-            ToolInfo::new(*name, *description),
-            *run,
-            PhantomData,
-        ));
+        registry.tool(FnTool::new(ToolInfo::new(*name, *description), *run));
     }
     registry.prompt(Prompt::new(
         "test_input_required_result_prompt",
@@ -112,26 +105,6 @@ const NO_ARG_TOOLS: &[(&str, &str, Run)] = &[
         |ctx, _| logging_tool(ctx).boxed(),
     ),
 ];
-
-/// A tool made of its listing and a function of its typed arguments `A`.
-struct Fixture<A, F>(ToolInfo, F, PhantomData<fn() -> A>);
-
-impl<A, F, Fut> Tool for Fixture<A, F>
-where
-    A: DeserializeOwned + JsonSchema + Send + 'static,
-    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Output, Error>> + Send,
-{
-    type Args = A;
-
-    fn info(&self) -> ToolInfo {
-        self.0.clone()
-    }
-
-    fn call(&self, ctx: Context, args: A) -> impl Future<Output = Result<Output, Error>> + Send {
-        (self.1)(ctx, args)
-    }
-}
 
 /// What a fixture asks the client, with the key the suite's reference server gives it.
 ///

@@ -20,7 +20,7 @@ pub use header_param::HeaderParam;
 pub use prompt::{Prompt, PromptArgument};
 pub use registry::{Config, Limits, Registry};
 pub use resource::{Resource, ResourceTemplate};
-pub use tool::{Content, Error, NoArgs, Output, Tool, ToolInfo};
+pub use tool::{Content, Error, FnTool, NoArgs, Output, Tool, ToolInfo};
 
 pub(crate) use context::Scope;
 pub(crate) use tool::DynTool;

@@ -53,6 +53,52 @@ pub trait Tool: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Output, Error>> + Send;
 }
 
+/// A tool made of a listing and an async function of its typed arguments, for tools that
+/// need no state of their own.
+///
+/// ```
+/// use mcp_fleet::tools::{FnTool, NoArgs, Output, Registry, ToolInfo};
+///
+/// let mut registry = Registry::new();
+/// registry.tool(FnTool::new(ToolInfo::new("ping_me", "Answers pong."), |_ctx, _: NoArgs| async {
+///     Ok(Output::text("pong"))
+/// }));
+/// assert_eq!(registry.tool_names(), ["ping_me"]);
+/// ```
+pub struct FnTool<A, F> {
+    info: ToolInfo,
+    run: F,
+    args: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A, F> FnTool<A, F> {
+    /// A tool listed as `info` that runs `run`; `A` is its arguments type.
+    pub fn new(info: ToolInfo, run: F) -> Self {
+        Self {
+            info,
+            run,
+            args: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<A, F, Fut> Tool for FnTool<A, F>
+where
+    A: DeserializeOwned + JsonSchema + Send + 'static,
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Output, Error>> + Send,
+{
+    type Args = A;
+
+    fn info(&self) -> ToolInfo {
+        self.info.clone()
+    }
+
+    fn call(&self, ctx: Context, args: A) -> impl Future<Output = Result<Output, Error>> + Send {
+        (self.run)(ctx, args)
+    }
+}
+
 /// Arguments of a tool that takes none.
 #[derive(Debug, Default, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
