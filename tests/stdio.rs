@@ -1,0 +1,122 @@
+//! `mcp-fleet stdio`: one JSON-RPC message per line on standard input and output; bad lines
+//! get JSON-RPC errors and the server keeps serving.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// A running `mcp-fleet stdio`, killed on drop.
+struct StdioServer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl StdioServer {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-fleet"))
+            .args(["stdio", "--conformance"])
+            .env_remove("MCP_FLEET_BIN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mcp-fleet stdio");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write a line");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The next message the server writes, within a deadline.
+    fn next(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(15))
+            .expect("a line from the server in time");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+}
+
+impl Drop for StdioServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bad_lines_get_errors_and_the_server_goes_on() {
+    let mut server = StdioServer::start();
+    server.send("{not json");
+    let reply = server.next();
+    assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    assert_eq!(reply["id"], Value::Null);
+
+    server.send(r#"{"jsonrpc":"2.0","id":1,"method":7}"#);
+    assert_eq!(server.next()["error"]["code"], -32600);
+
+    // Neither a session nor 2026-07-28 `_meta`: the client must start one way or the other.
+    server.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    let reply = server.next();
+    assert_eq!(reply["id"], 2);
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+
+    // A 2026-07-28 request with an unsupported version names the supported ones.
+    let meta = json!({ "io.modelcontextprotocol/protocolVersion": "1999-01-01",
+                       "io.modelcontextprotocol/clientCapabilities": {} });
+    let request = json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list",
+                          "params": { "_meta": meta } });
+    server.send(&request.to_string());
+    let reply = server.next();
+    assert_eq!(reply["error"]["code"], -32022, "{reply}");
+    assert!(reply["error"]["data"]["supported"]
+        .as_array()
+        .is_some_and(|v| v.contains(&json!("2026-07-28"))));
+}
+
+#[test]
+fn a_legacy_session_answers_and_asks_over_stdio() {
+    let mut server = StdioServer::start();
+    let init = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": { "elicitation": {} },
+                    "clientInfo": { "name": "t", "version": "0" } } });
+    server.send(&init.to_string());
+    assert_eq!(server.next()["result"]["protocolVersion"], "2025-11-25");
+    server.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+
+    let call = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": { "name": "test_elicitation", "arguments": { "message": "who?" } } });
+    server.send(&call.to_string());
+    // The server asks the client, and the client's answer completes the call.
+    let ask = server.next();
+    assert_eq!(ask["method"], "elicitation/create", "{ask}");
+    let answer = json!({ "jsonrpc": "2.0", "id": ask["id"],
+        "result": { "action": "accept", "content": { "username": "ada", "email": "a@b" } } });
+    server.send(&answer.to_string());
+    let reply = server.next();
+    assert_eq!(reply["id"], 2);
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("ada"), "{reply}");
+}
