@@ -331,16 +331,20 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
     }
     let live = state.live.session(&session.id, state.config.event_buffer);
     let (tx, rx) = live::channel();
+    let reader = tx.clone();
     if let Some(last) = header(&req, LAST_EVENT_ID) {
         return match live.resume(last, tx) {
-            Ok(stream) if stream == STANDALONE => sse_response(
-                VecDeque::new(),
-                rx,
-                None,
-                None,
-                Some(state.config.sse_keepalive),
-                Some(state.shutdown.clone()),
-            ),
+            Ok(stream) if stream == STANDALONE => {
+                forward_updates(&state, &session.id, live, reader);
+                sse_response(
+                    VecDeque::new(),
+                    rx,
+                    None,
+                    None,
+                    Some(state.config.sse_keepalive),
+                    Some(state.shutdown.clone()),
+                )
+            }
             Ok(stream) => sse_response(
                 VecDeque::new(),
                 rx,
@@ -359,6 +363,7 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
     }
     match live.open_standalone(tx) {
         Ok(()) => {
+            forward_updates(&state, &session.id, live.clone(), reader);
             let prelude = if session.version.primes_streams() {
                 live.reserve_id(STANDALONE)
                     .map(|id| sse::priming(&id, state.config.sse_retry.as_millis()))
@@ -378,6 +383,47 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
         }
         Err(_) => conflict(),
     }
+}
+
+/// Sends `notifications/resources/updated` down a session's GET stream for the resources
+/// it subscribed to, for as long as `reader` (that stream's connection) is open.
+fn forward_updates(
+    state: &State,
+    session_id: &str,
+    live: Arc<LiveSession>,
+    reader: super::sse::Tx,
+) {
+    let mut updates = state.engine.updates().listen();
+    let sessions = state.engine.sessions().clone();
+    let session_id = session_id.to_owned();
+    actix_web::rt::spawn(async move {
+        loop {
+            let uri = tokio::select! {
+                () = reader.closed() => return,
+                update = updates.recv() => match update {
+                    Ok(uri) => uri,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a GET stream fell behind resource updates");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            // Subscriptions change while the stream is open: read them as they are now.
+            let subscribed = matches!(
+                sessions.get(&session_id),
+                Ok(Some(s)) if s.subscriptions.iter().any(|u| **u == *uri)
+            );
+            if subscribed {
+                let params = json!({ "uri": &*uri });
+                live.push(
+                    STANDALONE,
+                    notification("notifications/resources/updated", params),
+                    false,
+                );
+            }
+        }
+    });
 }
 
 pub(super) async fn delete(req: HttpRequest, state: web::Data<State>) -> HttpResponse {

@@ -251,8 +251,6 @@ pub(super) async fn respond(
 pub(super) enum Hold {
     /// Cancels the request when the body is dropped (the client went away).
     Guard(DropGuard),
-    /// Keeps the channel open for a stream that has no producer of its own.
-    Sender(Tx),
     /// The body ends after what is queued.
     Ended,
 }

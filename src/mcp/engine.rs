@@ -14,7 +14,7 @@ use super::{
 use crate::actors::{Session, SessionHandle, ToolPool};
 use crate::auth::Principal;
 use crate::crypto::Sealer;
-use crate::tools::{self, Context, LogLevel, Peer, Registry};
+use crate::tools::{self, Context, LogLevel, Peer, Registry, Updates};
 
 /// Protocol settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -158,6 +158,7 @@ pub(super) struct Inner {
     pub(super) tools: ToolPool,
     pub(super) sessions: SessionHandle,
     pub(super) sealer: Sealer,
+    pub(super) updates: Updates,
 }
 
 impl Engine {
@@ -178,6 +179,7 @@ impl Engine {
                 tools,
                 sessions,
                 sealer,
+                updates: Updates::default(),
             }),
         }
     }
@@ -188,6 +190,11 @@ impl Engine {
             .tools
             .get(name)
             .map_or(&[], |tool| tool.header_params())
+    }
+
+    /// Resource update announcements on this node.
+    pub fn updates(&self) -> &Updates {
+        &self.inner.updates
     }
 
     /// The session actor's handle.
@@ -368,6 +375,7 @@ impl Engine {
             log_level,
             client_capabilities,
             cancel: call.cancel.clone(),
+            updates: self.inner.updates.clone(),
         })
     }
 

@@ -464,8 +464,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::auth::Principal;
-    use crate::tools::{Peer, Scope};
+    use crate::tools::Peer;
 
     /// Records what a tool sends, and answers every request with `answer`.
     #[derive(Default)]
@@ -487,14 +486,12 @@ mod tests {
     }
 
     fn context(peer: &Arc<Recorder>) -> Context {
-        Context::new(Scope {
-            principal: Arc::new(Principal::anonymous()),
-            peer: peer.clone(),
-            progress_token: Some(json!(1)),
-            log_level: Some(LogLevel::Debug),
-            client_capabilities: json!({ "sampling": {}, "elicitation": {} }),
-            cancel: Default::default(),
-        })
+        Context::for_test(
+            peer.clone(),
+            json!({ "sampling": {}, "elicitation": {} }),
+            Some(json!(1)),
+            Some(LogLevel::Debug),
+        )
     }
 
     fn registry() -> Registry {

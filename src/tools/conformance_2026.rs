@@ -424,8 +424,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::auth::Principal;
-    use crate::tools::{InputRequest, Peer, Scope};
+    use crate::tools::{InputRequest, Peer};
 
     /// Plays the 2026-07-28 engine: questions are keyed `input-N` in asking order and
     /// answered from `answers`, or become `InputRequired`. Records everything sent.
@@ -476,14 +475,12 @@ mod tests {
     const ALL: &str = r#"{ "sampling": {}, "elicitation": {}, "roots": {} }"#;
 
     fn context(engine: &Arc<Engine>, capabilities: &str, log_level: Option<LogLevel>) -> Context {
-        Context::new(Scope {
-            principal: Arc::new(Principal::anonymous()),
-            peer: engine.clone(),
-            progress_token: None,
+        Context::for_test(
+            engine.clone(),
+            serde_json::from_str(capabilities).expect("capabilities"),
+            None,
             log_level,
-            client_capabilities: serde_json::from_str(capabilities).expect("capabilities"),
-            cancel: Default::default(),
-        })
+        )
     }
 
     fn registry() -> Registry {

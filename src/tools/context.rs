@@ -88,6 +88,7 @@ pub(crate) struct Scope {
     pub log_level: Option<LogLevel>,
     pub client_capabilities: Value,
     pub cancel: CancellationToken,
+    pub updates: super::Updates,
 }
 
 impl Context {
@@ -204,6 +205,12 @@ impl Context {
         self.inner.peer.close_stream();
     }
 
+    /// Announces that the resource at `uri` changed: clients subscribed to it get
+    /// `notifications/resources/updated`.
+    pub fn resource_updated(&self, uri: &str) {
+        self.inner.updates.resource_updated(uri);
+    }
+
     /// Whether the call has been cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
@@ -212,6 +219,25 @@ impl Context {
     /// Completes when the call is cancelled.
     pub async fn cancelled(&self) {
         self.inner.cancel.cancelled().await
+    }
+
+    /// A context for unit tests of tools: an anonymous caller reached through `peer`.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        peer: Arc<dyn Peer>,
+        client_capabilities: Value,
+        progress_token: Option<Value>,
+        log_level: Option<LogLevel>,
+    ) -> Self {
+        Self::new(Scope {
+            principal: Arc::new(Principal::anonymous()),
+            peer,
+            progress_token,
+            log_level,
+            client_capabilities,
+            cancel: CancellationToken::new(),
+            updates: super::Updates::default(),
+        })
     }
 
     pub(crate) fn cancel_token(&self) -> &CancellationToken {

@@ -1,16 +1,29 @@
 //! Fixtures for the project's own tests, served with the conformance pack
-//! (`--conformance`): a tool that panics, a tool that sleeps, and a tool whose parameters
-//! are mirrored into `Mcp-Param-*` headers.
+//! (`--conformance`): a tool that panics, a tool that sleeps, a tool whose parameters are
+//! mirrored into `Mcp-Param-*` headers, and a tool that announces a resource update.
 
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Context, Error, NoArgs, Output, Registry, Tool, ToolInfo};
+use super::{Context, Error, FnTool, NoArgs, Output, Registry, Tool, ToolInfo};
 
 pub(super) fn register(registry: &mut Registry) {
-    registry.tool(Panic).tool(Sleep).tool(Mirrored);
+    registry
+        .tool(Panic)
+        .tool(Sleep)
+        .tool(Mirrored)
+        .tool(FnTool::new(
+            ToolInfo::new(
+                "test_update_resource",
+                "Announces that the resource at `uri` changed, as a writer of it would.",
+            ),
+            |ctx: Context, args: UpdateArgs| async move {
+                ctx.resource_updated(&args.uri);
+                Ok(Output::text(format!("announced {}", args.uri)))
+            },
+        ));
 }
 
 /// Panics on every call, to show a panic is contained and reported.
@@ -96,4 +109,12 @@ impl Tool for Mirrored {
             args.region
         )))
     }
+}
+
+/// Arguments of `test_update_resource`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateArgs {
+    /// The resource that changed.
+    uri: String,
 }

@@ -14,6 +14,7 @@ mod prompt;
 mod registry;
 mod resource;
 mod tool;
+mod updates;
 
 pub use context::{Context, InputRequest, LogLevel, Peer};
 pub use header_param::HeaderParam;
@@ -21,6 +22,7 @@ pub use prompt::{Prompt, PromptArgument};
 pub use registry::{Config, Limits, Registry};
 pub use resource::{Resource, ResourceTemplate};
 pub use tool::{Content, Error, FnTool, NoArgs, Output, Tool, ToolInfo};
+pub use updates::Updates;
 
 pub(crate) use context::Scope;
 pub(crate) use tool::DynTool;

@@ -99,10 +99,32 @@ fn closing_a_2026_07_28_connection_cancels_the_call() {
         .conformance()
         .config("[tools.per_tool.test_sleep]\nconcurrency = 1\ntimeout = \"10m\"")
         .start();
-    let body = Modern::call("test_sleep", json!({ "ms": 600_000 })).body();
-    let mut body = body;
+    let mut body = Modern::call("test_sleep", json!({ "ms": 600_000 })).body();
     body["params"]["_meta"]["progressToken"] = json!("p");
     let body = body.to_string();
+    let mut stream = open_stream(
+        &server,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+             Mcp-Method: tools/call\r\nMcp-Name: test_sleep\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    // The first progress notification proves the call is running and holds the slot.
+    assert_eq!(
+        next_message(&mut stream)["method"],
+        "notifications/progress"
+    );
+    drop(stream);
+
+    let second = Modern::call("test_sleep", json!({ "ms": 1 })).send(server.url());
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(second.tool_text(), "slept");
+}
+
+/// Sends a raw HTTP/1.1 request and returns the open response, for reading a stream.
+fn open_stream(server: &Server, request: &str) -> BufReader<TcpStream> {
     let addr = server
         .base()
         .strip_prefix("http://")
@@ -112,25 +134,123 @@ fn closing_a_2026_07_28_connection_cancels_the_call() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
-    write!(
-        stream,
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
-         Mcp-Method: tools/call\r\nMcp-Name: test_sleep\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send the request");
-    // The first progress notification proves the call is running and holds the slot.
+    stream
+        .write_all(request.replace("{host}", &addr).as_bytes())
+        .expect("send the request");
     let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("a status line");
+    assert!(status.contains(" 200 "), "{status}");
+    reader
+}
+
+/// The next JSON-RPC message on an SSE stream (priming events and comments skipped).
+fn next_message(reader: &mut BufReader<TcpStream>) -> serde_json::Value {
     let mut line = String::new();
-    while !line.contains("notifications/progress") {
+    loop {
         line.clear();
         let n = reader.read_line(&mut line).expect("read the event stream");
-        assert!(n > 0, "the stream ended before any progress");
+        assert!(n > 0, "the stream ended");
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            if let Ok(message) = serde_json::from_str(data) {
+                return message;
+            }
+        }
     }
-    drop(reader);
+}
 
-    let second = Modern::call("test_sleep", json!({ "ms": 1 })).send(server.url());
-    assert_eq!(second.status, 200, "{second:?}");
-    assert_eq!(second.tool_text(), "slept");
+fn announce(server: &Server, uri: &str) {
+    let reply = Modern::call("test_update_resource", json!({ "uri": uri })).send(server.url());
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+#[test]
+fn a_legacy_get_stream_carries_updates_of_subscribed_resources() {
+    let server = Server::builder().conformance().start();
+    let session = Session::initialize(server.url(), "2025-11-25");
+    let reply = session.send(
+        server.url(),
+        "resources/subscribe",
+        json!({ "uri": "test://watched-resource" }),
+    );
+    assert_eq!(reply.result(), json!({}));
+    let mut stream = open_stream(
+        &server,
+        &format!(
+            "GET /mcp HTTP/1.1\r\nHost: {{host}}\r\nAccept: text/event-stream\r\n\
+             Mcp-Session-Id: {}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n",
+            session.id
+        ),
+    );
+    // An update nobody subscribed to is not sent; the subscribed one is.
+    announce(&server, "test://static-text");
+    announce(&server, "test://watched-resource");
+    let update = next_message(&mut stream);
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], "test://watched-resource");
+
+    // After unsubscribing, updates stop.
+    session.send(
+        server.url(),
+        "resources/unsubscribe",
+        json!({ "uri": "test://watched-resource" }),
+    );
+    session.send(
+        server.url(),
+        "resources/subscribe",
+        json!({ "uri": "test://static-text" }),
+    );
+    announce(&server, "test://watched-resource");
+    announce(&server, "test://static-text");
+    assert_eq!(
+        next_message(&mut stream)["params"]["uri"],
+        "test://static-text"
+    );
+}
+
+#[test]
+fn subscriptions_listen_carries_updates_with_the_subscription_id() {
+    let server = Server::builder().conformance().start();
+    let mut body = Modern::new("subscriptions/listen", json!({})).body();
+    body["id"] = json!("sub-1");
+    body["params"]["notifications"] = json!({
+        "resourceSubscriptions": ["test://watched-resource"],
+        "toolsListChanged": true,
+    });
+    let body = body.to_string();
+    let mut stream = open_stream(
+        &server,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+             Mcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let ack = next_message(&mut stream);
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "sub-1"
+    );
+    // Granted: the resource subscription; not list changes, which this server never sends.
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({ "resourceSubscriptions": ["test://watched-resource"] })
+    );
+    announce(&server, "test://static-text");
+    announce(&server, "test://watched-resource");
+    let update = next_message(&mut stream);
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], "test://watched-resource");
+    assert_eq!(
+        update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "sub-1"
+    );
 }
