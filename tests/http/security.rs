@@ -15,24 +15,30 @@ fn init_body() -> String {
     request(0, "initialize", params).to_string()
 }
 
+/// A 403 with a JSON-RPC error body.
+#[track_caller]
+fn assert_forbidden(reply: &crate::client::Reply) {
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert!(
+        reply.error_code().is_some(),
+        "a JSON-RPC error body: {reply:?}"
+    );
+}
+
 #[test]
 fn a_foreign_origin_is_403() {
     let server = Server::start();
     let reply = Modern::new("tools/list", json!({}))
         .header("Origin", "http://evil.example.com")
         .send(server.url());
-    assert_eq!(reply.status, 403, "{reply:?}");
-    assert!(
-        reply.error_code().is_some(),
-        "a JSON-RPC error body: {reply:?}"
-    );
+    assert_forbidden(&reply);
     // A refused initialize hands out no session.
     let reply = post(
         server.url(),
         &[("Origin", "http://evil.example.com")],
         &init_body(),
     );
-    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_forbidden(&reply);
     assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
     // Look-alikes of loopback are foreign too.
     let reply = Modern::new("tools/list", json!({}))
@@ -75,17 +81,13 @@ fn a_foreign_host_is_403() {
     let reply = Modern::new("tools/list", json!({}))
         .header("Host", "evil.example.com")
         .send(server.url());
-    assert_eq!(reply.status, 403, "{reply:?}");
-    assert!(
-        reply.error_code().is_some(),
-        "a JSON-RPC error body: {reply:?}"
-    );
+    assert_forbidden(&reply);
     let reply = post(
         server.url(),
         &[("Host", "evil.example.com:80")],
         &init_body(),
     );
-    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_forbidden(&reply);
     assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
     let port = server.base().rsplit(':').next().expect("a port").to_owned();
     let reply = Modern::new("tools/list", json!({}))

@@ -159,6 +159,17 @@ fn next_message(reader: &mut BufReader<TcpStream>) -> serde_json::Value {
     }
 }
 
+/// The next message on `stream`, checked to be the update of `uri`.
+fn next_update(stream: &mut BufReader<TcpStream>, uri: &str) -> serde_json::Value {
+    let update = next_message(stream);
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], uri, "{update}");
+    update
+}
+
 fn announce(server: &Server, uri: &str) {
     let reply = Modern::call("test_update_resource", json!({ "uri": uri })).send(server.url());
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -185,12 +196,7 @@ fn a_legacy_get_stream_carries_updates_of_subscribed_resources() {
     // An update nobody subscribed to is not sent; the subscribed one is.
     announce(&server, "test://static-text");
     announce(&server, "test://watched-resource");
-    let update = next_message(&mut stream);
-    assert_eq!(
-        update["method"], "notifications/resources/updated",
-        "{update}"
-    );
-    assert_eq!(update["params"]["uri"], "test://watched-resource");
+    next_update(&mut stream, "test://watched-resource");
 
     // After unsubscribing, updates stop.
     session.send(
@@ -205,10 +211,7 @@ fn a_legacy_get_stream_carries_updates_of_subscribed_resources() {
     );
     announce(&server, "test://watched-resource");
     announce(&server, "test://static-text");
-    assert_eq!(
-        next_message(&mut stream)["params"]["uri"],
-        "test://static-text"
-    );
+    next_update(&mut stream, "test://static-text");
 }
 
 #[test]
@@ -243,12 +246,7 @@ fn subscriptions_listen_carries_updates_with_the_subscription_id() {
     );
     announce(&server, "test://static-text");
     announce(&server, "test://watched-resource");
-    let update = next_message(&mut stream);
-    assert_eq!(
-        update["method"], "notifications/resources/updated",
-        "{update}"
-    );
-    assert_eq!(update["params"]["uri"], "test://watched-resource");
+    let update = next_update(&mut stream, "test://watched-resource");
     assert_eq!(
         update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
         "sub-1"
