@@ -101,16 +101,7 @@ fn closing_a_2026_07_28_connection_cancels_the_call() {
         .start();
     let mut body = Modern::call("test_sleep", json!({ "ms": 600_000 })).body();
     body["params"]["_meta"]["progressToken"] = json!("p");
-    let body = body.to_string();
-    let mut stream = open_stream(
-        &server,
-        &format!(
-            "POST /mcp HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: application/json\r\n\
-             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
-             Mcp-Method: tools/call\r\nMcp-Name: test_sleep\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
+    let mut stream = open_modern_post(&server, "tools/call", Some("test_sleep"), &body);
     // The first progress notification proves the call is running and holds the slot.
     assert_eq!(
         next_message(&mut stream)["method"],
@@ -142,6 +133,27 @@ fn open_stream(server: &Server, request: &str) -> BufReader<TcpStream> {
     reader.read_line(&mut status).expect("a status line");
     assert!(status.contains(" 200 "), "{status}");
     reader
+}
+
+/// POSTs a 2026-07-28 request with the headers a client sends, and returns the open
+/// response stream.
+fn open_modern_post(
+    server: &Server,
+    method: &str,
+    name: Option<&str>,
+    body: &serde_json::Value,
+) -> BufReader<TcpStream> {
+    let body = body.to_string();
+    let name = name.map_or_else(String::new, |n| format!("Mcp-Name: {n}\r\n"));
+    open_stream(
+        server,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+             Mcp-Method: {method}\r\n{name}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
 }
 
 /// The next JSON-RPC message on an SSE stream (priming events and comments skipped).
@@ -223,16 +235,7 @@ fn subscriptions_listen_carries_updates_with_the_subscription_id() {
         "resourceSubscriptions": ["test://watched-resource"],
         "toolsListChanged": true,
     });
-    let body = body.to_string();
-    let mut stream = open_stream(
-        &server,
-        &format!(
-            "POST /mcp HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: application/json\r\n\
-             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
-             Mcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
+    let mut stream = open_modern_post(&server, "subscriptions/listen", None, &body);
     let ack = next_message(&mut stream);
     assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
     assert_eq!(
