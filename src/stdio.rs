@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::crypto::{Key, Sealer};
-use crate::mcp::jsonrpc::{self, error_response, notification, response};
+use crate::mcp::jsonrpc::{self, error_response, notification, reply, response};
 use crate::mcp::{Call, Era, Inflight, Message, ModernMeta, Outbound, RpcError};
 use crate::store::LocalStore;
 use crate::tools::{self, Peer};
@@ -137,12 +137,9 @@ pub async fn serve(
                 let out = out_tx.clone();
                 let inflight = inflight.clone();
                 actix_web::rt::spawn(async move {
-                    let reply = match engine.handle(&call, &method, params).await {
-                        Ok(result) => response(&id, result),
-                        Err(e) => error_response(Some(&id), &e),
-                    };
+                    let answer = reply(&id, engine.handle(&call, &method, params).await);
                     inflight.untrack(&id);
-                    let _ = out.send(reply);
+                    let _ = out.send(answer);
                 });
             }
         }

@@ -18,7 +18,7 @@ use super::mcp::{
 use super::sse::{self, Outgoing};
 use super::{guard, State};
 use crate::actors::Session;
-use crate::mcp::jsonrpc::{self, error_response, notification, response};
+use crate::mcp::jsonrpc::{self, error_response, notification, reply, response};
 use crate::mcp::{Call, Era, Message, RpcError, Version};
 use crate::tools::{self, Peer};
 
@@ -160,10 +160,7 @@ pub(super) async fn post(
             actix_web::rt::spawn(async move {
                 let outcome = engine.handle(&call, &method, params).await;
                 task_live.inflight.untrack(&id);
-                let message = match outcome {
-                    Ok(result) => response(&id, result),
-                    Err(e) => error_response(Some(&id), &e),
-                };
+                let message = reply(&id, outcome);
                 task_live.push(stream, message, true);
             });
             let prelude = priming
@@ -280,10 +277,10 @@ pub(super) async fn post_batch(
                     peer: Arc::new(ChannelPeer { tx, sse: false }),
                     cancel: CancellationToken::new(),
                 };
-                responses.push(match state.engine.handle(&call, &method, params).await {
-                    Ok(result) => response(&id, result),
-                    Err(e) => error_response(Some(&id), &e),
-                });
+                responses.push(reply(
+                    &id,
+                    state.engine.handle(&call, &method, params).await,
+                ));
             }
             Ok(Message::Response { id, outcome }) => {
                 live.outbound.answer(&id, outcome);

@@ -18,7 +18,7 @@ use super::mcp::{
 use super::sse::{self, Outgoing};
 use super::State;
 use super::{disconnect, live};
-use crate::mcp::jsonrpc::{error_response, notification, response};
+use crate::mcp::jsonrpc::{notification, reply, response};
 use crate::mcp::{Call, Era, Message, ModernMeta, RpcError, META_PROTOCOL_VERSION};
 
 /// `_meta` key naming the subscription a notification belongs to.
@@ -200,10 +200,7 @@ pub(super) async fn post(
     actix_web::rt::spawn(async move {
         let outcome = engine.handle(&call, &method, params).await;
         done.cancel();
-        let message = match outcome {
-            Ok(result) => response(&id, result),
-            Err(e) => error_response(Some(&id), &e),
-        };
+        let message = reply(&id, outcome);
         let _ = tx.send(Outgoing::plain(message, true));
     });
     // Closing the response stream is cancellation in this version.

@@ -231,6 +231,14 @@ pub fn error_response(id: Option<&Id>, error: &RpcError) -> Value {
     json!({ "jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": error.to_value() })
 }
 
+/// The response to request `id`: its result, or its error.
+pub fn reply(id: &Id, outcome: Result<Value, RpcError>) -> Value {
+    match outcome {
+        Ok(result) => response(id, result),
+        Err(e) => error_response(Some(id), &e),
+    }
+}
+
 /// A notification.
 pub fn notification(method: &str, params: Value) -> Value {
     json!({ "jsonrpc": "2.0", "method": method, "params": params })
