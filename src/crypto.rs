@@ -1,5 +1,6 @@
 //! Sealing: authenticated encryption (AES-256-GCM-SIV) of state that leaves this process,
-//! with a key ring so keys can rotate while old ciphertexts stay readable.
+//! with a key ring so keys can rotate while old ciphertexts stay readable, and a keyed hash
+//! so stored keys never reveal tokens or session ids.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,6 +8,8 @@ use std::path::Path;
 
 use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// Format byte in front of every sealed blob, so a later format can be told apart.
 const FORMAT_V1: u8 = 1;
@@ -26,6 +29,13 @@ pub enum Error {
     /// key this ring does not hold.
     #[error("sealed data failed authentication")]
     Open,
+    /// A key-ring file is malformed.
+    #[error("key ring: {0}")]
+    Ring(String),
+    /// The value is neither a key nor the name of a readable key-ring file. The value
+    /// itself is never repeated: it may be a mistyped key.
+    #[error("it is neither 64 hex characters nor a readable key-ring file ({0})")]
+    NotAKey(std::io::ErrorKind),
     /// The key file could not be read or written.
     #[error("key file {path}: {source}")]
     KeyFile {
@@ -166,6 +176,19 @@ impl Sealer {
         out
     }
 
+    /// The id of the key new data is sealed with.
+    pub fn active(&self) -> u32 {
+        self.active
+    }
+
+    /// The id of the key `sealed` was sealed with, when it has a known format.
+    pub fn key_id(sealed: &[u8]) -> Option<u32> {
+        if sealed.len() < HEADER_LEN || sealed[0] != FORMAT_V1 {
+            return None;
+        }
+        Some(u32::from_be_bytes(sealed[1..5].try_into().ok()?))
+    }
+
     /// Opens data made by [`Sealer::seal`] with the same `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
         if sealed.len() < HEADER_LEN || sealed[0] != FORMAT_V1 {
@@ -182,6 +205,118 @@ impl Sealer {
                 },
             )
             .map_err(|_| Error::Open)
+    }
+}
+
+/// A keyed hash (HMAC-SHA-256) turning tokens and ids into stored keys, so the store can be
+/// looked up by them without ever holding them.
+#[derive(Clone)]
+pub struct IndexKey(Hmac<Sha256>);
+
+impl fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IndexKey(<redacted>)")
+    }
+}
+
+impl IndexKey {
+    /// The index key derived from a sealing key (HMAC of a fixed label under that key).
+    pub fn derive(key: &Key) -> Self {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC accepts keys of any length");
+        mac.update(b"mcp-fleet index key v1");
+        let derived: [u8; 32] = mac.finalize().into_bytes().into();
+        Self::from_key(&Key(derived))
+    }
+
+    fn from_key(key: &Key) -> Self {
+        Self(
+            <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC accepts keys of any length"),
+        )
+    }
+
+    /// The keyed hash of `parts`, each length-prefixed so no two inputs collide.
+    pub fn hash(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The fleet's keys: the sealing key ring and the index key.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    /// Seals and opens records.
+    pub sealer: Sealer,
+    /// Hashes natural keys into stored keys; it must stay the same for the fleet's life.
+    pub index: IndexKey,
+}
+
+/// The on-disk form of a key-ring file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RingFile {
+    active: u32,
+    #[serde(default)]
+    index_key: Option<String>,
+    keys: BTreeMap<String, String>,
+}
+
+impl Ring {
+    /// A ring of one key (id 1), whose index key is derived from it.
+    pub fn single(key: Key) -> Self {
+        Self {
+            index: IndexKey::derive(&key),
+            sealer: Sealer::single(key),
+        }
+    }
+
+    /// Reads `value`: 64 hex characters (one key), or the path of a key-ring file.
+    ///
+    /// A key-ring file is TOML: `active = 2`, a `[keys]` table of `id = "64 hex"`, and an
+    /// optional `index_key = "64 hex"`. Without `index_key` the index key is derived from the
+    /// key with the lowest id, so that key must stay in the ring, or its derived index key be
+    /// pinned as `index_key`, for as long as the fleet's data lives.
+    pub fn from_config(value: &str) -> Result<Self, Error> {
+        let value = value.trim();
+        if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Key::from_hex(value).map(Self::single);
+        }
+        let text = std::fs::read_to_string(value).map_err(|e| Error::NotAKey(e.kind()))?;
+        Self::from_ring_file(&text)
+    }
+
+    fn from_ring_file(text: &str) -> Result<Self, Error> {
+        use figment::providers::{Format, Toml};
+        let file: RingFile = figment::Figment::from(Toml::string(text))
+            .extract()
+            // Figment errors can quote values; the values here are keys.
+            .map_err(|e| Error::Ring(format!("not a key-ring file ({})", e.kind)))?;
+        let mut keys = BTreeMap::new();
+        for (id, hex_key) in &file.keys {
+            let id: u32 = id
+                .parse()
+                .map_err(|_| Error::Ring(format!("key id `{id}` is not a number")))?;
+            keys.insert(id, Key::from_hex(hex_key)?);
+        }
+        let first = keys.values().next().ok_or(Error::EmptyRing)?;
+        let index = match &file.index_key {
+            Some(hex_key) => IndexKey::from_key(&Key::from_hex(hex_key)?),
+            None => IndexKey::derive(first),
+        };
+        if !keys.contains_key(&file.active) {
+            return Err(Error::Ring(format!(
+                "the active key {} is not in [keys]",
+                file.active
+            )));
+        }
+        Ok(Self {
+            sealer: Sealer::new(keys, file.active)?,
+            index,
+        })
     }
 }
 
@@ -243,5 +378,35 @@ mod tests {
         assert!(Key::from_hex(&"zz".repeat(32)).is_err());
         assert!(ring().open(b"", &[1, 0, 0]).is_err());
         assert_eq!(format!("{:?}", Key::generate()), "Key(<redacted>)");
+    }
+
+    #[test]
+    fn ring_files_rotate_without_moving_the_index() {
+        let k1 = Key::generate();
+        let k2 = Key::generate();
+        let one = Ring::from_config(&k1.to_hex()).unwrap();
+        let two = Ring::from_ring_file(&format!(
+            "active = 2\n[keys]\n1 = \"{}\"\n2 = \"{}\"\n",
+            k1.to_hex(),
+            k2.to_hex()
+        ))
+        .unwrap();
+        assert_eq!(one.index.hash(&[b"a"]), two.index.hash(&[b"a"]));
+        assert_ne!(one.index.hash(&[b"a", b"b"]), one.index.hash(&[b"ab"]));
+        let sealed = two.sealer.seal(b"", b"v");
+        assert_eq!(Sealer::key_id(&sealed), Some(2));
+        assert_eq!(
+            one.sealer.open(b"", &one.sealer.seal(b"", b"w")).unwrap(),
+            b"w"
+        );
+        let err = Ring::from_ring_file(&format!("active = 3\n[keys]\n1 = \"{}\"\n", k1.to_hex()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("active key 3") && !err.contains(&k1.to_hex()),
+            "{err}"
+        );
+        assert!(Ring::from_ring_file("active = 1\n[keys]\n").is_err());
+        assert!(Ring::from_config("/no/such/ring.toml").is_err());
     }
 }
