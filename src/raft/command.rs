@@ -1,0 +1,249 @@
+//! What the log carries: commands on sealed records, their outcome, the tables, and the
+//! stored form of a record.
+
+use serde::{Deserialize, Serialize};
+
+/// Format byte in front of a stored record; bump it when [`Record`] changes shape.
+pub(crate) const RECORD_V1: u8 = 1;
+
+/// The tables of the replicated store. The discriminant is the first byte of every stored
+/// key, so it must never change for an existing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Table {
+    /// Validated auth sessions, keyed by a keyed hash of the token.
+    AuthSessions = 1,
+    /// Legacy MCP sessions, keyed by a keyed hash of the session id.
+    McpSessions = 2,
+    /// Multi round-trip request state and tasks.
+    RequestState = 3,
+    /// Handles tools keep between calls.
+    ToolState = 4,
+    /// Credentials of tenants for upstream services.
+    TenantCredentials = 5,
+    /// Revoked users, token ids and sessions.
+    Revocations = 6,
+    /// Events kept for legacy stream resumption.
+    StreamEvents = 7,
+}
+
+impl Table {
+    /// Every table, in key order.
+    pub const ALL: [Table; 7] = [
+        Table::AuthSessions,
+        Table::McpSessions,
+        Table::RequestState,
+        Table::ToolState,
+        Table::TenantCredentials,
+        Table::Revocations,
+        Table::StreamEvents,
+    ];
+
+    /// The byte that starts this table's keys.
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The table whose keys start with `byte`.
+    pub fn from_byte(byte: u8) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.byte() == byte)
+    }
+
+    /// A short name for logs, metrics and configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::AuthSessions => "auth_sessions",
+            Table::McpSessions => "mcp_sessions",
+            Table::RequestState => "request_state",
+            Table::ToolState => "tool_state",
+            Table::TenantCredentials => "tenant_credentials",
+            Table::Revocations => "revocations",
+            Table::StreamEvents => "stream_events",
+        }
+    }
+}
+
+/// A change to the store, proposed through Raft and applied identically on every node.
+///
+/// Keys are already hashed and values already sealed: nothing in a command is plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Stores a record, replacing any record under the same key.
+    Put {
+        /// The table.
+        table: Table,
+        /// The stored key (a keyed hash).
+        key: Vec<u8>,
+        /// When the record ends, in milliseconds since the epoch; `None` never.
+        deadline_ms: Option<u64>,
+        /// The sealed value.
+        sealed: Vec<u8>,
+    },
+    /// Moves the deadline of an existing record; does nothing when it is absent.
+    Touch {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+        /// The new deadline.
+        deadline_ms: Option<u64>,
+    },
+    /// Removes a record.
+    Delete {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+    },
+    /// Replaces a record's sealed value only while it is still the one whose SHA-256 is
+    /// `expect`, so re-sealing never overwrites a newer write.
+    Reseal {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+        /// SHA-256 of the sealed value being replaced.
+        expect: [u8; 32],
+        /// The value sealed again with the active key.
+        sealed: Vec<u8>,
+    },
+    /// Removes every record whose deadline is at or before `now_ms`. The leader proposes
+    /// it with its clock; replicas never consult their own clocks when applying it.
+    Expire {
+        /// The cut-off, in milliseconds since the epoch.
+        now_ms: u64,
+    },
+    /// Several commands applied in order as one log entry.
+    Batch(Vec<Command>),
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// How many records existed and were replaced, touched, deleted or expired; for a
+    /// `Put`, 1 when it replaced a record and 0 when it created one.
+    pub affected: u64,
+}
+
+/// A record as the state machine stores it: a plaintext deadline (expiry must work without
+/// keys) and the sealed value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// When the record ends, in milliseconds since the epoch; `None` never.
+    pub deadline_ms: Option<u64>,
+    /// The sealed value.
+    pub sealed: Vec<u8>,
+}
+
+impl Record {
+    /// Whether the record has ended at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.deadline_ms.is_some_and(|d| d <= now_ms)
+    }
+
+    /// The stored bytes: a format byte, then postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_V1];
+        out.extend(postcard::to_stdvec(self).expect("a record always encodes"));
+        out
+    }
+
+    /// Reads stored bytes; `None` when the format is unknown or the bytes are damaged.
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        match bytes.split_first() {
+            Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// The state machine key of `key` in `table`: the table byte, then the key.
+pub fn storage_key(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(table.byte());
+    out.extend_from_slice(key);
+    out
+}
+
+/// The stored bytes of `value` for sled: the `format` byte, then postcard.
+pub(crate) fn to_stored<T: Serialize>(
+    format: u8,
+    value: &T,
+) -> Result<Vec<u8>, openraft::AnyError> {
+    postcard::to_extend(value, vec![format]).map_err(|e| openraft::AnyError::new(&e))
+}
+
+/// Reads bytes written by [`to_stored`] with `format`; an unknown format byte or damaged
+/// bytes are an error, never a panic.
+pub(crate) fn from_stored<T: serde::de::DeserializeOwned>(
+    format: u8,
+    bytes: &[u8],
+) -> Result<T, openraft::AnyError> {
+    match bytes.split_first() {
+        Some((&f, rest)) if f == format => {
+            postcard::from_bytes(rest).map_err(|e| openraft::AnyError::new(&e))
+        }
+        Some((&f, _)) => Err(openraft::AnyError::error(format!(
+            "unknown format byte {f} (expected {format})"
+        ))),
+        None => Err(openraft::AnyError::error("empty stored value")),
+    }
+}
+
+/// A change applied to the state machine, announced so memory tiers on every node can
+/// drop what the log changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The record under `key` in `table` was written, touched, deleted or expired.
+    Record {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+    },
+    /// A snapshot replaced the whole state: drop everything.
+    Reset,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_golden_bytes() {
+        // A change to the stored format must be deliberate: this pins the bytes on disk.
+        let record = Record {
+            deadline_ms: Some(300),
+            sealed: vec![7, 8],
+        };
+        assert_eq!(record.encode(), vec![1, 1, 0xac, 0x02, 2, 7, 8]);
+        assert_eq!(Record::decode(&record.encode()), Some(record));
+        assert_eq!(Record::decode(&[9, 0]), None);
+        assert_eq!(Record::decode(&[]), None);
+    }
+
+    #[test]
+    fn command_golden_bytes() {
+        let put = Command::Put {
+            table: Table::McpSessions,
+            key: vec![1],
+            deadline_ms: None,
+            sealed: vec![2],
+        };
+        // variant 0, table variant 1 (McpSessions), key len 1, key, no deadline, sealed.
+        assert_eq!(
+            postcard::to_stdvec(&put).unwrap(),
+            vec![0, 1, 1, 1, 0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn table_bytes_are_stable() {
+        let bytes: Vec<u8> = Table::ALL.iter().map(|t| t.byte()).collect();
+        assert_eq!(bytes, vec![1, 2, 3, 4, 5, 6, 7]);
+        for t in Table::ALL {
+            assert_eq!(Table::from_byte(t.byte()), Some(t));
+        }
+        assert_eq!(Table::from_byte(0), None);
+    }
+}

@@ -1,0 +1,266 @@
+//! The Raft log, vote, committed and purged log ids in sled, durable before openraft is
+//! told they are.
+
+// openraft's storage traits return its `StorageError` (224 bytes); the helpers here return
+// the same type so `?` needs no conversions. Storage errors are rare and stop the node, so
+// boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageIOError,
+    Vote,
+};
+
+use super::command::{from_stored, to_stored};
+use super::{NodeId, StorageError, TypeConfig};
+
+/// Format byte in front of every value this store writes; bump it when a shape changes.
+const FORMAT_V1: u8 = 1;
+
+const LOG_TREE: &str = "raft_log";
+const META_TREE: &str = "raft_meta";
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const PURGED: &[u8] = b"purged";
+
+/// The committed log index, shared in memory for readiness checks without touching disk.
+#[derive(Clone, Debug, Default)]
+pub struct Committed(Arc<AtomicU64>);
+
+impl Committed {
+    /// The index of the last committed log entry, if any entry is known to be committed.
+    pub fn index(&self) -> Option<u64> {
+        // Stored as index + 1 so that 0 can mean "none".
+        self.0.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    fn set(&self, log_id: Option<&LogId<NodeId>>) {
+        let raw = log_id.map_or(0, |id| id.index.saturating_add(1));
+        self.0.store(raw, Ordering::Release);
+    }
+}
+
+/// The Raft log storage over one shared `sled::Db`: entries in `raft_log`, the vote and
+/// log pointers in `raft_meta`.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    committed: Committed,
+}
+
+impl LogStore {
+    /// Opens the log trees of `db`, loading the committed index into memory.
+    pub fn open(db: &sled::Db) -> Result<LogStore, StorageError> {
+        let open = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| StorageError::from(StorageIOError::read(&e)))
+        };
+        let store = LogStore {
+            db: db.clone(),
+            log: open(LOG_TREE)?,
+            meta: open(META_TREE)?,
+            committed: Committed::default(),
+        };
+        let committed = store.read_log_id(COMMITTED)?;
+        store.committed.set(committed.as_ref());
+        Ok(store)
+    }
+
+    /// A handle on the committed index, updated whenever openraft saves it.
+    pub fn committed(&self) -> Committed {
+        self.committed.clone()
+    }
+
+    fn read_log_id(&self, key: &[u8]) -> Result<Option<LogId<NodeId>>, StorageError> {
+        let read_err = |e: AnyError| StorageError::from(StorageIOError::read(e));
+        match self.meta.get(key).map_err(|e| read_err((&e).into()))? {
+            Some(bytes) => from_stored(FORMAT_V1, &bytes).map(Some).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    fn write_log_id(&self, key: &[u8], log_id: Option<&LogId<NodeId>>) -> Result<(), StorageError> {
+        let write_err = |e: AnyError| StorageError::from(StorageIOError::write(e));
+        match log_id {
+            Some(id) => {
+                let bytes = to_stored(FORMAT_V1, id).map_err(write_err)?;
+                self.meta.insert(key, bytes)
+            }
+            None => self.meta.remove(key),
+        }
+        .map_err(|e| write_err((&e).into()))?;
+        Ok(())
+    }
+
+    /// The log id of the last entry present in the log.
+    fn last_present(&self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        let last = self.log.last().map_err(|e| StorageIOError::read_logs(&e))?;
+        match last {
+            Some((key, bytes)) => Ok(Some(decode_entry(&key, &bytes)?.log_id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes every entry whose key falls in `range`, in one atomic batch.
+    fn remove_range(&self, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> Result<(), StorageError> {
+        let delete_err = |e: &sled::Error| {
+            StorageIOError::<NodeId>::new(ErrorSubject::Logs, ErrorVerb::Delete, e)
+        };
+        let mut batch = sled::Batch::default();
+        for key in self.log.range(range).keys() {
+            batch.remove(key.map_err(|e| delete_err(&e))?);
+        }
+        self.log.apply_batch(batch).map_err(|e| delete_err(&e))?;
+        Ok(())
+    }
+}
+
+/// The sled key of log index `index`: big-endian so that key order is index order.
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
+    let index = key
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StorageIOError::read_logs(AnyError::error("log key is not 8 bytes")))?;
+    let entry: Entry<TypeConfig> =
+        from_stored(FORMAT_V1, bytes).map_err(|e| StorageIOError::read_log_at_index(index, e))?;
+    if entry.log_id.index != index {
+        let msg = format!("entry under index {index} has id {}", entry.log_id);
+        return Err(StorageIOError::read_log_at_index(index, AnyError::error(msg)).into());
+    }
+    Ok(entry)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let range = (
+            range.start_bound().map(|&i| log_key(i)),
+            range.end_bound().map(|&i| log_key(i)),
+        );
+        let mut entries = Vec::new();
+        for item in self.log.range(range) {
+            let (key, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            entries.push(decode_entry(&key, &bytes)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.read_log_id(PURGED)?;
+        // After a purge past every present entry the log is empty: the last log id is then
+        // the purged one, as openraft requires.
+        let last_log_id = self.last_present()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let bytes = to_stored(FORMAT_V1, vote).map_err(StorageIOError::write_vote)?;
+        self.meta
+            .insert(VOTE, bytes)
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        // A vote must survive a crash before this node acts on it.
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        match self
+            .meta
+            .get(VOTE)
+            .map_err(|e| StorageIOError::read_vote(&e))?
+        {
+            Some(bytes) => Ok(Some(
+                from_stored(FORMAT_V1, &bytes).map_err(StorageIOError::read_vote)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError> {
+        // No flush: the committed id is an optimisation for restart, and a lost one only
+        // means openraft re-learns it from the leader.
+        self.write_log_id(COMMITTED, committed.as_ref())?;
+        self.committed.set(committed.as_ref());
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        self.read_log_id(COMMITTED)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = to_stored(FORMAT_V1, &entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, e))?;
+            batch.insert(&log_key(entry.log_id.index), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        // openraft counts a log entry towards the quorum once the callback fires, so it
+        // must only fire after the fsync.
+        match self.db.flush_async().await {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageIOError::write_logs(&e);
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.remove_range((Bound::Included(log_key(log_id.index)), Bound::Unbounded))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        // Record the purge point before removing entries: sled recovers a prefix of writes,
+        // so a crash in between leaves entries that are merely redundant, never a log whose
+        // start is unknown.
+        self.write_log_id(PURGED, Some(&log_id))?;
+        self.remove_range((Bound::Unbounded, Bound::Included(log_key(log_id.index))))
+    }
+}

@@ -1,0 +1,606 @@
+//! Tests of the log store and state machine: openraft's storage suite, command semantics,
+//! snapshots and restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::Path;
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
+    RaftSnapshotBuilder, Vote,
+};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tokio::sync::broadcast;
+
+use super::{
+    Change, Command, LogStore, NodeId, Outcome, Record, StateMachine, StorageError, Table,
+    TypeConfig,
+};
+
+fn open_db(path: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(8 << 20)
+        .open()
+        .expect("open sled")
+}
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_db(dir.path());
+        let (changes, _) = broadcast::channel(16);
+        let log = LogStore::open(&db)?;
+        let machine = StateMachine::open(&db, changes)?;
+        Ok((dir, log, machine))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(SledBuilder).expect("openraft storage suite");
+}
+
+fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(term, 0), index)
+}
+
+fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, index),
+        payload,
+    }
+}
+
+fn put(table: Table, key: &[u8], deadline_ms: Option<u64>, sealed: &[u8]) -> Command {
+    Command::Put {
+        table,
+        key: key.to_vec(),
+        deadline_ms,
+        sealed: sealed.to_vec(),
+    }
+}
+
+fn membership() -> Membership<NodeId, BasicNode> {
+    let nodes = BTreeMap::from([(1, BasicNode::new("a:1")), (2, BasicNode::new("b:2"))]);
+    Membership::new(vec![BTreeSet::from([1, 2])], nodes)
+}
+
+/// What [`super::Reader::scan`] returns for one table.
+type Scan = Vec<(Vec<u8>, Record)>;
+
+/// A state machine on its own temp dir, applying commands at increasing log indexes.
+struct Machine {
+    dir: TempDir,
+    db: sled::Db,
+    sm: StateMachine,
+    changes: broadcast::Receiver<Change>,
+    next: u64,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        Machine::open(tempfile::tempdir().expect("temp dir"), 1)
+    }
+
+    fn open(dir: TempDir, next: u64) -> Machine {
+        let db = open_db(dir.path());
+        let (tx, changes) = broadcast::channel(1024);
+        let sm = StateMachine::open(&db, tx).expect("open state machine");
+        Machine {
+            dir,
+            db,
+            sm,
+            changes,
+            next,
+        }
+    }
+
+    /// Drops the state machine and the Db, then opens both again from the same dir.
+    fn reopen(self) -> Machine {
+        let Machine {
+            dir, db, sm, next, ..
+        } = self;
+        drop(sm);
+        drop(db);
+        Machine::open(dir, next)
+    }
+
+    async fn run(&mut self, command: Command) -> u64 {
+        let outcomes = self.apply(EntryPayload::Normal(command)).await;
+        outcomes[0].affected
+    }
+
+    async fn apply(&mut self, payload: EntryPayload<TypeConfig>) -> Vec<Outcome> {
+        let e = entry(self.next, payload);
+        self.next += 1;
+        self.sm.apply([e]).await.expect("apply")
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Option<Record> {
+        self.sm.reader().get(table, key).expect("get")
+    }
+
+    fn drain_changes(&mut self) -> Vec<Change> {
+        std::iter::from_fn(|| self.changes.try_recv().ok()).collect()
+    }
+
+    fn everything(&self) -> Vec<(Table, Scan)> {
+        let reader = self.sm.reader();
+        Table::ALL
+            .iter()
+            .map(|&t| (t, reader.scan(t).expect("scan")))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn put_touch_delete() {
+    let mut m = Machine::new();
+    let t = Table::McpSessions;
+    assert_eq!(m.run(put(t, b"k", Some(100), b"v1")).await, 0, "created");
+    assert_eq!(m.run(put(t, b"k", Some(200), b"v2")).await, 1, "replaced");
+    let record = m.get(t, b"k").expect("present");
+    assert_eq!(record.sealed, b"v2");
+    assert_eq!(record.deadline_ms, Some(200));
+    assert_eq!(m.get(Table::ToolState, b"k"), None, "tables are separate");
+
+    let touch = |key: &[u8], deadline_ms| Command::Touch {
+        table: t,
+        key: key.to_vec(),
+        deadline_ms,
+    };
+    assert_eq!(m.run(touch(b"k", Some(900))).await, 1);
+    let record = m.get(t, b"k").expect("present");
+    assert_eq!(
+        (record.deadline_ms, record.sealed),
+        (Some(900), b"v2".to_vec())
+    );
+    assert_eq!(m.run(touch(b"missing", Some(900))).await, 0);
+    assert_eq!(m.get(t, b"missing"), None, "touch never creates");
+
+    let delete = |key: &[u8]| Command::Delete {
+        table: t,
+        key: key.to_vec(),
+    };
+    assert_eq!(m.run(delete(b"k")).await, 1);
+    assert_eq!(m.run(delete(b"k")).await, 0);
+    assert_eq!(m.get(t, b"k"), None);
+    assert_eq!(m.sm.reader().count(t), 0);
+    assert_eq!(
+        m.sm.reader().earliest_deadline(),
+        None,
+        "index cleaned on delete"
+    );
+}
+
+#[tokio::test]
+async fn reseal_only_replaces_the_expected_value() {
+    let mut m = Machine::new();
+    let t = Table::TenantCredentials;
+    m.run(put(t, b"k", Some(500), b"old")).await;
+    let reseal = |expect: &[u8], sealed: &[u8]| Command::Reseal {
+        table: t,
+        key: b"k".to_vec(),
+        expect: Sha256::digest(expect).into(),
+        sealed: sealed.to_vec(),
+    };
+    assert_eq!(m.run(reseal(b"other", b"new")).await, 0, "digest mismatch");
+    assert_eq!(m.get(t, b"k").expect("present").sealed, b"old");
+    assert_eq!(m.run(reseal(b"old", b"new")).await, 1, "digest match");
+    let record = m.get(t, b"k").expect("present");
+    assert_eq!(
+        (record.deadline_ms, record.sealed),
+        (Some(500), b"new".to_vec())
+    );
+    assert_eq!(m.run(reseal(b"old", b"newer")).await, 0, "already resealed");
+    let missing = Command::Reseal {
+        table: t,
+        key: b"nope".to_vec(),
+        expect: Sha256::digest(b"old").into(),
+        sealed: b"x".to_vec(),
+    };
+    assert_eq!(m.run(missing).await, 0);
+}
+
+#[tokio::test]
+async fn expire_removes_records_due_by_the_cut_off() {
+    let mut m = Machine::new();
+    m.run(put(Table::AuthSessions, b"a", Some(100), b"a")).await;
+    m.run(put(Table::AuthSessions, b"b", Some(200), b"b")).await;
+    m.run(put(Table::AuthSessions, b"forever", None, b"f"))
+        .await;
+    m.run(put(Table::Revocations, b"c", Some(201), b"c")).await;
+    m.run(put(Table::StreamEvents, b"d", Some(u64::MAX), b"d"))
+        .await;
+    assert_eq!(m.sm.reader().earliest_deadline(), Some(100));
+    m.drain_changes();
+
+    assert_eq!(m.run(Command::Expire { now_ms: 200 }).await, 2, "a and b");
+    let mut expired = m.drain_changes();
+    expired.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+    let record = |key: &[u8]| Change::Record {
+        table: Table::AuthSessions,
+        key: key.to_vec(),
+    };
+    assert_eq!(expired, vec![record(b"a"), record(b"b")]);
+    assert_eq!(m.get(Table::AuthSessions, b"a"), None);
+    assert!(m.get(Table::AuthSessions, b"forever").is_some());
+    assert!(
+        m.get(Table::Revocations, b"c").is_some(),
+        "201 is after the cut-off"
+    );
+    assert_eq!(m.sm.reader().earliest_deadline(), Some(201));
+
+    assert_eq!(
+        m.run(Command::Expire { now_ms: 200 }).await,
+        0,
+        "index cleaned"
+    );
+    assert_eq!(
+        m.run(Command::Expire { now_ms: u64::MAX }).await,
+        2,
+        "c and d"
+    );
+    assert!(
+        m.get(Table::AuthSessions, b"forever").is_some(),
+        "no deadline, never"
+    );
+    assert_eq!(m.sm.reader().earliest_deadline(), None);
+}
+
+#[tokio::test]
+async fn a_moved_deadline_is_not_expired_by_the_old_one() {
+    let mut m = Machine::new();
+    let t = Table::RequestState;
+    m.run(put(t, b"put", Some(100), b"1")).await;
+    m.run(put(t, b"put", Some(500), b"2")).await;
+    m.run(put(t, b"touch", Some(100), b"1")).await;
+    let touch = Command::Touch {
+        table: t,
+        key: b"touch".to_vec(),
+        deadline_ms: None,
+    };
+    m.run(touch).await;
+    assert_eq!(m.run(Command::Expire { now_ms: 100 }).await, 0);
+    assert_eq!(m.sm.reader().count(t), 2);
+    assert_eq!(m.run(Command::Expire { now_ms: 500 }).await, 1, "put");
+    assert!(m.get(t, b"touch").is_some(), "touched to no deadline");
+}
+
+#[tokio::test]
+async fn batch_applies_in_order_and_sums() {
+    let mut m = Machine::new();
+    let t = Table::ToolState;
+    m.run(put(t, b"x", None, b"0")).await;
+    let batch = Command::Batch(vec![
+        put(t, b"a", Some(10), b"1"),
+        put(t, b"x", None, b"2"),
+        Command::Delete {
+            table: t,
+            key: b"a".to_vec(),
+        },
+        Command::Batch(vec![put(t, b"x", None, b"3"), put(t, b"y", None, b"4")]),
+        Command::Touch {
+            table: t,
+            key: b"a".to_vec(),
+            deadline_ms: None,
+        },
+    ]);
+    // x replaced twice, a deleted once; creations and the touch of a deleted key count 0.
+    assert_eq!(m.run(batch).await, 3);
+    let keys: Vec<_> = m.sm.reader().scan(t).expect("scan");
+    let got: Vec<_> = keys
+        .iter()
+        .map(|(k, r)| (k.as_slice(), r.sealed.as_slice()))
+        .collect();
+    assert_eq!(got, vec![(&b"x"[..], &b"3"[..]), (&b"y"[..], &b"4"[..])]);
+    assert_eq!(m.run(Command::Batch(vec![])).await, 0);
+}
+
+#[tokio::test]
+async fn changes_and_applied_state() {
+    let mut m = Machine::new();
+    assert_eq!(m.sm.reader().applied_index(), None);
+    assert_eq!(m.apply(EntryPayload::Blank).await, vec![Outcome::default()]);
+    assert_eq!(
+        m.apply(EntryPayload::Membership(membership())).await,
+        vec![Outcome::default()]
+    );
+    assert_eq!(m.sm.reader().applied_index(), Some(2));
+    let (applied, stored) = m.sm.applied_state().await.expect("applied state");
+    assert_eq!(applied, Some(log_id(1, 2)));
+    assert_eq!(stored.log_id(), &Some(log_id(1, 2)));
+    assert_eq!(stored.membership(), &membership());
+    assert!(m.drain_changes().is_empty());
+
+    m.run(put(Table::McpSessions, b"s", None, b"v")).await;
+    m.run(Command::Delete {
+        table: Table::McpSessions,
+        key: b"absent".to_vec(),
+    })
+    .await;
+    let change = Change::Record {
+        table: Table::McpSessions,
+        key: b"s".to_vec(),
+    };
+    assert_eq!(
+        m.drain_changes(),
+        vec![change],
+        "no change for a no-op delete"
+    );
+    assert_eq!(m.sm.reader().applied_index(), Some(4));
+}
+
+#[tokio::test]
+async fn applied_state_and_snapshot_survive_reopen() {
+    let mut m = Machine::new();
+    m.apply(EntryPayload::Membership(membership())).await;
+    m.run(put(Table::AuthSessions, b"a", Some(50), b"1")).await;
+    m.run(put(Table::Revocations, b"r", None, b"2")).await;
+    let snapshot =
+        m.sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+    m.run(put(Table::AuthSessions, b"b", Some(60), b"3")).await;
+    let before = m.everything();
+    let state = m.sm.applied_state().await.expect("applied state");
+
+    let mut m = m.reopen();
+    assert_eq!(m.everything(), before);
+    assert_eq!(m.sm.applied_state().await.expect("applied state"), state);
+    assert_eq!(m.sm.reader().applied_index(), Some(4));
+    let current =
+        m.sm.get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("kept");
+    assert_eq!(current.meta, snapshot.meta);
+    assert_eq!(current.snapshot.get_ref(), snapshot.snapshot.get_ref());
+    assert_eq!(
+        m.run(Command::Expire { now_ms: 60 }).await,
+        2,
+        "index survives"
+    );
+}
+
+#[tokio::test]
+async fn snapshot_transfers_the_whole_state() {
+    let mut leader = Machine::new();
+    leader.apply(EntryPayload::Membership(membership())).await;
+    for (i, table) in Table::ALL.into_iter().enumerate() {
+        let i = i as u64;
+        leader.run(put(table, b"forever", None, &[i as u8])).await;
+        leader
+            .run(put(table, &i.to_be_bytes(), Some(100 * i), b"due"))
+            .await;
+    }
+    leader
+        .run(Command::Delete {
+            table: Table::ToolState,
+            key: b"forever".to_vec(),
+        })
+        .await;
+    let snapshot = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 16)));
+
+    let mut follower = Machine::new();
+    follower
+        .run(put(Table::McpSessions, b"stale", None, b"gone"))
+        .await;
+    follower.drain_changes();
+    let mut receiving = follower.sm.begin_receiving_snapshot().await.expect("begin");
+    assert!(receiving.get_ref().is_empty());
+    *receiving = Cursor::new(snapshot.snapshot.get_ref().clone());
+    follower
+        .sm
+        .install_snapshot(&snapshot.meta, receiving)
+        .await
+        .expect("install");
+
+    assert_eq!(follower.everything(), leader.everything());
+    assert_eq!(follower.get(Table::McpSessions, b"stale"), None);
+    assert_eq!(
+        follower.sm.applied_state().await.expect("follower"),
+        leader.sm.applied_state().await.expect("leader"),
+    );
+    assert_eq!(follower.sm.reader().applied_index(), Some(16));
+    assert_eq!(follower.drain_changes(), vec![Change::Reset]);
+    let current = follower
+        .sm
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(current.meta, snapshot.meta);
+
+    // The expiry index was rebuilt from the records' deadlines.
+    assert_eq!(follower.sm.reader().earliest_deadline(), Some(0));
+    follower.next = leader.next;
+    let cut = Command::Expire { now_ms: 300 };
+    assert_eq!(follower.run(cut.clone()).await, leader.run(cut).await);
+    assert_eq!(follower.everything(), leader.everything());
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_is_an_error() {
+    let mut leader = Machine::new();
+    leader.run(put(Table::AuthSessions, b"a", None, b"1")).await;
+    let good = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let data = good.snapshot.get_ref().clone();
+
+    let mut follower = Machine::new();
+    follower
+        .run(put(Table::AuthSessions, b"mine", None, b"kept"))
+        .await;
+    let before = follower.everything();
+    let mut wrong_format = data.clone();
+    wrong_format[0] = 99;
+    let truncated = data[..data.len() - 1].to_vec();
+    // A well-formed body whose key names no table.
+    let bad_table =
+        super::command::to_stored(1, &(vec![(vec![0u8, 1], vec![1u8, 0, 0])],)).expect("encode");
+    for damaged in [vec![], wrong_format, truncated, bad_table] {
+        let result = follower
+            .sm
+            .install_snapshot(&good.meta, Box::new(Cursor::new(damaged.clone())))
+            .await;
+        assert!(result.is_err(), "{damaged:?} was accepted");
+    }
+    assert_eq!(
+        follower.everything(),
+        before,
+        "a rejected snapshot changes nothing"
+    );
+    assert!(follower
+        .sm
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .is_none());
+}
+
+#[tokio::test]
+async fn an_interrupted_install_is_finished_on_open() {
+    let mut leader = Machine::new();
+    leader.run(put(Table::ToolState, b"t", Some(7), b"1")).await;
+    let snapshot = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+
+    let mut follower = Machine::new();
+    follower
+        .run(put(Table::AuthSessions, b"old", None, b"x"))
+        .await;
+    // What install writes first, then a crash before the trees are replaced.
+    let meta = follower.db.open_tree("sm_meta").expect("tree");
+    let stored_meta = super::command::to_stored(1, &snapshot.meta).expect("encode");
+    meta.insert("snapshot_meta", stored_meta).expect("insert");
+    meta.insert("snapshot_data", snapshot.snapshot.get_ref().as_slice())
+        .expect("insert");
+    meta.insert("installing", Vec::<u8>::new()).expect("insert");
+    drop(meta);
+
+    let mut follower = follower.reopen();
+    assert_eq!(follower.everything(), leader.everything());
+    let (applied, _) = follower.sm.applied_state().await.expect("applied");
+    assert_eq!(applied, snapshot.meta.last_log_id);
+    assert_eq!(follower.run(Command::Expire { now_ms: 7 }).await, 1);
+}
+
+#[tokio::test]
+async fn log_store_state_survives_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let entries: Vec<Entry<TypeConfig>> = (0..=5)
+        .map(|i| match i {
+            2 => entry(i, EntryPayload::Membership(membership())),
+            3 => entry(
+                i,
+                EntryPayload::Normal(put(Table::AuthSessions, b"k", Some(9), b"v")),
+            ),
+            _ => entry(i, EntryPayload::Blank),
+        })
+        .collect();
+    let vote = Vote::new(3, 1);
+    {
+        let db = open_db(dir.path());
+        let mut log = LogStore::open(&db).expect("open");
+        assert_eq!(log.committed().index(), None);
+        log.blocking_append(entries.clone()).await.expect("append");
+        log.save_vote(&vote).await.expect("vote");
+        log.save_committed(Some(log_id(1, 4)))
+            .await
+            .expect("committed");
+        assert_eq!(log.committed().index(), Some(4));
+        log.purge(log_id(1, 1)).await.expect("purge");
+        // Golden bytes: format 1, then postcard of (term 1, node 0), index 5, Blank.
+        let raw = db
+            .open_tree("raft_log")
+            .expect("tree")
+            .get(5u64.to_be_bytes());
+        assert_eq!(
+            raw.expect("read").expect("present").as_ref(),
+            &[1, 1, 0, 5, 0]
+        );
+    }
+    let db = open_db(dir.path());
+    let mut log = LogStore::open(&db).expect("reopen");
+    assert_eq!(log.read_vote().await.expect("vote"), Some(vote));
+    assert_eq!(
+        log.read_committed().await.expect("committed"),
+        Some(log_id(1, 4))
+    );
+    assert_eq!(log.committed().index(), Some(4));
+    let got = log.try_get_log_entries(0..).await.expect("entries");
+    assert_eq!(format!("{got:?}"), format!("{:?}", &entries[2..]));
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+    assert_eq!(
+        log.try_get_log_entries(3..=4).await.expect("range").len(),
+        2
+    );
+    assert_eq!(log.try_get_log_entries(4..4).await.expect("empty").len(), 0);
+
+    log.truncate(log_id(1, 4)).await.expect("truncate");
+    log.purge(log_id(1, 3)).await.expect("purge");
+    drop(log);
+    drop(db);
+    let db = open_db(dir.path());
+    let mut log = LogStore::open(&db).expect("reopen");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
+    assert_eq!(
+        state.last_log_id,
+        Some(log_id(1, 3)),
+        "empty log: last is the purged id"
+    );
+    assert!(log
+        .try_get_log_entries(0..)
+        .await
+        .expect("entries")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn damaged_log_bytes_are_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_db(dir.path());
+    let mut log = LogStore::open(&db).expect("open");
+    log.blocking_append([entry(1, EntryPayload::Blank)])
+        .await
+        .expect("append");
+    let tree = db.open_tree("raft_log").expect("tree");
+    tree.insert(2u64.to_be_bytes(), &[7u8, 1, 2][..])
+        .expect("insert");
+    assert!(log.try_get_log_entries(0..).await.is_err());
+    assert!(log.get_log_state().await.is_err());
+    db.open_tree("raft_meta")
+        .expect("tree")
+        .insert("vote", &[1u8][..])
+        .expect("insert");
+    assert!(log.read_vote().await.is_err());
+}
