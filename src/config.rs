@@ -9,7 +9,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::auth;
-use crate::crypto::Key;
+use crate::crypto::Ring;
 
 /// Why configuration was refused; every message names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,11 @@ struct Raw {
     #[serde(default)]
     encryption_key: Option<String>,
     #[serde(default)]
+    cluster_secret: Option<String>,
+    #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    raft: crate::raft::Config,
     #[serde(default)]
     http: crate::http::Config,
     #[serde(default)]
@@ -116,6 +120,35 @@ pub struct Overrides {
     /// `--conformance`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conformance: Option<bool>,
+    /// `--node-id`, `--raft-listen`, `--peers`.
+    #[serde(skip_serializing_if = "RaftOverrides::is_empty")]
+    pub raft: RaftOverrides,
+}
+
+/// Raft values given on the command line.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RaftOverrides {
+    /// `--node-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// `--raft-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--raft-advertise`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// `--peers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl RaftOverrides {
+    fn is_empty(&self) -> bool {
+        self.node_id.is_none()
+            && self.listen.is_none()
+            && self.advertise.is_none()
+            && self.peers.is_none()
+    }
 }
 
 /// The validated configuration of one node.
@@ -129,8 +162,14 @@ pub struct Config {
     pub auth: auth::Mode,
     /// Whether the conformance fixtures are served.
     pub conformance: bool,
-    /// The sealing key; when absent, one is generated into the data directory.
-    pub encryption_key: Option<Key>,
+    /// The sealing key ring; when absent, dev mode generates a key into the data directory.
+    pub encryption_key: Option<Ring>,
+    /// The secret nodes present to each other's internal listeners.
+    pub cluster_secret: Option<String>,
+    /// The Raft group.
+    pub raft: crate::raft::Config,
+    /// Address of the internal listener.
+    pub raft_listen: SocketAddr,
     /// Logging.
     pub log: LogConfig,
     /// HTTP.
@@ -194,10 +233,58 @@ impl Config {
         let encryption_key = raw
             .encryption_key
             .as_deref()
-            .map(Key::from_hex)
+            .map(Ring::from_config)
             .transpose()
-            // The value itself is a secret and is never echoed.
-            .map_err(|_| invalid("encryption_key", "must be 64 hex characters (32 bytes)"))?;
+            // The value itself is a secret and is never echoed; ring errors never quote keys.
+            .map_err(|e| {
+                invalid(
+                    "encryption_key",
+                    format!("must be 64 hex characters (32 bytes) or a key-ring file: {e}"),
+                )
+            })?;
+        if let Some(secret) = &raw.cluster_secret {
+            if secret.len() < 16 {
+                return Err(invalid("cluster_secret", "must be at least 16 characters"));
+            }
+        }
+        let raft_listen: SocketAddr = raw.raft.listen.parse().map_err(|_| {
+            invalid(
+                "raft.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:7000",
+                    raw.raft.listen
+                ),
+            )
+        })?;
+        if raft_listen == listen && listen.port() != 0 {
+            return Err(invalid(
+                "raft.listen",
+                "must differ from listen: the public listener never serves Raft",
+            ));
+        }
+        if !raw.raft.peers.is_empty() && !raw.raft.peers.contains_key(&raw.raft.node_id) {
+            return Err(invalid(
+                "raft.peers",
+                format!(
+                    "does not list this node (raft.node_id = {})",
+                    raw.raft.node_id
+                ),
+            ));
+        }
+        for addr in raw.raft.peers.values() {
+            crate::raft::parse_peers(&format!("0={addr}")).map_err(|e| invalid("raft.peers", e))?;
+        }
+        if raw.raft.heartbeat_interval.is_zero()
+            || raw.raft.election_timeout <= raw.raft.heartbeat_interval
+        {
+            return Err(invalid(
+                "raft.election_timeout",
+                "must be longer than raft.heartbeat_interval, which must be above 0",
+            ));
+        }
+        if raw.raft.snapshot_after == 0 {
+            return Err(invalid("raft.snapshot_after", "must be greater than 0"));
+        }
         if raw.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be greater than 0"));
         }
@@ -225,6 +312,9 @@ impl Config {
             auth: raw.auth,
             conformance: raw.conformance,
             encryption_key,
+            cluster_secret: raw.cluster_secret,
+            raft: raw.raft,
+            raft_listen,
             log: raw.log,
             http: raw.http,
             sessions: raw.sessions,
@@ -273,6 +363,13 @@ mod tests {
 
     #[test]
     fn secrets_are_not_echoed() {
+        let err = Config::from_toml("cluster_secret = \"short\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cluster_secret") && !err.contains("short\""),
+            "{err}"
+        );
         let err = Config::from_toml("encryption_key = \"secretsecret\"")
             .unwrap_err()
             .to_string();
@@ -280,6 +377,24 @@ mod tests {
             err.contains("encryption_key") && !err.contains("secretsecret"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn raft_settings_are_checked() {
+        let c = Config::from_toml(
+            "[raft]\nnode_id = 2\nlisten = \"127.0.0.1:7002\"\n[raft.peers]\n1 = \"a:7001\"\n2 = \"b:7002\"",
+        )
+        .unwrap();
+        assert_eq!(c.raft.peers.len(), 2);
+        assert_eq!(c.raft_listen.port(), 7002);
+        let err = Config::from_toml("[raft.peers]\n2 = \"b:7002\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raft.peers"), "{err}");
+        let err = Config::from_toml("[raft]\nlisten = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raft.listen"), "{err}");
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! - [`stdio`] serves the same engine over standard input and output.
 //! - [`actors`] holds the session and tool actors behind typed handles.
 //! - [`tools`] is the API for writing tools, resources and prompts, and the built-ins.
-//! - [`store`] is the local durable store behind the session actor.
-//! - [`raft`] will replicate that store across the fleet.
+//! - [`raft`] is the fleet store: sealed records replicated by openraft over sled.
+//! - [`crypto`] seals records and hashes the keys they are stored under.
 #![forbid(unsafe_code)]
 
 pub mod actors;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod http;
@@ -20,9 +21,8 @@ pub mod mcp;
 mod node;
 pub mod raft;
 pub mod stdio;
-pub mod store;
 pub mod telemetry;
 pub mod tools;
 
 pub use config::Config;
-pub use node::{Node, NodeHandle, Stopper};
+pub use node::{Node, NodeHandle, Role, Stopper};

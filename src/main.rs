@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mcp_fleet::cli::{Cli, Command};
-use mcp_fleet::{telemetry, Config, Node};
+use mcp_fleet::{cluster, telemetry, Config, Node, Role};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,7 +19,11 @@ fn main() -> ExitCode {
     telemetry::init(&config.log);
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command {
-            Command::Dev(_) => serve(config).await,
+            Command::Dev(_) => serve(config, Role::Single).await,
+            Command::Serve(_) => serve(config, Role::Fleet).await,
+            Command::Cluster(args) => cluster::run(&args, config.cluster_secret.as_deref())
+                .await
+                .map_err(anyhow::Error::from),
             Command::Stdio(_) => {
                 mcp_fleet::stdio::serve(&config, tokio::io::stdin(), tokio::io::stdout())
                     .await
@@ -36,13 +40,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let node = Node::start(config, listener)?;
-    // The first line on standard output is the endpoint, for people and for test harnesses.
+    let internal = TcpListener::bind(config.raft_listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.raft_listen))?;
+    let node = Node::start(config, role, listener, internal).await?;
+    // The first lines on standard output are the endpoints, for people and test harnesses.
     println!("mcp-fleet listening on {}", node.mcp_url());
-    tracing::info!(addr = %node.addr(), "serving");
+    println!(
+        "mcp-fleet internal listener on http://{}",
+        node.internal_addr()
+    );
+    tracing::info!(addr = %node.addr(), internal = %node.internal_addr(), "serving");
     let stopper = node.stopper();
     let wait = node.wait();
     tokio::pin!(wait);

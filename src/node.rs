@@ -1,4 +1,5 @@
-//! Starting a node: store, actors, engine and HTTP server, from one validated config.
+//! Starting a node: fleet store, actors, engine, and the public and internal HTTP
+//! servers, from one validated config.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -7,13 +8,24 @@ use actix_web::{web, App, HttpServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::{SessionHandle, ToolPool};
-use crate::crypto::{self, Sealer};
+use crate::crypto::{self, Ring, Sealer};
 use crate::mcp::{Engine, ServerInfo};
-use crate::store::LocalStore;
-use crate::{http, store, tools, Config};
+use crate::raft::{self, Store};
+use crate::{http, tools, Config};
 
-/// Page cache of the local store.
+/// Page cache of the replica.
 const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How a node finds its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A group of one, formed on first start (dev mode). Keys and the cluster secret are
+    /// generated when not configured.
+    Single,
+    /// A member of a fleet: forms the group from `raft.peers` on first start, or waits to
+    /// be added with `cluster join`. Keys and the cluster secret must be configured.
+    Fleet,
+}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,20 +38,23 @@ pub enum StartError {
         /// What went wrong.
         source: std::io::Error,
     },
-    /// The store could not be opened.
+    /// The fleet store could not be opened.
     #[error("store: {0}")]
-    Store(#[from] store::Error),
+    Store(#[from] raft::Error),
     /// The sealing key could not be loaded.
     #[error("encryption key: {0}")]
     Key(#[from] crypto::Error),
-    /// The HTTP server could not use the listener.
+    /// A setting a fleet node cannot do without is missing.
+    #[error("configuration key `{0}` is required to serve as part of a fleet")]
+    Missing(&'static str),
+    /// An HTTP server could not use its listener.
     #[error("listener: {0}")]
     Listen(std::io::Error),
 }
 
 /// Builds the protocol engine: tool actors, session actor, sealing key.
 /// Must be called inside an actix system.
-pub(crate) fn engine(config: &Config, store: LocalStore, sealer: Sealer) -> Engine {
+pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer) -> Engine {
     let registry = tools::default_registry(config.conformance);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads);
@@ -72,19 +87,22 @@ fn create_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
 pub struct Node;
 
 impl Node {
-    /// Starts a node on an already-bound `listener` (port 0 is fine; see
-    /// [`NodeHandle::addr`]). Must be called inside an actix system.
-    pub fn start(config: Config, listener: TcpListener) -> Result<NodeHandle, StartError> {
+    /// Starts a node on already-bound listeners (port 0 is fine; see
+    /// [`NodeHandle::addr`]): `listener` serves MCP, `internal` serves Raft and cluster
+    /// status. Must be called inside an actix system.
+    pub async fn start(
+        config: Config,
+        role: Role,
+        listener: TcpListener,
+        internal: TcpListener,
+    ) -> Result<NodeHandle, StartError> {
         create_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let key = match &config.encryption_key {
-            Some(key) => key.clone(),
-            None => crypto::load_or_create_key_file(&config.data_dir.join("encryption.key"))?,
-        };
-        let store = LocalStore::open(&config.data_dir.join("store"), STORE_CACHE_BYTES)?;
-        let engine = engine(&config, store, Sealer::single(key));
+        let internal_addr = internal.local_addr().map_err(StartError::Listen)?;
+        let (store, runtime, secret) = open_store(&config, role, internal_addr).await?;
+        let engine = engine(&config, store.clone(), store_sealer(&config, role)?);
         let addr = listener.local_addr().map_err(StartError::Listen)?;
         let shutdown = CancellationToken::new();
         let state = web::Data::new(http::State::new(
@@ -92,6 +110,7 @@ impl Node {
             config.http.clone(),
             addr.ip().is_loopback(),
             shutdown.clone(),
+            store.clone(),
         ));
         let http_config = Arc::new(config.http.clone());
         let workers = match config.http.workers {
@@ -114,6 +133,22 @@ impl Node {
         .listen(listener)
         .map_err(StartError::Listen)?
         .run();
+        let internal_state = web::Data::new(http::Internal {
+            store: store.clone(),
+            secret,
+        });
+        let internal_server = HttpServer::new(move || {
+            App::new()
+                .app_data(internal_state.clone())
+                .configure(http::configure_internal)
+        })
+        .workers(2)
+        .tcp_nodelay(true)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(internal)
+        .map_err(StartError::Listen)?
+        .run();
         let prune_state = state.clone();
         actix_web::rt::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -123,28 +158,107 @@ impl Node {
             }
         });
         let handle = server.handle();
+        let internal_handle = internal_server.handle();
         let task = actix_web::rt::spawn(server);
+        actix_web::rt::spawn(internal_server);
         Ok(NodeHandle {
             addr,
+            internal_addr,
             handle,
+            internal_handle,
             task,
             shutdown,
+            store,
+            runtime: Arc::new(runtime),
         })
+    }
+}
+
+/// The sealing key ring: configured, or in dev mode generated into the data directory.
+fn ring(config: &Config, role: Role) -> Result<Ring, StartError> {
+    match (&config.encryption_key, role) {
+        (Some(ring), _) => Ok(ring.clone()),
+        (None, Role::Single) => Ok(Ring::single(crypto::load_or_create_key_file(
+            &config.data_dir.join("encryption.key"),
+        )?)),
+        (None, Role::Fleet) => Err(StartError::Missing("encryption_key")),
+    }
+}
+
+fn store_sealer(config: &Config, role: Role) -> Result<Sealer, StartError> {
+    ring(config, role).map(|r| r.sealer)
+}
+
+/// Opens the replica and joins (or forms) the group.
+async fn open_store(
+    config: &Config,
+    role: Role,
+    internal_addr: SocketAddr,
+) -> Result<(Store, raft::Runtime, String), StartError> {
+    let ring = ring(config, role)?;
+    let dir = config.data_dir.join("raft");
+    let advertise = config
+        .raft
+        .advertise
+        .clone()
+        .or_else(|| config.raft.peers.get(&config.raft.node_id).cloned())
+        .unwrap_or_else(|| internal_addr.to_string());
+    match role {
+        Role::Single => {
+            let secret = config.cluster_secret.clone().unwrap_or_else(|| {
+                let mut bytes = [0u8; 32];
+                crypto::fill_random(&mut bytes);
+                hex::encode(bytes)
+            });
+            let (store, runtime) =
+                Store::open_single_secret(&config.raft, &dir, advertise, &secret, ring).await?;
+            Ok((store, runtime, secret))
+        }
+        Role::Fleet => {
+            let secret = config
+                .cluster_secret
+                .clone()
+                .ok_or(StartError::Missing("cluster_secret"))?;
+            let (store, runtime) = Store::open(
+                &config.raft,
+                &dir,
+                advertise,
+                &secret,
+                ring,
+                STORE_CACHE_BYTES,
+            )?;
+            if !config.raft.peers.is_empty() {
+                // The same voters on every node: safe to repeat, a no-op once formed.
+                if store.initialize(config.raft.peers.clone()).await? {
+                    tracing::info!(voters = config.raft.peers.len(), "formed a new group");
+                }
+            }
+            Ok((store, runtime, secret))
+        }
     }
 }
 
 /// A handle on a running node.
 pub struct NodeHandle {
     addr: SocketAddr,
+    internal_addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
+    internal_handle: actix_web::dev::ServerHandle,
     task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
     shutdown: CancellationToken,
+    store: Store,
+    runtime: Arc<raft::Runtime>,
 }
 
 impl NodeHandle {
     /// The address the node listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the internal listener.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_addr
     }
 
     /// The MCP endpoint's URL.
@@ -156,7 +270,10 @@ impl NodeHandle {
     pub fn stopper(&self) -> Stopper {
         Stopper {
             handle: self.handle.clone(),
+            internal_handle: self.internal_handle.clone(),
             shutdown: self.shutdown.clone(),
+            store: self.store.clone(),
+            _runtime: self.runtime.clone(),
         }
     }
 
@@ -179,7 +296,10 @@ impl NodeHandle {
 #[derive(Clone)]
 pub struct Stopper {
     handle: actix_web::dev::ServerHandle,
+    internal_handle: actix_web::dev::ServerHandle,
     shutdown: CancellationToken,
+    store: Store,
+    _runtime: Arc<raft::Runtime>,
 }
 
 impl Stopper {
@@ -188,5 +308,8 @@ impl Stopper {
     pub async fn stop(&self) {
         self.shutdown.cancel();
         self.handle.stop(true).await;
+        // Raft last: requests in flight above may still be writing.
+        self.store.shutdown().await;
+        self.internal_handle.stop(true).await;
     }
 }

@@ -9,10 +9,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
-use crate::crypto::{Key, Sealer};
+use crate::crypto::{Key, Ring};
 use crate::mcp::jsonrpc::{self, error_response, notification, reply, response};
 use crate::mcp::{Call, Era, Inflight, Message, ModernMeta, Outbound, RpcError};
-use crate::store::LocalStore;
+use crate::raft::Store;
 use crate::tools::{self, Peer};
 use crate::Config;
 
@@ -22,9 +22,9 @@ pub enum Error {
     /// Reading or writing the streams failed.
     #[error("stdio: {0}")]
     Io(#[from] std::io::Error),
-    /// The in-memory store could not be opened.
+    /// The store could not be opened.
     #[error("store: {0}")]
-    Store(#[from] crate::store::Error),
+    Store(#[from] crate::raft::Error),
 }
 
 /// Serves MCP on `input`/`output` until `input` ends. Must be called inside an actix system.
@@ -34,9 +34,15 @@ pub async fn serve(
     output: impl AsyncWrite + Unpin + Send + 'static,
 ) -> Result<(), Error> {
     // A stdio server belongs to one client process: its state lives and dies with it.
-    let store = LocalStore::temporary()?;
-    let key = config.encryption_key.clone().unwrap_or_else(Key::generate);
-    let engine = crate::node::engine(config, store, Sealer::single(key));
+    let dir = tempfile::Builder::new()
+        .prefix("mcp-fleet-stdio")
+        .tempdir()?;
+    let ring = config
+        .encryption_key
+        .clone()
+        .unwrap_or_else(|| Ring::single(Key::generate()));
+    let (store, _runtime) = Store::open_single(dir.path(), ring.clone()).await?;
+    let engine = crate::node::engine(config, store.clone(), ring.sealer);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         let mut output = output;
@@ -146,6 +152,7 @@ pub async fn serve(
     }
     drop(out_tx);
     let _ = writer.await;
+    store.shutdown().await;
     Ok(())
 }
 

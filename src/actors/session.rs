@@ -1,20 +1,19 @@
-//! The session actor: owns legacy MCP sessions, their memory tier and their store.
+//! The session actor and its handle: legacy MCP sessions in the fleet store, fronted by a
+//! memory tier that the replicated log keeps honest on every node.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
-    WrapFuture,
-};
+use actix::{Actor, Addr, AsyncContext, Context, WrapFuture};
 use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::mcp::Version;
-use crate::store::{self, LocalStore, Table};
+use crate::raft::{self, now_ms, Change, Store, Table};
 use crate::tools::LogLevel;
+use tokio::sync::broadcast;
 
 /// Session settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -25,9 +24,6 @@ pub struct Config {
     pub ttl: Duration,
     /// How many sessions the memory tier holds before it evicts the least recently used.
     pub memory_capacity: usize,
-    /// How often expired sessions are swept from the store.
-    #[serde(with = "humantime_serde")]
-    pub sweep_interval: Duration,
 }
 
 impl Default for Config {
@@ -35,7 +31,6 @@ impl Default for Config {
         Self {
             ttl: Duration::from_secs(24 * 3600),
             memory_capacity: 100_000,
-            sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -130,145 +125,68 @@ impl Stored {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+type Tier = Arc<Cache<Vec<u8>, Arc<Session>>>;
 
-type Tier = Arc<Cache<String, Arc<Session>>>;
-
+/// Keeps the memory tier honest: drops every session the replicated log changes, on
+/// every node, whoever wrote it.
 struct SessionActor {
-    store: LocalStore,
     tier: Tier,
-    sweep_interval: Duration,
+    changes: Option<broadcast::Receiver<Change>>,
 }
 
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.sweep_interval, |actor, _| actor.sweep());
-    }
-}
-
-impl SessionActor {
-    /// The current record of `id`, from the memory tier or the store.
-    fn current(&self, id: &str) -> Option<Arc<Session>> {
-        if let Some(session) = self.tier.get(id) {
-            return Some(session);
-        }
-        let stored = self.store.get::<Stored>(Table::McpSessions, id).ok()??;
-        stored.into_session(id.to_owned()).map(Arc::new)
-    }
-
-    fn sweep(&mut self) {
-        let now = now_ms();
-        let sessions = match self.store.scan::<Stored>(Table::McpSessions) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "session sweep could not read the store");
-                return;
-            }
-        };
-        let expired: Vec<String> = sessions
-            .into_iter()
-            .filter(|(_, s)| s.expires_at_ms <= now)
-            .map(|(id, _)| id)
-            .collect();
-        if expired.is_empty() {
+        let Some(mut changes) = self.changes.take() else {
             return;
-        }
-        let store = self.store.clone();
+        };
         let tier = self.tier.clone();
-        actix::spawn(async move {
-            for id in &expired {
-                tier.remove(id);
-                if let Err(e) = store.remove(Table::McpSessions, id).await {
-                    tracing::error!(error = %e, "could not remove an expired session");
+        ctx.spawn(
+            async move {
+                loop {
+                    match changes.recv().await {
+                        Ok(Change::Record {
+                            table: Table::McpSessions,
+                            key,
+                        }) => {
+                            tier.remove(&key);
+                        }
+                        Ok(Change::Record { .. }) => {}
+                        Ok(Change::Reset) => tier.clear(),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            // Which entries changed is lost: forget them all.
+                            tracing::warn!(missed, "the session tier fell behind the log");
+                            tier.clear();
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
                 }
             }
-            tracing::debug!(count = expired.len(), "swept expired sessions");
-        });
-    }
-}
-
-/// A write to the session table.
-enum Write {
-    Put(Arc<Session>),
-    /// Moves a session's expiry, keeping the rest of its current record.
-    Renew(String, u64),
-    Delete(String),
-}
-
-impl Message for Write {
-    type Result = Result<bool, store::Error>;
-}
-
-impl Handler<Write> for SessionActor {
-    // Atomic: the actor takes no other message until this write is on disk, so writes
-    // land in the order they were sent and a renewal sees every write before it.
-    type Result = AtomicResponse<Self, Result<bool, store::Error>>;
-
-    fn handle(&mut self, msg: Write, _: &mut Self::Context) -> Self::Result {
-        // A renewal applies to the record as the writes before it left it.
-        let msg = match msg {
-            Write::Renew(id, expires_at_ms) => match self.current(&id) {
-                Some(current) => Write::Put(Arc::new(Session {
-                    expires_at_ms,
-                    ..(*current).clone()
-                })),
-                None => return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(false)))),
-            },
-            other => other,
-        };
-        let store = self.store.clone();
-        let fut = async move {
-            match &msg {
-                Write::Put(session) => store
-                    .put(Table::McpSessions, &session.id, &Stored::from(&**session))
-                    .await
-                    .map(|()| true),
-                Write::Delete(id) => store.remove(Table::McpSessions, id).await,
-                Write::Renew(..) => unreachable!("renewals became puts above"),
-            }
-            .map(|existed| (msg, existed))
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|result, actor, _| {
-            let (msg, existed) = result?;
-            match msg {
-                Write::Put(session) => actor.tier.insert(session.id.clone(), session),
-                Write::Delete(id) => {
-                    actor.tier.remove(&id);
-                }
-                Write::Renew(..) => {}
-            }
-            Ok(existed)
-        })))
+            .into_actor(self),
+        );
     }
 }
 
 /// The typed handle of the session actor.
 #[derive(Clone)]
 pub struct SessionHandle {
-    addr: Addr<SessionActor>,
+    _addr: Addr<SessionActor>,
     tier: Tier,
-    store: LocalStore,
+    store: Store,
     ttl: Duration,
 }
 
 impl SessionHandle {
     /// Starts the session actor over `store`. Must be called inside an actix system.
-    pub fn start(store: LocalStore, config: &Config) -> Self {
+    pub fn start(store: Store, config: &Config) -> Self {
         let tier: Tier = Arc::new(Cache::new(config.memory_capacity.max(1)));
         let actor = SessionActor {
-            store: store.clone(),
             tier: tier.clone(),
-            sweep_interval: config.sweep_interval,
+            changes: Some(store.changes()),
         };
         Self {
-            addr: actor.start(),
+            _addr: actor.start(),
             tier,
             store,
             ttl: config.ttl,
@@ -280,36 +198,71 @@ impl SessionHandle {
         self.ttl
     }
 
-    /// The live session `id`, from the memory tier or, on a miss, the store.
-    pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, store::Error> {
+    /// The live session `id` as this node knows it: the memory tier, then the local
+    /// replica. A session created elsewhere a moment ago may not be here yet; see
+    /// [`SessionHandle::get_fresh`].
+    pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, raft::Error> {
+        let key = self.store.key(Table::McpSessions, id.as_bytes());
         let now = now_ms();
-        if let Some(session) = self.tier.get(id) {
+        if let Some(session) = self.tier.get(&key) {
             return Ok((!session.is_expired(now)).then_some(session));
         }
-        let Some(stored) = self.store.get::<Stored>(Table::McpSessions, id)? else {
+        let found = match self.store.get_stored::<Stored>(Table::McpSessions, &key) {
+            Ok(found) => found,
+            Err(raft::Error::Sealed { .. }) => {
+                tracing::error!("a stored session failed authentication; treating it as absent");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(found) = found else {
             return Ok(None);
         };
-        let Some(session) = stored.into_session(id.to_owned()) else {
+        let Some(mut session) = found.value.into_session(id.to_owned()) else {
             tracing::error!("a stored session could not be decoded; treating it as absent");
             return Ok(None);
         };
-        if session.is_expired(now) {
-            return Ok(None);
-        }
+        // The record's deadline is the truth: renewals move it without rewriting the value.
+        session.expires_at_ms = found.deadline_ms.unwrap_or(u64::MAX);
         let session = Arc::new(session);
-        self.tier.insert(id.to_owned(), session.clone());
-        // A delete may have run between the read and the insert; its tier removal would
-        // then precede our insert. Reading again settles it (misses only, not the hot path).
-        if self.store.get::<Stored>(Table::McpSessions, id)?.is_none() {
-            self.tier.remove(id);
-            return Ok(None);
+        self.tier.insert(key.clone(), session.clone());
+        // The log may have changed the record between the read and the insert; its
+        // invalidation would then precede our insert. Reading again settles it (misses only).
+        if self
+            .store
+            .get_stored::<Stored>(Table::McpSessions, &key)
+            .ok()
+            .flatten()
+            .is_none_or(|again| again.deadline_ms != found.deadline_ms)
+        {
+            self.tier.remove(&key);
         }
         Ok(Some(session))
     }
 
-    /// Stores a new or changed session; returns once it is durable.
-    pub async fn put(&self, session: Session) -> Result<(), store::Error> {
-        self.send(Write::Put(Arc::new(session))).await.map(drop)
+    /// Like [`SessionHandle::get`], but a miss is confirmed with the leader first: a
+    /// session created through any node before this call is found.
+    pub async fn get_fresh(&self, id: &str) -> Result<Option<Arc<Session>>, raft::Error> {
+        if let Some(session) = self.get(id)? {
+            return Ok(Some(session));
+        }
+        self.store.read_barrier().await?;
+        self.get(id)
+    }
+
+    /// Stores a new or changed session; returns once a majority of the fleet has it.
+    pub async fn put(&self, session: Session) -> Result<(), raft::Error> {
+        let key = self.store.key(Table::McpSessions, session.id.as_bytes());
+        self.store
+            .put(
+                Table::McpSessions,
+                session.id.as_bytes(),
+                &Stored::from(&session),
+                Some(session.expires_at_ms),
+            )
+            .await?;
+        self.tier.insert(key, Arc::new(session));
+        Ok(())
     }
 
     /// Keeps a session in use alive: once less than half its lifetime remains, its expiry
@@ -321,34 +274,38 @@ impl SessionHandle {
         if session.expires_at_ms.saturating_sub(now) >= ttl / 2 {
             return;
         }
-        self.addr
-            .do_send(Write::Renew(session.id.clone(), now.saturating_add(ttl)));
+        let store = self.store.clone();
+        let id = session.id.clone();
+        let deadline = now.saturating_add(ttl);
+        actix::spawn(async move {
+            if let Err(e) = store
+                .touch(Table::McpSessions, id.as_bytes(), Some(deadline))
+                .await
+            {
+                tracing::warn!(error = %e, "could not renew a session");
+            }
+        });
     }
 
     /// Ends a session; returns whether it existed.
-    pub async fn delete(&self, id: &str) -> Result<bool, store::Error> {
-        self.send(Write::Delete(id.to_owned())).await
-    }
-
-    async fn send(&self, write: Write) -> Result<bool, store::Error> {
-        self.addr.send(write).await.unwrap_or_else(|_| {
-            Err(store::Error::Sled(sled::Error::Unsupported(
-                "the session actor has stopped".into(),
-            )))
-        })
+    pub async fn delete(&self, id: &str) -> Result<bool, raft::Error> {
+        let existed = self.store.delete(Table::McpSessions, id.as_bytes()).await?;
+        self.tier
+            .remove(&self.store.key(Table::McpSessions, id.as_bytes()));
+        Ok(existed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{Key, Ring};
     use serde_json::json;
 
     fn config(ttl: Duration) -> Config {
         Config {
             ttl,
             memory_capacity: 16,
-            sweep_interval: Duration::from_secs(3600),
         }
     }
 
@@ -362,10 +319,16 @@ mod tests {
         )
     }
 
+    async fn store(dir: &std::path::Path) -> (Store, raft::Runtime) {
+        Store::open_single(dir, Ring::single(Key::generate()))
+            .await
+            .unwrap()
+    }
+
     #[actix_web::test]
     async fn put_get_delete_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path(), 1 << 20).unwrap();
+        let (store, _rt) = store(dir.path()).await;
         let handle = SessionHandle::start(store.clone(), &config(Duration::from_secs(60)));
         let mut s = session(handle.ttl());
         let id = s.id.clone();
@@ -384,19 +347,23 @@ mod tests {
             Some(LogLevel::Debug)
         );
 
-        // A second handle over the same store has an empty memory tier: it reads the store.
+        // A second handle over the same store has an empty memory tier: it reads the replica.
         let again = SessionHandle::start(store.clone(), &config(Duration::from_secs(60)));
-        let got = again.get(&id).unwrap().unwrap();
+        let got = again.get_fresh(&id).await.unwrap().unwrap();
         assert_eq!(got.log_level, Some(LogLevel::Debug));
         assert!(again.delete(&id).await.unwrap());
         assert!(again.get(&id).unwrap().is_none());
+        // The first handle's tier learnt of the delete from the log.
+        let gone =
+            crate::raft::tests_support::eventually(|| handle.get(&id).unwrap().is_none()).await;
+        assert!(gone, "the other tier still serves a deleted session");
         assert!(!again.delete(&id).await.unwrap());
     }
 
     #[actix_web::test]
     async fn sessions_in_use_are_renewed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path(), 1 << 20).unwrap();
+        let (store, _rt) = store(dir.path()).await;
         let handle = SessionHandle::start(store, &config(Duration::from_secs(100)));
         // A session with 10 s of its 100 s left is renewed; one with 90 s left is not.
         let short = session(Duration::from_secs(10));
@@ -405,10 +372,14 @@ mod tests {
         handle.put(long.clone()).await.unwrap();
         handle.touch(&short);
         handle.touch(&long);
-        // Writes are applied in order: once this one lands, the renewal has too.
-        handle.put(session(Duration::from_secs(1))).await.unwrap();
-        let renewed = handle.get(&short.id).unwrap().unwrap();
-        assert!(renewed.expires_at_ms >= short.expires_at_ms + 80_000);
+        let renewed = crate::raft::tests_support::eventually(|| {
+            handle
+                .get(&short.id)
+                .unwrap()
+                .is_some_and(|s| s.expires_at_ms >= short.expires_at_ms + 80_000)
+        })
+        .await;
+        assert!(renewed, "the session in use was not renewed");
         assert_eq!(
             handle.get(&long.id).unwrap().unwrap().expires_at_ms,
             long.expires_at_ms
@@ -418,12 +389,12 @@ mod tests {
     #[actix_web::test]
     async fn expired_sessions_read_as_absent() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path(), 1 << 20).unwrap();
+        let (store, _rt) = store(dir.path()).await;
         let handle = SessionHandle::start(store, &config(Duration::from_secs(60)));
         let s = session(Duration::ZERO);
         let id = s.id.clone();
         handle.put(s).await.unwrap();
         assert!(handle.get(&id).unwrap().is_none());
-        assert!(handle.get("no-such-session").unwrap().is_none());
+        assert!(handle.get_fresh("no-such-session").await.unwrap().is_none());
     }
 }

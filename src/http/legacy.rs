@@ -68,6 +68,8 @@ enum SessionRefusal {
     NotFound,
     /// The store failed.
     Store,
+    /// The fleet store could not confirm the session in time (no leader, no quorum).
+    Unavailable,
 }
 
 impl SessionRefusal {
@@ -89,18 +91,32 @@ impl SessionRefusal {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 RpcError::internal("the session could not be read"),
             ),
+            // Not 404: the session may well exist, and a 404 would make the client drop it.
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    "the session store is unavailable; retry shortly",
+                ),
+            ),
         };
         rpc_error(status, None, &error)
     }
 }
 
-/// Looks up the session a legacy request names.
-fn load_session(req: &HttpRequest, state: &State) -> Result<Arc<Session>, SessionRefusal> {
+/// Looks up the session a legacy request names. A session this node has not seen is
+/// confirmed with the leader before the answer is 404: it may have been created through
+/// another node a moment ago.
+async fn load_session(req: &HttpRequest, state: &State) -> Result<Arc<Session>, SessionRefusal> {
     let id = header(req, MCP_SESSION_ID).ok_or(SessionRefusal::Missing)?;
-    match state.engine.sessions().get(id) {
+    match state.engine.sessions().get_fresh(id).await {
         // Someone else's session is as absent as one that never existed.
         Ok(Some(s)) if s.principal.binding() == state.principal.binding() => Ok(s),
         Ok(_) => Err(SessionRefusal::NotFound),
+        Err(crate::raft::Error::Unavailable(why)) => {
+            tracing::warn!(reason = %why, "could not confirm a session with the leader");
+            Err(SessionRefusal::Unavailable)
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not read a session");
             Err(SessionRefusal::Store)
@@ -113,7 +129,7 @@ pub(super) async fn post(
     message: Message,
     state: &web::Data<State>,
 ) -> HttpResponse {
-    let session = match load_session(req, state) {
+    let session = match load_session(req, state).await {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
@@ -234,7 +250,7 @@ pub(super) async fn post_batch(
     value: Value,
     state: &web::Data<State>,
 ) -> HttpResponse {
-    let session = match load_session(req, state) {
+    let session = match load_session(req, state).await {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
@@ -315,7 +331,7 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
             );
         }
     }
-    let session = match load_session(&req, &state) {
+    let session = match load_session(&req, &state).await {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
@@ -430,7 +446,7 @@ pub(super) async fn delete(req: HttpRequest, state: web::Data<State>) -> HttpRes
     if header(&req, MCP_SESSION_ID).is_none() {
         return method_not_allowed();
     }
-    let session = match load_session(&req, &state) {
+    let session = match load_session(&req, &state).await {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };

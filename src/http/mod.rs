@@ -1,8 +1,10 @@
 //! The HTTP side of a node: the MCP endpoint (Streamable HTTP, both eras) and the
-//! operational endpoints (`/health`, `/ready`).
+//! operational endpoints (`/health`, `/ready`) on the public listener; Raft, forwarded
+//! writes and cluster status on the internal one.
 
 mod disconnect;
 mod guard;
+mod internal;
 mod legacy;
 mod live;
 mod mcp;
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::mcp::Engine;
+use crate::raft::Store;
 
 /// HTTP settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -68,6 +71,8 @@ pub(crate) struct State {
     pub principal: Arc<Principal>,
     /// Cancelled when the node shuts down: open-ended streams then close so draining ends.
     pub shutdown: CancellationToken,
+    /// The fleet store, for readiness.
+    pub store: Store,
 }
 
 impl State {
@@ -76,6 +81,7 @@ impl State {
         config: Config,
         loopback: bool,
         shutdown: CancellationToken,
+        store: Store,
     ) -> Self {
         Self {
             engine,
@@ -84,9 +90,12 @@ impl State {
             loopback,
             principal: Arc::new(Principal::anonymous()),
             shutdown,
+            store,
         }
     }
 }
+
+pub(crate) use internal::{configure as configure_internal, Internal};
 
 /// Remembers each connection's socket so requests can notice the client leaving.
 pub(crate) use disconnect::on_connect;

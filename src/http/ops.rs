@@ -14,8 +14,18 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready: a single node is ready once it serves HTTP, because its store opened before the
-/// listener started. The replicated store will add "leader known and caught up".
-async fn ready() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ready" }))
+/// Ready: this node knows a leader and has applied everything it last heard was
+/// committed, so what it serves is current.
+async fn ready(state: web::Data<super::State>) -> HttpResponse {
+    let status = state.store.status();
+    let body = json!({
+        "leader_id": status.leader_id,
+        "applied_index": status.applied_index,
+        "committed_index": status.committed_index,
+    });
+    if state.store.is_ready() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "raft": body }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "raft": body }))
+    }
 }

@@ -1,5 +1,61 @@
-//! The replicated store: an openraft group over sled that will hold sessions, tasks,
-//! tool state and tenant credentials for the whole fleet.
+//! The replicated store: one openraft group per fleet over sled, holding sealed records
+//! (sessions, request state, tool state, tenant credentials, revocations) for every node.
 //!
-//! Until it lands, [`crate::store`] keeps the same records on the local node only, behind
-//! the session actor's handle, so the HTTP layer does not change when this replaces it.
+//! - [`command`] is what the log carries and how records are stored.
+//! - [`log_store`] keeps the Raft log and vote in sled, durable before acknowledging.
+//! - [`state_machine`] applies commands to sled trees, builds and installs snapshots.
+//! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes.
+//! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
+//! - [`config`] holds the group's settings.
+
+pub mod command;
+mod config;
+mod log_store;
+pub mod network;
+mod state_machine;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::io::Cursor;
+
+pub use command::{Change, Command, Outcome, Record, Table};
+pub use config::{parse_peers, Config};
+pub use log_store::{Committed, LogStore};
+pub use network::Client;
+pub use state_machine::{Reader, StateMachine};
+pub use store::{now_ms, Error, Found, Member, Runtime, Status, Store};
+
+openraft::declare_raft_types!(
+    /// The types of the fleet's Raft group.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A node's id in the group.
+pub type NodeId = u64;
+
+/// The storage error of this group.
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Helpers for tests that wait on state the log changes.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::time::{Duration, Instant};
+
+    /// Polls `probe` for up to 10 s; returns whether it became true.
+    pub async fn eventually(mut probe: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if probe() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        probe()
+    }
+}

@@ -1,0 +1,228 @@
+//! The internal listener: Raft messages, writes forwarded to the leader, leader reads,
+//! cluster status and membership changes. Every request must present the cluster secret;
+//! the public listener serves none of these paths.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::raft::network::{path, Reply, POSTCARD};
+use crate::raft::{Command, NodeId, Store};
+
+/// Largest internal request body: snapshot chunks and batches of log entries.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Management calls forwarded to the leader may wait for a learner to catch up.
+const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the internal listener's handlers share.
+pub(crate) struct Internal {
+    pub store: Store,
+    pub secret: String,
+}
+
+/// Registers the internal routes, behind the cluster-secret check.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
+        .app_data(web::JsonConfig::default().limit(1 << 20))
+        .service(
+            web::scope("")
+                .wrap(from_fn(require_secret))
+                .route(path::APPEND, web::post().to(append))
+                .route(path::VOTE, web::post().to(vote))
+                .route(path::SNAPSHOT, web::post().to(snapshot))
+                .route(path::WRITE, web::post().to(write))
+                .route(path::READ_INDEX, web::post().to(read_index))
+                .route("/cluster", web::get().to(status))
+                .route("/cluster/init", web::post().to(init))
+                .route("/cluster/join", web::post().to(join))
+                .route("/cluster/leave", web::post().to(leave))
+                .route("/fleet/reseal", web::post().to(reseal)),
+        );
+}
+
+/// Refuses any request without `Authorization: Bearer <cluster secret>`.
+async fn require_secret(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let allowed = req
+        .app_data::<web::Data<Internal>>()
+        .is_some_and(|i| bool::from(presented.as_bytes().ct_eq(i.secret.as_bytes())));
+    if !allowed {
+        // The presented value may be a secret of something else: never log it.
+        tracing::warn!(
+            peer = ?req.peer_addr(),
+            path = req.path(),
+            presented = !presented.is_empty(),
+            "refused an internal request without the cluster secret"
+        );
+        let response = HttpResponse::Unauthorized()
+            .json(json!({ "error": "this listener requires the cluster secret" }));
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+fn postcard_body<T: Serialize>(value: &T) -> HttpResponse {
+    match postcard::to_stdvec(value) {
+        Ok(bytes) => HttpResponse::Ok().content_type(POSTCARD).body(bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode an internal answer");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
+    postcard::from_bytes(body).map_err(|e| {
+        Box::new(
+            HttpResponse::BadRequest().json(json!({ "error": format!("malformed body: {e}") })),
+        )
+    })
+}
+
+async fn append(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    match decode(&body) {
+        Ok(request) => postcard_body(&Reply(state.store.raft().append_entries(request).await)),
+        Err(response) => *response,
+    }
+}
+
+async fn vote(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    match decode(&body) {
+        Ok(request) => postcard_body(&Reply(state.store.raft().vote(request).await)),
+        Err(response) => *response,
+    }
+}
+
+async fn snapshot(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    match decode(&body) {
+        Ok(request) => postcard_body(&Reply(state.store.raft().install_snapshot(request).await)),
+        Err(response) => *response,
+    }
+}
+
+async fn write(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    match decode::<Command>(&body) {
+        Ok(command) => postcard_body(&state.store.write_as_leader(command).await),
+        Err(response) => *response,
+    }
+}
+
+async fn read_index(state: web::Data<Internal>) -> HttpResponse {
+    postcard_body(&state.store.read_index().await)
+}
+
+async fn status(state: web::Data<Internal>) -> HttpResponse {
+    HttpResponse::Ok().json(state.store.status())
+}
+
+#[derive(Deserialize)]
+struct InitBody {
+    peers: BTreeMap<NodeId, String>,
+}
+
+async fn init(state: web::Data<Internal>, body: web::Json<InitBody>) -> HttpResponse {
+    let body = body.into_inner();
+    if body.peers.is_empty() {
+        return HttpResponse::BadRequest().json(json!({ "error": "peers is empty" }));
+    }
+    match state.store.initialize(body.peers).await {
+        Ok(initialized) => HttpResponse::Ok().json(json!({ "initialized": initialized })),
+        Err(e) => HttpResponse::Conflict().json(json!({ "error": e.to_string() })),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct JoinBody {
+    node_id: NodeId,
+    addr: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaveBody {
+    node_id: NodeId,
+}
+
+async fn join(
+    state: web::Data<Internal>,
+    req: HttpRequest,
+    body: web::Json<JoinBody>,
+) -> HttpResponse {
+    let body = body.into_inner();
+    if let Some(forwarded) = forward_unless_leader(&state, &req, &body).await {
+        return forwarded;
+    }
+    match state.store.join(body.node_id, body.addr).await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "joined": body.node_id })),
+        Err(e) => HttpResponse::Conflict().json(json!({ "error": e.to_string() })),
+    }
+}
+
+async fn leave(
+    state: web::Data<Internal>,
+    req: HttpRequest,
+    body: web::Json<LeaveBody>,
+) -> HttpResponse {
+    let body = body.into_inner();
+    if let Some(forwarded) = forward_unless_leader(&state, &req, &body).await {
+        return forwarded;
+    }
+    match state.store.leave(body.node_id).await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "left": body.node_id })),
+        Err(e) => HttpResponse::Conflict().json(json!({ "error": e.to_string() })),
+    }
+}
+
+/// Membership changes run on the leader: anywhere else, relay the call and its answer.
+async fn forward_unless_leader<T: Serialize>(
+    state: &Internal,
+    req: &HttpRequest,
+    body: &T,
+) -> Option<HttpResponse> {
+    let Some((leader, addr)) = state.store.leader() else {
+        return Some(
+            HttpResponse::ServiceUnavailable().json(json!({ "error": "no leader is known" })),
+        );
+    };
+    if leader == state.store.id() {
+        return None;
+    }
+    let body = serde_json::to_value(body).ok()?;
+    let client = state.store.client().clone();
+    let path = req.path().to_owned();
+    let answer = client
+        .json(&addr, &path, Some(&body), MANAGEMENT_TIMEOUT)
+        .await;
+    Some(match answer {
+        Ok((status, value)) => HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
+        )
+        .json(value),
+        Err(e) => HttpResponse::BadGateway()
+            .json(json!({ "error": format!("leader {leader} at {addr}: {e}") })),
+    })
+}
+
+async fn reseal(state: web::Data<Internal>) -> HttpResponse {
+    match state.store.reseal().await {
+        Ok(count) => HttpResponse::Ok().json(json!({ "resealed": count })),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
+    }
+}

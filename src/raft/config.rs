@@ -1,0 +1,111 @@
+//! Settings of the replicated store.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::NodeId;
+
+/// Settings of the Raft group, as read from file, environment and flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's id in the group; never reuse the id of a node whose disk was lost.
+    pub node_id: NodeId,
+    /// Address of the internal listener (Raft, forwarded writes, cluster status).
+    pub listen: String,
+    /// Address other nodes use to reach this node's internal listener, when it differs
+    /// from `listen` (containers, NAT); defaults to the bound address.
+    pub advertise: Option<String>,
+    /// The initial voters, by id, as internal addresses. Every node of a new fleet gets the
+    /// same list; empty means "wait to be added with `cluster join`".
+    #[serde(deserialize_with = "peers_by_id")]
+    pub peers: BTreeMap<NodeId, String>,
+    /// How often the leader sends heartbeats.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the election timeout; the upper bound is twice this.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout: Duration,
+    /// Log entries between snapshots; older entries are then purged.
+    pub snapshot_after: u64,
+    /// How long a write or a leader read may wait (for a leader, a quorum, a forward).
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// How often the leader proposes the expiry of records past their deadline.
+    #[serde(with = "humantime_serde")]
+    pub expire_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: "127.0.0.1:0".to_owned(),
+            advertise: None,
+            peers: BTreeMap::new(),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(500),
+            snapshot_after: 5000,
+            write_timeout: Duration::from_secs(5),
+            expire_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Reads peers from a table whose keys are ids: TOML and environment keys are strings.
+fn peers_by_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<NodeId, String>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(id, addr)| {
+            id.trim()
+                .parse()
+                .map(|id| (id, addr))
+                .map_err(|_| serde::de::Error::custom(format!("`{id}` is not a node id")))
+        })
+        .collect()
+}
+
+/// Parses `1=host:port,2=host:port` into peers.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}` is not ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{id}` is not a node id"))?;
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!("`{addr}` is not HOST:PORT"));
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        let peers = parse_peers("1=a:1, 2=127.0.0.1:7000").unwrap();
+        assert_eq!(peers[&1], "a:1");
+        assert_eq!(peers[&2], "127.0.0.1:7000");
+        assert!(parse_peers("1=a").is_err());
+        assert!(parse_peers("x=a:1").is_err());
+        assert!(parse_peers("1=a:1,1=b:2").is_err());
+        assert!(parse_peers("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,799 @@
+//! The fleet store: typed, sealed reads and writes over the Raft group, from any node.
+//!
+//! Writes are sealed here, then proposed to the leader (forwarded when this node follows)
+//! and acknowledged once a majority has them on disk. Reads come from this node's replica;
+//! a read that must see every acknowledged write first asks the leader for a read index.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::command::storage_key;
+use super::network::{path, CallError, Client, Network};
+use super::{
+    Change, Command, Committed, Config, LogStore, NodeId, Outcome, Reader, StateMachine, Table,
+    TypeConfig,
+};
+use crate::crypto::{Ring, Sealer};
+
+/// Format byte in front of a value before it is sealed.
+const VALUE_V1: u8 = 1;
+
+/// Page cache of a one-node store.
+const SINGLE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long to wait between attempts while a leader is being elected.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Errors of the fleet store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The local replica failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// No leader could commit the write or confirm the read in time (no quorum, an election
+    /// that did not end, a partition). Retrying later may succeed.
+    #[error("the fleet store is unavailable: {0}")]
+    Unavailable(String),
+    /// A record failed authentication: tampered with, moved to another key, or sealed with
+    /// a key this node's ring does not hold.
+    #[error("a record of {table} failed authentication")]
+    Sealed {
+        /// The table's name.
+        table: &'static str,
+    },
+    /// A value could not be encoded or decoded.
+    #[error("value encoding: {0}")]
+    Encoding(String),
+    /// A membership change was refused.
+    #[error("membership: {0}")]
+    Membership(String),
+}
+
+impl From<super::StorageError> for Error {
+    fn from(e: super::StorageError) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// Why the leader refused a forwarded request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Refusal {
+    /// The receiver is not the leader (any more).
+    NotLeader,
+    /// The leader could not do it.
+    Failed(String),
+}
+
+/// A record read back: its value and deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found<T> {
+    /// The value.
+    pub value: T,
+    /// When it ends, in milliseconds since the epoch.
+    pub deadline_ms: Option<u64>,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One node's view of the group, for `/cluster` and readiness.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// This node.
+    pub node_id: NodeId,
+    /// The leader this node knows of.
+    pub leader_id: Option<NodeId>,
+    /// The current term.
+    pub term: u64,
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    /// Voters and learners.
+    pub members: Vec<Member>,
+    /// Index of the last log entry.
+    pub last_log_index: Option<u64>,
+    /// Index of the last applied entry.
+    pub applied_index: Option<u64>,
+    /// The highest commit index this node has heard of.
+    pub committed_index: Option<u64>,
+}
+
+/// A member of the group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// Its internal address.
+    pub addr: String,
+    /// Whether it votes (learners do not).
+    pub voter: bool,
+}
+
+struct Inner {
+    id: NodeId,
+    advertise: String,
+    raft: Raft<TypeConfig>,
+    reader: Reader,
+    committed: Committed,
+    client: Client,
+    ring: Ring,
+    changes: broadcast::Sender<Change>,
+    runtime: tokio::runtime::Handle,
+    write_timeout: Duration,
+    db: sled::Db,
+}
+
+/// The fleet store of one node; cheap to clone.
+#[derive(Clone)]
+pub struct Store(Arc<Inner>);
+
+/// The runtime Raft runs on; dropping it never blocks (it is shut down in the background).
+pub struct Runtime(Mutex<Option<tokio::runtime::Runtime>>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.lock().ok().and_then(|mut r| r.take()) {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Store {
+    /// Opens the replica under `dir` and starts this node's Raft member on a runtime of its
+    /// own, so consensus never waits behind HTTP work. `advertise` is the internal address
+    /// other nodes reach this one at.
+    pub fn open(
+        config: &Config,
+        dir: &Path,
+        advertise: String,
+        secret: &str,
+        ring: Ring,
+        cache_bytes: u64,
+    ) -> Result<(Store, Runtime), Error> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("raft")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Storage(format!("cannot start the Raft runtime: {e}")))?;
+        let (changes, _) = broadcast::channel(4096);
+        let log = LogStore::open(&db)?;
+        let committed = log.committed();
+        let machine = StateMachine::open(&db, changes.clone())?;
+        let reader = machine.reader();
+        let client = Client::new(secret);
+        let raft_config = openraft::Config {
+            cluster_name: "mcp-fleet".to_owned(),
+            heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: config.election_timeout.as_millis() as u64,
+            election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after),
+            max_in_snapshot_log_to_keep: config.snapshot_after.min(1000),
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Storage(format!("Raft settings: {e}")))?;
+        let network = Network::new(client.clone());
+        let id = config.node_id;
+        // Raft::new spawns the core on the current runtime: build it inside ours, from a
+        // thread of its own because the caller may already be inside a runtime.
+        let raft = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    runtime
+                        .block_on(Raft::new(id, Arc::new(raft_config), network, log, machine))
+                        .map_err(|e| Error::Storage(e.to_string()))
+                })
+                .join()
+        })
+        .map_err(|_| Error::Storage("starting Raft panicked".to_owned()))??;
+        let store = Store(Arc::new(Inner {
+            id,
+            advertise,
+            raft,
+            reader,
+            committed,
+            client,
+            ring,
+            changes,
+            runtime: runtime.handle().clone(),
+            write_timeout: config.write_timeout,
+            db,
+        }));
+        store.spawn_expiry(config.expire_interval);
+        Ok((store, Runtime(Mutex::new(Some(runtime)))))
+    }
+
+    /// Opens a group of one node under `dir` (dev mode, stdio, tests), initialising it on
+    /// first use, and waits until this node leads it.
+    pub async fn open_single(dir: &Path, ring: Ring) -> Result<(Store, Runtime), Error> {
+        Self::open_single_with(&Config::default(), dir, "127.0.0.1:0".to_owned(), ring).await
+    }
+
+    /// Like [`Store::open_single`], with settings and the internal address to record.
+    pub async fn open_single_with(
+        config: &Config,
+        dir: &Path,
+        advertise: String,
+        ring: Ring,
+    ) -> Result<(Store, Runtime), Error> {
+        // Nothing else speaks to a group of one, but its internal listener still wants a secret.
+        let mut secret = [0u8; 32];
+        crate::crypto::fill_random(&mut secret);
+        Self::open_single_secret(config, dir, advertise, &hex::encode(secret), ring).await
+    }
+
+    /// Like [`Store::open_single_with`], with the cluster secret the internal listener checks.
+    pub async fn open_single_secret(
+        config: &Config,
+        dir: &Path,
+        advertise: String,
+        secret: &str,
+        ring: Ring,
+    ) -> Result<(Store, Runtime), Error> {
+        let (store, runtime) = Self::open(
+            config,
+            dir,
+            advertise.clone(),
+            secret,
+            ring,
+            SINGLE_CACHE_BYTES,
+        )?;
+        store
+            .initialize(BTreeMap::from([(config.node_id, advertise)]))
+            .await?;
+        let raft = store.0.raft.clone();
+        store
+            .on_runtime(async move {
+                raft.wait(Some(Duration::from_secs(30)))
+                    .state(ServerState::Leader, "single node leads")
+                    .await
+                    .map(drop)
+                    .map_err(|e| Error::Unavailable(e.to_string()))
+            })
+            .await?;
+        Ok((store, runtime))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.0.id
+    }
+
+    /// The address other nodes reach this node's internal listener at.
+    pub fn advertise(&self) -> &str {
+        &self.0.advertise
+    }
+
+    /// Changes applied by the log, on this node, as they happen.
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.0.changes.subscribe()
+    }
+
+    /// The stored key of `natural` (a token, a session id) in `table`: a keyed hash, so
+    /// the store never holds the natural key itself.
+    pub fn key(&self, table: Table, natural: &[u8]) -> Vec<u8> {
+        self.0.ring.index.hash(&[&[table.byte()], natural]).to_vec()
+    }
+
+    /// Reads `natural` from this node's replica; expired records read as absent.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        natural: &[u8],
+    ) -> Result<Option<Found<T>>, Error> {
+        self.get_stored(table, &self.key(table, natural))
+    }
+
+    /// Reads a record by its stored key.
+    pub fn get_stored<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<Found<T>>, Error> {
+        let Some(record) = self.0.reader.get(table, key)? else {
+            return Ok(None);
+        };
+        if record.is_expired(now_ms()) {
+            return Ok(None);
+        }
+        let plain = self
+            .0
+            .ring
+            .sealer
+            .open(&storage_key(table, key), &record.sealed)
+            .map_err(|_| Error::Sealed {
+                table: table.name(),
+            })?;
+        Ok(Some(Found {
+            value: decode(&plain)?,
+            deadline_ms: record.deadline_ms,
+        }))
+    }
+
+    /// Like [`Store::get`], but first waits until this replica has applied every write
+    /// acknowledged anywhere before the call: a record created through another node a
+    /// moment ago is found.
+    pub async fn get_linearizable<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        natural: &[u8],
+    ) -> Result<Option<Found<T>>, Error> {
+        self.read_barrier().await?;
+        self.get(table, natural)
+    }
+
+    /// Seals and stores `value` under `natural`; returns once a majority has it on disk.
+    pub async fn put<T: Serialize>(
+        &self,
+        table: Table,
+        natural: &[u8],
+        value: &T,
+        deadline_ms: Option<u64>,
+    ) -> Result<Outcome, Error> {
+        let key = self.key(table, natural);
+        let sealed = self
+            .0
+            .ring
+            .sealer
+            .seal(&storage_key(table, &key), &encode(value)?);
+        self.write(Command::Put {
+            table,
+            key,
+            deadline_ms,
+            sealed,
+        })
+        .await
+    }
+
+    /// Moves the deadline of `natural`; returns whether it existed.
+    pub async fn touch(
+        &self,
+        table: Table,
+        natural: &[u8],
+        deadline_ms: Option<u64>,
+    ) -> Result<bool, Error> {
+        let key = self.key(table, natural);
+        let outcome = self
+            .write(Command::Touch {
+                table,
+                key,
+                deadline_ms,
+            })
+            .await?;
+        Ok(outcome.affected > 0)
+    }
+
+    /// Removes `natural`; returns whether it existed. Once this returns, this node's
+    /// replica no longer holds it either (other nodes follow within a heartbeat).
+    pub async fn delete(&self, table: Table, natural: &[u8]) -> Result<bool, Error> {
+        let key = self.key(table, natural);
+        let inner = self.0.clone();
+        let outcome = self
+            .on_runtime(async move {
+                let (outcome, index) = inner.write(Command::Delete { table, key }).await?;
+                inner.applied(index).await?;
+                Ok(outcome)
+            })
+            .await?;
+        Ok(outcome.affected > 0)
+    }
+
+    /// Proposes `command` through the leader, forwarding it when this node follows, and
+    /// waits until it is committed and applied.
+    ///
+    /// A write whose answer was lost is retried, so a command may apply twice; every
+    /// command is idempotent, though a retried delete then reports the record as absent.
+    pub async fn write(&self, command: Command) -> Result<Outcome, Error> {
+        let inner = self.0.clone();
+        self.on_runtime(async move { inner.write(command).await.map(|(o, _)| o) })
+            .await
+    }
+
+    /// Waits until this replica has applied everything committed before the call.
+    pub async fn read_barrier(&self) -> Result<(), Error> {
+        let inner = self.0.clone();
+        self.on_runtime(async move { inner.read_barrier().await })
+            .await
+    }
+
+    async fn on_runtime<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.0
+            .runtime
+            .spawn(fut)
+            .await
+            .map_err(|e| Error::Unavailable(format!("the Raft runtime stopped: {e}")))?
+    }
+
+    /// Re-seals every record of this replica sealed with another key than the active one;
+    /// returns how many were re-sealed. Safe while the fleet serves: a record written
+    /// meanwhile is left as it is.
+    pub async fn reseal(&self) -> Result<u64, Error> {
+        let active = self.0.ring.sealer.active();
+        let mut commands = Vec::new();
+        for table in Table::ALL {
+            for (key, record) in self.0.reader.scan(table)? {
+                if Sealer::key_id(&record.sealed) == Some(active) {
+                    continue;
+                }
+                let aad = storage_key(table, &key);
+                let Ok(plain) = self.0.ring.sealer.open(&aad, &record.sealed) else {
+                    tracing::warn!(
+                        table = table.name(),
+                        "a record cannot be opened with this ring; left as it is"
+                    );
+                    continue;
+                };
+                commands.push(Command::Reseal {
+                    table,
+                    expect: sha256(&record.sealed),
+                    sealed: self.0.ring.sealer.seal(&aad, &plain),
+                    key,
+                });
+            }
+        }
+        let mut resealed = 0;
+        for chunk in commands.chunks(256) {
+            resealed += self.write(Command::Batch(chunk.to_vec())).await?.affected;
+        }
+        Ok(resealed)
+    }
+
+    /// Number of live and expired-but-not-yet-removed records in `table` on this replica.
+    pub fn count(&self, table: Table) -> usize {
+        self.0.reader.count(table)
+    }
+
+    /// This node's view of the group.
+    pub fn status(&self) -> Status {
+        let m = self.0.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        Status {
+            node_id: self.0.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            state: format!("{:?}", m.state),
+            members,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            committed_index: self.0.committed.index(),
+        }
+    }
+
+    /// Whether this node can serve: it knows a leader and has applied what it last heard
+    /// was committed.
+    pub fn is_ready(&self) -> bool {
+        let m = self.0.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map(|l| l.index);
+        m.current_leader.is_some()
+            && m.state != ServerState::Candidate
+            && match self.0.committed.index() {
+                None => true,
+                Some(committed) => applied.is_some_and(|a| a >= committed),
+            }
+    }
+
+    /// Initialises a new group whose voters are `peers`. The same call on every node of a
+    /// new fleet is safe; on a node that already belongs to a group it changes nothing.
+    pub async fn initialize(&self, peers: BTreeMap<NodeId, String>) -> Result<bool, Error> {
+        let raft = self.0.raft.clone();
+        let nodes: BTreeMap<NodeId, BasicNode> = peers
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
+        self.on_runtime(async move {
+            match raft.initialize(nodes).await {
+                Ok(()) => Ok(true),
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
+                    Ok(false)
+                }
+                Err(e) => Err(Error::Membership(e.to_string())),
+            }
+        })
+        .await
+    }
+
+    /// Whether this node belongs to a group yet.
+    pub async fn is_initialized(&self) -> bool {
+        self.0.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// On the leader: adds `id` as a learner, waits for it to catch up, makes it a voter.
+    pub async fn join(&self, id: NodeId, addr: String) -> Result<(), Error> {
+        let raft = self.0.raft.clone();
+        self.on_runtime(async move {
+            raft.add_learner(id, BasicNode { addr }, true)
+                .await
+                .map_err(membership_error)?;
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// On the leader: removes `id` from the group.
+    pub async fn leave(&self, id: NodeId) -> Result<(), Error> {
+        let raft = self.0.raft.clone();
+        self.on_runtime(async move {
+            let voters: BTreeSet<NodeId> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            if voters.contains(&id) {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(membership_error)?;
+            }
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The leader's id and internal address, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.0.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node.addr))
+    }
+
+    /// The pooled client for calls to other nodes.
+    pub fn client(&self) -> &Client {
+        &self.0.client
+    }
+
+    /// The Raft member, for the internal listener.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.0.raft
+    }
+
+    /// Leader side of a forwarded write: the outcome and the entry's log index.
+    pub(crate) async fn write_as_leader(
+        &self,
+        command: Command,
+    ) -> Result<(Outcome, u64), Refusal> {
+        let inner = self.0.clone();
+        let task = self
+            .0
+            .runtime
+            .spawn(async move { inner.propose(command).await });
+        task.await
+            .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
+    }
+
+    /// Leader side of a read index request: the index a reader must have applied.
+    pub(crate) async fn read_index(&self) -> Result<Option<u64>, Refusal> {
+        let raft = self.0.raft.clone();
+        let timeout = self.0.write_timeout;
+        let task = self.0.runtime.spawn(async move {
+            match tokio::time::timeout(timeout, raft.get_read_log_id()).await {
+                Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index)),
+                Ok(Err(RaftError::APIError(_))) => Err(Refusal::NotLeader),
+                Ok(Err(e)) => Err(Refusal::Failed(e.to_string())),
+                Err(_) => Err(Refusal::Failed("no quorum confirmed leadership".into())),
+            }
+        });
+        task.await
+            .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
+    }
+
+    /// Stops Raft and flushes the replica.
+    pub async fn shutdown(&self) {
+        let inner = self.0.clone();
+        let _ = self
+            .on_runtime(async move {
+                let _ = inner.raft.shutdown().await;
+                let _ = inner.db.flush_async().await;
+                Ok(())
+            })
+            .await;
+    }
+
+    fn spawn_expiry(&self, every: Duration) {
+        let weak = Arc::downgrade(&self.0);
+        self.0.runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.raft.metrics().borrow().state != ServerState::Leader {
+                    continue;
+                }
+                let now = now_ms();
+                if inner.reader.earliest_deadline().is_none_or(|d| d > now) {
+                    continue;
+                }
+                match inner.propose(Command::Expire { now_ms: now }).await {
+                    Ok((outcome, _)) => {
+                        tracing::debug!(count = outcome.affected, "expired records")
+                    }
+                    Err(e) => tracing::warn!(error = ?e, "could not propose expiry"),
+                }
+            }
+        });
+    }
+}
+
+impl Inner {
+    async fn propose(&self, command: Command) -> Result<(Outcome, u64), Refusal> {
+        match tokio::time::timeout(self.write_timeout, self.raft.client_write(command)).await {
+            Ok(Ok(response)) => Ok((response.data, response.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(Refusal::NotLeader)
+            }
+            Ok(Err(e)) => Err(Refusal::Failed(e.to_string())),
+            Err(_) => Err(Refusal::Failed(
+                "the write was not committed in time".into(),
+            )),
+        }
+    }
+
+    /// The current leader, waiting (until `deadline`) while there is none.
+    async fn leader_until(&self, deadline: Instant) -> Result<(NodeId, String), Error> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if let Some(id) = m.current_leader {
+                    if let Some(node) = m.membership_config.membership().get_node(&id) {
+                        return Ok((id, node.addr.clone()));
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Unavailable("no leader is known".into()));
+            }
+            let _ = tokio::time::timeout(left, metrics.changed()).await;
+        }
+    }
+
+    /// Waits until this replica has applied log index `index`.
+    async fn applied(&self, index: u64) -> Result<(), Error> {
+        self.raft
+            .wait(Some(self.write_timeout))
+            .applied_index_at_least(Some(index), "read your own write")
+            .await
+            .map(drop)
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    async fn write(&self, command: Command) -> Result<(Outcome, u64), Error> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut last = String::from("no leader is known");
+        while Instant::now() < deadline {
+            let (leader, addr) = self.leader_until(deadline).await?;
+            let attempt = if leader == self.id {
+                self.propose(command.clone()).await
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self
+                    .client
+                    .call::<_, Result<(Outcome, u64), Refusal>>(&addr, path::WRITE, &command, left)
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(e) => Err(Refusal::Failed(e.to_string())),
+                }
+            };
+            match attempt {
+                Ok(outcome) => return Ok(outcome),
+                Err(Refusal::NotLeader) => last = format!("node {leader} is no longer the leader"),
+                Err(Refusal::Failed(why)) => last = why,
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        Err(Error::Unavailable(last))
+    }
+
+    async fn read_barrier(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut last = String::from("no leader is known");
+        while Instant::now() < deadline {
+            let (leader, addr) = self.leader_until(deadline).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let index = if leader == self.id {
+                match tokio::time::timeout(left, self.raft.get_read_log_id()).await {
+                    Ok(Ok((read, _))) => Ok(read.map(|l| l.index)),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no quorum confirmed leadership".to_owned()),
+                }
+            } else {
+                match self
+                    .client
+                    .call::<_, Result<Option<u64>, Refusal>>(&addr, path::READ_INDEX, &(), left)
+                    .await
+                {
+                    Ok(Ok(index)) => Ok(index),
+                    Ok(Err(Refusal::NotLeader)) => Err(format!("node {leader} is not the leader")),
+                    Ok(Err(Refusal::Failed(why))) => Err(why),
+                    Err(e @ CallError::Unreachable(_)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            match index {
+                Ok(index) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    return self
+                        .raft
+                        .wait(Some(left))
+                        .applied_index_at_least(index, "linearizable read")
+                        .await
+                        .map(drop)
+                        .map_err(|e| Error::Unavailable(e.to_string()));
+                }
+                Err(why) => last = why,
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        Err(Error::Unavailable(last))
+    }
+}
+
+fn membership_error<E: std::fmt::Display>(e: E) -> Error {
+    Error::Membership(e.to_string())
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    let mut out = vec![VALUE_V1];
+    out.extend(postcard::to_stdvec(value).map_err(|e| Error::Encoding(e.to_string()))?);
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    match bytes.split_first() {
+        Some((&VALUE_V1, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| Error::Encoding(e.to_string()))
+        }
+        Some((&other, _)) => Err(Error::Encoding(format!("unknown value format {other}"))),
+        None => Err(Error::Encoding("empty value".into())),
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

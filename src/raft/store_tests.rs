@@ -1,0 +1,324 @@
+//! Tests of the fleet store on a group of one: sealing, rotation, expiry, and that no
+//! plaintext reaches the disk.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::crypto::{IndexKey, Key, Ring, Sealer};
+use crate::raft::tests_support::eventually;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Value {
+    email: String,
+    n: u64,
+}
+
+fn value(email: &str) -> Value {
+    Value {
+        email: email.to_owned(),
+        n: 7,
+    }
+}
+
+fn config() -> Config {
+    Config {
+        expire_interval: Duration::from_millis(50),
+        snapshot_after: 10,
+        ..Config::default()
+    }
+}
+
+async fn open(dir: &Path, ring: Ring) -> (Store, Runtime) {
+    Store::open_single_with(&config(), dir, "127.0.0.1:0".into(), ring)
+        .await
+        .unwrap()
+}
+
+async fn close(store: Store, runtime: Runtime) {
+    store.shutdown().await;
+    drop(store);
+    drop(runtime);
+    // The runtime stops in the background; wait until sled's lock is released.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+fn ring_with(index: &IndexKey, keys: Vec<(u32, Key)>, active: u32) -> Ring {
+    Ring {
+        sealer: Sealer::new(keys, active).unwrap(),
+        index: index.clone(),
+    }
+}
+
+#[actix_web::test]
+async fn values_round_trip_sealed_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Ring::single(Key::generate());
+    let (store, rt) = open(dir.path(), ring.clone()).await;
+    assert_eq!(
+        store
+            .put(
+                Table::AuthSessions,
+                b"token-1",
+                &value("a@example.com"),
+                None
+            )
+            .await
+            .unwrap()
+            .affected,
+        0
+    );
+    let found: Found<Value> = store.get(Table::AuthSessions, b"token-1").unwrap().unwrap();
+    assert_eq!(found.value, value("a@example.com"));
+    // Another table, same natural key: another record.
+    assert!(store
+        .get::<Value>(Table::McpSessions, b"token-1")
+        .unwrap()
+        .is_none());
+    let key = store.key(Table::AuthSessions, b"token-1");
+    assert_eq!(key.len(), 32);
+    assert_ne!(key, store.key(Table::McpSessions, b"token-1"));
+    close(store, rt).await;
+
+    let (store, rt) = open(dir.path(), ring).await;
+    let again: Found<Value> = store.get(Table::AuthSessions, b"token-1").unwrap().unwrap();
+    assert_eq!(again.value.email, "a@example.com");
+    assert!(store.delete(Table::AuthSessions, b"token-1").await.unwrap());
+    assert!(store
+        .get::<Value>(Table::AuthSessions, b"token-1")
+        .unwrap()
+        .is_none());
+    assert!(!store.delete(Table::AuthSessions, b"token-1").await.unwrap());
+    close(store, rt).await;
+}
+
+#[actix_web::test]
+async fn tampered_moved_and_retired_records_fail_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = Key::generate();
+    let ring = Ring::single(k1.clone());
+    let (store, rt) = open(dir.path(), ring.clone()).await;
+    store
+        .put(Table::McpSessions, b"a", &value("a@example.com"), None)
+        .await
+        .unwrap();
+    let key_a = store.key(Table::McpSessions, b"a");
+    let record = store
+        .0
+        .reader
+        .get(Table::McpSessions, &key_a)
+        .unwrap()
+        .unwrap();
+
+    // A flipped byte anywhere in the sealed value.
+    let mut flipped = record.sealed.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let key_b = store.key(Table::McpSessions, b"b");
+    store
+        .write(Command::Put {
+            table: Table::McpSessions,
+            key: key_b.clone(),
+            deadline_ms: None,
+            sealed: flipped,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get::<Value>(Table::McpSessions, b"b"),
+        Err(Error::Sealed { .. })
+    ));
+
+    // A valid ciphertext moved to another key, and to another table.
+    store
+        .write(Command::Put {
+            table: Table::McpSessions,
+            key: key_b,
+            deadline_ms: None,
+            sealed: record.sealed.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get::<Value>(Table::McpSessions, b"b"),
+        Err(Error::Sealed { .. })
+    ));
+    store
+        .write(Command::Put {
+            table: Table::ToolState,
+            key: key_a.clone(),
+            deadline_ms: None,
+            sealed: record.sealed,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_stored::<Value>(Table::ToolState, &key_a),
+        Err(Error::Sealed { .. })
+    ));
+    close(store, rt).await;
+
+    // Key 1 retired from the ring: its records no longer open.
+    let retired = ring_with(&ring.index, vec![(2, Key::generate())], 2);
+    let (store, rt) = open(dir.path(), retired).await;
+    assert!(matches!(
+        store.get::<Value>(Table::McpSessions, b"a"),
+        Err(Error::Sealed { .. })
+    ));
+    close(store, rt).await;
+}
+
+#[actix_web::test]
+async fn rotation_keeps_old_records_and_reseal_moves_them_to_the_active_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = Key::generate();
+    let k2 = Key::generate();
+    let ring = Ring::single(k1.clone());
+    let (store, rt) = open(dir.path(), ring.clone()).await;
+    for i in 0..5u64 {
+        store
+            .put(
+                Table::ToolState,
+                &i.to_be_bytes(),
+                &value("x"),
+                Some(u64::MAX),
+            )
+            .await
+            .unwrap();
+    }
+    close(store, rt).await;
+
+    let both = ring_with(&ring.index, vec![(1, k1), (2, k2.clone())], 2);
+    let (store, rt) = open(dir.path(), both).await;
+    // Old records stay readable; new writes use key 2.
+    assert!(store
+        .get::<Value>(Table::ToolState, &0u64.to_be_bytes())
+        .unwrap()
+        .is_some());
+    store
+        .put(Table::ToolState, b"new", &value("y"), None)
+        .await
+        .unwrap();
+    let new_key = store.key(Table::ToolState, b"new");
+    let sealed = store
+        .0
+        .reader
+        .get(Table::ToolState, &new_key)
+        .unwrap()
+        .unwrap()
+        .sealed;
+    assert_eq!(Sealer::key_id(&sealed), Some(2));
+    assert_eq!(store.reseal().await.unwrap(), 5);
+    assert_eq!(store.reseal().await.unwrap(), 0);
+    close(store, rt).await;
+
+    // With key 1 gone, everything still opens: it was all re-sealed with key 2.
+    let only_new = ring_with(&ring.index, vec![(2, k2)], 2);
+    let (store, rt) = open(dir.path(), only_new).await;
+    for i in 0..5u64 {
+        let found: Found<Value> = store
+            .get(Table::ToolState, &i.to_be_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.deadline_ms,
+            Some(u64::MAX),
+            "re-sealing kept the deadline"
+        );
+    }
+    close(store, rt).await;
+}
+
+#[actix_web::test]
+async fn records_past_their_deadline_read_as_absent_and_are_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rt) = open(dir.path(), Ring::single(Key::generate())).await;
+    let past = now_ms() - 1;
+    store
+        .put(Table::RequestState, b"old", &value("o"), Some(past))
+        .await
+        .unwrap();
+    store
+        .put(
+            Table::RequestState,
+            b"live",
+            &value("l"),
+            Some(now_ms() + 3_600_000),
+        )
+        .await
+        .unwrap();
+    store
+        .put(Table::RequestState, b"forever", &value("f"), None)
+        .await
+        .unwrap();
+    assert!(store
+        .get::<Value>(Table::RequestState, b"old")
+        .unwrap()
+        .is_none());
+    // The leader proposes the expiry; the record then leaves the replica.
+    assert!(eventually(|| store.count(Table::RequestState) == 2).await);
+    assert!(store
+        .get::<Value>(Table::RequestState, b"live")
+        .unwrap()
+        .is_some());
+    // Touch moves a deadline without rewriting the value.
+    assert!(store
+        .touch(Table::RequestState, b"live", Some(past))
+        .await
+        .unwrap());
+    assert!(!store
+        .touch(Table::RequestState, b"missing", Some(past))
+        .await
+        .unwrap());
+    assert!(eventually(|| store.count(Table::RequestState) == 1).await);
+    close(store, rt).await;
+}
+
+#[actix_web::test]
+async fn no_plaintext_reaches_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rt) = open(dir.path(), Ring::single(Key::generate())).await;
+    // Enough writes for snapshots to be built and the log purged.
+    for i in 0..40u64 {
+        let token = format!("token-canary-{i:04}");
+        store
+            .put(
+                Table::AuthSessions,
+                token.as_bytes(),
+                &value(&format!("email-canary-{i:04}@example.com")),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    assert!(eventually(|| store.status().applied_index >= Some(40)).await);
+    close(store, rt).await;
+    let mut files = 0;
+    for path in walk(dir.path()) {
+        let bytes = std::fs::read(&path).unwrap();
+        files += 1;
+        for needle in [&b"canary"[..], b"example.com"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds plaintext",
+                path.display()
+            );
+        }
+    }
+    assert!(files > 0);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
