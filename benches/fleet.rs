@@ -1,0 +1,162 @@
+//! Fleet figures from three real `mcp-fleet serve` processes: session-create latency,
+//! concurrent create throughput, and leader failover time.
+//!
+//! `cargo bench --bench fleet` runs it in full against the release binary. Without
+//! `--bench` (as `cargo test --benches` runs it) it does a short smoke pass instead.
+
+// The cluster suite's harness and client, shared; the bench uses only part of them.
+#[allow(dead_code)]
+#[path = "../tests/cluster/client.rs"]
+mod client;
+#[allow(dead_code)]
+#[path = "../tests/cluster/harness.rs"]
+mod harness;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use client::Session;
+use harness::Cluster;
+
+/// How much work each figure takes.
+struct Plan {
+    sequential_creates: usize,
+    threads: usize,
+    concurrent_for: Duration,
+    failovers: usize,
+}
+
+const FULL: Plan = Plan {
+    sequential_creates: 2000,
+    threads: 16,
+    concurrent_for: Duration::from_secs(5),
+    failovers: 3,
+};
+
+const SMOKE: Plan = Plan {
+    sequential_creates: 20,
+    threads: 4,
+    concurrent_for: Duration::from_millis(500),
+    failovers: 1,
+};
+
+/// How long a failover may take before the bench gives up.
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(60);
+/// The `clientInfo` name of every session the bench makes.
+const CLIENT: &str = "fleet-bench";
+
+fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let plan = if full { FULL } else { SMOKE };
+    if !full {
+        println!("fleet: smoke run (pass --bench, as `cargo bench` does, for the full run)");
+    }
+    let mut cluster = Cluster::start(3);
+    let urls: Vec<String> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| cluster.node(id).mcp_url())
+        .collect();
+    sequential_latency(&cluster, &urls, plan.sequential_creates);
+    concurrent_throughput(&cluster, &urls, plan.threads, plan.concurrent_for);
+    failover(&mut cluster, plan.failovers);
+}
+
+/// Session creates one after another, round-robin over the nodes: p50 and p99.
+fn sequential_latency(cluster: &Cluster, urls: &[String], creates: usize) {
+    let mut took: Vec<Duration> = (0..creates)
+        .map(|i| {
+            let url = &urls[i % urls.len()];
+            let start = Instant::now();
+            if let Err(e) = Session::open(url, CLIENT) {
+                panic!("create {i}: {e}\n{}", cluster.logs());
+            }
+            start.elapsed()
+        })
+        .collect();
+    took.sort_unstable();
+    let percentile = |p: usize| took[(took.len() * p / 100).min(took.len() - 1)];
+    println!("session-create sequential: {creates} creates round-robin over 3 nodes");
+    println!("session-create latency p50: {:.2} ms", ms(percentile(50)));
+    println!("session-create latency p99: {:.2} ms", ms(percentile(99)));
+}
+
+/// Session creates from `threads` threads at once for `duration`: creates per second.
+fn concurrent_throughput(cluster: &Cluster, urls: &[String], threads: usize, duration: Duration) {
+    let made = AtomicU64::new(0);
+    let failed = AtomicU64::new(0);
+    let start = Instant::now();
+    let end = start + duration;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (made, failed) = (&made, &failed);
+            scope.spawn(move || {
+                let mut i = t;
+                while Instant::now() < end {
+                    match Session::open(&urls[i % urls.len()], CLIENT) {
+                        Ok(_) => made.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    i += 1;
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    let made = made.into_inner();
+    let failed = failed.into_inner();
+    println!(
+        "session-create concurrent: {threads} threads for {:.1} s, {made} created, {failed} failed",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "session-create throughput: {:.0} creates/s",
+        made as f64 / elapsed.as_secs_f64()
+    );
+    assert!(made > 0, "no session was created\n{}", cluster.logs());
+}
+
+/// SIGKILLs the leader and times until a survivor creates a session; restarts the killed
+/// node before the next round.
+fn failover(cluster: &mut Cluster, rounds: usize) {
+    let mut worst = Duration::ZERO;
+    for round in 1..=rounds {
+        let leader = cluster.leader();
+        let survivors: Vec<String> = cluster
+            .live()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .map(|id| cluster.node(id).mcp_url())
+            .collect();
+        cluster.kill(leader);
+        let killed = Instant::now();
+        let mut attempt = 0;
+        let took = loop {
+            let url = &survivors[attempt % survivors.len()];
+            if Session::open(url, CLIENT).is_ok() {
+                break killed.elapsed();
+            }
+            assert!(
+                killed.elapsed() < FAILOVER_DEADLINE,
+                "no survivor created a session within {FAILOVER_DEADLINE:?}\n{}",
+                cluster.logs()
+            );
+            attempt += 1;
+            // Paces the retries so they do not starve the election of CPU.
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        worst = worst.max(took);
+        println!(
+            "failover {round}: {:.1} ms from SIGKILL of leader node {leader} to a session created by a survivor",
+            ms(took)
+        );
+        cluster.restart(leader);
+        cluster.wait_ready(leader);
+        cluster.leader();
+    }
+    println!("failover max: {:.1} ms over {rounds} rounds", ms(worst));
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,212 @@
+//! A minimal legacy (2025-11-25) MCP client over plain HTTP that can talk to any node.
+//!
+//! Every call returns a `Result` instead of panicking, because the cluster tests expect
+//! refused connections and errors while a node is down or a leader is being elected.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use ureq::http::Response;
+use ureq::{Agent, Body};
+
+/// The legacy protocol version the client asks for.
+pub const VERSION: &str = "2025-11-25";
+/// What real clients send.
+const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+fn agent() -> &'static Agent {
+    static AGENT: OnceLock<Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        Agent::config_builder()
+            .http_status_as_error(false)
+            // A hung node fails the request instead of hanging the test.
+            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_connect(Some(Duration::from_secs(2)))
+            // The benchmark runs 16 threads against 3 or 4 nodes; keep their connections.
+            .max_idle_connections(128)
+            .max_idle_connections_per_host(32)
+            .build()
+            .into()
+    })
+}
+
+/// A response, read completely.
+#[derive(Debug)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Reply {
+    fn read(result: Result<Response<Body>, ureq::Error>) -> Result<Self, ureq::Error> {
+        let mut response = result?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_owned(), value)
+            })
+            .collect();
+        let body = response.body_mut().read_to_string()?;
+        Ok(Self {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The JSON-RPC response the body carries: the JSON body itself or, for an event
+    /// stream, the event that answers a request.
+    pub fn message(&self) -> Option<Value> {
+        let sse = self
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if !sse {
+            return serde_json::from_str(&self.body).ok();
+        }
+        self.body.split("\n\n").find_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            let message: Value = serde_json::from_str(&data.join("\n")).ok()?;
+            let answers = message.get("id").is_some()
+                && (message.get("result").is_some() || message.get("error").is_some());
+            answers.then_some(message)
+        })
+    }
+}
+
+fn with_headers<B>(
+    mut request: ureq::RequestBuilder<B>,
+    headers: &[(&str, &str)],
+) -> ureq::RequestBuilder<B> {
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+}
+
+/// GETs `url` with extra `headers`.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply, ureq::Error> {
+    Reply::read(with_headers(agent().get(url), headers).call())
+}
+
+/// POSTs `body` as JSON, accepting JSON or an event stream, with extra `headers`.
+pub fn post(url: &str, headers: &[(&str, &str)], body: &str) -> Result<Reply, ureq::Error> {
+    let request = agent()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH);
+    Reply::read(with_headers(request, headers).send(body))
+}
+
+/// DELETEs `url` with extra `headers`.
+pub fn delete(url: &str, headers: &[(&str, &str)]) -> Result<Reply, ureq::Error> {
+    Reply::read(with_headers(agent().delete(url), headers).call())
+}
+
+/// A legacy session, made by `initialize` on one node and usable on any.
+#[derive(Debug)]
+pub struct Session {
+    /// The `Mcp-Session-Id`.
+    pub id: String,
+}
+
+impl Session {
+    /// Creates a session through the node at `url` (initialize, then the initialized
+    /// notification); panics if that fails.
+    #[track_caller]
+    pub fn initialize(url: &str) -> Self {
+        Self::create(url, "cluster-tests").unwrap_or_else(|e| panic!("a session via {url}: {e}"))
+    }
+
+    /// Creates a session through `url`, naming the client `client_name` in `clientInfo`.
+    pub fn create(url: &str, client_name: &str) -> Result<Self, String> {
+        let session = Self::open(url, client_name)?;
+        session.initialized(url)?;
+        Ok(session)
+    }
+
+    /// Sends `initialize` only: the request that creates (and replicates) the session.
+    pub fn open(url: &str, client_name: &str) -> Result<Self, String> {
+        let params = json!({
+            "protocolVersion": VERSION,
+            "capabilities": {},
+            "clientInfo": { "name": client_name, "version": "1" },
+        });
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params });
+        let reply =
+            post(url, &[], &body.to_string()).map_err(|e| format!("initialize via {url}: {e}"))?;
+        if reply.status != 200 {
+            return Err(format!("initialize via {url}: {reply:?}"));
+        }
+        let id = reply
+            .header("mcp-session-id")
+            .ok_or_else(|| format!("initialize via {url} returned no session id: {reply:?}"))?;
+        Ok(Self { id: id.to_owned() })
+    }
+
+    /// Sends `notifications/initialized` through `url`.
+    pub fn initialized(&self, url: &str) -> Result<(), String> {
+        let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+        let reply = post(url, &self.headers(), &note.to_string())
+            .map_err(|e| format!("notifications/initialized via {url}: {e}"))?;
+        if reply.status != 202 {
+            return Err(format!("notifications/initialized via {url}: {reply:?}"));
+        }
+        Ok(())
+    }
+
+    /// The headers every later request of this session carries.
+    pub fn headers(&self) -> [(&str, &str); 2] {
+        [
+            ("Mcp-Session-Id", self.id.as_str()),
+            ("MCP-Protocol-Version", VERSION),
+        ]
+    }
+
+    /// Calls the `echo` tool through `url` and returns the raw reply.
+    pub fn echo_reply(&self, url: &str, text: &str) -> Result<Reply, ureq::Error> {
+        let params = json!({ "name": "echo", "arguments": { "text": text } });
+        let body = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params });
+        post(url, &self.headers(), &body.to_string())
+    }
+
+    /// Calls the `echo` tool through `url` and returns the text it echoed.
+    pub fn echo(&self, url: &str, text: &str) -> Result<String, String> {
+        let reply = self
+            .echo_reply(url, text)
+            .map_err(|e| format!("echo via {url}: {e}"))?;
+        let echoed = (reply.status == 200)
+            .then(|| reply.message())
+            .flatten()
+            .filter(|m| m.get("error").is_none())
+            .and_then(|m| {
+                m["result"]["content"][0]["text"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+        echoed.ok_or_else(|| format!("echo via {url}: {reply:?}"))
+    }
+
+    /// Ends the session through `url` (DELETE with the session header).
+    pub fn delete(&self, url: &str) -> Result<Reply, ureq::Error> {
+        delete(url, &self.headers())
+    }
+}

@@ -1,0 +1,67 @@
+//! Losing the leader: the survivors elect another and keep serving old and new sessions;
+//! the old leader comes back and serves what was made while it was down.
+
+use crate::client::Session;
+use crate::harness::{Cluster, READY_DEADLINE};
+
+#[test]
+fn survivors_serve_after_leader_is_killed() {
+    let mut cluster = Cluster::start(3);
+    let before: Vec<Session> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| Session::initialize(&cluster.node(id).mcp_url()))
+        .collect();
+    let old_leader = cluster.leader();
+    cluster.kill(old_leader);
+    let survivors = cluster.live();
+    assert_eq!(survivors.len(), 2);
+
+    // Requests may fail while the survivors elect a leader, but not for long.
+    for &id in &survivors {
+        let url = cluster.node(id).mcp_url();
+        for session in &before {
+            cluster.eventually(
+                &format!("node {id} to serve session {} again", session.id),
+                READY_DEADLINE,
+                || session.echo(&url, "after").ok().filter(|t| t == "after"),
+            );
+        }
+    }
+    let new_leader = cluster.leader();
+    assert!(
+        survivors.contains(&new_leader),
+        "leader {new_leader} is not a survivor"
+    );
+
+    // New sessions, through each survivor, are served by the other.
+    let during: Vec<Session> = survivors
+        .iter()
+        .map(|&id| {
+            let url = cluster.node(id).mcp_url();
+            cluster.eventually(
+                &format!("a new session through node {id}"),
+                READY_DEADLINE,
+                || Session::create(&url, "cluster-tests").ok(),
+            )
+        })
+        .collect();
+    for &id in &survivors {
+        let url = cluster.node(id).mcp_url();
+        for session in &during {
+            assert_eq!(session.echo(&url, "new"), Ok("new".to_owned()));
+        }
+    }
+
+    cluster.restart(old_leader);
+    cluster.wait_ready(old_leader);
+    let url = cluster.node(old_leader).mcp_url();
+    for session in during.iter().chain(&before) {
+        assert_eq!(
+            session.echo(&url, "back"),
+            Ok("back".to_owned()),
+            "the restarted node {old_leader}\n{}",
+            cluster.logs()
+        );
+    }
+}

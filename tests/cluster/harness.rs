@@ -1,0 +1,590 @@
+//! Real `mcp-fleet serve` processes forming one Raft group: each on OS-chosen ports with
+//! its own data directory, started, killed and restarted by a [`Cluster`].
+//!
+//! Every wait polls observable state (`/ready`, `/cluster`, process output) against a
+//! deadline; a wait that times out panics with the tail of every node's log.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::client;
+
+/// How long a process may take to print its two listening lines.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a node may take to become ready, or the cluster to agree on a leader. Generous:
+/// several clusters may share two cores while tests run in parallel.
+pub const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a `cluster` subcommand may run (`join` waits for the learner to catch up).
+const CLI_DEADLINE: Duration = Duration::from_secs(120);
+/// How often a wait probes.
+const POLL: Duration = Duration::from_millis(20);
+/// How many log lines of each node a timeout prints.
+const LOG_TAIL_LINES: usize = 40;
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_mcp-fleet")
+}
+
+/// A command for the binary with no `MCP_FLEET_*` setting inherited from the caller's
+/// environment, so every node sees exactly the configuration the harness gives.
+fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MCP_FLEET_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// `bytes` random bytes from the operating system, as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Polls `probe` until it yields a value or `deadline` passes.
+pub fn poll<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// One `mcp-fleet serve` process and the directory that outlives it across restarts.
+pub struct NodeProc {
+    id: u64,
+    dir: TempDir,
+    /// The public listener; port 0 until the first start reports the real one.
+    public: SocketAddr,
+    /// The internal (Raft) listener; port 0 until the first start reports the real one.
+    internal: SocketAddr,
+    child: Option<Child>,
+    /// Whether the harness made it a member (`init` or `join`) and has not removed it.
+    member: bool,
+}
+
+impl NodeProc {
+    fn new(id: u64) -> Self {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        Self {
+            id,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            public: any,
+            internal: any,
+            child: None,
+            member: false,
+        }
+    }
+
+    /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.public)
+    }
+
+    /// The public listener's origin, for `/ready`, `/health` and other paths.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.public)
+    }
+
+    /// The internal listener's address, as given to `--peers`, `--via` and `--raft-addr`.
+    pub fn internal(&self) -> SocketAddr {
+        self.internal
+    }
+
+    /// The internal listener's origin.
+    pub fn internal_url(&self) -> String {
+        format!("http://{}", self.internal)
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Whether the process is running (started and not killed by the harness).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("node.log")
+    }
+
+    /// The last `lines` lines the node wrote to its standard error, over all its runs.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Starts the process on the node's current addresses (port 0 the first time) and waits
+    /// until it prints both listeners; records the ports it reports.
+    fn spawn(&mut self, env: &[(String, String)]) -> Result<(), String> {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the node log");
+        let mut child = command()
+            .arg("serve")
+            .args(["--node-id", &self.id.to_string()])
+            .args(["--listen", &self.public.to_string()])
+            .args(["--raft-listen", &self.internal.to_string()])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mcp-fleet serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.child = Some(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            for _ in 0..2 {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || tx.send(line).is_err() {
+                    return;
+                }
+            }
+            // Keep draining so the node never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let parsed = read_addresses(&rx, self.id);
+        match parsed {
+            Ok((public, internal)) => {
+                self.public = public;
+                self.internal = internal;
+                Ok(())
+            }
+            Err(e) => {
+                self.kill();
+                Err(format!(
+                    "{e}; node {} log:\n{}",
+                    self.id,
+                    self.log_tail(LOG_TAIL_LINES)
+                ))
+            }
+        }
+    }
+
+    /// Kills the process (SIGKILL: no graceful shutdown) and reaps it.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        // Before the temporary directory goes, so no process writes into a removed tree.
+        self.kill();
+    }
+}
+
+/// Reads the two listening lines a node prints first, within [`LISTEN_DEADLINE`], and
+/// returns the public and internal addresses they name.
+fn read_addresses(
+    lines: &mpsc::Receiver<String>,
+    id: u64,
+) -> Result<(SocketAddr, SocketAddr), String> {
+    let until = Instant::now() + LISTEN_DEADLINE;
+    let next = |which: &str| {
+        let left = until.saturating_duration_since(Instant::now());
+        lines
+            .recv_timeout(left)
+            .map_err(|_| format!("node {id} printed no {which} line within {LISTEN_DEADLINE:?}"))
+    };
+    let public = next("public listener")?;
+    let internal = next("internal listener")?;
+    Ok((
+        parse_line(&public, "mcp-fleet listening on http://", "/mcp")?,
+        parse_line(&internal, "mcp-fleet internal listener on http://", "")?,
+    ))
+}
+
+/// Reads `pipe` to its end on another thread.
+fn drain<R: Read + Send + 'static>(mut pipe: R) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// The address in `line`, which must read `{prefix}ADDR{suffix}`.
+fn parse_line(line: &str, prefix: &str, suffix: &str) -> Result<SocketAddr, String> {
+    line.trim()
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .and_then(|addr| addr.parse().ok())
+        .ok_or_else(|| format!("unexpected line {line:?}, expected {prefix}ADDR{suffix}"))
+}
+
+/// How to start a cluster.
+#[derive(Default)]
+pub struct Builder {
+    env: Vec<(String, String)>,
+}
+
+impl Builder {
+    /// Sets environment variable `key` (e.g. `MCP_FLEET_RAFT__SNAPSHOT_AFTER`) on every node,
+    /// including nodes added or restarted later.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts nodes `1..=n`, initialises them as one group and waits until every node is
+    /// ready and all agree on a leader.
+    pub fn start(self, n: u64) -> Cluster {
+        assert!(n >= 1, "a cluster has at least one node");
+        let secret = random_hex(24);
+        let mut env = vec![
+            ("MCP_FLEET_ENCRYPTION_KEY".to_owned(), random_hex(32)),
+            ("MCP_FLEET_CLUSTER_SECRET".to_owned(), secret.clone()),
+            // Two workers are plenty for a test and keep several nodes light on two cores.
+            ("MCP_FLEET_HTTP__WORKERS".to_owned(), "2".to_owned()),
+        ];
+        env.extend(self.env);
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            secret,
+            env,
+        };
+        for id in 1..=n {
+            cluster.spawn_new(id);
+        }
+        let peers = cluster
+            .nodes
+            .values()
+            .map(|node| format!("{}={}", node.id, node.internal))
+            .collect::<Vec<_>>()
+            .join(",");
+        // The same membership on every node is safe, and is what a deployment script does.
+        for id in 1..=n {
+            let via = cluster.node(id).internal().to_string();
+            let out = cluster.cli(&["init", "--via", &via, "--peers", &peers]);
+            cluster.assert_success(&out, &format!("cluster init via node {id}"));
+        }
+        for node in cluster.nodes.values_mut() {
+            node.member = true;
+        }
+        for id in 1..=n {
+            cluster.wait_ready(id);
+        }
+        cluster.leader();
+        cluster
+    }
+}
+
+/// Running nodes of one Raft group sharing an encryption key and a cluster secret; every
+/// process is killed when this is dropped.
+pub struct Cluster {
+    nodes: BTreeMap<u64, NodeProc>,
+    secret: String,
+    /// What every node gets in its environment: the secrets, then the builder's settings.
+    env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Starts a cluster of `n` nodes with default settings; see [`Builder::start`].
+    pub fn start(n: u64) -> Self {
+        Builder::default().start(n)
+    }
+
+    /// A cluster to configure before starting.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The cluster secret, for the internal listener's `Authorization: Bearer`.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Node `id`; panics if the cluster never had it.
+    #[track_caller]
+    pub fn node(&self, id: u64) -> &NodeProc {
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// The ids of every node, running or not.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The ids of the running members (nodes not yet joined or already removed are not).
+    pub fn live(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|node| node.is_running() && node.member)
+            .map(|node| node.id)
+            .collect()
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+            .kill();
+    }
+
+    /// SIGKILLs every node.
+    pub fn kill_all(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.kill();
+        }
+    }
+
+    /// Starts node `id` again on the same data directory and the same ports, without
+    /// `--peers`: it rejoins from what it stored. Waits only until it listens; see
+    /// [`Cluster::wait_ready`].
+    pub fn restart(&mut self, id: u64) {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        node.kill();
+        let (public, internal) = (node.public, node.internal);
+        if let Err(e) = node.spawn(&self.env) {
+            panic!("restarting node {id}: {e}");
+        }
+        assert_eq!(
+            (node.public, node.internal),
+            (public, internal),
+            "node {id} came back on other ports"
+        );
+    }
+
+    /// Starts a fresh, uninitialised node `id` and adds it with `cluster join` through the
+    /// leader; returns once the command reports it a voter.
+    pub fn add_node(&mut self, id: u64) {
+        assert!(!self.nodes.contains_key(&id), "node {id} already exists");
+        // Before the new node starts: it knows no leader until it has joined.
+        let leader = self.leader();
+        self.spawn_new(id);
+        let via = self.node(leader).internal().to_string();
+        let raft_addr = self.node(id).internal().to_string();
+        let id_arg = id.to_string();
+        let out = self.cli(&[
+            "join",
+            "--via",
+            &via,
+            "--node-id",
+            &id_arg,
+            "--raft-addr",
+            &raft_addr,
+        ]);
+        self.assert_success(
+            &out,
+            &format!("cluster join of node {id} via node {leader}"),
+        );
+        self.nodes.get_mut(&id).expect("just started").member = true;
+    }
+
+    /// Removes node `id` from the group with `cluster leave` through the leader, then
+    /// kills it: a removed node has no part left to play.
+    pub fn remove_node(&mut self, id: u64) {
+        let leader = self.leader();
+        let via = self.node(leader).internal().to_string();
+        let out = self.cli(&["leave", "--via", &via, "--node-id", &id.to_string()]);
+        self.assert_success(
+            &out,
+            &format!("cluster leave of node {id} via node {leader}"),
+        );
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        node.member = false;
+        node.kill();
+    }
+
+    fn spawn_new(&mut self, id: u64) {
+        let mut node = NodeProc::new(id);
+        if let Err(e) = node.spawn(&self.env) {
+            panic!("starting node {id}: {e}");
+        }
+        self.nodes.insert(id, node);
+    }
+
+    /// Runs `mcp-fleet cluster ARGS…` with the cluster secret and returns what it did;
+    /// panics if it runs past a deadline.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut child = command()
+            .arg("cluster")
+            .args(args)
+            .env("MCP_FLEET_CLUSTER_SECRET", &self.secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcp-fleet cluster");
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        let status: Option<ExitStatus> = poll(CLI_DEADLINE, || child.try_wait().expect("try_wait"));
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            panic!(
+                "`mcp-fleet cluster {}` ran past {CLI_DEADLINE:?}; stderr:\n{}\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&stderr),
+                self.logs()
+            );
+        };
+        Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        }
+    }
+
+    /// Panics, with the command's output and the nodes' logs, unless `out` is a success.
+    #[track_caller]
+    pub fn assert_success(&self, out: &Output, what: &str) {
+        assert!(
+            out.status.success(),
+            "{what} failed ({}):\nstdout: {}\nstderr: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+    }
+
+    /// `/cluster` of node `id`, or `None` if it does not answer 200 with JSON.
+    pub fn try_status(&self, id: u64) -> Option<Value> {
+        let url = format!("{}/cluster", self.node(id).internal_url());
+        let bearer = format!("Bearer {}", self.secret);
+        let reply = client::get(&url, &[("Authorization", &bearer)]).ok()?;
+        (reply.status == 200)
+            .then(|| serde_json::from_str(&reply.body).ok())
+            .flatten()
+    }
+
+    /// `/cluster` of node `id`; waits (bounded) for it to answer.
+    pub fn status(&self, id: u64) -> Value {
+        self.eventually(
+            &format!("node {id} to answer /cluster"),
+            READY_DEADLINE,
+            || self.try_status(id),
+        )
+    }
+
+    /// Whether node `id`'s `/ready` answers 200.
+    pub fn is_ready(&self, id: u64) -> bool {
+        let url = format!("{}/ready", self.node(id).base());
+        client::get(&url, &[]).is_ok_and(|reply| reply.status == 200)
+    }
+
+    /// Waits until node `id`'s `/ready` answers 200: it knows a leader and has applied
+    /// what it knows to be committed.
+    pub fn wait_ready(&self, id: u64) {
+        self.eventually(&format!("node {id} to be ready"), READY_DEADLINE, || {
+            self.is_ready(id).then_some(())
+        });
+    }
+
+    /// The leader every running node agrees on, waiting (bounded) until they do and the
+    /// leader itself reports being leader.
+    pub fn leader(&self) -> u64 {
+        self.eventually(
+            "the running nodes to agree on a leader",
+            READY_DEADLINE,
+            || self.agreed_leader(),
+        )
+    }
+
+    fn agreed_leader(&self) -> Option<u64> {
+        let live = self.live();
+        let mut leader = None;
+        for &id in &live {
+            let said = self.try_status(id)?["leader_id"].as_u64()?;
+            if *leader.get_or_insert(said) != said {
+                return None;
+            }
+        }
+        let leader = leader.filter(|l| live.contains(l))?;
+        (self.try_status(leader)?["state"] == "Leader").then_some(leader)
+    }
+
+    /// Waits until every running node has applied at least log index `index`.
+    pub fn wait_applied(&self, index: u64) {
+        for id in self.live() {
+            self.eventually(
+                &format!("node {id} to apply index {index}"),
+                READY_DEADLINE,
+                || {
+                    let applied = self.try_status(id)?["applied_index"].as_u64()?;
+                    (applied >= index).then_some(())
+                },
+            );
+        }
+    }
+
+    /// Polls `probe` until it yields a value; after `deadline`, panics naming `what`, with
+    /// the tail of every node's log.
+    #[track_caller]
+    pub fn eventually<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        poll(deadline, probe).unwrap_or_else(|| {
+            panic!(
+                "timed out after {deadline:?} waiting for {what}\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .values()
+            .map(|node| {
+                let state = if node.is_running() {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                format!(
+                    "--- node {} ({state}) log tail ---\n{}\n",
+                    node.id,
+                    node.log_tail(LOG_TAIL_LINES)
+                )
+            })
+            .collect()
+    }
+}
