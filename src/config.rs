@@ -48,7 +48,8 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Pretty,
-            filter: "info".to_owned(),
+            // openraft narrates every vote at info; our own log says when leaders change.
+            filter: "info,openraft=warn".to_owned(),
         }
     }
 }

@@ -6,11 +6,13 @@
 //! - [`state_machine`] applies commands to sled trees, builds and installs snapshots.
 //! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
+//! - `membership` reports the group's state and changes who belongs to it.
 //! - [`config`] holds the group's settings.
 
 pub mod command;
 mod config;
 mod log_store;
+mod membership;
 pub mod network;
 mod state_machine;
 mod store;
@@ -22,9 +24,10 @@ use std::io::Cursor;
 pub use command::{Change, Command, Outcome, Record, Table};
 pub use config::{parse_peers, Config};
 pub use log_store::{Committed, LogStore};
+pub use membership::{Member, Status};
 pub use network::Client;
 pub use state_machine::{Reader, StateMachine};
-pub use store::{now_ms, Error, Found, Member, Runtime, Status, Store};
+pub use store::{now_ms, Error, Found, Runtime, Store};
 
 openraft::declare_raft_types!(
     /// The types of the fleet's Raft group.
