@@ -29,6 +29,10 @@ pub struct Status {
     pub applied_index: Option<u64>,
     /// The highest commit index this node has heard of.
     pub committed_index: Option<u64>,
+    /// Index of the last entry covered by this node's current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Index of the last entry purged from this node's log (it is in a snapshot).
+    pub purged_index: Option<u64>,
 }
 
 /// A member of the group.
@@ -65,6 +69,8 @@ impl Store {
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|l| l.index),
             committed_index: self.0.committed.index(),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
         }
     }
 

@@ -42,6 +42,12 @@ fn new_node_catches_up_from_a_snapshot() {
     let applied_before = cluster.status(leader)["applied_index"]
         .as_u64()
         .expect("the leader has applied entries");
+    // The leader's log no longer starts at the beginning: a newcomer needs a snapshot.
+    cluster.eventually("the leader to purge compacted log", READY_DEADLINE, || {
+        cluster.try_status(leader)?["purged_index"]
+            .as_u64()
+            .filter(|&p| p > 0)
+    });
 
     cluster.add_node(4);
     cluster.wait_ready(4);
@@ -50,6 +56,10 @@ fn new_node_catches_up_from_a_snapshot() {
         cluster.try_status(4).filter(|s| members(s) == all_voters)
     });
     assert_eq!(status["node_id"], 4, "{status}");
+    assert!(
+        status["snapshot_index"].as_u64().is_some(),
+        "node 4 holds no snapshot, so it did not catch up from one: {status}"
+    );
     let applied = status["applied_index"].as_u64().unwrap_or(0);
     assert!(
         applied >= applied_before,
