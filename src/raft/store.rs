@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -89,6 +90,19 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Read barriers in flight on this node; see [`Inner::shared_read_barrier`].
+#[derive(Default)]
+pub(super) struct Barriers {
+    /// Tickets handed to callers, in arrival order.
+    arrived: AtomicU64,
+    /// Every ticket up to this one has been served by a completed barrier.
+    covered: AtomicU64,
+    /// One barrier at a time.
+    turn: tokio::sync::Mutex<()>,
+    /// Barriers actually run (each a confirmation round with the leader).
+    rounds: AtomicU64,
+}
+
 pub(super) struct Inner {
     pub(super) id: NodeId,
     pub(super) advertise: String,
@@ -100,6 +114,7 @@ pub(super) struct Inner {
     pub(super) changes: broadcast::Sender<Change>,
     pub(super) runtime: tokio::runtime::Handle,
     pub(super) write_timeout: Duration,
+    pub(super) barriers: Barriers,
     pub(super) db: sled::Db,
 }
 
@@ -184,6 +199,7 @@ impl Store {
             changes,
             runtime: runtime.handle().clone(),
             write_timeout: config.write_timeout,
+            barriers: Barriers::default(),
             db,
         }));
         store.spawn_expiry(config.expire_interval);
@@ -380,7 +396,7 @@ impl Store {
     /// Waits until this replica has applied everything committed before the call.
     pub async fn read_barrier(&self) -> Result<(), Error> {
         let inner = self.0.clone();
-        self.on_runtime(async move { inner.read_barrier().await })
+        self.on_runtime(async move { inner.shared_read_barrier().await })
             .await
     }
 
@@ -582,6 +598,24 @@ impl Inner {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
         Err(Error::Unavailable(last))
+    }
+
+    /// A read barrier shared by every caller waiting for one: at most one is in flight per
+    /// node, and one that began after a caller arrived serves that caller too. A flood of
+    /// unknown session ids therefore costs the leader one confirmation round at a time,
+    /// not one per request.
+    async fn shared_read_barrier(&self) -> Result<(), Error> {
+        let ticket = self.barriers.arrived.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = self.barriers.turn.lock().await;
+        if self.barriers.covered.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Everyone who arrived before this barrier starts is served by it.
+        let covers = self.barriers.arrived.load(Ordering::SeqCst);
+        self.barriers.rounds.fetch_add(1, Ordering::Relaxed);
+        self.read_barrier().await?;
+        self.barriers.covered.fetch_max(covers, Ordering::SeqCst);
+        Ok(())
     }
 
     async fn read_barrier(&self) -> Result<(), Error> {

@@ -2,6 +2,7 @@
 //! plaintext reaches the disk.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -321,4 +322,29 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[actix_web::test]
+async fn waiting_readers_share_one_barrier() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rt) = open(dir.path(), Ring::single(Key::generate())).await;
+    let barriers = &store.0.barriers;
+    // Hold the turn so every caller arrives before any barrier starts.
+    let turn = barriers.turn.lock().await;
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.read_barrier().await })
+        })
+        .collect();
+    assert!(eventually(|| barriers.arrived.load(Ordering::SeqCst) == 20).await);
+    drop(turn);
+    for caller in callers {
+        caller.await.unwrap().unwrap();
+    }
+    assert_eq!(barriers.rounds.load(Ordering::SeqCst), 1);
+    // A caller arriving after that barrier finished gets a barrier of its own.
+    store.read_barrier().await.unwrap();
+    assert_eq!(barriers.rounds.load(Ordering::SeqCst), 2);
+    close(store, rt).await;
 }
