@@ -9,7 +9,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -54,6 +54,49 @@ pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     committed: Committed,
+    flusher: Flusher,
+}
+
+/// Group commit: appends hand their callbacks to one thread, which fsyncs once for every
+/// callback queued so far and then fires them in order. openraft awaits `append` inside
+/// its core loop, so an fsync there would stall every other message for its duration; here
+/// the loop moves on and one fsync covers many appends.
+#[derive(Clone)]
+struct Flusher(mpsc::Sender<(sled::Db, LogFlushed<TypeConfig>)>);
+
+impl Flusher {
+    fn start() -> Self {
+        let (tx, rx) = mpsc::channel::<(sled::Db, LogFlushed<TypeConfig>)>();
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || {
+                // Ends when every LogStore clone (every sender) is gone. The thread holds the
+                // database only while it flushes, so closing the store releases sled's lock.
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    // Everything the callbacks stand for was written before they were queued,
+                    // so this one flush makes all of it durable.
+                    let result = waiting[0].0.flush();
+                    let callbacks: Vec<_> = waiting.into_iter().map(|(_, cb)| cb).collect();
+                    for callback in callbacks {
+                        callback.log_io_completed(match &result {
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(std::io::Error::other(e.to_string())),
+                        });
+                    }
+                }
+            })
+            .expect("the operating system could not start the log flusher thread");
+        Self(tx)
+    }
+
+    fn queue(&self, db: &sled::Db, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError> {
+        self.0.send((db.clone(), callback)).map_err(|_| {
+            let e = std::io::Error::other("the log flusher thread has stopped");
+            StorageIOError::write_logs(&e).into()
+        })
+    }
 }
 
 impl LogStore {
@@ -68,6 +111,7 @@ impl LogStore {
             log: open(LOG_TREE)?,
             meta: open(META_TREE)?,
             committed: Committed::default(),
+            flusher: Flusher::start(),
         };
         let committed = store.read_log_id(COMMITTED)?;
         store.committed.set(committed.as_ref());
@@ -238,18 +282,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
         // openraft counts a log entry towards the quorum once the callback fires, so it
-        // must only fire after the fsync.
-        match self.db.flush_async().await {
-            Ok(_) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                let err = StorageIOError::write_logs(&e);
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(err.into())
-            }
-        }
+        // fires only after an fsync that began after this batch was written.
+        self.flusher.queue(&self.db, callback)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
