@@ -19,12 +19,12 @@ pub enum Error {
     #[error("the cluster secret is required: set MCP_FLEET_CLUSTER_SECRET or --cluster-secret")]
     NoSecret,
     /// The node could not be reached.
-    #[error("{via}: {source}")]
+    #[error("{via}: {error}")]
     Call {
         /// The node asked.
         via: String,
         /// What went wrong.
-        source: CallError,
+        error: CallError,
     },
     /// The node refused.
     #[error("{via} answered HTTP {status}: {body}")]
@@ -59,9 +59,9 @@ pub async fn run(args: &ClusterArgs, configured_secret: Option<&str>) -> Result<
     let (status, answer) = client
         .json(&args.via, path, body.as_ref(), TIMEOUT)
         .await
-        .map_err(|source| Error::Call {
+        .map_err(|error| Error::Call {
             via: args.via.clone(),
-            source,
+            error,
         })?;
     if !(200..300).contains(&status) {
         return Err(Error::Refused {

@@ -40,7 +40,7 @@ pub(crate) const POSTCARD: &str = "application/x-postcard";
 pub enum CallError {
     /// The node could not be reached (connection refused, timed out).
     #[error("node unreachable: {0}")]
-    Unreachable(#[source] reqwest::Error),
+    Unreachable(String),
     /// The node answered with something other than a postcard body.
     #[error("node answered HTTP {status}")]
     Status {
@@ -94,9 +94,9 @@ impl Client {
             .await
             .map_err(|e| {
                 if e.is_connect() || e.is_timeout() {
-                    CallError::Unreachable(e)
+                    CallError::Unreachable(causes(&e))
                 } else {
-                    CallError::Transport(e.to_string())
+                    CallError::Transport(causes(&e))
                 }
             })?;
         if !response.status().is_success() {
@@ -129,7 +129,7 @@ impl Client {
             .timeout(timeout)
             .send()
             .await
-            .map_err(CallError::Unreachable)?;
+            .map_err(|e| CallError::Unreachable(causes(&e)))?;
         let status = response.status().as_u16();
         let bytes = response
             .bytes()
@@ -139,6 +139,22 @@ impl Client {
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
         Ok((status, value))
     }
+}
+
+/// An error and its causes on one line, each said once: HTTP client errors nest the same
+/// message several levels deep, with the useful part ("connection refused") at the bottom.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// Makes a connection to each peer for openraft.

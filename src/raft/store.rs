@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::command::storage_key;
-use super::network::{path, CallError, Client, Network};
+use super::network::{path, Client, Network};
 use super::{
     Change, Command, Committed, Config, LogStore, NodeId, Outcome, Reader, StateMachine, Table,
     TypeConfig,
@@ -639,7 +639,6 @@ impl Inner {
                     Ok(Ok(index)) => Ok(index),
                     Ok(Err(Refusal::NotLeader)) => Err(format!("node {leader} is not the leader")),
                     Ok(Err(Refusal::Failed(why))) => Err(why),
-                    Err(e @ CallError::Unreachable(_)) => Err(e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
             };
