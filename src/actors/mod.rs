@@ -3,11 +3,16 @@
 //! - [`SessionHandle`] fronts the session actor: reads come from a bounded memory tier
 //!   shared by all HTTP workers (no mailbox on the hot path), writes go through the actor,
 //!   which owns the store.
+//! - `JwksHandle` fronts the JWKS actor: key lookups read a shared cache; only a miss
+//!   reaches the actor, which fetches each issuer's key set (rate-limited, shared).
 //! - [`ToolHandle`] fronts one tool actor: per-tool concurrency limit, timeout,
 //!   cooperative cancellation, and panic containment.
 
+pub(crate) mod jwks;
 mod session;
 mod tool;
 
+pub use jwks::install_tls_provider;
+pub(crate) use jwks::JwksHandle;
 pub use session::{Config as SessionConfig, Session, SessionHandle};
 pub use tool::{ToolHandle, ToolPool};

@@ -62,6 +62,7 @@ pub struct Client {
 impl Client {
     /// A client presenting `secret` to every node.
     pub fn new(secret: &str) -> Self {
+        crate::actors::install_tls_provider();
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))

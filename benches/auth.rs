@@ -1,0 +1,153 @@
+//! Authentication throughput by tier: memory-tier hits, replica hits (an opaque token
+//! introspected by another authenticator on the same store), and full JWT verification
+//! with cached keys (RS256 and ES256). Prints figures; asserts nothing about speed.
+//!
+//! Run with `cargo bench --bench auth`.
+
+#[path = "../src/auth/test_issuer.rs"]
+mod test_issuer;
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use mcp_fleet::auth::{Authenticator, Config, Introspection, IssuerConfig};
+use mcp_fleet::crypto::{Key, Ring};
+use mcp_fleet::raft::Store;
+use serde_json::json;
+use test_issuer::{TestIssuer, TestKey, CLIENT_ID, CLIENT_SECRET};
+
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+fn report(what: &str, count: usize, elapsed: Duration) {
+    let per_sec = count as f64 / elapsed.as_secs_f64();
+    let each_us = elapsed.as_secs_f64() * 1e6 / count as f64;
+    println!("{what:<44} {per_sec:>12.0} /s   {each_us:>9.2} µs each   ({count} in {elapsed:.2?})");
+}
+
+fn config(issuer: &TestIssuer) -> Config {
+    let mut trusted = IssuerConfig::new(issuer.issuer());
+    trusted.jwks_uri = Some(issuer.jwks_uri());
+    trusted.introspection = Some(Introspection {
+        endpoint: issuer.introspection_endpoint(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+    });
+    Config {
+        issuers: vec![trusted],
+        memory_capacity: 1_000_000,
+        ..Config::default()
+    }
+}
+
+async fn memory_hits(auth: &Authenticator, token: &str) {
+    auth.authenticate(token).await.expect("accepted");
+    let n = 500_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        auth.authenticate(token).await.expect("accepted");
+    }
+    report("memory-tier hit (1 thread)", n, start.elapsed());
+
+    // The hot path shares no mailbox: two threads scale instead of queueing.
+    let threads = 2;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let auth = auth.clone();
+            let token = token.to_owned();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("a runtime");
+                rt.block_on(async {
+                    for _ in 0..n {
+                        auth.authenticate(&token).await.expect("accepted");
+                    }
+                });
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread ends");
+    }
+    report(
+        "memory-tier hit (2 threads, total)",
+        threads * n,
+        start.elapsed(),
+    );
+}
+
+async fn replica_hits(issuer: &TestIssuer, store: &Store) {
+    let n = 2_000;
+    let tokens: Vec<String> = (0..n).map(|i| format!("opaque-bench-{i}")).collect();
+    let exp = test_issuer::now() + 3600;
+    for (i, token) in tokens.iter().enumerate() {
+        issuer.activate(
+            token,
+            json!({"sub": format!("user-{i}"), "scope": "mcp", "exp": exp}),
+        );
+    }
+    // Another node introspects them all and shares the results through the store.
+    let producer = Authenticator::start(&config(issuer), RESOURCE, store.clone());
+    let start = Instant::now();
+    for chunk in tokens.chunks(64) {
+        for result in join_all(chunk.iter().map(|t| producer.authenticate(t))).await {
+            result.expect("active");
+        }
+    }
+    report(
+        "introspection + store write (64 at a time)",
+        n,
+        start.elapsed(),
+    );
+
+    let consumer = Authenticator::start(&config(issuer), RESOURCE, store.clone());
+    let start = Instant::now();
+    for token in &tokens {
+        consumer.authenticate(token).await.expect("replica hit");
+    }
+    report("replica hit (memory tier empty)", n, start.elapsed());
+    let stats = consumer.stats();
+    assert_eq!(stats.replica_hits as usize, n, "{stats:?}");
+    assert_eq!(stats.introspected, 0, "{stats:?}");
+}
+
+async fn full_verification(auth: &Authenticator, issuer: &TestIssuer, key: &TestKey, n: usize) {
+    let tokens: Vec<String> = (0..n)
+        .map(|i| key.sign(&issuer.claims(RESOURCE, &format!("user-{i}"))))
+        .collect();
+    let before = auth.stats().verified;
+    let start = Instant::now();
+    for token in &tokens {
+        auth.authenticate(token).await.expect("accepted");
+    }
+    report(
+        &format!("full JWT verification {:?}", key.alg),
+        n,
+        start.elapsed(),
+    );
+    assert_eq!((auth.stats().verified - before) as usize, n);
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (store, _runtime) = Store::open_single(dir.path(), Ring::single(Key::generate()))
+        .await
+        .expect("a one-node store");
+    let (rsa1, ec1) = (TestKey::rsa1(), TestKey::ec1());
+    let issuer = TestIssuer::start(&[&rsa1, &ec1]);
+    let auth = Authenticator::start(&config(&issuer), RESOURCE, store.clone());
+
+    let token = rsa1.sign(&issuer.claims(RESOURCE, "alice"));
+    memory_hits(&auth, &token).await;
+    replica_hits(&issuer, &store).await;
+    full_verification(&auth, &issuer, &rsa1, 2_000).await;
+    full_verification(&auth, &issuer, &ec1, 2_000).await;
+    println!("{:?}", auth.stats());
+    store.shutdown().await;
+}
+
+fn main() {
+    mcp_fleet::actors::install_tls_provider();
+    actix::System::new().block_on(run());
+}

@@ -1,0 +1,328 @@
+//! Settings of authentication: trusted issuers, how their claims map to a principal, and
+//! the limits of each tier.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The `[auth]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How callers are authenticated.
+    pub mode: super::Mode,
+    /// Trusted issuers; tokens from any other issuer are refused. Several may be listed
+    /// (one per tenant, say).
+    pub issuers: Vec<IssuerConfig>,
+    /// Scopes every MCP request needs; asked for in `WWW-Authenticate` challenges.
+    pub required_scopes: Vec<String>,
+    /// Scopes each tool needs besides `required_scopes`, by tool name. `tools/list` shows a
+    /// caller only the tools it may call.
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// Extra scopes to list in the protected-resource metadata (the required and per-tool
+    /// scopes are always listed).
+    pub scopes_supported: Vec<String>,
+    /// Clock skew allowed when checking `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How often each issuer's key set is fetched again.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// The least time between two fetches of one issuer's key set caused by tokens naming
+    /// an unknown key id, so a flood of made-up `kid`s cannot make us flood the issuer.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refetch_interval: Duration,
+    /// How long a key-set fetch may take.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// Validated tokens each node keeps in memory.
+    pub memory_capacity: usize,
+    /// The longest an introspection result is trusted, even if the token lives longer.
+    #[serde(with = "humantime_serde")]
+    pub introspection_cache: Duration,
+    /// How long a revocation of a user is kept; it refuses that user's tokens issued before
+    /// it, so keep it at least as long as your issuers' longest token lifetime.
+    #[serde(with = "humantime_serde")]
+    pub revocation_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: super::Mode::None,
+            issuers: Vec::new(),
+            required_scopes: Vec::new(),
+            tool_scopes: BTreeMap::new(),
+            scopes_supported: Vec::new(),
+            leeway: Duration::from_secs(30),
+            jwks_refresh: Duration::from_secs(15 * 60),
+            jwks_refetch_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+            memory_capacity: 100_000,
+            introspection_cache: Duration::from_secs(5 * 60),
+            revocation_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Config {
+    /// Every scope a caller may need: required ones first, then per-tool ones, then extras,
+    /// each once.
+    pub fn all_scopes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let all = self
+            .required_scopes
+            .iter()
+            .chain(self.tool_scopes.values().flatten())
+            .chain(&self.scopes_supported);
+        for scope in all {
+            if !out.contains(scope) {
+                out.push(scope.clone());
+            }
+        }
+        out
+    }
+
+    /// The scopes calling `tool` needs: the required ones and the tool's own.
+    pub fn scopes_for_tool(&self, tool: &str) -> Vec<String> {
+        let mut out = self.required_scopes.clone();
+        for scope in self.tool_scopes.get(tool).into_iter().flatten() {
+            if !out.contains(scope) {
+                out.push(scope.clone());
+            }
+        }
+        out
+    }
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The issuer identifier, exactly as tokens carry it in `iss`.
+    pub issuer: String,
+    /// Where its key set is; by default read from the issuer's metadata
+    /// (`/.well-known/openid-configuration`, then `/.well-known/oauth-authorization-server`).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Accepted `aud` values; by default the public MCP URL (RFC 8707).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms, from `RS256`, `RS384`, `RS512`, `PS256`, `PS384`,
+    /// `PS512`, `ES256`, `ES384`, `EdDSA`. Never `none`, never HMAC.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Which provider's claim names to expect.
+    #[serde(default)]
+    pub preset: Preset,
+    /// Claim names that override the preset's.
+    #[serde(default)]
+    pub claims: ClaimNames,
+    /// Claims a token must carry besides `iss`, `exp` and the subject claim.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// A tenant given to every principal of this issuer, when its tokens name none.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// How to ask about tokens that are not JWTs (RFC 7662).
+    #[serde(default)]
+    pub introspection: Option<Introspection>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "EdDSA"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+impl IssuerConfig {
+    /// An issuer with defaults for everything but its identifier.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            jwks_uri: None,
+            audiences: Vec::new(),
+            algorithms: default_algorithms(),
+            preset: Preset::default(),
+            claims: ClaimNames::default(),
+            required_claims: Vec::new(),
+            tenant: None,
+            introspection: None,
+        }
+    }
+
+    /// The accepted signature algorithms this build can check. Names that are unknown,
+    /// `none` or HMAC are left out: a shared secret has no place in a JWKS, and an HMAC
+    /// check keyed with a public key is the classic algorithm-confusion forgery.
+    pub fn signing_algorithms(&self) -> Vec<jsonwebtoken::Algorithm> {
+        use jsonwebtoken::{Algorithm, AlgorithmFamily};
+        let mut out: Vec<Algorithm> = Vec::new();
+        for name in &self.algorithms {
+            match name.parse::<Algorithm>() {
+                Ok(alg) if alg.family() != AlgorithmFamily::Hmac && !out.contains(&alg) => {
+                    out.push(alg)
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The configured algorithm names [`IssuerConfig::signing_algorithms`] leaves out.
+    pub fn refused_algorithms(&self) -> Vec<&str> {
+        let kept = self.signing_algorithms();
+        self.algorithms
+            .iter()
+            .filter(|name| !name.parse().is_ok_and(|alg| kept.contains(&alg)))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The claim names in force: the preset's, overridden where configured.
+    pub fn claim_names(&self) -> ResolvedClaims {
+        let preset = self.preset.claims();
+        ResolvedClaims {
+            subject: self.claims.subject.clone().unwrap_or(preset.subject),
+            email: self.claims.email.clone().or(preset.email),
+            tenant: self.claims.tenant.clone().or(preset.tenant),
+            scopes: self.claims.scopes.clone().unwrap_or(preset.scopes),
+        }
+    }
+}
+
+/// Where a provider puts what a principal is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// `sub`, `email`, no tenant, `scope`.
+    #[default]
+    Generic,
+    /// WorkOS AuthKit: `sub`, `email`, `org_id`, `scope` and `permissions`.
+    Workos,
+    /// Auth0: `sub`, `email`, `org_id`, `scope` and `permissions`.
+    Auth0,
+    /// Keycloak: `sub`, `email`, no tenant, `scope`.
+    Keycloak,
+    /// Microsoft Entra ID: `oid`, `preferred_username`, `tid`, `scp` and `roles`.
+    Entra,
+}
+
+impl Preset {
+    fn claims(self) -> ResolvedClaims {
+        let names =
+            |subject: &str, email: &str, tenant: Option<&str>, scopes: &[&str]| ResolvedClaims {
+                subject: subject.to_owned(),
+                email: Some(email.to_owned()),
+                tenant: tenant.map(str::to_owned),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            };
+        match self {
+            Preset::Generic | Preset::Keycloak => names("sub", "email", None, &["scope"]),
+            Preset::Workos | Preset::Auth0 => {
+                names("sub", "email", Some("org_id"), &["scope", "permissions"])
+            }
+            Preset::Entra => names("oid", "preferred_username", Some("tid"), &["scp", "roles"]),
+        }
+    }
+}
+
+/// Claim-name overrides; a dotted name (`realm_access.roles`) reaches into objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimNames {
+    /// The subject claim.
+    pub subject: Option<String>,
+    /// The email claim.
+    pub email: Option<String>,
+    /// The tenant or organisation claim.
+    pub tenant: Option<String>,
+    /// Claims holding scopes: space-separated strings or arrays, merged in order.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The claim names in force for one issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedClaims {
+    /// The subject claim.
+    pub subject: String,
+    /// The email claim.
+    pub email: Option<String>,
+    /// The tenant claim.
+    pub tenant: Option<String>,
+    /// The scope claims.
+    pub scopes: Vec<String>,
+}
+
+/// An RFC 7662 introspection client.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    /// The introspection endpoint.
+    pub endpoint: String,
+    /// Our client id at the issuer.
+    pub client_id: String,
+    /// Our client secret at the issuer.
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Introspection")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_overrides() {
+        let mut entra = IssuerConfig::new("https://login.microsoftonline.com/t/v2.0");
+        entra.preset = Preset::Entra;
+        let names = entra.claim_names();
+        assert_eq!(names.subject, "oid");
+        assert_eq!(names.tenant.as_deref(), Some("tid"));
+        entra.claims.subject = Some("sub".into());
+        assert_eq!(entra.claim_names().subject, "sub");
+        assert_eq!(entra.claim_names().scopes, vec!["scp", "roles"]);
+    }
+
+    #[test]
+    fn hmac_and_none_are_never_signing_algorithms() {
+        let mut issuer = IssuerConfig::new("https://id.example.com");
+        issuer.algorithms = ["RS256", "HS256", "none", "ES256", "RS256", "XX1"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(
+            issuer.signing_algorithms(),
+            vec![
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256
+            ]
+        );
+        assert_eq!(issuer.refused_algorithms(), vec!["HS256", "none", "XX1"]);
+    }
+
+    #[test]
+    fn scopes_for_tools() {
+        let config = Config {
+            required_scopes: vec!["mcp".into()],
+            tool_scopes: BTreeMap::from([("admin".into(), vec!["mcp".into(), "admin".into()])]),
+            ..Config::default()
+        };
+        assert_eq!(config.scopes_for_tool("admin"), vec!["mcp", "admin"]);
+        assert_eq!(config.scopes_for_tool("echo"), vec!["mcp"]);
+        assert_eq!(config.all_scopes(), vec!["mcp", "admin"]);
+        let secret = Introspection {
+            endpoint: "e".into(),
+            client_id: "c".into(),
+            client_secret: "hunter2".into(),
+        };
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+}
