@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth;
-use crate::config::{Overrides, RaftOverrides};
+use crate::config::{AuthOverrides, Overrides, RaftOverrides};
 
 /// Host MCP tools for many users on a fleet of instances.
 #[derive(Debug, Parser)]
@@ -106,6 +106,22 @@ pub enum ClusterAction {
     },
     /// Seal again, with the active key, every record sealed with an older key.
     Reseal,
+    /// Refuse a user's tokens issued so far, one token, or one legacy session, on every
+    /// node.
+    Revoke {
+        /// The issuer of the user or token.
+        #[arg(long, required_unless_present = "session")]
+        issuer: Option<String>,
+        /// The user (the subject the issuer names).
+        #[arg(long, conflicts_with_all = ["token_id", "session"], requires = "issuer")]
+        subject: Option<String>,
+        /// One token, by its `jti`.
+        #[arg(long, conflicts_with = "session", requires = "issuer")]
+        token_id: Option<String>,
+        /// One legacy session, by its `Mcp-Session-Id`.
+        #[arg(long)]
+        session: Option<String>,
+    },
 }
 
 /// Flags of `dev`.
@@ -120,9 +136,73 @@ pub struct ServeArgs {
     /// How callers authenticate.
     #[arg(long, value_enum)]
     pub auth: Option<AuthArg>,
+    /// The trusted token issuer (`iss`), for `--auth jwt`; replaces configured issuers.
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+    /// An accepted token audience (repeatable); default: the public MCP URL.
+    #[arg(long, value_name = "URL", requires = "issuer")]
+    pub audience: Vec<String>,
+    /// The issuer's key set; default: read from the issuer's metadata.
+    #[arg(long, value_name = "URL", requires = "issuer")]
+    pub jwks_uri: Option<String>,
+    /// Whose claim names the issuer uses.
+    #[arg(long, value_enum, requires = "issuer")]
+    pub issuer_preset: Option<PresetArg>,
+    /// The public URL of the MCP endpoint, as clients reach it (the OAuth resource);
+    /// default: `http://<listen address>/mcp`.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
     /// Serve the MCP conformance suite's fixtures.
     #[arg(long)]
     pub conformance: bool,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        let issuers = self.issuer.as_ref().map(|issuer| {
+            let mut config = auth::IssuerConfig::new(issuer.clone());
+            config.jwks_uri = self.jwks_uri.clone();
+            config.audiences = self.audience.clone();
+            config.preset = match self.issuer_preset {
+                None | Some(PresetArg::Generic) => auth::Preset::Generic,
+                Some(PresetArg::Workos) => auth::Preset::Workos,
+                Some(PresetArg::Auth0) => auth::Preset::Auth0,
+                Some(PresetArg::Keycloak) => auth::Preset::Keycloak,
+                Some(PresetArg::Entra) => auth::Preset::Entra,
+            };
+            vec![config]
+        });
+        Overrides {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            auth: AuthOverrides {
+                mode: self.auth.map(|a| match a {
+                    AuthArg::None => auth::Mode::None,
+                    AuthArg::Jwt => auth::Mode::Jwt,
+                    AuthArg::Dev => auth::Mode::Dev,
+                }),
+                issuers,
+            },
+            public_url: self.public_url.clone(),
+            conformance: self.conformance.then_some(true),
+            ..Overrides::default()
+        }
+    }
+}
+
+/// `--issuer-preset` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PresetArg {
+    /// `sub`, `email`, `scope`.
+    Generic,
+    /// WorkOS AuthKit.
+    Workos,
+    /// Auth0.
+    Auth0,
+    /// Keycloak.
+    Keycloak,
+    /// Microsoft Entra ID.
+    Entra,
 }
 
 /// Flags of `stdio`.
@@ -138,24 +218,18 @@ pub struct StdioArgs {
 pub enum AuthArg {
     /// No authentication (loopback only).
     None,
+    /// Bearer tokens from the configured issuers.
+    Jwt,
+    /// A built-in development issuer; prints a token to use (loopback only).
+    Dev,
 }
 
 impl Cli {
     /// The flags that override file and environment.
     pub fn overrides(&self) -> Overrides {
         match &self.command {
-            Command::Dev(args) => Overrides {
-                listen: args.listen.clone(),
-                data_dir: args.data_dir.clone(),
-                auth: args.auth.map(|AuthArg::None| auth::Mode::None),
-                conformance: args.conformance.then_some(true),
-                ..Overrides::default()
-            },
+            Command::Dev(args) => args.overrides(),
             Command::Serve(args) => Overrides {
-                listen: args.serve.listen.clone(),
-                data_dir: args.serve.data_dir.clone(),
-                auth: args.serve.auth.map(|AuthArg::None| auth::Mode::None),
-                conformance: args.serve.conformance.then_some(true),
                 raft: RaftOverrides {
                     node_id: args.node_id,
                     listen: args.raft_listen.clone(),
@@ -167,6 +241,7 @@ impl Cli {
                             .collect()
                     }),
                 },
+                ..args.serve.overrides()
             },
             Command::Cluster(_) => Overrides::default(),
             Command::Stdio(args) => Overrides {

@@ -55,6 +55,25 @@ pub async fn run(args: &ClusterArgs, configured_secret: Option<&str>) -> Result<
         ),
         ClusterAction::Leave { node_id } => ("/cluster/leave", Some(json!({ "node_id": node_id }))),
         ClusterAction::Reseal => ("/fleet/reseal", Some(json!({}))),
+        ClusterAction::Revoke {
+            issuer,
+            subject,
+            token_id,
+            session,
+        } => {
+            let mut body = serde_json::Map::new();
+            for (key, value) in [
+                ("issuer", issuer),
+                ("subject", subject),
+                ("token_id", token_id),
+                ("session", session),
+            ] {
+                if let Some(value) = value {
+                    body.insert(key.to_owned(), json!(value));
+                }
+            }
+            ("/auth/revoke", Some(Value::Object(body)))
+        }
     };
     let (status, answer) = client
         .json(&args.via, path, body.as_ref(), TIMEOUT)

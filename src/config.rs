@@ -72,8 +72,10 @@ struct Raw {
     listen: String,
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
-    #[serde(default = "default_auth")]
-    auth: auth::Mode,
+    #[serde(default)]
+    auth: auth::Config,
+    #[serde(default)]
+    public_url: Option<String>,
     #[serde(default)]
     conformance: bool,
     #[serde(default)]
@@ -102,10 +104,6 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
 
-fn default_auth() -> auth::Mode {
-    auth::Mode::None
-}
-
 /// Values given on the command line; they win over the file and the environment.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -115,15 +113,35 @@ pub struct Overrides {
     /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// `--auth`.
+    /// `--auth`, `--issuer`, `--audience`, `--jwks-uri`, `--issuer-preset`.
+    #[serde(skip_serializing_if = "AuthOverrides::is_empty")]
+    pub auth: AuthOverrides,
+    /// `--public-url`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth: Option<auth::Mode>,
+    pub public_url: Option<String>,
     /// `--conformance`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conformance: Option<bool>,
     /// `--node-id`, `--raft-listen`, `--peers`.
     #[serde(skip_serializing_if = "RaftOverrides::is_empty")]
     pub raft: RaftOverrides,
+}
+
+/// Authentication values given on the command line.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct AuthOverrides {
+    /// `--auth`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<auth::Mode>,
+    /// `--issuer` and its companions: one issuer replacing any configured ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuers: Option<Vec<auth::IssuerConfig>>,
+}
+
+impl AuthOverrides {
+    fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.issuers.is_none()
+    }
 }
 
 /// Raft values given on the command line.
@@ -160,7 +178,10 @@ pub struct Config {
     /// Where the node keeps its data.
     pub data_dir: PathBuf,
     /// How callers are authenticated.
-    pub auth: auth::Mode,
+    pub auth: auth::Config,
+    /// The public URL of the MCP endpoint (the OAuth resource); when absent,
+    /// `http://<listen address>/mcp`.
+    pub public_url: Option<String>,
     /// Whether the conformance fixtures are served.
     pub conformance: bool,
     /// The sealing key ring; when absent, dev mode generates a key into the data directory.
@@ -225,11 +246,54 @@ impl Config {
                 format!("`{}` is not an address like 127.0.0.1:8080", raw.listen),
             )
         })?;
-        if raw.auth == auth::Mode::None && !listen.ip().is_loopback() {
-            return Err(invalid(
-                "auth",
-                format!("`none` is only allowed on a loopback address, and listen is {listen}"),
-            ));
+        match raw.auth.mode {
+            auth::Mode::None | auth::Mode::Dev if !listen.ip().is_loopback() => {
+                let mode = if raw.auth.mode == auth::Mode::None {
+                    "none"
+                } else {
+                    "dev"
+                };
+                return Err(invalid(
+                    "auth.mode",
+                    format!(
+                        "`{mode}` is only allowed on a loopback address, and listen is {listen}"
+                    ),
+                ));
+            }
+            auth::Mode::Jwt if raw.auth.issuers.is_empty() => {
+                return Err(invalid(
+                    "auth.issuers",
+                    "`jwt` needs at least one issuer (--issuer URL, or [[auth.issuers]])",
+                ));
+            }
+            _ => {}
+        }
+        for issuer in &raw.auth.issuers {
+            if !(issuer.issuer.starts_with("https://") || issuer.issuer.starts_with("http://")) {
+                return Err(invalid(
+                    "auth.issuers.issuer",
+                    format!("`{}` is not an http(s) URL", issuer.issuer),
+                ));
+            }
+            for alg in &issuer.algorithms {
+                if !auth::ALGORITHMS.contains(&alg.as_str()) {
+                    return Err(invalid(
+                        "auth.issuers.algorithms",
+                        format!(
+                            "`{alg}` is not allowed; choose from {}",
+                            auth::ALGORITHMS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(url) = &raw.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    "public_url",
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
         }
         let encryption_key = raw
             .encryption_key
@@ -311,6 +375,7 @@ impl Config {
             listen,
             data_dir: raw.data_dir,
             auth: raw.auth,
+            public_url: raw.public_url,
             conformance: raw.conformance,
             encryption_key,
             cluster_secret: raw.cluster_secret,
@@ -359,7 +424,26 @@ mod tests {
         let err = Config::from_toml("listen = \"0.0.0.0:8080\"")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`auth`"), "{err}");
+        assert!(err.contains("`auth.mode`"), "{err}");
+        let err = Config::from_toml("listen = \"0.0.0.0:8080\"\n[auth]\nmode = \"dev\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`auth.mode`"), "{err}");
+        let err = Config::from_toml("[auth]\nmode = \"jwt\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.issuers"), "{err}");
+        let c = Config::from_toml(
+            "listen = \"0.0.0.0:8080\"\n[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://id.example.com\"\npreset = \"entra\"",
+        )
+        .unwrap();
+        assert_eq!(c.auth.issuers[0].preset, auth::Preset::Entra);
+        let err = Config::from_toml(
+            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\nalgorithms = [\"HS256\"]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("HS256"), "{err}");
     }
 
     #[test]

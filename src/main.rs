@@ -52,6 +52,16 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
         "mcp-fleet internal listener on http://{}",
         node.internal_addr()
     );
+    if let Some(token) = node.dev_token() {
+        // Standard output, not the log: this token is for the developer to copy.
+        println!("mcp-fleet bearer token: {token}");
+        let snippet = serde_json::json!({ "mcpServers": { "mcp-fleet": {
+            "type": "http",
+            "url": node.resource(),
+            "headers": { "Authorization": format!("Bearer {token}") },
+        }}});
+        println!("mcp-fleet client config: {snippet}");
+    }
     tracing::info!(addr = %node.addr(), internal = %node.internal_addr(), "serving");
     let stopper = node.stopper();
     let wait = node.wait();

@@ -8,6 +8,8 @@ use actix_web::{web, App, HttpServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::{SessionHandle, ToolPool};
+use crate::auth::dev::DevIssuer;
+use crate::auth::{self, Authenticator, Principal};
 use crate::crypto::{self, Ring, Sealer};
 use crate::mcp::{Engine, ServerInfo};
 use crate::raft::{self, Store};
@@ -44,6 +46,9 @@ pub enum StartError {
     /// The sealing key could not be loaded.
     #[error("encryption key: {0}")]
     Key(#[from] crypto::Error),
+    /// The development issuer could not start.
+    #[error("{0}")]
+    DevIssuer(#[from] auth::dev::Error),
     /// A setting a fleet node cannot do without is missing.
     #[error("configuration key `{0}` is required to serve as part of a fleet")]
     Missing(&'static str),
@@ -101,17 +106,41 @@ impl Node {
             source,
         })?;
         let internal_addr = internal.local_addr().map_err(StartError::Listen)?;
-        let (store, runtime, secret) = open_store(&config, role, internal_addr).await?;
-        let engine = engine(&config, store.clone(), store_sealer(&config, role)?);
         let addr = listener.local_addr().map_err(StartError::Listen)?;
+        let (store, runtime, secret) = open_store(&config, role, internal_addr).await?;
+        let access = Access::new(&config, addr)?;
+        let mut engine = engine(&config, store.clone(), store_sealer(&config, role)?);
+        if access.auth.mode != auth::Mode::None {
+            engine = engine.with_access(access.auth.clone());
+        }
+        let authenticator = (access.auth.mode != auth::Mode::None)
+            .then(|| Authenticator::start(&access.auth, &access.resource, store.clone()));
+        let guard = http::Guard::new(
+            authenticator.clone(),
+            &access.resource,
+            access.auth.required_scopes.clone(),
+        );
+        let metadata = authenticator
+            .is_some()
+            .then(|| http::metadata_document(&access.resource, &access.auth));
+        let dev_token = access.dev.as_ref().map(|dev| {
+            dev.mint(&Principal {
+                subject: auth::dev::DEV_SUBJECT.to_owned(),
+                scopes: access.auth.all_scopes(),
+                ..Principal::anonymous()
+            })
+        });
         let shutdown = CancellationToken::new();
-        let state = web::Data::new(http::State::new(
-            engine,
-            config.http.clone(),
-            addr.ip().is_loopback(),
-            shutdown.clone(),
-            store.clone(),
-        ));
+        let state = web::Data::new(
+            http::State::new(
+                engine.clone(),
+                config.http.clone(),
+                addr.ip().is_loopback(),
+                shutdown.clone(),
+                store.clone(),
+            )
+            .with_auth(guard, metadata, access.dev.clone()),
+        );
         let http_config = Arc::new(config.http.clone());
         let workers = match config.http.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -136,6 +165,8 @@ impl Node {
         let internal_state = web::Data::new(http::Internal {
             store: store.clone(),
             secret,
+            authenticator,
+            sessions: engine.sessions().clone(),
         });
         let internal_server = HttpServer::new(move || {
             App::new()
@@ -164,12 +195,47 @@ impl Node {
         Ok(NodeHandle {
             addr,
             internal_addr,
+            resource: access.resource,
+            dev_token,
             handle,
             internal_handle,
             task,
             shutdown,
             store,
             runtime: Arc::new(runtime),
+        })
+    }
+}
+
+/// Who may call, as this node enforces it.
+struct Access {
+    /// Authentication settings in force (with the development issuer added in dev mode).
+    auth: auth::Config,
+    /// The public MCP URL.
+    resource: String,
+    /// The development issuer, with `--auth dev`.
+    dev: Option<Arc<DevIssuer>>,
+}
+
+impl Access {
+    fn new(config: &Config, addr: SocketAddr) -> Result<Self, StartError> {
+        let resource = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}/mcp"));
+        let mut auth = config.auth.clone();
+        let dev = match auth.mode {
+            auth::Mode::Dev => {
+                let dev = DevIssuer::open(&config.data_dir, &format!("http://{addr}"), &resource)?;
+                auth.issuers.insert(0, dev.config());
+                Some(Arc::new(dev))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            auth,
+            resource,
+            dev,
         })
     }
 }
@@ -242,6 +308,8 @@ async fn open_store(
 pub struct NodeHandle {
     addr: SocketAddr,
     internal_addr: SocketAddr,
+    resource: String,
+    dev_token: Option<String>,
     handle: actix_web::dev::ServerHandle,
     internal_handle: actix_web::dev::ServerHandle,
     task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
@@ -261,9 +329,19 @@ impl NodeHandle {
         self.internal_addr
     }
 
-    /// The MCP endpoint's URL.
+    /// The MCP endpoint's URL, as this node listens.
     pub fn mcp_url(&self) -> String {
         format!("http://{}/mcp", self.addr)
+    }
+
+    /// The public MCP URL: the OAuth resource tokens must name.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// With `--auth dev`, a token for the development user, with every configured scope.
+    pub fn dev_token(&self) -> Option<&str> {
+        self.dev_token.as_deref()
     }
 
     /// A handle that can stop the node while another task waits on it.

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::actors::SessionHandle;
+use crate::auth::{Authenticator, Revocation};
 use crate::raft::network::{path, Reply, POSTCARD};
 use crate::raft::{Command, NodeId, Store};
 
@@ -27,6 +29,10 @@ const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) struct Internal {
     pub store: Store,
     pub secret: String,
+    /// Records revocations; `None` with `--auth none`.
+    pub authenticator: Option<Authenticator>,
+    /// Ends legacy sessions revoked by id.
+    pub sessions: SessionHandle,
 }
 
 /// Registers the internal routes, behind the cluster-secret check.
@@ -45,7 +51,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/cluster/init", web::post().to(init))
                 .route("/cluster/join", web::post().to(join))
                 .route("/cluster/leave", web::post().to(leave))
-                .route("/fleet/reseal", web::post().to(reseal)),
+                .route("/fleet/reseal", web::post().to(reseal))
+                .route("/auth/revoke", web::post().to(revoke)),
         );
 }
 
@@ -223,6 +230,55 @@ async fn forward_unless_leader<T: Serialize>(
 async fn reseal(state: web::Data<Internal>) -> HttpResponse {
     match state.store.reseal().await {
         Ok(count) => HttpResponse::Ok().json(json!({ "resealed": count })),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
+    }
+}
+
+/// What `POST /auth/revoke` takes: a user (`issuer` and `subject`), one token (`issuer`
+/// and `token_id`), or one legacy session (`session`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    token_id: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// Revokes through the fleet store: once applied, every node refuses what was revoked.
+async fn revoke(state: web::Data<Internal>, body: web::Json<RevokeBody>) -> HttpResponse {
+    let body = body.into_inner();
+    if let Some(session) = body.session {
+        return match state.sessions.delete(&session).await {
+            Ok(existed) => {
+                HttpResponse::Ok().json(json!({ "revoked": "session", "existed": existed }))
+            }
+            Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
+        };
+    }
+    let Some(authenticator) = &state.authenticator else {
+        return HttpResponse::Conflict().json(
+            json!({ "error": "authentication is off on this node: there is nothing to revoke" }),
+        );
+    };
+    let (revocation, what) = match (body.issuer, body.subject, body.token_id) {
+        (Some(issuer), Some(subject), None) => (Revocation::Subject { issuer, subject }, "subject"),
+        (Some(issuer), None, Some(token_id)) => (Revocation::TokenId { issuer, token_id }, "token"),
+        _ => {
+            return HttpResponse::BadRequest().json(json!({
+                "error": "give issuer with subject, issuer with token_id, or session"
+            }))
+        }
+    };
+    match authenticator.revoke(revocation).await {
+        Ok(()) => {
+            tracing::info!(what, "revocation recorded");
+            HttpResponse::Ok().json(json!({ "revoked": what }))
+        }
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }
 }

@@ -18,6 +18,7 @@ use super::mcp::{
 use super::sse::{self, Outgoing};
 use super::{guard, State};
 use crate::actors::Session;
+use crate::auth::Principal;
 use crate::mcp::jsonrpc::{self, error_response, notification, reply, response};
 use crate::mcp::{Call, Era, Message, RpcError, Version};
 use crate::tools::{self, Peer};
@@ -28,8 +29,9 @@ pub(super) async fn initialize(
     id: &Value,
     params: &Map<String, Value>,
     state: &State,
+    principal: &Arc<Principal>,
 ) -> HttpResponse {
-    let (session, result) = match state.engine.initialize(params, (*state.principal).clone()) {
+    let (session, result) = match state.engine.initialize(params, (**principal).clone()) {
         Ok(r) => r,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, Some(id), &e),
     };
@@ -43,7 +45,7 @@ pub(super) async fn initialize(
             &RpcError::internal("the session could not be created"),
         );
     }
-    tracing::info!(version = %version, "legacy session created");
+    tracing::info!(version = %version, subject = %principal.subject, "legacy session created");
     let body = response(id, result);
     let mut builder = HttpResponse::Ok();
     builder.insert_header((MCP_SESSION_ID, session_id));
@@ -107,11 +109,15 @@ impl SessionRefusal {
 /// Looks up the session a legacy request names. A session this node has not seen is
 /// confirmed with the leader before the answer is 404: it may have been created through
 /// another node a moment ago.
-async fn load_session(req: &HttpRequest, state: &State) -> Result<Arc<Session>, SessionRefusal> {
+async fn load_session(
+    req: &HttpRequest,
+    state: &State,
+    principal: &Principal,
+) -> Result<Arc<Session>, SessionRefusal> {
     let id = header(req, MCP_SESSION_ID).ok_or(SessionRefusal::Missing)?;
     match state.engine.sessions().get_fresh(id).await {
         // Someone else's session is as absent as one that never existed.
-        Ok(Some(s)) if s.principal.binding() == state.principal.binding() => Ok(s),
+        Ok(Some(s)) if s.principal.binding() == principal.binding() => Ok(s),
         Ok(_) => Err(SessionRefusal::NotFound),
         Err(crate::raft::Error::Unavailable(why)) => {
             tracing::warn!(reason = %why, "could not confirm a session with the leader");
@@ -128,8 +134,9 @@ pub(super) async fn post(
     req: &HttpRequest,
     message: Message,
     state: &web::Data<State>,
+    principal: &Arc<Principal>,
 ) -> HttpResponse {
-    let session = match load_session(req, state).await {
+    let session = match load_session(req, state, principal).await {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
@@ -158,7 +165,7 @@ pub(super) async fn post(
             let cancel = CancellationToken::new();
             live.inflight.track(&id, cancel.clone());
             let call = Call {
-                principal: session.principal.clone(),
+                principal: principal.clone(),
                 era: Era::Legacy(session.clone()),
                 peer: Arc::new(LegacyPeer {
                     live: live.clone(),
@@ -249,8 +256,9 @@ pub(super) async fn post_batch(
     req: &HttpRequest,
     value: Value,
     state: &web::Data<State>,
+    principal: &Arc<Principal>,
 ) -> HttpResponse {
-    let session = match load_session(req, state).await {
+    let session = match load_session(req, state, principal).await {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
@@ -288,7 +296,7 @@ pub(super) async fn post_batch(
             Ok(Message::Request { id, method, params }) => {
                 let (tx, _rx) = live::channel();
                 let call = Call {
-                    principal: session.principal.clone(),
+                    principal: principal.clone(),
                     era: Era::Legacy(session.clone()),
                     peer: Arc::new(ChannelPeer { tx, sse: false }),
                     cancel: CancellationToken::new(),
@@ -331,7 +339,11 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
             );
         }
     }
-    let session = match load_session(&req, &state).await {
+    let principal = match super::auth::authenticate(&req, &state).await {
+        Ok(principal) => principal,
+        Err(refusal) => return refusal,
+    };
+    let session = match load_session(&req, &state, &principal).await {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
@@ -446,7 +458,11 @@ pub(super) async fn delete(req: HttpRequest, state: web::Data<State>) -> HttpRes
     if header(&req, MCP_SESSION_ID).is_none() {
         return method_not_allowed();
     }
-    let session = match load_session(&req, &state).await {
+    let principal = match super::auth::authenticate(&req, &state).await {
+        Ok(principal) => principal,
+        Err(refusal) => return refusal,
+    };
+    let session = match load_session(&req, &state, &principal).await {
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };

@@ -124,6 +124,10 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
     if let Err(reason) = guard::check(&state.config, state.loopback, &req) {
         return forbidden(reason);
     }
+    let principal = match super::auth::authenticate(&req, &state).await {
+        Ok(principal) => principal,
+        Err(refusal) => return refusal,
+    };
     let limit = state.config.max_body_bytes;
     let body = match read_body(&req, payload, limit).await {
         Ok(body) => body,
@@ -154,7 +158,7 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
     };
     let version_header = header(&req, MCP_PROTOCOL_VERSION);
     if value.is_array() {
-        return legacy::post_batch(&req, value, &state).await;
+        return legacy::post_batch(&req, value, &state, &principal).await;
     }
     let message = match Message::from_value(value) {
         Ok(m) => m,
@@ -166,11 +170,22 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
         }
         Message::Response { .. } => false,
     };
-    // `initialize` starts a legacy session, unless it comes dressed as 2026-07-28, where
-    // the method no longer exists.
     if let Message::Request { id, method, params } = &message {
+        // `initialize` starts a legacy session, unless it comes dressed as 2026-07-28,
+        // where the method no longer exists.
         if method == "initialize" && !has_modern_meta {
-            return legacy::initialize(&req, id, params, &state).await;
+            return legacy::initialize(&req, id, params, &state, &principal).await;
+        }
+        // A tool the caller's scopes do not cover is a step-up challenge, in both eras.
+        if method == "tools/call" {
+            let tool = params
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if let Some(needed) = state.engine.missing_scopes(&principal, tool) {
+                tracing::info!(subject = %principal.subject, tool, "refused: insufficient scope");
+                return super::auth::insufficient_scope(&state.guard, &needed);
+            }
         }
     }
     let session_id = header(&req, MCP_SESSION_ID);
@@ -192,9 +207,9 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
         }
     };
     if modern {
-        modern::post(&req, message, &state).await
+        modern::post(&req, message, &state, principal).await
     } else {
-        legacy::post(&req, message, &state).await
+        legacy::post(&req, message, &state, &principal).await
     }
 }
 

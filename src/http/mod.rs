@@ -2,12 +2,14 @@
 //! operational endpoints (`/health`, `/ready`) on the public listener; Raft, forwarded
 //! writes and cluster status on the internal one.
 
+mod auth;
 mod disconnect;
 mod guard;
 mod internal;
 mod legacy;
 mod live;
 mod mcp;
+mod metadata;
 mod modern;
 mod ops;
 mod sse;
@@ -19,7 +21,7 @@ use actix_web::web;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Principal;
+use crate::auth::dev::DevIssuer;
 use crate::mcp::Engine;
 use crate::raft::Store;
 
@@ -67,8 +69,12 @@ pub(crate) struct State {
     pub config: Config,
     /// Whether the listener is on a loopback address (then `Host` is checked).
     pub loopback: bool,
-    /// The caller of every request while authentication is off.
-    pub principal: Arc<Principal>,
+    /// Who is calling: token validation and challenges.
+    pub guard: auth::Guard,
+    /// The protected-resource metadata, when authentication is on.
+    pub metadata: Option<serde_json::Value>,
+    /// The development issuer of `--auth dev`.
+    pub dev: Option<Arc<DevIssuer>>,
     /// Cancelled when the node shuts down: open-ended streams then close so draining ends.
     pub shutdown: CancellationToken,
     /// The fleet store, for readiness.
@@ -88,14 +94,31 @@ impl State {
             live: live::Live::default(),
             config,
             loopback,
-            principal: Arc::new(Principal::anonymous()),
+            guard: auth::Guard::new(None, "http://127.0.0.1/mcp", Vec::new()),
+            metadata: None,
+            dev: None,
             shutdown,
             store,
         }
     }
+
+    /// Authenticates callers with `guard`, publishing `metadata`.
+    pub(crate) fn with_auth(
+        mut self,
+        guard: auth::Guard,
+        metadata: Option<serde_json::Value>,
+        dev: Option<Arc<DevIssuer>>,
+    ) -> Self {
+        self.guard = guard;
+        self.metadata = metadata;
+        self.dev = dev;
+        self
+    }
 }
 
+pub(crate) use auth::Guard;
 pub(crate) use internal::{configure as configure_internal, Internal};
+pub(crate) use metadata::document as metadata_document;
 
 /// Remembers each connection's socket so requests can notice the client leaving.
 pub(crate) use disconnect::on_connect;
@@ -103,6 +126,7 @@ pub(crate) use disconnect::on_connect;
 /// Registers every route.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     mcp::configure(cfg);
+    metadata::configure(cfg);
     ops::configure(cfg);
 }
 
@@ -110,10 +134,12 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 pub(crate) fn cors(config: &Config) -> actix_cors::Cors {
     let config = config.clone();
     actix_cors::Cors::default()
-        .allowed_origin_fn(move |origin, _| {
-            origin
-                .to_str()
-                .is_ok_and(|o| guard::origin_allowed(&config, o))
+        .allowed_origin_fn(move |origin, head| {
+            // Discovery documents are public: any browser client may read them.
+            head.uri.path().starts_with("/.well-known/")
+                || origin
+                    .to_str()
+                    .is_ok_and(|o| guard::origin_allowed(&config, o))
         })
         .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
         .allowed_headers([

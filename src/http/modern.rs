@@ -18,6 +18,7 @@ use super::mcp::{
 use super::sse::{self, Outgoing};
 use super::State;
 use super::{disconnect, live};
+use crate::auth::Principal;
 use crate::mcp::jsonrpc::{notification, reply, response};
 use crate::mcp::{Call, Era, Message, ModernMeta, RpcError, META_PROTOCOL_VERSION};
 
@@ -149,6 +150,7 @@ pub(super) async fn post(
     req: &HttpRequest,
     message: Message,
     state: &web::Data<State>,
+    principal: Arc<Principal>,
 ) -> HttpResponse {
     let (id, method, params) = match message {
         Message::Notification { .. } => return HttpResponse::Accepted().finish(),
@@ -181,7 +183,7 @@ pub(super) async fn post(
     let (tx, rx) = live::channel();
     let cancel = CancellationToken::new();
     let call = Call {
-        principal: state.principal.clone(),
+        principal,
         era: Era::Modern(meta),
         peer: Arc::new(ChannelPeer {
             tx: tx.clone(),

@@ -75,6 +75,13 @@ impl Engine {
             .get(name)
             .ok_or_else(|| RpcError::invalid_params(format!("Unknown tool: {name}")))?
             .clone();
+        // The HTTP layer answers 403 before this; stdio and any other caller stop here.
+        if let Some(needed) = self.missing_scopes(&call.principal, name) {
+            return Err(RpcError::invalid_request(format!(
+                "insufficient scope: calling {name} needs {}",
+                needed.join(" ")
+            )));
+        }
         let args = object_param(params, "arguments")?;
         let target = format!("tools/call:{name}");
         let run_args = Value::Object(args.clone());

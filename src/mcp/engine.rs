@@ -159,6 +159,8 @@ pub(super) struct Inner {
     pub(super) sessions: SessionHandle,
     pub(super) sealer: Sealer,
     pub(super) updates: Updates,
+    /// Per-tool scopes, when authentication enforces them.
+    pub(super) access: Option<crate::auth::Config>,
 }
 
 impl Engine {
@@ -180,8 +182,24 @@ impl Engine {
                 sessions,
                 sealer,
                 updates: Updates::default(),
+                access: None,
             }),
         }
+    }
+
+    /// Enforces per-tool scopes: `tools/list` then shows a caller only the tools its
+    /// scopes allow, and `tools/call` refuses the others. Call before sharing the engine.
+    pub fn with_access(mut self, access: crate::auth::Config) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.access = Some(access);
+        }
+        self
+    }
+
+    /// The scopes `principal` lacks to call `tool`, when per-tool scopes are enforced.
+    pub fn missing_scopes(&self, principal: &Principal, tool: &str) -> Option<Vec<String>> {
+        let needed = self.inner.access.as_ref()?.scopes_for_tool(tool);
+        (!principal.has_scopes(&needed)).then_some(needed)
     }
 
     /// Parameters tool `name` mirrors into `Mcp-Param-*` headers (none for unknown tools).
@@ -266,7 +284,12 @@ impl Engine {
             "server/discover" if modern => self.discover(),
             "tools/list" => self.list(
                 &params,
-                self.inner.tools.all().iter().map(|t| t.listing().clone()),
+                self.inner
+                    .tools
+                    .all()
+                    .iter()
+                    .filter(|t| self.missing_scopes(&call.principal, t.name()).is_none())
+                    .map(|t| t.listing().clone()),
                 "tools",
             ),
             "tools/call" => self.call_tool(call, &params).await,
@@ -325,6 +348,8 @@ impl Engine {
             );
         }
         let cache_scope = match method {
+            // What a caller sees of the tool list depends on its scopes.
+            "tools/list" if self.inner.access.is_some() => "private",
             "server/discover"
             | "tools/list"
             | "prompts/list"
