@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -62,6 +62,8 @@ fn eventually_or<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) ->
 pub struct Builder {
     conformance: bool,
     config: Option<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -74,6 +76,18 @@ impl Builder {
     /// Passes `toml` as the configuration file (`--config`).
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Adds `args` to the command line, after the configuration file.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Sets environment variable `key` for the server (the `MCP_FLEET_*` ones included).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -90,12 +104,15 @@ impl Builder {
         if self.conformance {
             args.push("--conformance".into());
         }
+        args.extend(self.args);
         let mut server = Server {
             data_dir: dir.path().join("data"),
             dir,
             args,
+            env: self.env,
             child: None,
             url: String::new(),
+            stdout: Arc::default(),
         };
         server.spawn();
         server
@@ -107,8 +124,11 @@ pub struct Server {
     dir: TempDir,
     data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     url: String,
+    /// The lines the current process printed so far.
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -132,6 +152,28 @@ impl Server {
         self.url
             .strip_suffix("/mcp")
             .expect("the endpoint ends in /mcp")
+    }
+
+    /// Line `index` (from 0) of the current process's standard output, waiting for it
+    /// as long as a start may take. Line 0 is the endpoint, line 1 the internal listener.
+    pub fn stdout_line(&self, index: usize) -> String {
+        eventually_or(START_DEADLINE, || {
+            self.stdout.lock().unwrap().get(index).cloned()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no stdout line {index} within {START_DEADLINE:?}; log:\n{}",
+                self.log()
+            )
+        })
+    }
+
+    /// The internal listener's address, `127.0.0.1:PORT`, as `cluster --via` takes it.
+    pub fn internal(&self) -> String {
+        let line = self.stdout_line(1);
+        line.strip_prefix("mcp-fleet internal listener on http://")
+            .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+            .to_owned()
     }
 
     /// Kills the process (no graceful shutdown) and waits for it to exit.
@@ -171,6 +213,7 @@ impl Server {
             .args(&self.args)
             // Two workers are plenty for a test and keep many parallel servers light.
             .env("MCP_FLEET_HTTP__WORKERS", "2")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -178,13 +221,20 @@ impl Server {
             .expect("spawn mcp-fleet");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        self.stdout = lines.clone();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
+            lines.lock().unwrap().push(line.trim_end().to_owned());
             let _ = tx.send(line);
-            // Keep draining so the server never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            // Keep reading so the server never blocks on a full pipe; the lines are kept
+            // for `stdout_line`.
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
         });
         self.child = Some(child);
         let line = match rx.recv_timeout(START_DEADLINE) {

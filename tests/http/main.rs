@@ -3,6 +3,10 @@
 
 mod client;
 mod harness;
+#[path = "../support/issuer.rs"]
+mod issuer;
+
+mod auth;
 
 mod config;
 mod jsonrpc;

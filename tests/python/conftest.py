@@ -7,18 +7,22 @@ logs) goes to a file there and is shown when a test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING_PREFIX = "mcp-fleet listening on "
+INTERNAL_PREFIX = "mcp-fleet internal listener on "
+TOKEN_PREFIX = "mcp-fleet bearer token: "
+CLIENT_CONFIG_PREFIX = "mcp-fleet client config: "
 # How long a server may take to print its endpoint line.
 START_TIMEOUT_S = 30.0
 # How long a server may take to exit after SIGTERM before it is killed.
@@ -32,12 +36,44 @@ class FleetServer:
     url: str
     process: subprocess.Popen[str]
     log_path: Path
+    # The stdout lines after the first, as the reader thread gets them (None at EOF).
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue, repr=False)
 
     def logs(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def next_line(self, prefix: str, timeout: float = START_TIMEOUT_S) -> str:
+        """The next stdout line, which must start with `prefix`; returns the rest of it."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"no line {prefix!r} within {timeout}s\n{self.logs()}") from None
+        if line is None or not line.startswith(prefix):
+            raise RuntimeError(f"expected a line {prefix!r}, got {line!r}\n{self.logs()}")
+        return line[len(prefix) :].strip()
+
+
+@dataclass
+class DevAuthServer:
+    """An `mcp-fleet dev --auth dev` server and what it printed at start."""
+
+    server: FleetServer
+    # The bearer token it printed (subject `dev-user`).
+    token: str
+    # The `mcpServers` snippet it printed.
+    client_config: dict
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def base(self) -> str:
+        """The origin, for paths other than /mcp."""
+        return self.server.url.removesuffix("/mcp")
 
 
 def fleet_bin() -> Path:
@@ -121,7 +157,7 @@ def start_server(binary: Path, data_dir: Path, *extra: str) -> FleetServer:
         )
     url = first[len(LISTENING_PREFIX) :].strip()
     assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
-    return FleetServer(url=url, process=proc, log_path=log_path)
+    return FleetServer(url=url, process=proc, log_path=log_path, lines=lines)
 
 
 def _serve(binary: Path, tmp: Path, request: pytest.FixtureRequest, *extra: str) -> Iterator[FleetServer]:
@@ -149,6 +185,23 @@ def fleet_conformance(
 ):
     """An `mcp-fleet dev --conformance` server (built-ins plus the conformance fixtures)."""
     yield from _serve(mcp_fleet_bin, tmp_path_factory.mktemp("fleet-conformance"), request, "--conformance")
+
+
+@pytest.fixture(scope="session")
+def fleet_dev_auth(
+    mcp_fleet_bin: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[DevAuthServer]:
+    """An `mcp-fleet dev --auth dev` server (the built-in development issuer), with the
+    token and client configuration it printed on its third and fourth stdout lines."""
+    serving = _serve(mcp_fleet_bin, tmp_path_factory.mktemp("fleet-dev-auth"), request, "--auth", "dev")
+    server = next(serving)
+    try:
+        server.next_line(INTERNAL_PREFIX)
+        token = server.next_line(TOKEN_PREFIX)
+        client_config = json.loads(server.next_line(CLIENT_CONFIG_PREFIX))
+        yield DevAuthServer(server=server, token=token, client_config=client_config)
+    finally:
+        serving.close()  # stops the server (the `finally` in `_serve`)
 
 
 @pytest.fixture
