@@ -12,6 +12,7 @@ use crate::auth::dev::DevIssuer;
 use crate::auth::{self, Authenticator, Principal};
 use crate::crypto::{self, Ring, Sealer};
 use crate::mcp::{Engine, ServerInfo};
+use crate::metrics::Metrics;
 use crate::raft::{self, Store};
 use crate::{http, tools, Config};
 
@@ -59,10 +60,10 @@ pub enum StartError {
 
 /// Builds the protocol engine: tool actors, session actor, sealing key.
 /// Must be called inside an actix system.
-pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer) -> Engine {
+pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Metrics) -> Engine {
     let registry = tools::default_registry(config.conformance);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = ToolPool::start(&registry, &config.tools, threads);
+    let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
     let sessions = SessionHandle::start(store, &config.sessions);
     Engine::new(
         ServerInfo::default(),
@@ -109,12 +110,22 @@ impl Node {
         let addr = listener.local_addr().map_err(StartError::Listen)?;
         let (store, runtime, secret) = open_store(&config, role, internal_addr).await?;
         let access = Access::new(&config, addr)?;
-        let mut engine = engine(&config, store.clone(), store_sealer(&config, role)?);
+        let metrics = Metrics::new();
+        metrics.observe_store(&store);
+        let mut engine = engine(
+            &config,
+            store.clone(),
+            store_sealer(&config, role)?,
+            &metrics,
+        );
         if access.auth.mode != auth::Mode::None {
             engine = engine.with_access(access.auth.clone());
         }
         let authenticator = (access.auth.mode != auth::Mode::None)
             .then(|| Authenticator::start(&access.auth, &access.resource, store.clone()));
+        if let Some(authenticator) = &authenticator {
+            metrics.observe_auth(authenticator);
+        }
         let guard = http::Guard::new(
             authenticator.clone(),
             &access.resource,
@@ -147,10 +158,13 @@ impl Node {
             n => n,
         };
         let app_state = state.clone();
+        let observe = http::Observe::new(metrics.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .wrap(http::cors(&http_config))
+                // Outermost, so refusals by the layers inside are counted and logged too.
+                .wrap(observe.clone())
                 .configure(http::configure)
         })
         .workers(workers)
@@ -164,9 +178,11 @@ impl Node {
         .run();
         let internal_state = web::Data::new(http::Internal {
             store: store.clone(),
+            metrics,
             secret,
             authenticator,
             sessions: engine.sessions().clone(),
+            public: state.clone(),
         });
         let internal_server = HttpServer::new(move || {
             App::new()

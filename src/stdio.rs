@@ -42,7 +42,9 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| Ring::single(Key::generate()));
     let (store, _runtime) = Store::open_single(dir.path(), ring.clone()).await?;
-    let engine = crate::node::engine(config, store.clone(), ring.sealer);
+    // Nothing scrapes a stdio server: its calls are counted into a registry of its own.
+    let metrics = crate::metrics::Metrics::new();
+    let engine = crate::node::engine(config, store.clone(), ring.sealer, &metrics);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         let mut output = output;

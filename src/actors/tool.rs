@@ -1,15 +1,18 @@
 //! Tool actors: each tool runs in its own actor with a concurrency limit and a timeout.
+//! Every call is counted and timed by outcome, and logged with the tool and the caller.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, Context as ActorContext, Handler, Message, ResponseFuture};
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
+use crate::metrics::{Metrics, ToolMetrics, ToolOutcome};
 use crate::tools::{self, Context, DynTool, Error, Output, Registry};
 
 struct ToolActor {
@@ -25,6 +28,8 @@ impl Actor for ToolActor {
 struct Call {
     ctx: Context,
     args: Value,
+    /// The call's span, so that what the tool logs on its actor's thread names the call.
+    span: tracing::Span,
 }
 
 impl Message for Call {
@@ -38,7 +43,8 @@ impl Handler<Call> for ToolActor {
         let tool = self.tool.clone();
         let permits = self.permits.clone();
         let timeout = self.timeout;
-        Box::pin(async move {
+        let span = msg.span.clone();
+        let call = async move {
             let cancel = msg.ctx.cancel_token().clone();
             let run = async move {
                 let _permit = permits
@@ -68,7 +74,8 @@ impl Handler<Call> for ToolActor {
                 result = run => result,
                 () = cancel.cancelled() => Err(Error::Cancelled),
             }
-        })
+        };
+        Box::pin(call.instrument(span))
     }
 }
 
@@ -77,15 +84,39 @@ impl Handler<Call> for ToolActor {
 pub struct ToolHandle {
     addr: Addr<ToolActor>,
     tool: Arc<dyn DynTool>,
+    metrics: ToolMetrics,
 }
 
 impl ToolHandle {
-    /// Runs one call of the tool; `args` is the call's `arguments` object.
+    /// Runs one call of the tool; `args` is the call's `arguments` object. The call is
+    /// counted by outcome, timed, and logged once with the tool's name and the caller.
     pub async fn call(&self, ctx: Context, args: Value) -> Result<Output, Error> {
-        self.addr
-            .send(Call { ctx, args })
+        let span = tracing::info_span!(
+            "tool_call",
+            tool = %self.name(),
+            subject = %ctx.principal().subject,
+        );
+        let started = Instant::now();
+        let result = self
+            .addr
+            .send(Call {
+                ctx,
+                args,
+                span: span.clone(),
+            })
             .await
-            .unwrap_or(Err(Error::Overloaded))
+            .unwrap_or(Err(Error::Overloaded));
+        let elapsed = started.elapsed();
+        let outcome = outcome(&result);
+        self.metrics.record(outcome, elapsed);
+        span.in_scope(|| {
+            tracing::info!(
+                outcome = outcome.as_str(),
+                latency_ms = elapsed.as_micros() as f64 / 1000.0,
+                "tool call"
+            )
+        });
+        result
     }
 
     /// The tool's `tools/list` entry.
@@ -104,6 +135,18 @@ impl ToolHandle {
     }
 }
 
+/// How `result` counts in `mcp_fleet_tool_calls_total`.
+fn outcome(result: &Result<Output, Error>) -> ToolOutcome {
+    match result {
+        Ok(_) => ToolOutcome::Ok,
+        Err(Error::Timeout(_)) => ToolOutcome::Timeout,
+        Err(Error::Cancelled) => ToolOutcome::Cancelled,
+        Err(Error::Panicked) => ToolOutcome::Panic,
+        Err(Error::InputRequired(_)) => ToolOutcome::InputRequired,
+        Err(_) => ToolOutcome::Error,
+    }
+}
+
 /// The tool actors of one node, spread over a few arbiter threads.
 #[derive(Clone)]
 pub struct ToolPool {
@@ -112,8 +155,14 @@ pub struct ToolPool {
 }
 
 impl ToolPool {
-    /// Starts one actor per registered tool. Must be called inside an actix system.
-    pub fn start(registry: &Registry, config: &tools::Config, threads: usize) -> Self {
+    /// Starts one actor per registered tool, recording calls into `metrics`. Must be called
+    /// inside an actix system.
+    pub fn start(
+        registry: &Registry,
+        config: &tools::Config,
+        threads: usize,
+        metrics: &Metrics,
+    ) -> Self {
         let arbiters: Vec<Arbiter> = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
         let ordered: Vec<ToolHandle> = registry
             .tools
@@ -131,6 +180,7 @@ impl ToolPool {
                 ToolHandle {
                     addr,
                     tool: tool.clone(),
+                    metrics: metrics.tool(&tool.info().name),
                 }
             })
             .collect();

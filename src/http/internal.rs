@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::actors::SessionHandle;
 use crate::auth::{Authenticator, Revocation};
+use crate::metrics::Metrics;
 use crate::raft::network::{path, Reply, POSTCARD};
 use crate::raft::{Command, NodeId, Store};
 
@@ -28,11 +29,27 @@ const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// What the internal listener's handlers share.
 pub(crate) struct Internal {
     pub store: Store,
+    /// What `/metrics` renders.
+    pub metrics: Metrics,
     pub secret: String,
     /// Records revocations; `None` with `--auth none`.
     pub authenticator: Option<Authenticator>,
     /// Ends legacy sessions revoked by id.
     pub sessions: SessionHandle,
+    /// The public side's live sessions, where answers forwarded by other nodes go.
+    pub public: web::Data<super::State>,
+}
+
+/// Where a node sends a client's answer that belongs to a request another node asked.
+pub(crate) const ANSWER: &str = "/fleet/answer";
+
+/// A client's answer to a server-to-client request, forwarded to the node that asked it.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ForwardedAnswer {
+    /// The legacy session.
+    pub session: String,
+    /// The client's JSON-RPC response, as JSON text (postcard cannot carry JSON values).
+    pub message: String,
 }
 
 /// Registers the internal routes, behind the cluster-secret check.
@@ -48,11 +65,13 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route(path::WRITE, web::post().to(write))
                 .route(path::READ_INDEX, web::post().to(read_index))
                 .route("/cluster", web::get().to(status))
+                .route("/metrics", web::get().to(scrape))
                 .route("/cluster/init", web::post().to(init))
                 .route("/cluster/join", web::post().to(join))
                 .route("/cluster/leave", web::post().to(leave))
                 .route("/fleet/reseal", web::post().to(reseal))
-                .route("/auth/revoke", web::post().to(revoke)),
+                .route("/auth/revoke", web::post().to(revoke))
+                .route(ANSWER, web::post().to(answer)),
         );
 }
 
@@ -137,6 +156,13 @@ async fn read_index(state: web::Data<Internal>) -> HttpResponse {
 
 async fn status(state: web::Data<Internal>) -> HttpResponse {
     HttpResponse::Ok().json(state.store.status())
+}
+
+/// Prometheus scrapes this node's metrics.
+async fn scrape(state: web::Data<Internal>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(state.metrics.render())
 }
 
 #[derive(Deserialize)]
@@ -281,4 +307,24 @@ async fn revoke(state: web::Data<Internal>, body: web::Json<RevokeBody>) -> Http
         }
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }
+}
+
+/// Delivers an answer another node received; answers whether a request here took it.
+async fn answer(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    let forwarded: ForwardedAnswer = match decode(&body) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    let message = serde_json::from_str(&forwarded.message)
+        .ok()
+        .and_then(|v| crate::mcp::Message::from_value(v).ok());
+    let Some(crate::mcp::Message::Response { id, outcome }) = message else {
+        return postcard_body(&false);
+    };
+    let taken = state
+        .public
+        .live
+        .existing(&forwarded.session)
+        .is_some_and(|live| live.outbound.answer(&id, outcome));
+    postcard_body(&taken)
 }

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::live::{self, AttachError, LiveSession, STANDALONE};
 use super::mcp::{
@@ -148,10 +149,8 @@ pub(super) async fn post(
             HttpResponse::Accepted().finish()
         }
         Message::Response { id, outcome } => {
-            if !live.outbound.answer(&id, outcome) {
-                tracing::debug!(
-                    "a response arrived for a request this instance is not waiting for"
-                );
+            if !live.outbound.answer(&id, outcome.clone()) {
+                forward_answer(state, &session.id, &id, &outcome).await;
             }
             HttpResponse::Accepted().finish()
         }
@@ -185,7 +184,9 @@ pub(super) async fn post(
                 task_live.inflight.untrack(&id);
                 let message = reply(&id, outcome);
                 task_live.push(stream, message, true);
-            });
+            }
+            // The call's log lines carry the request's id.
+            .in_current_span());
             let prelude = priming
                 .map(|id| sse::priming(&id, state.config.sse_retry.as_millis()))
                 .into_iter()
@@ -409,6 +410,44 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
         Err(_) => conflict(),
     }
 }
+
+/// Sends a client's answer on to the node that asked the question, when that is another
+/// node: the load balancer may route the answer anywhere. The request id names its node.
+async fn forward_answer(
+    state: &State,
+    session: &str,
+    id: &Value,
+    outcome: &Result<Value, RpcError>,
+) {
+    let Some(node) = crate::mcp::Outbound::origin_of(id) else {
+        tracing::debug!("a response arrived for a request this instance is not waiting for");
+        return;
+    };
+    if node == state.store.id() {
+        tracing::debug!("a response arrived for a request that is no longer waiting");
+        return;
+    }
+    let Some(addr) = state.store.member_addr(node) else {
+        tracing::warn!(node, "an answer names a node that is not a member");
+        return;
+    };
+    let answer = super::internal::ForwardedAnswer {
+        session: session.to_owned(),
+        message: reply(id, outcome.clone()).to_string(),
+    };
+    let client = state.store.client().clone();
+    let delivered: Result<bool, _> = client
+        .call(&addr, super::internal::ANSWER, &answer, FORWARD_TIMEOUT)
+        .await;
+    match delivered {
+        Ok(true) => tracing::debug!(node, "forwarded a client's answer"),
+        Ok(false) => tracing::debug!(node, "the asking node no longer waits for this answer"),
+        Err(e) => tracing::warn!(node, error = %e, "could not forward a client's answer"),
+    }
+}
+
+/// How long forwarding an answer to another node may take.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Sends `notifications/resources/updated` down a session's GET stream for the resources
 /// it subscribed to, for as long as `reader` (that stream's connection) is open.

@@ -28,15 +28,35 @@ const IDLE_RETENTION: Duration = Duration::from_secs(600);
 #[derive(Default)]
 pub(crate) struct Live {
     sessions: Mutex<HashMap<String, Arc<LiveSession>>>,
+    /// This node's id, named in the ids of requests it sends to clients.
+    node: Option<u64>,
 }
 
 impl Live {
+    /// Live state for node `node`.
+    pub fn for_node(node: u64) -> Self {
+        Self {
+            node: Some(node),
+            ..Self::default()
+        }
+    }
+
+    /// The live state of session `id`, if this instance holds any.
+    pub fn existing(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.sessions
+            .lock()
+            .expect("live sessions lock")
+            .get(id)
+            .cloned()
+    }
+
     /// The live state of session `id`, created on first use.
     pub fn session(&self, id: &str, buffer: usize) -> Arc<LiveSession> {
         let mut map = self.sessions.lock().expect("live sessions lock");
+        let node = self.node;
         let session = map
             .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(LiveSession::new(buffer)))
+            .or_insert_with(|| Arc::new(LiveSession::new(buffer, node)))
             .clone();
         *session.last_used.lock().expect("last used lock") = Instant::now();
         session
@@ -87,10 +107,10 @@ pub(crate) enum AttachError {
 }
 
 impl LiveSession {
-    fn new(buffer: usize) -> Self {
+    fn new(buffer: usize, node: Option<u64>) -> Self {
         Self {
             streams: Mutex::new(HashMap::new()),
-            outbound: Outbound::default(),
+            outbound: node.map_or_else(Outbound::default, Outbound::with_origin),
             inflight: Inflight::default(),
             next_stream: AtomicU64::new(STANDALONE + 1),
             buffer: buffer.max(1),
@@ -246,7 +266,7 @@ mod tests {
 
     #[test]
     fn resumes_after_the_last_event_seen() {
-        let live = LiveSession::new(16);
+        let live = LiveSession::new(16, None);
         let (tx, mut rx) = channel();
         let stream = live.open_stream(tx);
         live.push(stream, json!(1), false);

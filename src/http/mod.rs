@@ -11,6 +11,7 @@ mod live;
 mod mcp;
 mod metadata;
 mod modern;
+mod observe;
 mod ops;
 mod sse;
 
@@ -91,7 +92,7 @@ impl State {
     ) -> Self {
         Self {
             engine,
-            live: live::Live::default(),
+            live: live::Live::for_node(store.id()),
             config,
             loopback,
             guard: auth::Guard::new(None, "http://127.0.0.1/mcp", Vec::new()),
@@ -119,6 +120,7 @@ impl State {
 pub(crate) use auth::Guard;
 pub(crate) use internal::{configure as configure_internal, Internal};
 pub(crate) use metadata::document as metadata_document;
+pub(crate) use observe::Observe;
 
 /// Remembers each connection's socket so requests can notice the client leaving.
 pub(crate) use disconnect::on_connect;

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::mcp::{
     accepts_sse, header, respond, rpc_error, sse_response, status_for, ChannelPeer, MCP_METHOD,
@@ -204,7 +205,9 @@ pub(super) async fn post(
         done.cancel();
         let message = reply(&id, outcome);
         let _ = tx.send(Outgoing::plain(message, true));
-    });
+    }
+    // The call's log lines carry the request's id.
+    .in_current_span());
     // Closing the response stream is cancellation in this version.
     respond(
         rx,

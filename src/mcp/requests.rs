@@ -25,6 +25,9 @@ fn key(id: &Value) -> String {
 pub struct Outbound {
     waiting: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
     next: AtomicU64,
+    /// The node these requests come from, named in their ids so an answer that reaches
+    /// another node can be sent on to this one.
+    origin: Option<u64>,
 }
 
 /// The answer to one outbound request, once it arrives.
@@ -42,9 +45,28 @@ impl Answer {
 }
 
 impl Outbound {
+    /// Requests whose ids name node `origin` (`n{origin}.s{n}`).
+    pub fn with_origin(origin: u64) -> Self {
+        Self {
+            origin: Some(origin),
+            ..Self::default()
+        }
+    }
+
+    /// The node that sent the request `id`, when the id names one.
+    pub fn origin_of(id: &Value) -> Option<u64> {
+        let rest = id.as_str()?.strip_prefix('n')?;
+        let (node, seq) = rest.split_once('.')?;
+        seq.starts_with('s').then(|| node.parse().ok()).flatten()
+    }
+
     /// A fresh id for a request to the client, and where its answer will arrive.
     pub fn register(&self) -> (String, Answer) {
-        let id = format!("s{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = match self.origin {
+            Some(node) => format!("n{node}.s{seq}"),
+            None => format!("s{seq}"),
+        };
         let (tx, rx) = oneshot::channel();
         self.lock().insert(id.clone(), tx);
         (id, Answer(rx))
@@ -156,6 +178,11 @@ mod tests {
         assert!(outbound.answer(&json!(id), Ok(json!({"ok": true}))));
         assert_eq!(answer.wait().await.unwrap(), json!({"ok": true}));
         assert!(!outbound.answer(&json!(id), Ok(json!({}))));
+        assert_eq!(Outbound::origin_of(&json!(id)), None);
+        let (remote, _) = Outbound::with_origin(7).register();
+        assert_eq!(Outbound::origin_of(&json!(remote)), Some(7));
+        assert_eq!(Outbound::origin_of(&json!("n7.x1")), None);
+        assert_eq!(Outbound::origin_of(&json!(3)), None);
         let (_, answer) = outbound.register();
         outbound.clear();
         assert!(matches!(answer.wait().await, Err(tools::Error::Client(_))));

@@ -151,6 +151,13 @@ impl Store {
         .await
     }
 
+    /// The internal address of member `id`, if it is one.
+    pub fn member_addr(&self, id: NodeId) -> Option<String> {
+        let m = self.0.raft.metrics().borrow().clone();
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some(node.addr)
+    }
+
     /// The leader's id and internal address, if one is known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.0.raft.metrics().borrow().clone();
@@ -159,17 +166,33 @@ impl Store {
         Some((id, node.addr))
     }
 
-    /// Logs each change of leader or term once, as this node sees it.
+    /// How many times the leader this node knows of became another node (the first
+    /// leader it learns of included), since this node started.
+    pub fn leader_changes(&self) -> u64 {
+        self.0
+            .leader_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Logs each change of leader or term once, as this node sees it, and counts changes of
+    /// the known leader.
     pub(super) fn spawn_leader_log(&self) {
         let mut metrics = self.0.raft.metrics();
         let id = self.0.id;
+        let changes = self.0.leader_changes.clone();
         self.0.runtime.spawn(async move {
             let mut seen = (None, 0);
+            // A spell without a leader that ends with the same one is no change.
+            let mut known = None;
             while metrics.changed().await.is_ok() {
                 let (leader, term, state) = {
                     let m = metrics.borrow_and_update();
                     (m.current_leader, m.current_term, m.state)
                 };
+                if leader.is_some() && leader != known {
+                    known = leader;
+                    changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if (leader, term) != seen {
                     seen = (leader, term);
                     match leader {

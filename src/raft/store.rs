@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
+use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -32,6 +33,11 @@ const SINGLE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How long to wait between attempts while a leader is being elected.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Upper bounds, in seconds, of the commit latency buckets.
+const COMMIT_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Errors of the fleet store.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +122,10 @@ pub(super) struct Inner {
     pub(super) write_timeout: Duration,
     pub(super) barriers: Barriers,
     pub(super) db: sled::Db,
+    /// Time of each write that succeeded, from proposal to committed and applied.
+    pub(super) commit_seconds: Histogram,
+    /// Changes of the known leader, counted by the leader watcher.
+    pub(super) leader_changes: Arc<AtomicU64>,
 }
 
 /// The fleet store of one node; cheap to clone.
@@ -201,6 +211,8 @@ impl Store {
             write_timeout: config.write_timeout,
             barriers: Barriers::default(),
             db,
+            commit_seconds: Histogram::new(COMMIT_BUCKETS),
+            leader_changes: Arc::default(),
         }));
         store.spawn_expiry(config.expire_interval);
         store.spawn_leader_log();
@@ -393,6 +405,11 @@ impl Store {
             .await
     }
 
+    /// The latency of this node's writes, from proposal to committed and applied.
+    pub fn commit_seconds(&self) -> &Histogram {
+        &self.0.commit_seconds
+    }
+
     /// Waits until this replica has applied everything committed before the call.
     pub async fn read_barrier(&self) -> Result<(), Error> {
         let inner = self.0.clone();
@@ -573,7 +590,8 @@ impl Inner {
     }
 
     async fn write(&self, command: Command) -> Result<(Outcome, u64), Error> {
-        let deadline = Instant::now() + self.write_timeout;
+        let started = Instant::now();
+        let deadline = started + self.write_timeout;
         let mut last = String::from("no leader is known");
         while Instant::now() < deadline {
             let (leader, addr) = self.leader_until(deadline).await?;
@@ -591,7 +609,10 @@ impl Inner {
                 }
             };
             match attempt {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    self.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    return Ok(outcome);
+                }
                 Err(Refusal::NotLeader) => last = format!("node {leader} is no longer the leader"),
                 Err(Refusal::Failed(why)) => last = why,
             }

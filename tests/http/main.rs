@@ -10,6 +10,7 @@ mod auth;
 
 mod config;
 mod jsonrpc;
+mod metrics;
 mod modern;
 mod mrtr;
 mod ops;
