@@ -58,7 +58,7 @@ pub enum StartError {
     Listen(std::io::Error),
 }
 
-/// Builds the protocol engine: tool actors, session actor, sealing key.
+/// Builds the protocol engine: tool actors, sessions, sealing key.
 /// Must be called inside an actix system.
 pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Metrics) -> Engine {
     let registry = tools::default_registry(config.conformance);
@@ -163,6 +163,7 @@ impl Node {
             App::new()
                 .app_data(app_state.clone())
                 .wrap(http::cors(&http_config))
+                .wrap(actix_web::middleware::from_fn(http::close_when_draining))
                 // Outermost, so refusals by the layers inside are counted and logged too.
                 .wrap(observe.clone())
                 .configure(http::configure)
@@ -219,6 +220,12 @@ impl Node {
             shutdown,
             store,
             runtime: Arc::new(runtime),
+            state,
+            // A node of one has no balancer to leave.
+            drain: match role {
+                Role::Single => std::time::Duration::ZERO,
+                Role::Fleet => config.http.drain,
+            },
         })
     }
 }
@@ -332,6 +339,8 @@ pub struct NodeHandle {
     shutdown: CancellationToken,
     store: Store,
     runtime: Arc<raft::Runtime>,
+    state: web::Data<http::State>,
+    drain: std::time::Duration,
 }
 
 impl NodeHandle {
@@ -363,6 +372,8 @@ impl NodeHandle {
     /// A handle that can stop the node while another task waits on it.
     pub fn stopper(&self) -> Stopper {
         Stopper {
+            state: self.state.clone(),
+            drain: self.drain,
             handle: self.handle.clone(),
             internal_handle: self.internal_handle.clone(),
             shutdown: self.shutdown.clone(),
@@ -389,6 +400,8 @@ impl NodeHandle {
 /// Stops a node from anywhere.
 #[derive(Clone)]
 pub struct Stopper {
+    state: web::Data<http::State>,
+    drain: std::time::Duration,
     handle: actix_web::dev::ServerHandle,
     internal_handle: actix_web::dev::ServerHandle,
     shutdown: CancellationToken,
@@ -397,9 +410,17 @@ pub struct Stopper {
 }
 
 impl Stopper {
-    /// Stops accepting connections, closes open-ended streams, and lets in-flight requests
-    /// finish (up to 10 s).
+    /// Leaves the balancer's rotation (`/ready` 503 for the drain period, connections
+    /// closed after each answer), then stops accepting connections, closes open-ended
+    /// streams, and lets in-flight requests finish (up to 10 s).
     pub async fn stop(&self) {
+        if !self.drain.is_zero() {
+            self.state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!(drain = ?self.drain, "draining before the listener closes");
+            tokio::time::sleep(self.drain).await;
+        }
         self.shutdown.cancel();
         self.handle.stop(true).await;
         // Raft last: requests in flight above may still be writing.

@@ -1,8 +1,8 @@
 //! Actors and the typed handles everyone else uses to reach them.
 //!
-//! - [`SessionHandle`] fronts the session actor: reads come from a bounded memory tier
-//!   shared by all HTTP workers (no mailbox on the hot path), writes go through the actor,
-//!   which owns the store.
+//! - [`SessionHandle`] fronts legacy sessions: reads come from a bounded memory tier
+//!   shared by all HTTP workers (no mailbox on the hot path), writes go through the fleet
+//!   store, and a hook inside the log's apply drops what the log changed.
 //! - `JwksHandle` fronts the JWKS actor: key lookups read a shared cache; only a miss
 //!   reaches the actor, which fetches each issuer's key set (rate-limited, shared).
 //! - [`ToolHandle`] fronts one tool actor: per-tool concurrency limit, timeout,

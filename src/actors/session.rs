@@ -1,10 +1,9 @@
-//! The session actor and its handle: legacy MCP sessions in the fleet store, fronted by a
-//! memory tier that the replicated log keeps honest on every node.
+//! Legacy MCP sessions in the fleet store, fronted by a memory tier that the replicated
+//! log keeps honest on every node.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Context, WrapFuture};
 use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,7 +12,6 @@ use crate::auth::Principal;
 use crate::mcp::Version;
 use crate::raft::{self, now_ms, Change, Store, Table};
 use crate::tools::LogLevel;
-use tokio::sync::broadcast;
 
 /// Session settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -127,66 +125,40 @@ impl Stored {
 
 type Tier = Arc<Cache<Vec<u8>, Arc<Session>>>;
 
-/// Keeps the memory tier honest: drops every session the replicated log changes, on
-/// every node, whoever wrote it.
-struct SessionActor {
-    tier: Tier,
-    changes: Option<broadcast::Receiver<Change>>,
-}
-
-impl Actor for SessionActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        let Some(mut changes) = self.changes.take() else {
-            return;
-        };
-        let tier = self.tier.clone();
-        ctx.spawn(
-            async move {
-                loop {
-                    match changes.recv().await {
-                        Ok(Change::Record {
-                            table: Table::McpSessions,
-                            key,
-                        }) => {
-                            tier.remove(&key);
-                        }
-                        Ok(Change::Record { .. }) => {}
-                        Ok(Change::Reset) => tier.clear(),
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            // Which entries changed is lost: forget them all.
-                            tracing::warn!(missed, "the session tier fell behind the log");
-                            tier.clear();
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            }
-            .into_actor(self),
-        );
-    }
-}
-
-/// The typed handle of the session actor.
+/// Legacy sessions: reads from a memory tier shared by every HTTP worker (no mailbox on
+/// the hot path), then the replica; writes through the fleet store.
+///
+/// The tier is kept honest by a hook that runs inside the log's apply, on every node,
+/// whoever wrote: when a session is written, renewed, deleted or expired, its entry is
+/// gone before the apply completes. (An actor fed by the change broadcast did this
+/// before; its lag let a node that had just caught up serve a deleted session for a few
+/// milliseconds.)
 #[derive(Clone)]
 pub struct SessionHandle {
-    _addr: Addr<SessionActor>,
     tier: Tier,
     store: Store,
     ttl: Duration,
 }
 
 impl SessionHandle {
-    /// Starts the session actor over `store`. Must be called inside an actix system.
+    /// Sessions over `store`.
     pub fn start(store: Store, config: &Config) -> Self {
         let tier: Tier = Arc::new(Cache::new(config.memory_capacity.max(1)));
-        let actor = SessionActor {
-            tier: tier.clone(),
-            changes: Some(store.changes()),
-        };
+        let weak = Arc::downgrade(&tier);
+        store.on_change(move |change| {
+            let Some(tier) = weak.upgrade() else { return };
+            match change {
+                Change::Record {
+                    table: Table::McpSessions,
+                    key,
+                } => {
+                    tier.remove(key);
+                }
+                Change::Record { .. } => {}
+                Change::Reset => tier.clear(),
+            }
+        });
         Self {
-            _addr: actor.start(),
             tier,
             store,
             ttl: config.ttl,
@@ -240,13 +212,23 @@ impl SessionHandle {
         Ok(Some(session))
     }
 
-    /// Like [`SessionHandle::get`], but a miss is confirmed with the leader first: a
-    /// session created through any node before this call is found.
+    /// Like [`SessionHandle::get`], but never stale: a miss is confirmed with the leader
+    /// (a session created through any node before this call is found), and a node that
+    /// may have fallen behind (paused, cut off, restarted) catches up with the leader before
+    /// it answers from its memory tier or replica, so it never serves a session the fleet
+    /// has ended.
     pub async fn get_fresh(&self, id: &str) -> Result<Option<Arc<Session>>, raft::Error> {
-        if let Some(session) = self.get(id)? {
-            return Ok(Some(session));
+        if self.store.is_current() {
+            if let Some(session) = self.get(id)? {
+                return Ok(Some(session));
+            }
+            self.store.read_barrier().await?;
+            return self.get(id);
         }
         self.store.read_barrier().await?;
+        // The tier may hold what the log has changed since; the replica is current now.
+        self.tier
+            .remove(&self.store.key(Table::McpSessions, id.as_bytes()));
         self.get(id)
     }
 

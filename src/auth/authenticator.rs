@@ -18,7 +18,6 @@ use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
 
 use super::claims::Facts;
 use super::introspect::Introspector;
@@ -161,7 +160,7 @@ impl Authenticator {
             counters: Counters::default(),
             store: store.clone(),
         });
-        spawn_forgetter(&inner, store.changes());
+        forget_on_revocation(&inner, &store);
         Self(inner)
     }
 
@@ -203,6 +202,12 @@ impl Authenticator {
         // The log empties this tier too once applied; do not wait for it here.
         self.0.forget_all();
         Ok(())
+    }
+
+    /// Forgets every validated token this node holds in memory, so the next check of each
+    /// consults the replica's revocations again. For a node that may have missed some.
+    pub fn forget_cached(&self) {
+        self.0.forget_all();
     }
 
     /// Counters for benchmarks and metrics.
@@ -293,27 +298,22 @@ impl Drop for Landed {
 }
 
 /// Empties the memory tier whenever the log applies a revocation (or replaces the whole
-/// state), on every node, whoever wrote it. Revocations are rare: forgetting everything
-/// is simpler than finding the tokens concerned, and costs one validation per token.
-fn spawn_forgetter(inner: &Arc<Inner>, mut changes: broadcast::Receiver<Change>) {
+/// state), on every node, whoever wrote it, before the apply completes: nothing can read
+/// the revocation while a validated token it covers is still cached. Revocations are
+/// rare: forgetting everything is simpler than finding the tokens concerned, and costs
+/// one validation per token.
+fn forget_on_revocation(inner: &Arc<Inner>, store: &Store) {
     let weak = Arc::downgrade(inner);
-    actix::spawn(async move {
-        loop {
-            let change = changes.recv().await;
-            let Some(inner) = weak.upgrade() else { return };
-            match change {
-                Ok(Change::Record {
-                    table: Table::Revocations,
-                    ..
-                })
-                | Ok(Change::Reset) => inner.forget_all(),
-                Ok(Change::Record { .. }) => {}
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "the auth tier fell behind the log; forgetting it");
-                    inner.forget_all();
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
+    store.on_change(move |change| {
+        let Some(inner) = weak.upgrade() else { return };
+        if matches!(
+            change,
+            Change::Record {
+                table: Table::Revocations,
+                ..
+            } | Change::Reset
+        ) {
+            inner.forget_all();
         }
     });
 }

@@ -84,6 +84,15 @@ pub(super) async fn authenticate(
     let Some(token) = token else {
         return Err(challenge(guard, &AuthError::Missing));
     };
+    // A node that may have fallen behind could hold tokens the fleet has since revoked:
+    // catch up with the leader and forget what it validated before deciding.
+    if !state.store.is_current() {
+        if let Err(e) = state.store.read_barrier().await {
+            tracing::warn!(error = %e, "could not catch up with the leader to check a token");
+            return Err(challenge(guard, &AuthError::Unavailable(e.to_string())));
+        }
+        authenticator.forget_cached();
+    }
     match authenticator.authenticate(token).await {
         Ok(principal) => {
             if principal.has_scopes(&guard.required_scopes) {

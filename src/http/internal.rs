@@ -122,11 +122,29 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
     })
 }
 
-async fn append(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
-    match decode(&body) {
-        Ok(request) => postcard_body(&Reply(state.store.raft().append_entries(request).await)),
-        Err(response) => *response,
+async fn append(state: web::Data<Internal>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let sent_ms = req
+        .headers()
+        .get(crate::raft::network::SENT_AT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let request: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = match decode(&body)
+    {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let leader_commit = request.leader_commit.map(|l| l.index);
+    let result = state.store.raft().append_entries(request).await;
+    // Only the current leader's messages count as news: a deposed one gets HigherVote.
+    if matches!(
+        result,
+        Ok(openraft::raft::AppendEntriesResponse::Success
+            | openraft::raft::AppendEntriesResponse::PartialSuccess(_)
+            | openraft::raft::AppendEntriesResponse::Conflict)
+    ) {
+        state.store.heard_from_leader(leader_commit, sent_ms);
     }
+    postcard_body(&Reply(result))
 }
 
 async fn vote(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {

@@ -179,14 +179,16 @@ pub(super) async fn post(
             let task_live = live.clone();
             // A dropped connection is not cancellation in these versions: the request runs
             // on, and its messages wait in the stream's buffer for a resuming GET.
-            actix_web::rt::spawn(async move {
-                let outcome = engine.handle(&call, &method, params).await;
-                task_live.inflight.untrack(&id);
-                let message = reply(&id, outcome);
-                task_live.push(stream, message, true);
-            }
-            // The call's log lines carry the request's id.
-            .in_current_span());
+            actix_web::rt::spawn(
+                async move {
+                    let outcome = engine.handle(&call, &method, params).await;
+                    task_live.inflight.untrack(&id);
+                    let message = reply(&id, outcome);
+                    task_live.push(stream, message, true);
+                }
+                // The call's log lines carry the request's id.
+                .in_current_span(),
+            );
             let prelude = priming
                 .map(|id| sse::priming(&id, state.config.sse_retry.as_millis()))
                 .into_iter()

@@ -47,6 +47,11 @@ pub struct Config {
     pub event_buffer: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// On a graceful stop of a fleet node, how long `/ready` answers 503 (and responses
+    /// close their connections) before the listener closes, so load balancers move away
+    /// first. Make it at least the balancer's check interval times its fall count.
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
 }
 
 impl Default for Config {
@@ -59,6 +64,7 @@ impl Default for Config {
             sse_retry: Duration::from_secs(3),
             event_buffer: 256,
             workers: 0,
+            drain: Duration::from_secs(3),
         }
     }
 }
@@ -80,6 +86,8 @@ pub(crate) struct State {
     pub shutdown: CancellationToken,
     /// The fleet store, for readiness.
     pub store: Store,
+    /// Set when a graceful stop begins: the node is leaving the balancer's rotation.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -100,6 +108,7 @@ impl State {
             dev: None,
             shutdown,
             store,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -121,6 +130,7 @@ pub(crate) use auth::Guard;
 pub(crate) use internal::{configure as configure_internal, Internal};
 pub(crate) use metadata::document as metadata_document;
 pub(crate) use observe::Observe;
+pub(crate) use ops::close_when_draining;
 
 /// Remembers each connection's socket so requests can notice the client leaving.
 pub(crate) use disconnect::on_connect;

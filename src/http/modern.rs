@@ -200,14 +200,16 @@ pub(super) async fn post(
         disconnect::watch(req, cancel.clone(), done.clone());
     }
     let engine = state.engine.clone();
-    actix_web::rt::spawn(async move {
-        let outcome = engine.handle(&call, &method, params).await;
-        done.cancel();
-        let message = reply(&id, outcome);
-        let _ = tx.send(Outgoing::plain(message, true));
-    }
-    // The call's log lines carry the request's id.
-    .in_current_span());
+    actix_web::rt::spawn(
+        async move {
+            let outcome = engine.handle(&call, &method, params).await;
+            done.cancel();
+            let message = reply(&id, outcome);
+            let _ = tx.send(Outgoing::plain(message, true));
+        }
+        // The call's log lines carry the request's id.
+        .in_current_span(),
+    );
     // Closing the response stream is cancellation in this version.
     respond(
         rx,

@@ -17,6 +17,9 @@ async fn health() -> HttpResponse {
 /// Ready: this node knows a leader and has applied everything it last heard was
 /// committed, so what it serves is current.
 async fn ready(state: web::Data<super::State>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return HttpResponse::ServiceUnavailable().json(json!({ "status": "draining" }));
+    }
     let status = state.store.status();
     let body = json!({
         "leader_id": status.leader_id,
@@ -28,4 +31,22 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "raft": body }))
     }
+}
+
+/// While the node drains, every response closes its connection: a balancer's kept-alive
+/// connection then ends after an answer, never in the middle of a request.
+pub(crate) async fn close_when_draining(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let draining = req
+        .app_data::<web::Data<super::State>>()
+        .is_some_and(|s| s.draining.load(std::sync::atomic::Ordering::Acquire));
+    let mut res = next.call(req).await?;
+    if draining {
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    Ok(res)
 }

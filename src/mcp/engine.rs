@@ -215,7 +215,7 @@ impl Engine {
         &self.inner.updates
     }
 
-    /// The session actor's handle.
+    /// The legacy sessions.
     pub fn sessions(&self) -> &SessionHandle {
         &self.inner.sessions
     }

@@ -77,14 +77,81 @@ impl Store {
     /// Whether this node can serve: it knows a leader and has applied what it last heard
     /// was committed.
     pub fn is_ready(&self) -> bool {
-        let m = self.0.raft.metrics().borrow().clone();
-        let applied = m.last_applied.map(|l| l.index);
-        m.current_leader.is_some()
-            && m.state != ServerState::Candidate
-            && match self.0.committed.index() {
-                None => true,
-                Some(committed) => applied.is_some_and(|a| a >= committed),
+        let applied = {
+            let metrics = self.0.raft.metrics();
+            let m = metrics.borrow();
+            if m.current_leader.is_none() || m.state == ServerState::Candidate {
+                return false;
             }
+            m.last_applied.map(|l| l.index)
+        };
+        let caught_up = match self.0.committed.index() {
+            None => true,
+            Some(committed) => applied.is_some_and(|a| a >= committed),
+        };
+        // Not `is_current`: during an election no node is current, and taking every node
+        // out of the balancer would turn waits into refusals. Requests on a node that is
+        // not current catch up with the leader first (see `SessionHandle::get_fresh`).
+        caught_up
+    }
+
+    /// Whether what this node's replica (and the memory tiers over it) holds is known to be
+    /// current: as the leader, a quorum acknowledged it within the election timeout; as a
+    /// follower, the leader reached it within the election timeout and it has applied the
+    /// commit index the leader named then. A node that was paused, cut off or restarted is
+    /// not current until the leader reaches it and it catches up; until then reads must
+    /// ask the leader (see [`Store::read_barrier`]).
+    pub fn is_current(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let contact = &self.0.contact;
+        let now = crate::raft::now_ms();
+        // The watchdog has not ticked for a while: this process may have just resumed from a
+        // pause it has not noticed yet.
+        if now.saturating_sub(contact.tick_ms.load(Ordering::Acquire)) > super::store::PAUSE_GAP_MS
+        {
+            return false;
+        }
+        let stale_ms = self.0.stale_after.as_millis() as u64;
+        let metrics = self.0.raft.metrics();
+        let m = metrics.borrow();
+        let alone = m.membership_config.membership().voter_ids().count() <= 1;
+        let resumed = contact.resumed_ms.load(Ordering::Acquire);
+        // After a start or a pause, the leader must vouch for this replica once (a read
+        // barrier) before it serves anything on its own again.
+        if !alone && contact.verified_ms.load(Ordering::Acquire) <= resumed {
+            return false;
+        }
+        if m.state == ServerState::Leader {
+            let acked_since_resume = m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms < stale_ms && now.saturating_sub(ms) > resumed);
+            return alone || acked_since_resume;
+        }
+        let sent = contact.at_ms.load(Ordering::Acquire);
+        if sent == 0 || sent <= resumed || now.saturating_sub(sent) >= stale_ms {
+            return false;
+        }
+        let named = contact.leader_commit.load(Ordering::Acquire);
+        let applied = m.last_applied.map_or(0, |l| l.index + 1);
+        applied >= named
+    }
+
+    /// Notes that the leader reached this node, naming its commit index, with a message
+    /// sent at `sent_ms` (the leader's clock). A message that waited longer than the
+    /// election timeout to be read says nothing about now, and is not news.
+    pub(crate) fn heard_from_leader(&self, leader_commit: Option<u64>, sent_ms: Option<u64>) {
+        use std::sync::atomic::Ordering;
+        let stale_ms = self.0.stale_after.as_millis() as u64;
+        let now = crate::raft::now_ms();
+        let Some(sent) = sent_ms.filter(|sent| now.saturating_sub(*sent) < stale_ms) else {
+            return;
+        };
+        let named = leader_commit.map_or(0, |i| i + 1);
+        self.0
+            .contact
+            .leader_commit
+            .fetch_max(named, Ordering::AcqRel);
+        self.0.contact.at_ms.fetch_max(sent, Ordering::AcqRel);
     }
 
     /// Initialises a new group whose voters are `peers`. The same call on every node of a

@@ -9,6 +9,7 @@
 //! - `membership` reports the group's state and changes who belongs to it.
 //! - [`config`] holds the group's settings.
 
+mod changes;
 pub mod command;
 mod config;
 mod log_store;

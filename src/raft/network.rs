@@ -32,6 +32,10 @@ pub(crate) mod path {
     pub const READ_INDEX: &str = "/fleet/read-index";
 }
 
+/// When the sender sent a message, in milliseconds since the epoch: a message that sat
+/// in a queue (its receiver was paused) must not count as recent news from the leader.
+pub(crate) const SENT_AT: &str = "x-fleet-sent-ms";
+
 /// Content type of postcard bodies.
 pub(crate) const POSTCARD: &str = "application/x-postcard";
 
@@ -89,6 +93,7 @@ impl Client {
             .post(format!("http://{addr}{path}"))
             .bearer_auth(&*self.secret)
             .header(reqwest::header::CONTENT_TYPE, POSTCARD)
+            .header(SENT_AT, super::now_ms())
             .timeout(timeout)
             .body(bytes)
             .send()

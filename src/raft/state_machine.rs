@@ -20,8 +20,8 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
 
+use super::changes::Changes;
 use super::command::{from_stored, storage_key, to_stored};
 use super::{Change, Command, NodeId, Outcome, Record, StorageError, Table, TypeConfig};
 
@@ -329,7 +329,7 @@ impl Trees {
 pub struct StateMachine {
     db: sled::Db,
     trees: Trees,
-    changes: broadcast::Sender<Change>,
+    changes: Changes,
     applied: Option<LogId<NodeId>>,
     membership: Membership,
     applied_index: Arc<AtomicU64>,
@@ -341,10 +341,7 @@ pub struct StateMachine {
 impl StateMachine {
     /// Opens the state machine trees of `db`, restoring the applied log id, membership and
     /// current snapshot, and announcing record changes on `changes`.
-    pub fn open(
-        db: &sled::Db,
-        changes: broadcast::Sender<Change>,
-    ) -> Result<StateMachine, StorageError> {
+    pub fn open(db: &sled::Db, changes: Changes) -> Result<StateMachine, StorageError> {
         let trees = Trees::open(db)?;
         if trees.meta.contains_key(INSTALLING).map_err(sled_read)? {
             // A crash interrupted an install: the trees are half replaced, the snapshot is
@@ -440,7 +437,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .store(applied_raw(self.applied.as_ref()), Ordering::Release);
         // No receivers is fine: nothing caches records yet.
         for change in changes {
-            let _ = self.changes.send(change);
+            self.changes.send(change);
         }
         result
     }
@@ -469,7 +466,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.applied_index
             .store(applied_raw(self.applied.as_ref()), Ordering::Release);
-        let _ = self.changes.send(Change::Reset);
+        self.changes.send(Change::Reset);
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::changes::Changes;
 use super::command::storage_key;
 use super::network::{path, Client, Network};
 use super::{
@@ -117,7 +118,7 @@ pub(super) struct Inner {
     pub(super) committed: Committed,
     pub(super) client: Client,
     pub(super) ring: Ring,
-    pub(super) changes: broadcast::Sender<Change>,
+    pub(super) changes: Changes,
     pub(super) runtime: tokio::runtime::Handle,
     pub(super) write_timeout: Duration,
     pub(super) barriers: Barriers,
@@ -126,7 +127,36 @@ pub(super) struct Inner {
     pub(super) commit_seconds: Histogram,
     /// Changes of the known leader, counted by the leader watcher.
     pub(super) leader_changes: Arc<AtomicU64>,
+    /// When this node last heard from a leader, and the commit index it named.
+    pub(super) contact: Contact,
+    /// How long without news from the leader before this node's replica may be stale.
+    pub(super) stale_after: Duration,
 }
+
+/// The last append (or heartbeat) a leader sent this node, and what this node knows of
+/// its own pauses.
+#[derive(Default)]
+pub(super) struct Contact {
+    /// When the leader sent it (the leader's clock), in milliseconds since the epoch; 0
+    /// for never.
+    pub(super) at_ms: AtomicU64,
+    /// The leader's commit index then, plus one; 0 for none.
+    pub(super) leader_commit: AtomicU64,
+    /// The watchdog's last tick.
+    pub(super) tick_ms: AtomicU64,
+    /// When this process last resumed from a pause (SIGSTOP, a frozen VM): news the leader
+    /// sent before then may have waited in a socket and says nothing about now.
+    pub(super) resumed_ms: AtomicU64,
+    /// When the last read barrier that completed began: the leader vouched for this
+    /// replica as of then.
+    pub(super) verified_ms: AtomicU64,
+}
+
+/// How often the pause watchdog ticks.
+pub(super) const TICK: Duration = Duration::from_millis(20);
+
+/// A gap between ticks this long means the process was paused (or starved).
+pub(super) const PAUSE_GAP_MS: u64 = 100;
 
 /// The fleet store of one node; cheap to clone.
 #[derive(Clone)]
@@ -166,7 +196,7 @@ impl Store {
             .enable_all()
             .build()
             .map_err(|e| Error::Storage(format!("cannot start the Raft runtime: {e}")))?;
-        let (changes, _) = broadcast::channel(4096);
+        let changes = Changes::new(4096);
         let log = LogStore::open(&db)?;
         let committed = log.committed();
         let machine = StateMachine::open(&db, changes.clone())?;
@@ -213,8 +243,15 @@ impl Store {
             db,
             commit_seconds: Histogram::new(COMMIT_BUCKETS),
             leader_changes: Arc::default(),
+            // Starting counts as resuming: what is on disk may be old news.
+            contact: Contact {
+                resumed_ms: AtomicU64::new(now_ms()),
+                ..Contact::default()
+            },
+            stale_after: config.election_timeout,
         }));
         store.spawn_expiry(config.expire_interval);
+        store.spawn_watchdog();
         store.spawn_leader_log();
         Ok((store, Runtime(Mutex::new(Some(runtime)))))
     }
@@ -283,6 +320,12 @@ impl Store {
     /// Changes applied by the log, on this node, as they happen.
     pub fn changes(&self) -> broadcast::Receiver<Change> {
         self.0.changes.subscribe()
+    }
+
+    /// Runs `hook` for every change the log applies, on this node, before the apply
+    /// completes: for memory tiers that must never serve what the replica no longer holds.
+    pub fn on_change(&self, hook: impl Fn(&Change) + Send + Sync + 'static) {
+        self.0.changes.hook(hook);
     }
 
     /// The stored key of `natural` (a token, a session id) in `table`: a keyed hash, so
@@ -519,6 +562,24 @@ impl Store {
             .await;
     }
 
+    /// Notices pauses of this process: a tick that comes late means every thread stood
+    /// still, and what the leader said before then is old news.
+    fn spawn_watchdog(&self) {
+        let weak = Arc::downgrade(&self.0);
+        let _ = std::thread::Builder::new()
+            .name("raft-watchdog".into())
+            .spawn(move || loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let now = now_ms();
+                let last = inner.contact.tick_ms.swap(now, Ordering::AcqRel);
+                if last != 0 && now.saturating_sub(last) > PAUSE_GAP_MS {
+                    inner.contact.resumed_ms.store(now, Ordering::Release);
+                }
+                drop(inner);
+                std::thread::sleep(TICK);
+            });
+    }
+
     fn spawn_expiry(&self, every: Duration) {
         let weak = Arc::downgrade(&self.0);
         self.0.runtime.spawn(async move {
@@ -634,7 +695,9 @@ impl Inner {
         // Everyone who arrived before this barrier starts is served by it.
         let covers = self.barriers.arrived.load(Ordering::SeqCst);
         self.barriers.rounds.fetch_add(1, Ordering::Relaxed);
+        let began = now_ms();
         self.read_barrier().await?;
+        self.contact.verified_ms.fetch_max(began, Ordering::AcqRel);
         self.barriers.covered.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }

@@ -13,8 +13,8 @@ use openraft::{
 };
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-use tokio::sync::broadcast;
 
+use super::changes::Changes;
 use super::{
     Change, Command, LogStore, NodeId, Outcome, Record, StateMachine, StorageError, Table,
     TypeConfig,
@@ -34,7 +34,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = open_db(dir.path());
-        let (changes, _) = broadcast::channel(16);
+        let changes = Changes::new(16);
         let log = LogStore::open(&db)?;
         let machine = StateMachine::open(&db, changes)?;
         Ok((dir, log, machine))
@@ -79,7 +79,7 @@ struct Machine {
     dir: TempDir,
     db: sled::Db,
     sm: StateMachine,
-    changes: broadcast::Receiver<Change>,
+    changes: tokio::sync::broadcast::Receiver<Change>,
     next: u64,
 }
 
@@ -90,7 +90,8 @@ impl Machine {
 
     fn open(dir: TempDir, next: u64) -> Machine {
         let db = open_db(dir.path());
-        let (tx, changes) = broadcast::channel(1024);
+        let tx = Changes::new(1024);
+        let changes = tx.subscribe();
         let sm = StateMachine::open(&db, tx).expect("open state machine");
         Machine {
             dir,
