@@ -12,6 +12,8 @@ use ureq::{Agent, Body};
 
 /// The legacy protocol version the client asks for.
 pub const VERSION: &str = "2025-11-25";
+/// The version without sessions.
+pub const MODERN: &str = "2026-07-28";
 /// What real clients send.
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
@@ -58,6 +60,28 @@ impl Reply {
             status,
             headers,
             body,
+        })
+    }
+
+    /// The session an `initialize` reply made, for the holder of `token`.
+    pub fn session(&self, token: Option<&str>) -> Result<Session, String> {
+        if self.status != 200 {
+            return Err(format!("initialize: {self:?}"));
+        }
+        let id = self
+            .header("mcp-session-id")
+            .ok_or_else(|| format!("initialize returned no session id: {self:?}"))?;
+        Ok(match token {
+            Some(token) => Session::with_token(id, token),
+            None => Session::with_id(id),
+        })
+    }
+
+    /// Whether the body is the server's JSON (a JSON-RPC message), not a page that a
+    /// load balancer wrote.
+    pub fn is_json(&self) -> bool {
+        self.header("content-type").is_some_and(|c| {
+            c.starts_with("application/json") || c.starts_with("text/event-stream")
         })
     }
 
@@ -121,14 +145,56 @@ pub fn delete(url: &str, headers: &[(&str, &str)]) -> Result<Reply, ureq::Error>
     Reply::read(with_headers(agent().delete(url), headers).call())
 }
 
+/// A 2026-07-28 `tools/call` of `tool` through `url`, with `token` as the bearer token
+/// when given: no session, every request stands alone.
+pub fn modern_call(
+    url: &str,
+    token: Option<&str>,
+    tool: &str,
+    arguments: Value,
+) -> Result<Reply, ureq::Error> {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let params = json!({ "name": tool, "arguments": arguments, "_meta": meta });
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params });
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("MCP-Protocol-Version", MODERN),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", tool),
+    ];
+    headers.extend(bearer.as_deref().map(|b| ("Authorization", b)));
+    post(url, &headers, &body.to_string())
+}
+
 /// A legacy session, made by `initialize` on one node and usable on any.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Session {
     /// The `Mcp-Session-Id`.
     pub id: String,
+    /// `Bearer <token>` when the session was made with a token; every request sends it.
+    authorization: Option<String>,
 }
 
 impl Session {
+    /// A session known by its id, made anonymously.
+    pub fn with_id(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            authorization: None,
+        }
+    }
+
+    /// A session known by its id, made by the holder of `token`.
+    pub fn with_token(id: &str, token: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            authorization: Some(format!("Bearer {token}")),
+        }
+    }
+
     /// Creates a session through the node at `url` (initialize, then the initialized
     /// notification); panics if that fails.
     #[track_caller]
@@ -145,21 +211,50 @@ impl Session {
 
     /// Sends `initialize` only: the request that creates (and replicates) the session.
     pub fn open(url: &str, client_name: &str) -> Result<Self, String> {
+        Self::open_as(url, client_name, None)
+            .map_err(|e| e.to_string())
+            .and_then(|reply| reply.session(None))
+    }
+
+    /// Like [`Session::create`], as the holder of `token`.
+    pub fn create_as(url: &str, client_name: &str, token: &str) -> Result<Self, String> {
+        let reply = Self::open_as(url, client_name, Some(token))
+            .map_err(|e| format!("initialize via {url}: {e}"))?;
+        let session = reply.session(Some(token))?;
+        session.initialized(url)?;
+        Ok(session)
+    }
+
+    /// Sends `initialize` through `url`, with `token` as the bearer token when given, and
+    /// returns the raw reply; [`Reply::session`] reads the session out of it.
+    pub fn open_as(
+        url: &str,
+        client_name: &str,
+        token: Option<&str>,
+    ) -> Result<Reply, ureq::Error> {
+        Self::open_with(url, client_name, token, json!({}))
+    }
+
+    /// Like [`Session::open_as`], declaring client `capabilities` (e.g. elicitation).
+    pub fn open_with(
+        url: &str,
+        client_name: &str,
+        token: Option<&str>,
+        capabilities: Value,
+    ) -> Result<Reply, ureq::Error> {
         let params = json!({
             "protocolVersion": VERSION,
-            "capabilities": {},
+            "capabilities": capabilities,
             "clientInfo": { "name": client_name, "version": "1" },
         });
         let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params });
-        let reply =
-            post(url, &[], &body.to_string()).map_err(|e| format!("initialize via {url}: {e}"))?;
-        if reply.status != 200 {
-            return Err(format!("initialize via {url}: {reply:?}"));
-        }
-        let id = reply
-            .header("mcp-session-id")
-            .ok_or_else(|| format!("initialize via {url} returned no session id: {reply:?}"))?;
-        Ok(Self { id: id.to_owned() })
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("Authorization", b))
+            .into_iter()
+            .collect();
+        post(url, &headers, &body.to_string())
     }
 
     /// Sends `notifications/initialized` through `url`.
@@ -174,11 +269,13 @@ impl Session {
     }
 
     /// The headers every later request of this session carries.
-    pub fn headers(&self) -> [(&str, &str); 2] {
-        [
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        let mut headers = vec![
             ("Mcp-Session-Id", self.id.as_str()),
             ("MCP-Protocol-Version", VERSION),
-        ]
+        ];
+        headers.extend(self.authorization.as_deref().map(|a| ("Authorization", a)));
+        headers
     }
 
     /// Calls the `echo` tool through `url` and returns the raw reply.

@@ -92,7 +92,7 @@ fn acknowledged_sessions_survive_nodes_killed_in_a_loop() {
         let lost: Vec<&String> = acknowledged
             .iter()
             .filter(|sid| {
-                Session { id: (*sid).clone() }
+                Session::with_id(sid)
                     .echo_reply(&url, "x")
                     .map_or(true, |r| r.status != 200)
             })

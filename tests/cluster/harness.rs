@@ -5,20 +5,20 @@
 //! deadline; a wait that times out panics with the tail of every node's log.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::io::Read;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
 use crate::client;
+use process::{command, send_signal};
+pub use process::{run_bounded, NodeProc};
 
-/// How long a process may take to print its two listening lines.
-const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
+// A child module by path, so that a bench that includes this file by `#[path]` gets it too.
+#[path = "process.rs"]
+mod process;
+
 /// How long a node may take to become ready, or the cluster to agree on a leader. Generous:
 /// several clusters may share two cores while tests run in parallel.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -28,23 +28,6 @@ const CLI_DEADLINE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(20);
 /// How many log lines of each node a timeout prints.
 const LOG_TAIL_LINES: usize = 40;
-
-/// The binary under test.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_mcp-fleet")
-}
-
-/// A command for the binary with no `MCP_FLEET_*` setting inherited from the caller's
-/// environment, so every node sees exactly the configuration the harness gives.
-fn command() -> Command {
-    let mut cmd = Command::new(binary());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MCP_FLEET_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
 
 /// `bytes` random bytes from the operating system, as lowercase hex.
 pub fn random_hex(bytes: usize) -> String {
@@ -69,186 +52,11 @@ pub fn poll<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Opti
     }
 }
 
-/// One `mcp-fleet serve` process and the directory that outlives it across restarts.
-pub struct NodeProc {
-    id: u64,
-    dir: TempDir,
-    /// The public listener; port 0 until the first start reports the real one.
-    public: SocketAddr,
-    /// The internal (Raft) listener; port 0 until the first start reports the real one.
-    internal: SocketAddr,
-    child: Option<Child>,
-    /// Whether the harness made it a member (`init` or `join`) and has not removed it.
-    member: bool,
-}
-
-impl NodeProc {
-    fn new(id: u64) -> Self {
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
-        Self {
-            id,
-            dir: tempfile::tempdir().expect("a temporary directory"),
-            public: any,
-            internal: any,
-            child: None,
-            member: false,
-        }
-    }
-
-    /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
-    pub fn mcp_url(&self) -> String {
-        format!("http://{}/mcp", self.public)
-    }
-
-    /// The public listener's origin, for `/ready`, `/health` and other paths.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.public)
-    }
-
-    /// The internal listener's address, as given to `--peers`, `--via` and `--raft-addr`.
-    pub fn internal(&self) -> SocketAddr {
-        self.internal
-    }
-
-    /// The internal listener's origin.
-    pub fn internal_url(&self) -> String {
-        format!("http://{}", self.internal)
-    }
-
-    /// The node's data directory.
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// Whether the process is running (started and not killed by the harness).
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("node.log")
-    }
-
-    /// The last `lines` lines the node wrote to its standard error, over all its runs.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Starts the process on the node's current addresses (port 0 the first time) and waits
-    /// until it prints both listeners; records the ports it reports.
-    fn spawn(&mut self, env: &[(String, String)]) -> Result<(), String> {
-        assert!(self.child.is_none(), "node {} is already running", self.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open the node log");
-        let mut child = command()
-            .arg("serve")
-            .args(["--node-id", &self.id.to_string()])
-            .args(["--listen", &self.public.to_string()])
-            .args(["--raft-listen", &self.internal.to_string()])
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn mcp-fleet serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        self.child = Some(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            for _ in 0..2 {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || tx.send(line).is_err() {
-                    return;
-                }
-            }
-            // Keep draining so the node never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let parsed = read_addresses(&rx, self.id);
-        match parsed {
-            Ok((public, internal)) => {
-                self.public = public;
-                self.internal = internal;
-                Ok(())
-            }
-            Err(e) => {
-                self.kill();
-                Err(format!(
-                    "{e}; node {} log:\n{}",
-                    self.id,
-                    self.log_tail(LOG_TAIL_LINES)
-                ))
-            }
-        }
-    }
-
-    /// Kills the process (SIGKILL: no graceful shutdown) and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        // Before the temporary directory goes, so no process writes into a removed tree.
-        self.kill();
-    }
-}
-
-/// Reads the two listening lines a node prints first, within [`LISTEN_DEADLINE`], and
-/// returns the public and internal addresses they name.
-fn read_addresses(
-    lines: &mpsc::Receiver<String>,
-    id: u64,
-) -> Result<(SocketAddr, SocketAddr), String> {
-    let until = Instant::now() + LISTEN_DEADLINE;
-    let next = |which: &str| {
-        let left = until.saturating_duration_since(Instant::now());
-        lines
-            .recv_timeout(left)
-            .map_err(|_| format!("node {id} printed no {which} line within {LISTEN_DEADLINE:?}"))
-    };
-    let public = next("public listener")?;
-    let internal = next("internal listener")?;
-    Ok((
-        parse_line(&public, "mcp-fleet listening on http://", "/mcp")?,
-        parse_line(&internal, "mcp-fleet internal listener on http://", "")?,
-    ))
-}
-
-/// Reads `pipe` to its end on another thread.
-fn drain<R: Read + Send + 'static>(mut pipe: R) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
-/// The address in `line`, which must read `{prefix}ADDR{suffix}`.
-fn parse_line(line: &str, prefix: &str, suffix: &str) -> Result<SocketAddr, String> {
-    line.trim()
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_suffix(suffix))
-        .and_then(|addr| addr.parse().ok())
-        .ok_or_else(|| format!("unexpected line {line:?}, expected {prefix}ADDR{suffix}"))
-}
-
 /// How to start a cluster.
 #[derive(Default)]
 pub struct Builder {
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Builder {
@@ -256,6 +64,13 @@ impl Builder {
     /// including nodes added or restarted later.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds `args` (e.g. `["--auth", "jwt"]`) to every node's `serve` command line,
+    /// including nodes added or restarted later.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
@@ -275,6 +90,7 @@ impl Builder {
             nodes: BTreeMap::new(),
             secret,
             env,
+            args: self.args,
         };
         for id in 1..=n {
             cluster.spawn_new(id);
@@ -309,6 +125,8 @@ pub struct Cluster {
     secret: String,
     /// What every node gets in its environment: the secrets, then the builder's settings.
     env: Vec<(String, String)>,
+    /// What every node gets on its command line after the harness's own flags.
+    args: Vec<String>,
 }
 
 impl Cluster {
@@ -340,11 +158,12 @@ impl Cluster {
         self.nodes.keys().copied().collect()
     }
 
-    /// The ids of the running members (nodes not yet joined or already removed are not).
+    /// The ids of the running members (nodes not yet joined, already removed or paused
+    /// are not).
     pub fn live(&self) -> Vec<u64> {
         self.nodes
             .values()
-            .filter(|node| node.is_running() && node.member)
+            .filter(|node| node.is_running() && node.member && !node.paused)
             .map(|node| node.id)
             .collect()
     }
@@ -364,6 +183,44 @@ impl Cluster {
         }
     }
 
+    /// Stops node `id` with SIGSTOP: its sockets stay open but it answers nothing, as if
+    /// cut off by a partition. [`Cluster::live`] leaves it out until [`Cluster::resume`].
+    pub fn pause(&mut self, id: u64) {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        assert!(!node.paused, "node {id} is already paused");
+        send_signal(node.pid(), "STOP");
+        node.paused = true;
+    }
+
+    /// Lets a node stopped by [`Cluster::pause`] run again (SIGCONT).
+    pub fn resume(&mut self, id: u64) {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        assert!(node.paused, "node {id} is not paused");
+        send_signal(node.pid(), "CONT");
+        node.paused = false;
+    }
+
+    /// Shuts node `id` down gracefully (SIGTERM) and waits for it to exit; panics, with
+    /// the logs, if it takes longer than [`READY_DEADLINE`] (it is SIGKILLed then).
+    pub fn stop(&mut self, id: u64) {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        if !node.stop(READY_DEADLINE) {
+            panic!(
+                "node {id} did not exit within {READY_DEADLINE:?} of SIGTERM\n{}",
+                self.logs()
+            );
+        }
+    }
+
     /// Starts node `id` again on the same data directory and the same ports, without
     /// `--peers`: it rejoins from what it stored. Waits only until it listens; see
     /// [`Cluster::wait_ready`].
@@ -374,7 +231,7 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no node {id}"));
         node.kill();
         let (public, internal) = (node.public, node.internal);
-        if let Err(e) = node.spawn(&self.env) {
+        if let Err(e) = node.spawn(&self.env, &self.args) {
             panic!("restarting node {id}: {e}");
         }
         assert_eq!(
@@ -430,7 +287,7 @@ impl Cluster {
 
     fn spawn_new(&mut self, id: u64) {
         let mut node = NodeProc::new(id);
-        if let Err(e) = node.spawn(&self.env) {
+        if let Err(e) = node.spawn(&self.env, &self.args) {
             panic!("starting node {id}: {e}");
         }
         self.nodes.insert(id, node);
@@ -439,34 +296,17 @@ impl Cluster {
     /// Runs `mcp-fleet cluster ARGS…` with the cluster secret and returns what it did;
     /// panics if it runs past a deadline.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let mut child = command()
-            .arg("cluster")
+        let mut cmd = command();
+        cmd.arg("cluster")
             .args(args)
-            .env("MCP_FLEET_CLUSTER_SECRET", &self.secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mcp-fleet cluster");
-        let stdout = drain(child.stdout.take().expect("piped stdout"));
-        let stderr = drain(child.stderr.take().expect("piped stderr"));
-        let status: Option<ExitStatus> = poll(CLI_DEADLINE, || child.try_wait().expect("try_wait"));
-        let Some(status) = status else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = stderr.join().unwrap_or_default();
+            .env("MCP_FLEET_CLUSTER_SECRET", &self.secret);
+        run_bounded(cmd, CLI_DEADLINE).unwrap_or_else(|e| {
             panic!(
-                "`mcp-fleet cluster {}` ran past {CLI_DEADLINE:?}; stderr:\n{}\n{}",
+                "`mcp-fleet cluster {}`: {e}\n{}",
                 args.join(" "),
-                String::from_utf8_lossy(&stderr),
                 self.logs()
-            );
-        };
-        Output {
-            status,
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        }
+            )
+        })
     }
 
     /// Panics, with the command's output and the nodes' logs, unless `out` is a success.
@@ -574,10 +414,10 @@ impl Cluster {
         self.nodes
             .values()
             .map(|node| {
-                let state = if node.is_running() {
-                    "running"
-                } else {
-                    "stopped"
+                let state = match (node.is_running(), node.paused) {
+                    (true, true) => "paused",
+                    (true, false) => "running",
+                    (false, _) => "stopped",
                 };
                 format!(
                     "--- node {} ({state}) log tail ---\n{}\n",

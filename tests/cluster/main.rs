@@ -1,13 +1,26 @@
 //! Real `mcp-fleet serve` processes forming a Raft group: a session made on one node is
 //! served by every node, through leader loss, restarts and new members; the internal
 //! listener refuses callers without the cluster secret; data directories hold only
-//! ciphertext.
+//! ciphertext. The fleet scenarios add what an operator runs in front and beside it: a
+//! real HAProxy, a real token issuer, and the official Python SDK as a client.
 
 mod client;
+mod fleet;
 mod harness;
+#[path = "../support/issuer.rs"]
+mod issuer;
+mod lb;
+mod load;
 
 mod durability;
+mod elicitation;
 mod failover;
+mod history;
+mod leader_loss;
 mod membership;
+mod partition;
+mod revocation;
+mod rolling;
+mod round_robin;
 mod security;
 mod sessions;

@@ -1,0 +1,176 @@
+//! A fleet as an operator runs it: a [`Cluster`] whose nodes authenticate callers with
+//! `--auth jwt` against one local issuer, behind a real HAProxy.
+//!
+//! HAProxy comes from the system (`.ci/run` installs Debian's package). Without it a test
+//! is skipped with a message, unless `CI` is set: then it fails.
+
+use std::time::Duration;
+
+use crate::harness::{Builder, Cluster, READY_DEADLINE};
+use crate::issuer::{Issuer, Key};
+use crate::lb::{self, Lb, Reservation};
+
+/// The scope every token the fleet's clients get holds.
+pub const SCOPE: &str = "mcp";
+/// What the nodes name as their public URL when no balancer is in front of them; tokens
+/// name it as their audience.
+const UNBALANCED_RESOURCE: &str = "https://mcp.fleet.test/mcp";
+
+/// How to start a fleet.
+pub struct FleetBuilder {
+    cluster: Builder,
+    balanced: bool,
+}
+
+impl FleetBuilder {
+    /// Leaves out the load balancer, for tests that talk to each node directly; such a
+    /// fleet needs no HAProxy.
+    pub fn unbalanced(mut self) -> Self {
+        self.balanced = false;
+        self
+    }
+
+    /// Serves the conformance suite's fixtures (`--conformance`), such as
+    /// `test_elicitation`.
+    pub fn conformance(mut self) -> Self {
+        self.cluster = self.cluster.args(&["--conformance"]);
+        self
+    }
+
+    /// Starts the issuer, `n` nodes trusting it and, unless [`FleetBuilder::unbalanced`],
+    /// HAProxy in front of them; waits until every node is ready and HAProxy's health
+    /// checks see every node up. `None` (after saying why on standard error) when the
+    /// test must be skipped because HAProxy is not installed and `CI` is not set.
+    pub fn start(self, n: u64) -> Option<Fleet> {
+        let haproxy = match (self.balanced, lb::binary()) {
+            (false, _) => None,
+            (true, Some(binary)) => Some(binary),
+            (true, None) => {
+                let test = std::thread::current()
+                    .name()
+                    .unwrap_or("this test")
+                    .to_owned();
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "{test}: haproxy is not installed, and CI is set (.ci/run installs it)"
+                );
+                eprintln!(
+                    "SKIPPED {test}: haproxy is not installed (apt-get install haproxy); \
+                     with CI set this is a failure"
+                );
+                return None;
+            }
+        };
+        let issuer = Issuer::start();
+        // The balancer's port is held from now until HAProxy starts, so the nodes can be
+        // told the URL clients use: their OAuth resource, which tokens name.
+        let reservation = haproxy.as_ref().map(|_| Reservation::new());
+        let resource = match &reservation {
+            Some(r) => format!("http://127.0.0.1:{}/mcp", r.port()),
+            None => UNBALANCED_RESOURCE.to_owned(),
+        };
+        let cluster = self
+            .cluster
+            .args(&["--auth", "jwt", "--issuer", issuer.url()])
+            .args(&["--public-url", &resource])
+            .start(n);
+        let lb = haproxy.zip(reservation).map(|(binary, reservation)| {
+            let backends: Vec<_> = cluster
+                .ids()
+                .into_iter()
+                .map(|id| (id, cluster.node(id).public()))
+                .collect();
+            Lb::start(&binary, reservation, &backends)
+        });
+        let fleet = Fleet {
+            lb,
+            cluster,
+            issuer,
+            resource,
+        };
+        if fleet.lb.is_some() {
+            for id in fleet.cluster.ids() {
+                fleet.wait_lb(id, true);
+            }
+        }
+        Some(fleet)
+    }
+}
+
+/// A running fleet: the balancer, the nodes and the issuer, stopped in that order when
+/// dropped (fields drop in declaration order).
+pub struct Fleet {
+    lb: Option<Lb>,
+    /// The nodes.
+    pub cluster: Cluster,
+    /// The issuer every node trusts.
+    pub issuer: Issuer,
+    resource: String,
+}
+
+impl Fleet {
+    /// A fleet of nodes behind a balancer, to configure before starting.
+    pub fn builder() -> FleetBuilder {
+        FleetBuilder {
+            cluster: Cluster::builder(),
+            balanced: true,
+        }
+    }
+
+    /// The load balancer; panics for an [`FleetBuilder::unbalanced`] fleet.
+    pub fn lb(&self) -> &Lb {
+        self.lb.as_ref().expect("this fleet has no load balancer")
+    }
+
+    /// The MCP endpoint through the load balancer.
+    pub fn url(&self) -> String {
+        self.lb().url()
+    }
+
+    /// A signed token for `subject` holding [`SCOPE`], valid for an hour.
+    pub fn token(&self, subject: &str) -> String {
+        self.issuer
+            .token(Key::Rsa1, &self.resource)
+            .subject(subject)
+            .scope(SCOPE)
+            .sign()
+    }
+
+    /// Waits until HAProxy's health checks say node `id` is up (or, with `up` false,
+    /// down).
+    pub fn wait_lb(&self, id: u64, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let lb = self.lb();
+        self.eventually(
+            &format!("haproxy to see node {id} {state}"),
+            READY_DEADLINE,
+            || (lb.is_up(id) == up).then_some(()),
+        );
+    }
+
+    /// [`Cluster::eventually`], with HAProxy's log and counters in the failure message.
+    #[track_caller]
+    pub fn eventually<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        crate::harness::poll(deadline, probe).unwrap_or_else(|| {
+            panic!(
+                "timed out after {deadline:?} waiting for {what}\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// The nodes' logs and HAProxy's, for failure messages.
+    pub fn logs(&self) -> String {
+        let lb = self
+            .lb
+            .as_ref()
+            .map(|lb| format!("--- haproxy ---\n{}\n{:?}\n", lb.log(), lb.stats()))
+            .unwrap_or_default();
+        format!("{}{lb}", self.cluster.logs())
+    }
+}
