@@ -424,6 +424,9 @@ impl Stopper {
         self.shutdown.cancel();
         self.handle.stop(true).await;
         // Raft last: requests in flight above may still be writing.
+        if !self.drain.is_zero() {
+            self.store.step_down().await;
+        }
         self.store.shutdown().await;
         self.internal_handle.stop(true).await;
     }

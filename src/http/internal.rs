@@ -64,6 +64,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route(path::SNAPSHOT, web::post().to(snapshot))
                 .route(path::WRITE, web::post().to(write))
                 .route(path::READ_INDEX, web::post().to(read_index))
+                .route(path::ELECT, web::post().to(elect))
                 .route("/cluster", web::get().to(status))
                 .route("/metrics", web::get().to(scrape))
                 .route("/cluster/init", web::post().to(init))
@@ -166,6 +167,13 @@ async fn write(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
         Ok(command) => postcard_body(&state.store.write_as_leader(command).await),
         Err(response) => *response,
     }
+}
+
+/// Stands for election now: the leader is stepping down in this node's favour.
+async fn elect(state: web::Data<Internal>) -> HttpResponse {
+    let started = state.store.raft().trigger().elect().await.is_ok();
+    tracing::info!(started, "standing for election at the leader's request");
+    postcard_body(&started)
 }
 
 async fn read_index(state: web::Data<Internal>) -> HttpResponse {

@@ -2,6 +2,7 @@
 //! group, adding and removing nodes, and a log line per change of leader.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -216,6 +217,66 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// Hands leadership to the most caught-up voter before this node stops, so the fleet
+    /// does not wait out an election timeout after it is gone. openraft 0.9 has no
+    /// leadership transfer, so: stop taking writes and reads from other nodes (they retry
+    /// until a new leader answers), stop heartbeats, wait until the followers' leader lease
+    /// has lapsed, and ask the chosen follower to stand for election. Best effort: if it
+    /// fails, the followers elect a leader on their own once this node is gone.
+    pub async fn step_down(&self) {
+        use std::sync::atomic::Ordering;
+        let (target, lease) = {
+            let metrics = self.0.raft.metrics();
+            let m = metrics.borrow();
+            if m.state != ServerState::Leader {
+                return;
+            }
+            let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            let best = m.replication.as_ref().and_then(|replication| {
+                replication
+                    .iter()
+                    .filter(|(id, _)| **id != self.0.id && voters.contains(id))
+                    .max_by_key(|(_, matched)| matched.map(|l| l.index))
+                    .map(|(id, _)| *id)
+            });
+            // openraft's leader lease is the longest election timeout, twice ours.
+            (best, self.0.stale_after * 2)
+        };
+        let Some((id, addr)) = target.and_then(|id| Some((id, self.member_addr(id)?))) else {
+            return;
+        };
+        self.0.stepping_down.store(true, Ordering::Release);
+        let raft = self.0.raft.clone();
+        let client = self.0.client.clone();
+        let me = self.0.id;
+        let _ = self
+            .on_runtime(async move {
+                raft.runtime_config().heartbeat(false);
+                raft.runtime_config().elect(false);
+                tokio::time::sleep(lease + Duration::from_millis(100)).await;
+                let asked = client
+                    .call::<_, bool>(
+                        &addr,
+                        super::network::path::ELECT,
+                        &(),
+                        Duration::from_secs(2),
+                    )
+                    .await;
+                let handed = asked.is_ok()
+                    && raft
+                        .wait(Some(Duration::from_secs(3)))
+                        .metrics(
+                            |m| m.current_leader.is_some_and(|l| l != me),
+                            "a new leader",
+                        )
+                        .await
+                        .is_ok();
+                tracing::info!(node = id, handed, "stepped down before stopping");
+                Ok(())
+            })
+            .await;
     }
 
     /// The internal address of member `id`, if it is one.

@@ -30,6 +30,8 @@ pub(crate) mod path {
     pub const WRITE: &str = "/fleet/write";
     /// A follower asking the leader for the index a linearizable read must wait for.
     pub const READ_INDEX: &str = "/fleet/read-index";
+    /// A leader about to stop asking a follower to stand for election.
+    pub const ELECT: &str = "/raft/elect";
 }
 
 /// When the sender sent a message, in milliseconds since the epoch: a message that sat

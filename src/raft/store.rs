@@ -131,6 +131,9 @@ pub(super) struct Inner {
     pub(super) contact: Contact,
     /// How long without news from the leader before this node's replica may be stale.
     pub(super) stale_after: Duration,
+    /// Set while this leader hands over before stopping: it takes no more writes or reads
+    /// from other nodes, so their leader lease can lapse and a successor be elected.
+    pub(super) stepping_down: std::sync::atomic::AtomicBool,
 }
 
 /// The last append (or heartbeat) a leader sent this node, and what this node knows of
@@ -249,6 +252,7 @@ impl Store {
                 ..Contact::default()
             },
             stale_after: config.election_timeout,
+            stepping_down: std::sync::atomic::AtomicBool::new(false),
         }));
         store.spawn_expiry(config.expire_interval);
         store.spawn_watchdog();
@@ -525,6 +529,9 @@ impl Store {
         &self,
         command: Command,
     ) -> Result<(Outcome, u64), Refusal> {
+        if self.0.stepping_down.load(Ordering::Acquire) {
+            return Err(Refusal::NotLeader);
+        }
         let inner = self.0.clone();
         let task = self
             .0
@@ -536,6 +543,9 @@ impl Store {
 
     /// Leader side of a read index request: the index a reader must have applied.
     pub(crate) async fn read_index(&self) -> Result<Option<u64>, Refusal> {
+        if self.0.stepping_down.load(Ordering::Acquire) {
+            return Err(Refusal::NotLeader);
+        }
         let raft = self.0.raft.clone();
         let timeout = self.0.write_timeout;
         let task = self.0.runtime.spawn(async move {

@@ -65,3 +65,43 @@ fn survivors_serve_after_leader_is_killed() {
         );
     }
 }
+
+/// A leader stopped gracefully (SIGTERM) hands leadership to a follower before it exits,
+/// so the fleet does not wait out an election timeout after it is gone.
+#[test]
+fn a_stopping_leader_hands_over_before_it_exits() {
+    let mut cluster = Cluster::start(3);
+    let old_leader = cluster.leader();
+    let survivors: Vec<u64> = cluster
+        .live()
+        .into_iter()
+        .filter(|&id| id != old_leader)
+        .collect();
+    cluster.signal(old_leader, "TERM");
+    let started = std::time::Instant::now();
+    // Some survivor names another leader while the old one is still running.
+    let handed = crate::harness::poll(READY_DEADLINE, || {
+        if !cluster.node(old_leader).is_running() {
+            return Some(false);
+        }
+        survivors
+            .iter()
+            .filter_map(|&id| cluster.try_status(id))
+            .any(|s| s["leader_id"].as_u64().is_some_and(|l| l != old_leader))
+            .then_some(true)
+    });
+    eprintln!(
+        "step down: a survivor named a new leader {:?} after SIGTERM to leader {old_leader}",
+        started.elapsed()
+    );
+    assert_eq!(
+        handed,
+        Some(true),
+        "the leader exited before handing over\n{}",
+        cluster.logs()
+    );
+    cluster.stop(old_leader);
+    // The survivors take writes at once.
+    let url = cluster.node(survivors[0]).mcp_url();
+    Session::initialize(&url);
+}

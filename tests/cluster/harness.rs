@@ -206,6 +206,11 @@ impl Cluster {
         node.paused = false;
     }
 
+    /// Sends signal `name` (`TERM`, `STOP`, …) to node `id` without waiting for anything.
+    pub fn signal(&self, id: u64, name: &str) {
+        send_signal(self.node(id).pid(), name);
+    }
+
     /// Shuts node `id` down gracefully (SIGTERM) and waits for it to exit; panics, with
     /// the logs, if it takes longer than [`READY_DEADLINE`] (it is SIGKILLed then).
     pub fn stop(&mut self, id: u64) {
