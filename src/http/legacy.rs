@@ -39,12 +39,7 @@ pub(super) async fn initialize(
     let session_id = session.id.clone();
     let version = session.version;
     if let Err(e) = state.engine.sessions().put(session).await {
-        tracing::error!(error = %e, "could not store a new session");
-        return rpc_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Some(id),
-            &RpcError::internal("the session could not be created"),
-        );
+        return store_failure(&e, Some(id), "the session could not be created");
     }
     tracing::info!(version = %version, subject = %principal.subject, "legacy session created");
     let body = response(id, result);
@@ -61,6 +56,27 @@ pub(super) async fn initialize(
             .content_type("application/json")
             .body(body.to_string())
     }
+}
+
+/// The answer when the fleet store failed a write: 503 when it could not commit in time
+/// (no leader, no quorum: retrying later may work), 500 otherwise.
+fn store_failure(error: &crate::raft::Error, id: Option<&Value>, what: &str) -> HttpResponse {
+    if let crate::raft::Error::Unavailable(why) = error {
+        tracing::warn!(reason = %why, "the fleet store could not commit a write");
+        return rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            id,
+            &RpcError::internal(format!(
+                "{what}: the fleet store is unavailable; retry shortly"
+            )),
+        );
+    }
+    tracing::error!(error = %error, "the fleet store failed a write");
+    rpc_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        id,
+        &RpcError::internal(what),
+    )
 }
 
 /// Why a legacy request's session could not be used.
@@ -513,13 +529,6 @@ pub(super) async fn delete(req: HttpRequest, state: web::Data<State>) -> HttpRes
             tracing::info!("legacy session ended by the client");
             HttpResponse::NoContent().finish()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "could not delete a session");
-            rpc_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                &RpcError::internal("the session could not be ended"),
-            )
-        }
+        Err(e) => store_failure(&e, None, "the session could not be ended"),
     }
 }

@@ -227,3 +227,48 @@ fn a_paused_minority_rejoins_without_serving_what_the_majority_ended() {
     let reply = modern_call(&url(victim), Some(&bob), "whoami", json!({})).expect("whoami");
     assert_eq!(reply.status, 200, "bob on node {victim}: {reply:?}");
 }
+
+/// A node cut off from the majority (here: the other two nodes paused) refuses the writes
+/// it cannot commit: a new session through it is refused with a 503 within the write
+/// timeout, never acknowledged. Once the majority is back, writes through it succeed, and
+/// the refused attempt left nothing behind.
+#[test]
+fn a_minority_refuses_writes_it_cannot_commit() {
+    let mut cluster = crate::harness::Cluster::builder()
+        .env("MCP_FLEET_RAFT__WRITE_TIMEOUT", "2s")
+        .start(3);
+    let leader = cluster.leader();
+    let lonely = *cluster.live().iter().find(|&&id| id != leader).unwrap();
+    let url = cluster.node(lonely).mcp_url();
+    let others: Vec<u64> = cluster
+        .live()
+        .into_iter()
+        .filter(|&id| id != lonely)
+        .collect();
+    for &id in &others {
+        cluster.pause(id);
+    }
+    let started = Instant::now();
+    let refused = Session::open(&url, "minority");
+    let took = started.elapsed();
+    eprintln!("minority: a create through the lone node answered after {took:?}: {refused:?}");
+    let err = refused.expect_err("a write the node could not commit was acknowledged");
+    assert!(
+        err.contains("status: 503"),
+        "expected a 503 for an uncommittable write, got: {err}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the refusal took {took:?}, beyond any write timeout"
+    );
+    for &id in &others {
+        cluster.resume(id);
+    }
+    let session = cluster.eventually("writes through the node to resume", READY_DEADLINE, || {
+        Session::open(&url, "minority").ok()
+    });
+    for id in cluster.live() {
+        let via = cluster.node(id).mcp_url();
+        assert_eq!(session.echo(&via, "back"), Ok("back".to_owned()));
+    }
+}
