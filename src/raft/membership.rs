@@ -75,13 +75,13 @@ impl Store {
         }
     }
 
-    /// Whether this node can serve: it knows a leader and has applied what it last heard
-    /// was committed.
+    /// Whether this node can serve: it knows a leader (or lost it to an election less than
+    /// `raft.write_timeout` ago) and has applied what it last heard was committed.
     pub fn is_ready(&self) -> bool {
         let applied = {
             let metrics = self.0.raft.metrics();
             let m = metrics.borrow();
-            if m.current_leader.is_none() || m.state == ServerState::Candidate {
+            if m.current_leader.is_none() && !self.in_short_election() {
                 return false;
             }
             m.last_applied.map(|l| l.index)
@@ -90,10 +90,22 @@ impl Store {
             None => true,
             Some(committed) => applied.is_some_and(|a| a >= committed),
         };
-        // Not `is_current`: during an election no node is current, and taking every node
-        // out of the balancer would turn waits into refusals. Requests on a node that is
-        // not current catch up with the leader first (see `SessionHandle::get_fresh`).
+        // Not `is_current`: requests on a node that is not current catch up with the leader
+        // first (see `SessionHandle::get_fresh`), so the node can stay in rotation.
         caught_up
+    }
+
+    /// Whether this node lost sight of its leader less than `raft.write_timeout` ago: an
+    /// election is under way. Requests arriving now wait for the new leader (up to the
+    /// write timeout), so the node stays ready: taking every node out of the balancer at
+    /// once during an election would turn those waits into refusals.
+    fn in_short_election(&self) -> bool {
+        let lost = self
+            .0
+            .leader_lost_ms
+            .load(std::sync::atomic::Ordering::Acquire);
+        lost != 0
+            && crate::raft::now_ms().saturating_sub(lost) < self.0.write_timeout.as_millis() as u64
     }
 
     /// Whether what this node's replica (and the memory tiers over it) holds is known to be
@@ -308,6 +320,7 @@ impl Store {
         let mut metrics = self.0.raft.metrics();
         let id = self.0.id;
         let changes = self.0.leader_changes.clone();
+        let lost = self.0.leader_lost_ms.clone();
         self.0.runtime.spawn(async move {
             let mut seen = (None, 0);
             // A spell without a leader that ends with the same one is no change.
@@ -320,6 +333,18 @@ impl Store {
                 if leader.is_some() && leader != known {
                     known = leader;
                     changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                match leader {
+                    Some(_) => lost.store(0, std::sync::atomic::Ordering::Release),
+                    None if known.is_some() => {
+                        let _ = lost.compare_exchange(
+                            0,
+                            crate::raft::now_ms(),
+                            std::sync::atomic::Ordering::AcqRel,
+                            std::sync::atomic::Ordering::Acquire,
+                        );
+                    }
+                    None => {}
                 }
                 if (leader, term) != seen {
                     seen = (leader, term);

@@ -134,6 +134,8 @@ pub(super) struct Inner {
     /// Set while this leader hands over before stopping: it takes no more writes or reads
     /// from other nodes, so their leader lease can lapse and a successor be elected.
     pub(super) stepping_down: std::sync::atomic::AtomicBool,
+    /// When this node last lost sight of a leader (0 while it knows one, or never had one).
+    pub(super) leader_lost_ms: Arc<AtomicU64>,
 }
 
 /// The last append (or heartbeat) a leader sent this node, and what this node knows of
@@ -253,6 +255,7 @@ impl Store {
             },
             stale_after: config.election_timeout,
             stepping_down: std::sync::atomic::AtomicBool::new(false),
+            leader_lost_ms: Arc::default(),
         }));
         store.spawn_expiry(config.expire_interval);
         store.spawn_watchdog();
