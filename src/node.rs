@@ -108,16 +108,13 @@ impl Node {
         })?;
         let internal_addr = internal.local_addr().map_err(StartError::Listen)?;
         let addr = listener.local_addr().map_err(StartError::Listen)?;
-        let (store, runtime, secret) = open_store(&config, role, internal_addr).await?;
+        let ring = ring(&config, role)?;
+        let sealer = ring.sealer.clone();
+        let (store, runtime, secret) = open_store(&config, role, ring, internal_addr).await?;
         let access = Access::new(&config, addr)?;
         let metrics = Metrics::new();
         metrics.observe_store(&store);
-        let mut engine = engine(
-            &config,
-            store.clone(),
-            store_sealer(&config, role)?,
-            &metrics,
-        );
+        let mut engine = engine(&config, store.clone(), sealer, &metrics);
         if access.auth.mode != auth::Mode::None {
             engine = engine.with_access(access.auth.clone());
         }
@@ -142,16 +139,18 @@ impl Node {
             })
         });
         let shutdown = CancellationToken::new();
-        let state = web::Data::new(
-            http::State::new(
-                engine.clone(),
-                config.http.clone(),
-                addr.ip().is_loopback(),
-                shutdown.clone(),
-                store.clone(),
-            )
-            .with_auth(guard, metadata, access.dev.clone()),
-        );
+        let state = web::Data::new(http::State::new(
+            engine.clone(),
+            config.http.clone(),
+            addr.ip().is_loopback(),
+            shutdown.clone(),
+            store.clone(),
+            http::AuthSetup {
+                guard,
+                metadata,
+                dev: access.dev.clone(),
+            },
+        ));
         let http_config = Arc::new(config.http.clone());
         let workers = match config.http.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -274,26 +273,23 @@ fn ring(config: &Config, role: Role) -> Result<Ring, StartError> {
     }
 }
 
-fn store_sealer(config: &Config, role: Role) -> Result<Sealer, StartError> {
-    ring(config, role).map(|r| r.sealer)
-}
-
-/// Opens the replica and joins (or forms) the group.
+/// Opens the replica with `ring` and joins (or forms) the group.
 async fn open_store(
     config: &Config,
     role: Role,
+    ring: Ring,
     internal_addr: SocketAddr,
 ) -> Result<(Store, raft::Runtime, String), StartError> {
-    let ring = ring(config, role)?;
     let dir = config.data_dir.join("raft");
-    let advertise = config
-        .raft
-        .advertise
-        .clone()
-        .or_else(|| config.raft.peers.get(&config.raft.node_id).cloned())
-        .unwrap_or_else(|| internal_addr.to_string());
     match role {
         Role::Single => {
+            // The address recorded for the one member; nothing else ever dials it.
+            let advertise = config
+                .raft
+                .advertise
+                .clone()
+                .or_else(|| config.raft.peers.get(&config.raft.node_id).cloned())
+                .unwrap_or_else(|| internal_addr.to_string());
             let secret = config.cluster_secret.clone().unwrap_or_else(|| {
                 let mut bytes = [0u8; 32];
                 crypto::fill_random(&mut bytes);
@@ -308,14 +304,8 @@ async fn open_store(
                 .cluster_secret
                 .clone()
                 .ok_or(StartError::Missing("cluster_secret"))?;
-            let (store, runtime) = Store::open(
-                &config.raft,
-                &dir,
-                advertise,
-                &secret,
-                ring,
-                STORE_CACHE_BYTES,
-            )?;
+            let (store, runtime) =
+                Store::open(&config.raft, &dir, &secret, ring, STORE_CACHE_BYTES)?;
             if !config.raft.peers.is_empty() {
                 // The same voters on every node: safe to repeat, a no-op once formed.
                 if store.initialize(config.raft.peers.clone()).await? {

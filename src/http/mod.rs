@@ -90,6 +90,16 @@ pub(crate) struct State {
     pub draining: std::sync::atomic::AtomicBool,
 }
 
+/// Who may call a node, as its HTTP side enforces it.
+pub(crate) struct AuthSetup {
+    /// Token validation and challenges.
+    pub guard: auth::Guard,
+    /// The protected-resource metadata, when authentication is on.
+    pub metadata: Option<serde_json::Value>,
+    /// The development issuer of `--auth dev`.
+    pub dev: Option<Arc<DevIssuer>>,
+}
+
 impl State {
     pub(crate) fn new(
         engine: Engine,
@@ -97,32 +107,20 @@ impl State {
         loopback: bool,
         shutdown: CancellationToken,
         store: Store,
+        auth: AuthSetup,
     ) -> Self {
         Self {
             engine,
             live: live::Live::for_node(store.id()),
             config,
             loopback,
-            guard: auth::Guard::new(None, "http://127.0.0.1/mcp", Vec::new()),
-            metadata: None,
-            dev: None,
+            guard: auth.guard,
+            metadata: auth.metadata,
+            dev: auth.dev,
             shutdown,
             store,
             draining: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    /// Authenticates callers with `guard`, publishing `metadata`.
-    pub(crate) fn with_auth(
-        mut self,
-        guard: auth::Guard,
-        metadata: Option<serde_json::Value>,
-        dev: Option<Arc<DevIssuer>>,
-    ) -> Self {
-        self.guard = guard;
-        self.metadata = metadata;
-        self.dev = dev;
-        self
     }
 }
 

@@ -187,11 +187,6 @@ impl Store {
         .await
     }
 
-    /// Whether this node belongs to a group yet.
-    pub async fn is_initialized(&self) -> bool {
-        self.0.raft.is_initialized().await.unwrap_or(false)
-    }
-
     /// On the leader: adds `id` as a learner, waits for it to catch up, makes it a voter.
     pub async fn join(&self, id: NodeId, addr: String) -> Result<(), Error> {
         let raft = self.0.raft.clone();

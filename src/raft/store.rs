@@ -15,7 +15,6 @@ use openraft::{Raft, ServerState};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
 use super::changes::Changes;
 use super::command::storage_key;
@@ -112,7 +111,6 @@ pub(super) struct Barriers {
 
 pub(super) struct Inner {
     pub(super) id: NodeId,
-    pub(super) advertise: String,
     pub(super) raft: Raft<TypeConfig>,
     pub(super) reader: Reader,
     pub(super) committed: Committed,
@@ -180,12 +178,10 @@ impl Drop for Runtime {
 
 impl Store {
     /// Opens the replica under `dir` and starts this node's Raft member on a runtime of its
-    /// own, so consensus never waits behind HTTP work. `advertise` is the internal address
-    /// other nodes reach this one at.
+    /// own, so consensus never waits behind HTTP work.
     pub fn open(
         config: &Config,
         dir: &Path,
-        advertise: String,
         secret: &str,
         ring: Ring,
         cache_bytes: u64,
@@ -201,7 +197,7 @@ impl Store {
             .enable_all()
             .build()
             .map_err(|e| Error::Storage(format!("cannot start the Raft runtime: {e}")))?;
-        let changes = Changes::new(4096);
+        let changes = Changes::default();
         let log = LogStore::open(&db)?;
         let committed = log.committed();
         let machine = StateMachine::open(&db, changes.clone())?;
@@ -235,7 +231,6 @@ impl Store {
         .map_err(|_| Error::Storage("starting Raft panicked".to_owned()))??;
         let store = Store(Arc::new(Inner {
             id,
-            advertise,
             raft,
             reader,
             committed,
@@ -290,14 +285,7 @@ impl Store {
         secret: &str,
         ring: Ring,
     ) -> Result<(Store, Runtime), Error> {
-        let (store, runtime) = Self::open(
-            config,
-            dir,
-            advertise.clone(),
-            secret,
-            ring,
-            SINGLE_CACHE_BYTES,
-        )?;
+        let (store, runtime) = Self::open(config, dir, secret, ring, SINGLE_CACHE_BYTES)?;
         store
             .initialize(BTreeMap::from([(config.node_id, advertise)]))
             .await?;
@@ -317,16 +305,6 @@ impl Store {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.0.id
-    }
-
-    /// The address other nodes reach this node's internal listener at.
-    pub fn advertise(&self) -> &str {
-        &self.0.advertise
-    }
-
-    /// Changes applied by the log, on this node, as they happen.
-    pub fn changes(&self) -> broadcast::Receiver<Change> {
-        self.0.changes.subscribe()
     }
 
     /// Runs `hook` for every change the log applies, on this node, before the apply
@@ -374,18 +352,6 @@ impl Store {
             value: decode(&plain)?,
             deadline_ms: record.deadline_ms,
         }))
-    }
-
-    /// Like [`Store::get`], but first waits until this replica has applied every write
-    /// acknowledged anywhere before the call: a record created through another node a
-    /// moment ago is found.
-    pub async fn get_linearizable<T: DeserializeOwned>(
-        &self,
-        table: Table,
-        natural: &[u8],
-    ) -> Result<Option<Found<T>>, Error> {
-        self.read_barrier().await?;
-        self.get(table, natural)
     }
 
     /// Seals and stores `value` under `natural`; returns once a majority has it on disk.

@@ -34,7 +34,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = open_db(dir.path());
-        let changes = Changes::new(16);
+        let changes = Changes::default();
         let log = LogStore::open(&db)?;
         let machine = StateMachine::open(&db, changes)?;
         Ok((dir, log, machine))
@@ -79,7 +79,7 @@ struct Machine {
     dir: TempDir,
     db: sled::Db,
     sm: StateMachine,
-    changes: tokio::sync::broadcast::Receiver<Change>,
+    changes: std::sync::Arc<std::sync::Mutex<Vec<Change>>>,
     next: u64,
 }
 
@@ -90,8 +90,10 @@ impl Machine {
 
     fn open(dir: TempDir, next: u64) -> Machine {
         let db = open_db(dir.path());
-        let tx = Changes::new(1024);
-        let changes = tx.subscribe();
+        let tx = Changes::default();
+        let changes = std::sync::Arc::<std::sync::Mutex<Vec<Change>>>::default();
+        let seen = changes.clone();
+        tx.hook(move |change| seen.lock().unwrap().push(change.clone()));
         let sm = StateMachine::open(&db, tx).expect("open state machine");
         Machine {
             dir,
@@ -128,7 +130,7 @@ impl Machine {
     }
 
     fn drain_changes(&mut self) -> Vec<Change> {
-        std::iter::from_fn(|| self.changes.try_recv().ok()).collect()
+        std::mem::take(&mut *self.changes.lock().unwrap())
     }
 
     fn everything(&self) -> Vec<(Table, Scan)> {
