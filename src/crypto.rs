@@ -116,6 +116,13 @@ pub(crate) fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     std::fs::write(path, bytes)
 }
 
+/// `bytes` random bytes from the operating system, as lowercase hex: ids, secrets, nonces.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf);
+    hex::encode(buf)
+}
+
 /// Fills `buf` from the operating system's random source.
 pub fn fill_random(buf: &mut [u8]) {
     // The OS generator failing is unrecoverable: nothing secure can be made without it.

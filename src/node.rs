@@ -290,11 +290,10 @@ async fn open_store(
                 .clone()
                 .or_else(|| config.raft.peers.get(&config.raft.node_id).cloned())
                 .unwrap_or_else(|| internal_addr.to_string());
-            let secret = config.cluster_secret.clone().unwrap_or_else(|| {
-                let mut bytes = [0u8; 32];
-                crypto::fill_random(&mut bytes);
-                hex::encode(bytes)
-            });
+            let secret = config
+                .cluster_secret
+                .clone()
+                .unwrap_or_else(|| crypto::random_hex(32));
             let (store, runtime) =
                 Store::open_single_secret(&config.raft, &dir, advertise, &secret, ring).await?;
             Ok((store, runtime, secret))

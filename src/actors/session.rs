@@ -63,10 +63,8 @@ impl Session {
         client_capabilities: Value,
         ttl: Duration,
     ) -> Self {
-        let mut bytes = [0u8; 16];
-        crate::crypto::fill_random(&mut bytes);
         Self {
-            id: hex::encode(bytes),
+            id: crate::crypto::random_hex(16),
             version,
             principal: Arc::new(principal),
             client_info,

@@ -74,12 +74,10 @@ impl DevIssuer {
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| Error::Damaged(path.display().to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = crypto::Key::generate();
-                crypto::write_owner_only(&path, key.to_hex().as_bytes()).map_err(io)?;
-                hex::decode(key.to_hex())
-                    .expect("hex we just wrote")
-                    .try_into()
-                    .expect("32 bytes")
+                let mut seed = [0u8; 32];
+                crypto::fill_random(&mut seed);
+                crypto::write_owner_only(&path, hex::encode(seed).as_bytes()).map_err(io)?;
+                seed
             }
             Err(e) => return Err(io(e)),
         };
@@ -139,8 +137,6 @@ impl DevIssuer {
     /// A token for `who`, valid for [`TOKEN_TTL`].
     pub fn mint(&self, who: &Principal) -> String {
         let now = crate::raft::now_ms() / 1000;
-        let mut jti = [0u8; 16];
-        crypto::fill_random(&mut jti);
         let mut claims = json!({
             "iss": self.issuer,
             "aud": self.audience,
@@ -148,7 +144,7 @@ impl DevIssuer {
             "iat": now,
             "nbf": now,
             "exp": now + TOKEN_TTL.as_secs(),
-            "jti": hex::encode(jti),
+            "jti": crypto::random_hex(16),
             "scope": who.scopes.join(" "),
         });
         if let Some(email) = &who.email {

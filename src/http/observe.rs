@@ -117,11 +117,7 @@ fn request_id(headers: &HeaderMap) -> String {
             (1..=MAX_REQUEST_ID).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| {
-            let mut bytes = [0u8; 8];
-            crate::crypto::fill_random(&mut bytes);
-            hex::encode(bytes)
-        })
+        .unwrap_or_else(|| crate::crypto::random_hex(8))
 }
 
 /// The method as a label: the standard ones by name, anything else as `OTHER`, so that

@@ -272,9 +272,8 @@ impl Store {
         ring: Ring,
     ) -> Result<(Store, Runtime), Error> {
         // Nothing else speaks to a group of one, but its internal listener still wants a secret.
-        let mut secret = [0u8; 32];
-        crate::crypto::fill_random(&mut secret);
-        Self::open_single_secret(config, dir, advertise, &hex::encode(secret), ring).await
+        let secret = crate::crypto::random_hex(32);
+        Self::open_single_secret(config, dir, advertise, &secret, ring).await
     }
 
     /// Like [`Store::open_single_with`], with the cluster secret the internal listener checks.
