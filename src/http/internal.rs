@@ -64,6 +64,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route(path::SNAPSHOT, web::post().to(snapshot))
                 .route(path::WRITE, web::post().to(write))
                 .route(path::READ_INDEX, web::post().to(read_index))
+                .route(path::APPLIED, web::post().to(applied))
                 .route(path::ELECT, web::post().to(elect))
                 .route("/cluster", web::get().to(status))
                 .route("/metrics", web::get().to(scrape))
@@ -174,6 +175,13 @@ async fn elect(state: web::Data<Internal>) -> HttpResponse {
     let started = state.store.raft().trigger().elect().await.is_ok();
     tracing::info!(started, "standing for election at the leader's request");
     postcard_body(&started)
+}
+
+async fn applied(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    match decode::<u64>(&body) {
+        Ok(index) => postcard_body(&state.store.wait_applied(index).await),
+        Err(response) => *response,
+    }
 }
 
 async fn read_index(state: web::Data<Internal>) -> HttpResponse {

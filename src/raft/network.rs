@@ -30,6 +30,8 @@ pub(crate) mod path {
     pub const WRITE: &str = "/fleet/write";
     /// A follower asking the leader for the index a linearizable read must wait for.
     pub const READ_INDEX: &str = "/fleet/read-index";
+    /// A member asking another to wait until it has applied a removal.
+    pub const APPLIED: &str = "/fleet/applied";
     /// A leader about to stop asking a follower to stand for election.
     pub const ELECT: &str = "/raft/elect";
 }

@@ -31,6 +31,9 @@ const VALUE_V1: u8 = 1;
 /// Page cache of a one-node store.
 const SINGLE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How long a member waits to apply a removal another member made.
+const APPLIED_WAIT: Duration = Duration::from_secs(1);
+
 /// How long to wait between attempts while a leader is being elected.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -394,8 +397,10 @@ impl Store {
         Ok(outcome.affected > 0)
     }
 
-    /// Removes `natural`; returns whether it existed. Once this returns, this node's
-    /// replica no longer holds it either (other nodes follow within a heartbeat).
+    /// Removes `natural`; returns whether it existed. Once this returns, this node and
+    /// every other member that answers within a second have applied the removal, so none
+    /// of them serves the record from its own replica or memory tier any more. (A member
+    /// that does not answer is cut off, so it is not current and asks the leader first.)
     pub async fn delete(&self, table: Table, natural: &[u8]) -> Result<bool, Error> {
         let key = self.key(table, natural);
         let inner = self.0.clone();
@@ -403,6 +408,7 @@ impl Store {
             .on_runtime(async move {
                 let (outcome, index) = inner.write(Command::Delete { table, key }).await?;
                 inner.applied(index).await?;
+                inner.applied_everywhere(index).await;
                 Ok(outcome)
             })
             .await?;
@@ -507,6 +513,15 @@ impl Store {
             .spawn(async move { inner.propose(command).await });
         task.await
             .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
+    }
+
+    /// Whether this replica applies log index `index` within a second (asked by a member
+    /// that removed a record).
+    pub(crate) async fn wait_applied(&self, index: u64) -> bool {
+        let inner = self.0.clone();
+        self.on_runtime(async move { Ok(inner.wait_applied(index).await) })
+            .await
+            .unwrap_or(false)
     }
 
     /// Leader side of a read index request: the index a reader must have applied.
@@ -616,6 +631,44 @@ impl Inner {
             }
             let _ = tokio::time::timeout(left, metrics.changed()).await;
         }
+    }
+
+    /// Asks every other member to wait (up to a second) until it has applied `index`.
+    async fn applied_everywhere(&self, index: u64) {
+        let members: Vec<(NodeId, String)> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect()
+        };
+        let asks = members.iter().map(|(id, addr)| async move {
+            let answer = self
+                .client
+                .call::<_, bool>(addr, path::APPLIED, &index, APPLIED_WAIT)
+                .await;
+            if !matches!(answer, Ok(true)) {
+                tracing::debug!(
+                    node = id,
+                    index,
+                    "a member did not confirm it applied a removal"
+                );
+            }
+        });
+        futures_util::future::join_all(asks).await;
+    }
+
+    /// Member side of [`Inner::applied_everywhere`]: whether `index` is applied here within
+    /// a second.
+    pub(super) async fn wait_applied(&self, index: u64) -> bool {
+        self.raft
+            .wait(Some(APPLIED_WAIT))
+            .applied_index_at_least(Some(index), "another member's removal")
+            .await
+            .is_ok()
     }
 
     /// Waits until this replica has applied log index `index`.
