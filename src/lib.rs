@@ -8,6 +8,7 @@
 //! - [`tools`] is the API for writing tools, resources and prompts, and the built-ins.
 //! - [`raft`] is the fleet store: sealed records replicated by openraft over sled.
 //! - [`crypto`] seals records and hashes the keys they are stored under.
+//! - [`limits`] caps what a caller can make a node hold, and says how refusals look.
 //! - [`metrics`] is what Prometheus scrapes from a node; [`telemetry`] sets up its logs.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod limits;
 pub mod mcp;
 pub mod metrics;
 mod node;

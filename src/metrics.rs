@@ -111,6 +111,7 @@ struct Inner {
     http_duration: Histograms<MethodLabel>,
     tool_calls: Family<ToolCallLabels, Counter>,
     tool_duration: Histograms<ToolLabel>,
+    limits: crate::limits::Limits,
 }
 
 impl Default for Metrics {
@@ -156,12 +157,14 @@ impl Metrics {
             "Duration of tool calls, waiting for a free slot included",
             tool_duration.clone(),
         );
+        let limits = crate::limits::Limits::register(&mut registry);
         Self(Arc::new(Inner {
             registry: Mutex::new(registry),
             http_requests,
             http_duration,
             tool_calls,
             tool_duration,
+            limits,
         }))
     }
 
@@ -181,6 +184,11 @@ impl Metrics {
     pub fn observe_auth(&self, authenticator: &Authenticator) {
         self.registry()
             .register_collector(Box::new(AuthCollector(authenticator.clone())));
+    }
+
+    /// The refusal counters and in-use gauges of this node's caps.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.0.limits
     }
 
     /// Counts one public HTTP request answered with `status` after `elapsed`.

@@ -72,6 +72,7 @@ pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Me
         pool,
         sessions,
         sealer,
+        metrics.limits().clone(),
     )
 }
 

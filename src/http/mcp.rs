@@ -56,6 +56,7 @@ pub(super) fn status_for(code: i64, modern: bool) -> StatusCode {
     use jsonrpc::*;
     match code {
         PARSE_ERROR | INVALID_REQUEST => StatusCode::BAD_REQUEST,
+        crate::limits::LIMIT_EXCEEDED => StatusCode::TOO_MANY_REQUESTS,
         _ if !modern => StatusCode::OK,
         INVALID_PARAMS
         | HEADER_MISMATCH
@@ -411,5 +412,11 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(status_for(jsonrpc::INTERNAL_ERROR, true), StatusCode::OK);
+        for modern in [true, false] {
+            assert_eq!(
+                status_for(crate::limits::LIMIT_EXCEEDED, modern),
+                StatusCode::TOO_MANY_REQUESTS
+            );
+        }
     }
 }

@@ -161,6 +161,8 @@ pub(super) struct Inner {
     pub(super) updates: Updates,
     /// Per-tool scopes, when authentication enforces them.
     pub(super) access: Option<crate::auth::Config>,
+    /// Refusal counters and in-use gauges of the caps.
+    pub(super) limits: crate::limits::Limits,
 }
 
 impl Engine {
@@ -172,6 +174,7 @@ impl Engine {
         tools: ToolPool,
         sessions: SessionHandle,
         sealer: Sealer,
+        limits: crate::limits::Limits,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -183,6 +186,7 @@ impl Engine {
                 sealer,
                 updates: Updates::default(),
                 access: None,
+                limits,
             }),
         }
     }
@@ -213,6 +217,11 @@ impl Engine {
     /// Resource update announcements on this node.
     pub fn updates(&self) -> &Updates {
         &self.inner.updates
+    }
+
+    /// The refusal counters and in-use gauges of this node's caps.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.inner.limits
     }
 
     /// The legacy sessions.
