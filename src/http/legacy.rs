@@ -134,7 +134,7 @@ async fn load_session(
     let id = header(req, MCP_SESSION_ID).ok_or(SessionRefusal::Missing)?;
     match state.engine.sessions().get_fresh(id).await {
         // Someone else's session is as absent as one that never existed.
-        Ok(Some(s)) if s.principal.binding() == principal.binding() => Ok(s),
+        Ok(Some(s)) if s.principal.same_as(principal) => Ok(s),
         Ok(_) => Err(SessionRefusal::NotFound),
         Err(crate::raft::Error::Unavailable(why)) => {
             tracing::warn!(reason = %why, "could not confirm a session with the leader");

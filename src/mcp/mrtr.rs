@@ -30,8 +30,16 @@ struct State {
     answers: Vec<(String, String)>,
 }
 
+/// The associated data of a `requestState`: the format and the principal's binding.
+///
+/// v1 bound the ambiguous `iss|tenant|sub` string, under which two principals could share
+/// state (tenant `x|y` + subject `z` and tenant `x` + subject `y|z`). v2 binds the
+/// length-prefixed [`crate::auth::Principal::binding`]; a v1 state no longer opens, and its
+/// holder gets the same refusal as for any other invalid state (and can start over).
+const AAD_PREFIX: &[u8] = b"mcp-fleet/requestState/v2\0";
+
 fn aad(principal_binding: &str) -> Vec<u8> {
-    let mut aad = b"mcp-fleet/requestState/v1\0".to_vec();
+    let mut aad = AAD_PREFIX.to_vec();
     aad.extend_from_slice(principal_binding.as_bytes());
     aad
 }
@@ -233,6 +241,7 @@ impl Peer for Round {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Principal;
     use crate::crypto::Key;
 
     fn args(v: Value) -> Map<String, Value> {
@@ -280,6 +289,65 @@ mod tests {
         )
         .is_err());
         assert!(open(&sealer, "alice", "tools/call:t", &a, "not base64!").is_err());
+    }
+
+    fn principal(tenant: &str, subject: &str) -> Principal {
+        Principal {
+            subject: subject.to_owned(),
+            tenant: Some(tenant.to_owned()),
+            issuer: Some("https://id.example.com".to_owned()),
+            ..Principal::anonymous()
+        }
+    }
+
+    #[test]
+    fn state_of_one_principal_is_refused_for_another_whose_old_binding_collided() {
+        let sealer = Sealer::single(Key::generate());
+        let a = args(json!({}));
+        let first = principal("x|y", "z");
+        let second = principal("x", "y|z");
+        let answers = HashMap::from([("input-0".to_owned(), json!(1))]);
+        let ttl = Duration::from_secs(60);
+        let token = seal(&sealer, &first.binding(), "t", &a, &answers, ttl);
+        assert_eq!(
+            open(&sealer, &first.binding(), "t", &a, &token).unwrap(),
+            answers
+        );
+        assert!(open(&sealer, &second.binding(), "t", &a, &token).is_err());
+    }
+
+    #[test]
+    fn state_sealed_the_old_way_is_refused_as_invalid() {
+        let sealer = Sealer::single(Key::generate());
+        let a = args(json!({}));
+        let alice = principal("acme", "alice");
+        // What v1 sealed: its prefix and the `iss|tenant|sub` string.
+        let old_binding = "https://id.example.com|acme|alice";
+        let mut old_aad = b"mcp-fleet/requestState/v1\0".to_vec();
+        old_aad.extend_from_slice(old_binding.as_bytes());
+        let state = State {
+            target: "t".to_owned(),
+            args_digest: digest(&a),
+            expires_at_ms: now_ms() + 60_000,
+            answers: Vec::new(),
+        };
+        let plain = postcard::to_stdvec(&state).unwrap();
+        let old = URL_SAFE_NO_PAD.encode(sealer.seal(&old_aad, &plain));
+        for binding in [alice.binding().as_str(), old_binding] {
+            let refused = open(&sealer, binding, "t", &a, &old).unwrap_err();
+            assert_eq!(refused.code, crate::mcp::jsonrpc::INVALID_PARAMS);
+            assert!(refused.message.contains("requestState"), "{refused:?}");
+        }
+        // The same state sealed now opens for its principal.
+        let new = seal(
+            &sealer,
+            &alice.binding(),
+            "t",
+            &a,
+            &HashMap::new(),
+            Duration::from_secs(60),
+        );
+        assert!(open(&sealer, &alice.binding(), "t", &a, &new).is_ok());
     }
 
     #[test]
