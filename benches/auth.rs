@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use mcp_fleet::auth::{Authenticator, Config, Introspection, IssuerConfig};
 use mcp_fleet::crypto::{Key, Ring};
+use mcp_fleet::limits::Limits;
 use mcp_fleet::raft::Store;
 use serde_json::json;
 use test_issuer::{TestIssuer, TestKey, CLIENT_ID, CLIENT_SECRET};
@@ -27,11 +28,11 @@ fn report(what: &str, count: usize, elapsed: Duration) {
 fn config(issuer: &TestIssuer) -> Config {
     let mut trusted = IssuerConfig::new(issuer.issuer());
     trusted.jwks_uri = Some(issuer.jwks_uri());
-    trusted.introspection = Some(Introspection {
-        endpoint: issuer.introspection_endpoint(),
-        client_id: CLIENT_ID.into(),
-        client_secret: CLIENT_SECRET.into(),
-    });
+    trusted.introspection = Some(Introspection::new(
+        issuer.introspection_endpoint(),
+        CLIENT_ID,
+        CLIENT_SECRET,
+    ));
     Config {
         issuers: vec![trusted],
         memory_capacity: 1_000_000,
@@ -84,11 +85,12 @@ async fn replica_hits(issuer: &TestIssuer, store: &Store) {
     for (i, token) in tokens.iter().enumerate() {
         issuer.activate(
             token,
-            json!({"sub": format!("user-{i}"), "scope": "mcp", "exp": exp}),
+            json!({"sub": format!("user-{i}"), "scope": "mcp", "exp": exp, "aud": RESOURCE}),
         );
     }
     // Another node introspects them all and shares the results through the store.
-    let producer = Authenticator::start(&config(issuer), RESOURCE, store.clone());
+    let producer =
+        Authenticator::start(&config(issuer), RESOURCE, store.clone(), Limits::default());
     let start = Instant::now();
     for chunk in tokens.chunks(64) {
         for result in join_all(chunk.iter().map(|t| producer.authenticate(t))).await {
@@ -101,7 +103,8 @@ async fn replica_hits(issuer: &TestIssuer, store: &Store) {
         start.elapsed(),
     );
 
-    let consumer = Authenticator::start(&config(issuer), RESOURCE, store.clone());
+    let consumer =
+        Authenticator::start(&config(issuer), RESOURCE, store.clone(), Limits::default());
     let start = Instant::now();
     for token in &tokens {
         consumer.authenticate(token).await.expect("replica hit");
@@ -129,6 +132,51 @@ async fn full_verification(auth: &Authenticator, issuer: &TestIssuer, key: &Test
     assert_eq!((auth.stats().verified - before) as usize, n);
 }
 
+async fn negative_hits(auth: &Authenticator, issuer: &TestIssuer) {
+    let before = issuer.introspections();
+    let n = 200_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        auth.authenticate("opaque-never-issued")
+            .await
+            .expect_err("inactive");
+    }
+    report("refused opaque token (negative tier)", n, start.elapsed());
+    println!(
+        "  introspections for {n} attempts with one unknown token: {}",
+        issuer.introspections() - before
+    );
+}
+
+/// Made-up bearers, each new, `at_once` in flight, against an issuer that takes `delay`
+/// to answer: how many reach the issuer, and how many are refused for want of a slot.
+async fn random_bearers(store: &Store, n: usize, at_once: usize, delay: Duration) {
+    let issuer = TestIssuer::start(&[]);
+    issuer.set_mode(test_issuer::Mode::Slow(delay));
+    let limits = Limits::default();
+    let config = config(&issuer);
+    let cap = config.max_concurrent_introspections;
+    let auth = Authenticator::start(&config, RESOURCE, store.clone(), limits.clone());
+    let tokens: Vec<String> = (0..n).map(|i| format!("made-up-{i}")).collect();
+    let start = Instant::now();
+    let (mut refused, mut busy) = (0, 0);
+    for chunk in tokens.chunks(at_once) {
+        for result in join_all(chunk.iter().map(|t| auth.authenticate(t))).await {
+            match result {
+                Err(mcp_fleet::auth::AuthError::Unavailable(_)) => busy += 1,
+                Err(_) => refused += 1,
+                Ok(_) => unreachable!("no token is active"),
+            }
+        }
+    }
+    println!(
+        "{n} made-up bearers, {at_once} at a time, issuer answering in {delay:?}, cap {cap}: \
+         {} sent to the issuer, {refused} refused 401, {busy} refused 503, in {:.2?}",
+        issuer.introspections(),
+        start.elapsed()
+    );
+}
+
 async fn run() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (store, _runtime) = Store::open_single(dir.path(), Ring::single(Key::generate()))
@@ -136,14 +184,18 @@ async fn run() {
         .expect("a one-node store");
     let (rsa1, ec1) = (TestKey::rsa1(), TestKey::ec1());
     let issuer = TestIssuer::start(&[&rsa1, &ec1]);
-    let auth = Authenticator::start(&config(&issuer), RESOURCE, store.clone());
+    let auth = Authenticator::start(&config(&issuer), RESOURCE, store.clone(), Limits::default());
 
     let token = rsa1.sign(&issuer.claims(RESOURCE, "alice"));
     memory_hits(&auth, &token).await;
     replica_hits(&issuer, &store).await;
     full_verification(&auth, &issuer, &rsa1, 2_000).await;
     full_verification(&auth, &issuer, &ec1, 2_000).await;
+    negative_hits(&auth, &issuer).await;
     println!("{:?}", auth.stats());
+    for delay in [50, 250] {
+        random_bearers(&store, 2_000, 256, Duration::from_millis(delay)).await;
+    }
     store.shutdown().await;
 }
 

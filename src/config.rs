@@ -287,6 +287,12 @@ impl Config {
                 }
             }
         }
+        if raw.auth.max_concurrent_introspections == 0 {
+            return Err(invalid(
+                "auth.max_concurrent_introspections",
+                "must be greater than 0, or no opaque token could ever be checked",
+            ));
+        }
         if let Some(url) = &raw.public_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(invalid(
@@ -444,6 +450,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("HS256"), "{err}");
+    }
+
+    #[test]
+    fn introspection_rules_and_their_defaults() {
+        let c = Config::from_toml(
+            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+             [auth.issuers.introspection]\nendpoint = \"https://i/introspect\"\n\
+             client_id = \"c\"\nclient_secret = \"s\"",
+        )
+        .unwrap();
+        let rules = c.auth.issuers[0].introspection.as_ref().unwrap();
+        assert!(rules.require_audience && rules.allowed_client_ids.is_empty());
+        assert_eq!(
+            c.auth.negative_cache_ttl,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(c.auth.max_negative_cache, 10_000);
+        assert_eq!(c.auth.max_concurrent_introspections, 16);
+        assert_eq!(c.auth.introspection_wait, std::time::Duration::from_secs(1));
+        let c = Config::from_toml(
+            "[auth]\nnegative_cache_ttl = \"5s\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+             [auth.issuers.introspection]\nendpoint = \"e\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\nrequire_audience = false\nallowed_client_ids = [\"app\"]",
+        )
+        .unwrap();
+        let rules = c.auth.issuers[0].introspection.as_ref().unwrap();
+        assert!(!rules.require_audience);
+        assert_eq!(rules.allowed_client_ids, ["app"]);
+        assert_eq!(c.auth.negative_cache_ttl, std::time::Duration::from_secs(5));
+        let err = Config::from_toml("[auth]\nmax_concurrent_introspections = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.max_concurrent_introspections"), "{err}");
     }
 
     #[test]

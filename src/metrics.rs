@@ -344,6 +344,7 @@ impl Collector for AuthCollector {
             ("replica_hit", stats.replica_hits),
             ("verified", stats.verified),
             ("introspected", stats.introspected),
+            ("negative_hit", stats.negative_hits),
             ("refused", stats.refused),
         ] {
             let labels = [("result", result)];

@@ -119,8 +119,10 @@ impl Node {
         if access.auth.mode != auth::Mode::None {
             engine = engine.with_access(access.auth.clone());
         }
-        let authenticator = (access.auth.mode != auth::Mode::None)
-            .then(|| Authenticator::start(&access.auth, &access.resource, store.clone()));
+        let authenticator = (access.auth.mode != auth::Mode::None).then(|| {
+            let limits = metrics.limits().clone();
+            Authenticator::start(&access.auth, &access.resource, store.clone(), limits)
+        });
         if let Some(authenticator) = &authenticator {
             metrics.observe_auth(authenticator);
         }

@@ -1,12 +1,16 @@
 //! The authenticator: bearer token in, principal out, through tiers chosen by cost.
 //!
 //! 1. The memory tier: this node's recent results, keyed by the token's SHA-256.
-//! 2. For opaque tokens, the fleet store's `AuthSessions` (an introspection any node did).
-//! 3. Full work: JWT verification, or introspection at the issuer.
+//! 2. For opaque tokens, this node's negative tier: tokens refused a moment ago, under the
+//!    same digest, so a bad bearer sent again and again costs one introspection per
+//!    `auth.negative_cache_ttl`.
+//! 3. For opaque tokens, the fleet store's `AuthSessions` (an introspection any node did).
+//! 4. Full work: JWT verification, or introspection at the issuer.
 //!
 //! Concurrent misses of one token share one piece of work. Every miss is checked against
 //! the revocations on this node's replica, and a revocation applied by the log empties
-//! the memory tier.
+//! the memory tier. Refused JWTs are not remembered: checking one again costs a fraction
+//! of a millisecond of CPU and no call to anyone.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +29,7 @@ use super::jwt::{self, Verifier};
 use super::revocation::{self, Revocation};
 use super::{Config, Principal};
 use crate::actors::{install_tls_provider, JwksHandle};
+use crate::limits::Limits;
 use crate::raft::{self, now_ms, Change, Store, Table};
 
 /// Why a bearer token was not accepted.
@@ -52,8 +57,10 @@ pub struct AuthStats {
     pub replica_hits: u64,
     /// Full JWT verifications run.
     pub verified: u64,
-    /// Opaque tokens sent to introspection.
+    /// Opaque tokens sent to introspection (not those refused before, for want of a slot).
     pub introspected: u64,
+    /// Opaque tokens refused from the negative tier, without asking an issuer again.
+    pub negative_hits: u64,
     /// Key-set fetches started.
     pub jwks_fetches: u64,
     /// Authentications refused (missing or invalid token; not unavailability).
@@ -65,7 +72,7 @@ struct Counters {
     memory_hits: AtomicU64,
     replica_hits: AtomicU64,
     verified: AtomicU64,
-    introspected: AtomicU64,
+    negative_hits: AtomicU64,
     refused: AtomicU64,
 }
 
@@ -81,6 +88,15 @@ struct Entry {
     until_ms: u64,
     /// [`JwksHandle::removals`] when it was validated.
     keys_epoch: u64,
+}
+
+/// A refusal kept in the negative tier.
+#[derive(Clone)]
+struct Refused {
+    /// Why, as first answered (never token content).
+    reason: Arc<str>,
+    /// When it is forgotten, in milliseconds since the epoch.
+    until_ms: u64,
 }
 
 /// An introspection result as the fleet store keeps it under the token (hashed by the
@@ -110,6 +126,9 @@ struct Inner {
     jwks: JwksHandle,
     store: Store,
     tier: Cache<Digest32, Entry>,
+    /// Opaque tokens refused lately; `None` when `auth.negative_cache_ttl` is zero.
+    refused: Option<Cache<Digest32, Refused>>,
+    negative_ttl_ms: u64,
     /// Bumped whenever the tier is emptied, so work that began before cannot refill it.
     generation: AtomicU64,
     /// Work in flight by token digest, with an id so a finished flight never removes
@@ -136,8 +155,9 @@ impl fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Starts the authenticator (and the JWKS actor) for `config`. Must be called inside an
-    /// actix system. `resource` is the public MCP URL: the default audience.
-    pub fn start(config: &Config, resource: &str, store: Store) -> Self {
+    /// actix system. `resource` is the public MCP URL: the default audience. Refusals by
+    /// `auth.max_concurrent_introspections` are counted in `limits`.
+    pub fn start(config: &Config, resource: &str, store: Store, limits: Limits) -> Self {
         install_tls_provider();
         for issuer in &config.issuers {
             let refused = issuer.refused_algorithms();
@@ -148,9 +168,12 @@ impl Authenticator {
         let jwks = JwksHandle::start(config);
         let inner = Arc::new(Inner {
             verifier: Verifier::new(config, resource, jwks.clone()),
-            introspector: Introspector::new(config, resource),
+            introspector: Introspector::new(config, resource, limits),
             jwks,
             tier: Cache::new(config.memory_capacity.max(1)),
+            refused: (!config.negative_cache_ttl.is_zero() && config.max_negative_cache > 0)
+                .then(|| Cache::new(config.max_negative_cache)),
+            negative_ttl_ms: config.negative_cache_ttl.as_millis() as u64,
             generation: AtomicU64::new(0),
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
@@ -182,6 +205,11 @@ impl Authenticator {
                 return Ok(entry.principal);
             }
             self.0.tier.remove(&digest);
+        }
+        if let Some(reason) = self.0.recently_refused(&digest) {
+            bump(&self.0.counters.negative_hits);
+            bump(&self.0.counters.refused);
+            return Err(AuthError::Invalid(reason.to_string()));
         }
         match self.flight(digest, token).await {
             Ok(entry) => Ok(entry.principal),
@@ -217,10 +245,17 @@ impl Authenticator {
             memory_hits: c.memory_hits.load(Ordering::Relaxed),
             replica_hits: c.replica_hits.load(Ordering::Relaxed),
             verified: c.verified.load(Ordering::Relaxed),
-            introspected: c.introspected.load(Ordering::Relaxed),
+            introspected: self.0.introspector.sent(),
+            negative_hits: c.negative_hits.load(Ordering::Relaxed),
             jwks_fetches: self.0.jwks.fetches(),
             refused: c.refused.load(Ordering::Relaxed),
         }
+    }
+
+    /// Refusals held in the negative tier.
+    #[cfg(test)]
+    pub(super) fn refusals_held(&self) -> usize {
+        self.0.refused.as_ref().map_or(0, Cache::len)
     }
 
     /// The work for `token` in flight, or a new one: callers of one token share it.
@@ -351,9 +386,15 @@ impl Inner {
             self.check_revoked(&stored.principal, &facts)?;
             (stored.principal, deadline)
         } else {
-            bump(&self.counters.introspected);
-            let found = self.introspector.introspect(token).await?;
-            self.check_revoked(&found.principal, &found.facts)?;
+            let found = self
+                .introspector
+                .introspect(token)
+                .await
+                .and_then(|found| {
+                    self.check_revoked(&found.principal, &found.facts)?;
+                    Ok(found)
+                })
+                .inspect_err(|e| self.remember_refusal(digest, e))?;
             // Trusted until the token ends or the cache period does, whichever is first.
             let mut until = now.saturating_add(self.introspection_cache.as_millis() as u64);
             if let Some(exp) = found.facts.expires_at {
@@ -372,6 +413,33 @@ impl Inner {
         };
         self.remember(digest, &entry, generation);
         Ok(entry)
+    }
+
+    /// Why `digest`'s token was refused lately, if it was and the refusal still stands.
+    fn recently_refused(&self, digest: &Digest32) -> Option<Arc<str>> {
+        let refused = self.refused.as_ref()?;
+        let found = refused.get(digest)?;
+        if found.until_ms > now_ms() {
+            return Some(found.reason);
+        }
+        refused.remove(digest);
+        None
+    }
+
+    /// Keeps a refusal of an opaque token in the negative tier. Only answers are kept:
+    /// an issuer that could not be asked (`Unavailable`) said nothing about the token.
+    fn remember_refusal(&self, digest: Digest32, error: &AuthError) {
+        let (Some(refused), AuthError::Invalid(reason)) = (&self.refused, error) else {
+            return;
+        };
+        let until_ms = now_ms().saturating_add(self.negative_ttl_ms);
+        refused.insert(
+            digest,
+            Refused {
+                reason: reason.as_str().into(),
+                until_ms,
+            },
+        );
     }
 
     /// An introspection result another node (or this one) stored, if this replica has it.
@@ -455,11 +523,11 @@ pub(super) mod tests {
     pub(crate) fn config(issuer: &TestIssuer) -> Config {
         let mut trusted = IssuerConfig::new(issuer.issuer());
         trusted.jwks_uri = Some(issuer.jwks_uri());
-        trusted.introspection = Some(Introspection {
-            endpoint: issuer.introspection_endpoint(),
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-        });
+        trusted.introspection = Some(Introspection::new(
+            issuer.introspection_endpoint(),
+            CLIENT_ID,
+            CLIENT_SECRET,
+        ));
         Config {
             issuers: vec![trusted],
             jwks_refetch_interval: Duration::from_secs(3600),
@@ -490,7 +558,7 @@ pub(super) mod tests {
         let (store, _rt) = store(dir.path()).await;
         let rsa1 = TestKey::rsa1();
         let issuer = TestIssuer::start(&[&rsa1]);
-        let auth = Authenticator::start(&config(&issuer), RESOURCE, store);
+        let auth = Authenticator::start(&config(&issuer), RESOURCE, store, Limits::default());
         let token = rsa1.sign(&issuer.claims(RESOURCE, "alice"));
         let all = join_all((0..20).map(|_| auth.authenticate(&token))).await;
         assert!(all.iter().all(|r| r.as_ref().unwrap().subject == "alice"));
@@ -526,7 +594,7 @@ pub(super) mod tests {
         let (store, _rt) = store(dir.path()).await;
         let (rsa1, rsa2) = (TestKey::rsa1(), TestKey::rsa2());
         let issuer = TestIssuer::start(&[&rsa1]);
-        let auth = Authenticator::start(&config(&issuer), RESOURCE, store);
+        let auth = Authenticator::start(&config(&issuer), RESOURCE, store, Limits::default());
         let old = rsa1.sign(&issuer.claims(RESOURCE, "alice"));
         auth.authenticate(&old).await.unwrap();
         auth.authenticate(&old).await.unwrap();

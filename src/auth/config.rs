@@ -41,6 +41,26 @@ pub struct Config {
     /// The longest an introspection result is trusted, even if the token lives longer.
     #[serde(with = "humantime_serde")]
     pub introspection_cache: Duration,
+    /// How long this node remembers that an opaque token was refused (inactive, for
+    /// another audience, missing claims, revoked), so the same bad bearer sent again
+    /// costs one introspection per period instead of one per request. Default 30 s: short
+    /// enough that a token an issuer had not yet replicated when first asked works again
+    /// soon (a client told 401 usually fetches a new token anyway). Zero turns it off.
+    #[serde(with = "humantime_serde")]
+    pub negative_cache_ttl: Duration,
+    /// Refused opaque tokens each node remembers (by SHA-256 of the token, never the
+    /// token), about 100 bytes each. Default 10,000 (~1 MB); past it the least useful
+    /// entries make room, which costs at most one more introspection each.
+    pub max_negative_cache: usize,
+    /// Introspection requests one node runs at once. Default 16: a token introspected
+    /// once is reused fleet-wide until `introspection_cache` passes, so honest traffic
+    /// needs few, while a flood of made-up bearers (each one new, so never cached) can
+    /// neither make a node hold unbounded pending calls nor hammer the issuers.
+    pub max_concurrent_introspections: usize,
+    /// How long a token waits for one of those slots before its request is refused with
+    /// 503 (retry later). Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub introspection_wait: Duration,
     /// How long a revocation of a user is kept; it refuses that user's tokens issued before
     /// it, so keep it at least as long as your issuers' longest token lifetime.
     #[serde(with = "humantime_serde")]
@@ -61,6 +81,10 @@ impl Default for Config {
             fetch_timeout: Duration::from_secs(5),
             memory_capacity: 100_000,
             introspection_cache: Duration::from_secs(5 * 60),
+            negative_cache_ttl: Duration::from_secs(30),
+            max_negative_cache: 10_000,
+            max_concurrent_introspections: 16,
+            introspection_wait: Duration::from_secs(1),
             revocation_ttl: Duration::from_secs(24 * 3600),
         }
     }
@@ -264,6 +288,41 @@ pub struct Introspection {
     pub client_id: String,
     /// Our client secret at the issuer.
     pub client_secret: String,
+    /// Whether an active answer must carry an `aud` naming one of the issuer's accepted
+    /// audiences (by default the public MCP URL). Default `true`: an introspection
+    /// endpoint answers for every token of its issuer, so without it a token issued to
+    /// another application of the same identity provider would be accepted here. Set it
+    /// to `false` only for an issuer whose answers never carry `aud` and whose tokens are
+    /// all meant for this server; an `aud` that is present is checked either way.
+    #[serde(default = "default_true")]
+    pub require_audience: bool,
+    /// Client ids (the answer's `client_id`) whose tokens are accepted without an `aud`:
+    /// for providers that name the client a token was issued to, but not its audience.
+    /// Empty by default.
+    #[serde(default)]
+    pub allowed_client_ids: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Introspection {
+    /// A client of `endpoint` with the default answer rules: `aud` required, no client ids
+    /// allowed in its place.
+    pub fn new(
+        endpoint: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            require_audience: true,
+            allowed_client_ids: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Introspection {
@@ -272,6 +331,8 @@ impl std::fmt::Debug for Introspection {
             .field("endpoint", &self.endpoint)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
+            .field("require_audience", &self.require_audience)
+            .field("allowed_client_ids", &self.allowed_client_ids)
             .finish()
     }
 }
@@ -318,11 +379,7 @@ mod tests {
         assert_eq!(config.scopes_for_tool("admin"), vec!["mcp", "admin"]);
         assert_eq!(config.scopes_for_tool("echo"), vec!["mcp"]);
         assert_eq!(config.all_scopes(), vec!["mcp", "admin"]);
-        let secret = Introspection {
-            endpoint: "e".into(),
-            client_id: "c".into(),
-            client_secret: "hunter2".into(),
-        };
+        let secret = Introspection::new("e", "c", "hunter2");
         assert!(!format!("{secret:?}").contains("hunter2"));
     }
 }

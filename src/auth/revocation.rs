@@ -104,6 +104,7 @@ mod tests {
     use crate::auth::authenticator::tests::{config, reason, store, RESOURCE};
     use crate::auth::test_issuer::{now, TestIssuer, TestKey};
     use crate::auth::Authenticator;
+    use crate::limits::Limits;
 
     #[test]
     fn keys_cannot_collide() {
@@ -130,12 +131,12 @@ mod tests {
         let (store, _rt) = store(dir.path()).await;
         let rsa1 = TestKey::rsa1();
         let issuer = TestIssuer::start(&[&rsa1]);
-        let a = Authenticator::start(&config(&issuer), RESOURCE, store.clone());
-        let b = Authenticator::start(&config(&issuer), RESOURCE, store);
+        let a = Authenticator::start(&config(&issuer), RESOURCE, store.clone(), Limits::default());
+        let b = Authenticator::start(&config(&issuer), RESOURCE, store, Limits::default());
         let mut claims = issuer.claims(RESOURCE, "alice");
         claims["iat"] = json!(now() - 10);
         let old = rsa1.sign(&claims);
-        issuer.activate("opaque-alice", json!({"sub": "alice"}));
+        issuer.activate("opaque-alice", json!({"sub": "alice", "aud": RESOURCE}));
         for auth in [&a, &b] {
             auth.authenticate(&old).await.unwrap();
             auth.authenticate("opaque-alice").await.unwrap();

@@ -110,6 +110,8 @@ pub enum Mode {
     Failing,
     /// By closing every connection without a word.
     Silent,
+    /// Normally, but only after this long.
+    Slow(Duration),
 }
 
 struct State {
@@ -361,6 +363,10 @@ impl Server {
             Mode::Silent => return,
             Mode::Failing => ("500 Internal Server Error", json!({"error": "down"})),
             Mode::Up => self.answer(&request, &oidc, &rfc8414),
+            Mode::Slow(delay) => {
+                std::thread::sleep(delay);
+                self.answer(&request, &oidc, &rfc8414)
+            }
         };
         let body = body.to_string();
         let response = format!(
