@@ -1,12 +1,12 @@
 //! Discovery documents: the protected-resource metadata (RFC 9728) that tells clients
 //! which issuers to get tokens from, and the development issuer's own endpoints.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::split_origin;
-use super::State;
+use super::{guard, State};
 use crate::auth::{self, dev, Principal};
 
 /// Registers the metadata paths, and the development issuer's when it runs.
@@ -94,10 +94,23 @@ struct TokenRequest {
 }
 
 /// Mints a token for any subject: the development issuer only runs on loopback listeners.
-async fn dev_token(state: web::Data<State>, body: web::Json<TokenRequest>) -> HttpResponse {
+///
+/// Loopback alone does not keep a web page out: after DNS rebinding, a page from
+/// `evil.example.com` reaches `127.0.0.1` as its own origin, and could mint itself a token
+/// for the node. So the endpoint has the MCP endpoint's `Host` and `Origin` checks.
+async fn dev_token(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: web::Json<TokenRequest>,
+) -> HttpResponse {
     let Some(issuer) = &state.dev else {
         return HttpResponse::NotFound().finish();
     };
+    if let Err(reason) = guard::check(&state.config, state.loopback, &req) {
+        tracing::warn!(%reason, "refused a request to the development issuer");
+        return HttpResponse::Forbidden()
+            .json(json!({ "error": "access_denied", "error_description": reason }));
+    }
     let body = body.into_inner();
     if body.subject.is_empty() {
         return HttpResponse::BadRequest().json(json!({ "error": "subject is empty" }));

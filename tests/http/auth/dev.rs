@@ -96,3 +96,34 @@ fn auth_dev_off_loopback_is_refused() {
     assert!(!ok, "--auth dev started on 0.0.0.0:\n{out}");
     assert!(out.contains("auth"), "{out}");
 }
+
+#[test]
+fn the_development_issuer_mints_tokens_only_for_a_loopback_host_and_origin() {
+    let server = Server::builder().args(&["--auth", "dev"]).start();
+    let endpoint = format!("{}/dev-issuer/token", server.base());
+    let body = json!({ "subject": "mallory", "scopes": ["mcp"] }).to_string();
+    let json = ("Content-Type", "application/json");
+    // What a page reaches after DNS rebinding: its own name in Host, its own origin.
+    for headers in [
+        vec![json, ("Host", "evil.example.com")],
+        vec![json, ("Host", "evil.example.com:80")],
+        vec![json, ("Origin", "http://evil.example.com")],
+    ] {
+        let reply = post(&endpoint, &headers, &body);
+        assert_eq!(reply.status, 403, "{headers:?}: {reply:?}");
+        assert!(!reply.body.contains("access_token"), "{reply:?}");
+    }
+    let port = server.base().rsplit(':').next().expect("a port").to_owned();
+    let localhost = format!("localhost:{port}");
+    for headers in [
+        vec![json],
+        vec![json, ("Host", localhost.as_str())],
+        vec![json, ("Origin", BROWSER)],
+    ] {
+        let reply = post(&endpoint, &headers, &body);
+        assert_eq!(reply.status, 200, "{headers:?}: {reply:?}");
+        let minted = reply.json();
+        let access = minted["access_token"].as_str().expect("an access token");
+        assert_accepted(&server, access, "mallory");
+    }
+}
