@@ -38,26 +38,128 @@ fn an_active_opaque_token_is_accepted_as_its_subject() {
 }
 
 #[test]
-fn an_inactive_opaque_token_is_401_and_asked_about_again() {
+fn an_inactive_opaque_token_is_401_and_asked_about_again_once_its_refusal_is_forgotten() {
     let issuer = Issuer::start();
-    let server = start(&issuer, REQUIRED, &introspection(&issuer));
+    let auth = format!("{REQUIRED}\nnegative_cache_ttl = \"1s\"");
+    let server = start(&issuer, &auth, &introspection(&issuer));
     let unknown = "opaque-never-issued-0123456789";
     assert_invalid_token(&server, unknown);
-    let asked = issuer.requests("/introspect");
-    assert!(asked >= 1, "never introspected");
-    // The refusal is not cached: the next use asks again (and may find it active).
-    let reply = whoami(&server, unknown);
-    assert_401(&server, &reply, Some("invalid_token"), Some("mcp"));
-    assert!(
-        issuer.requests("/introspect") > asked,
-        "an inactive answer was cached"
-    );
+    assert_eq!(issuer.requests("/introspect"), 1);
     issuer.activate(
         unknown,
         json!({ "sub": "dave", "scope": "mcp", "iss": issuer.url(), "aud": server.url(),
                 "exp": now() + 3600 }),
     );
-    assert_accepted(&server, unknown, "dave");
+    // The refusal stands for `negative_cache_ttl`; then the issuer is asked again and may
+    // now call it active.
+    let reply = poll(
+        "the refusal to be forgotten",
+        Duration::from_secs(15),
+        || {
+            let reply = whoami(&server, unknown);
+            (reply.status == 200).then_some(reply)
+        },
+    );
+    assert_whoami(&reply, "dave");
+    assert_eq!(issuer.requests("/introspect"), 2);
+}
+
+/// The sample of `series` (name and labels exactly) in a Prometheus text `page`.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+#[test]
+fn the_same_unknown_opaque_token_five_times_costs_one_introspection_and_is_never_logged() {
+    let issuer = Issuer::start();
+    let server = Server::builder()
+        .config(&toml(&issuer, REQUIRED, &introspection(&issuer)))
+        .args(&["--auth", "jwt"])
+        .env("MCP_FLEET_CLUSTER_SECRET", CLUSTER_SECRET)
+        .start();
+    let unknown = "opaque-made-up-by-a-caller-4f1c9a7e2b";
+    for _ in 0..5 {
+        let reply = whoami(&server, unknown);
+        assert_401(&server, &reply, Some("invalid_token"), Some("mcp"));
+        assert_eq!(
+            Challenge::of(&reply).get("error_description"),
+            Some("inactive token"),
+            "{reply:?}"
+        );
+    }
+    assert_eq!(issuer.requests("/introspect"), 1);
+
+    // An answer without `aud` is remembered as a refusal too.
+    let other_app = issuer.opaque(json!({ "sub": "erin", "scope": "mcp", "iss": issuer.url(),
+                                          "client_id": "billing-app", "exp": now() + 3600 }));
+    for _ in 0..5 {
+        assert_401(
+            &server,
+            &whoami(&server, &other_app),
+            Some("invalid_token"),
+            Some("mcp"),
+        );
+    }
+    assert_eq!(issuer.requests("/introspect"), 2);
+
+    let metrics = format!("http://{}/metrics", server.internal());
+    let page = get(&metrics, &[("authorization", &bearer(CLUSTER_SECRET))]);
+    assert_eq!(page.status, 200, "{page:?}");
+    let negative = "mcp_fleet_auth_total{result=\"negative_hit\"}";
+    assert_eq!(sample(&page.body, negative), Some(8.0), "{}", page.body);
+    let cap = "mcp_fleet_limit_refusals_total{limit=\"auth.max_concurrent_introspections\"}";
+    assert_eq!(sample(&page.body, cap), Some(0.0), "{}", page.body);
+
+    // Each refusal is logged with its reason, never with the token.
+    let log = server.log();
+    assert!(log.contains("refused a bearer token"), "{log}");
+    for token in [unknown, other_app.as_str()] {
+        assert!(!log.contains(token), "a token reached the log:\n{log}");
+    }
+}
+
+#[test]
+fn an_introspected_token_without_an_audience_is_401_unless_its_client_is_allowed_or_the_issuer_opts_out(
+) {
+    let issuer = Issuer::start();
+    // What the identity provider says about a token it issued to another of its
+    // applications: active, but naming no audience.
+    let other_app = issuer.opaque(json!({ "sub": "erin", "scope": "mcp", "iss": issuer.url(),
+                                          "client_id": "billing-app", "exp": now() + 3600 }));
+    let strict = start(&issuer, REQUIRED, &introspection(&issuer));
+    assert_invalid_token(&strict, &other_app);
+    let reply = whoami(&strict, &other_app);
+    assert_eq!(
+        Challenge::of(&reply).get("error_description"),
+        Some("introspection names no audience, and no allowed client_id"),
+        "{reply:?}"
+    );
+
+    let listed = format!(
+        "{}allowed_client_ids = [\"billing-app\"]\n",
+        introspection(&issuer)
+    );
+    let listed = start(&issuer, REQUIRED, &listed);
+    assert_accepted(&listed, &other_app, "erin");
+    // The list names clients, it does not switch the check off.
+    let no_client = issuer.opaque(json!({ "sub": "erin", "scope": "mcp", "iss": issuer.url(),
+                                          "exp": now() + 3600 }));
+    assert_invalid_token(&listed, &no_client);
+
+    let lenient = format!("{}require_audience = false\n", introspection(&issuer));
+    let lenient = start(&issuer, REQUIRED, &lenient);
+    assert_accepted(&lenient, &other_app, "erin");
+    assert_accepted(&lenient, &no_client, "erin");
+    // An audience that names someone else is refused whatever the settings.
+    let elsewhere = issuer.opaque(json!({ "sub": "erin", "scope": "mcp", "iss": issuer.url(),
+                                          "client_id": "billing-app",
+                                          "aud": "https://billing.example.com",
+                                          "exp": now() + 3600 }));
+    assert_invalid_token(&listed, &elsewhere);
+    assert_invalid_token(&lenient, &elsewhere);
 }
 
 #[test]
@@ -162,4 +264,67 @@ fn a_session_used_with_another_principals_token_is_404() {
         &session.call(&server, &refreshed, "whoami", json!({})),
         "alice",
     );
+}
+
+/// The tenant claim of the tokens of the collision test, mapped by the issuer's settings.
+const TENANT_CLAIM: &str = "claims = { tenant = \"tenant\" }";
+
+#[test]
+fn principals_whose_old_binding_strings_collided_share_neither_sessions_nor_request_state() {
+    let issuer = Issuer::start();
+    let server = Server::builder()
+        .conformance()
+        .config(&toml(&issuer, REQUIRED, TENANT_CLAIM))
+        .args(&["--auth", "jwt"])
+        .start();
+    // `iss|x|y|z` both, under the old binding.
+    let first = token(&issuer, &server, Key::Rsa1)
+        .set("tenant", "x|y")
+        .subject("z")
+        .sign();
+    let second = token(&issuer, &server, Key::Rsa1)
+        .set("tenant", "x")
+        .subject("y|z")
+        .sign();
+    assert_eq!(assert_accepted(&server, &first, "z")["tenant"], "x|y");
+    assert_eq!(assert_accepted(&server, &second, "y|z")["tenant"], "x");
+
+    let session = Legacy::initialize(&server, &first);
+    for method in ["tools/list", "ping"] {
+        let reply = session.send(&server, Some(&second), method, json!({}));
+        assert_eq!(reply.status, 404, "{method}: {reply:?}");
+    }
+    let reply = session.call(&server, &second, "whoami", json!({}));
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_whoami(&session.call(&server, &first, "whoami", json!({})), "z");
+
+    // The first one's 2026-07-28 requestState does not open for the second.
+    let elicitation = json!({ "elicitation": {} });
+    let arguments = json!({ "message": "Who are you?" });
+    let reply = Modern::call("test_elicitation", arguments.clone())
+        .capabilities(elicitation.clone())
+        .header("Authorization", &bearer(&first))
+        .send(server.url());
+    assert_eq!(reply.result()["resultType"], "input_required", "{reply:?}");
+    let state = reply.result()["requestState"]
+        .as_str()
+        .expect("a requestState")
+        .to_owned();
+    let retry = |token: &str| {
+        let params = json!({
+            "name": "test_elicitation",
+            "arguments": arguments,
+            "inputResponses": { "input-0": { "action": "accept",
+                "content": { "username": "z", "email": "z@example.com" } } },
+            "requestState": state,
+        });
+        Modern::new("tools/call", params)
+            .capabilities(elicitation.clone())
+            .header("Authorization", &bearer(token))
+            .send(server.url())
+    };
+    retry(&second).assert_error(400, -32602);
+    let reply = retry(&first);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.result()["resultType"], "complete", "{reply:?}");
 }
