@@ -9,7 +9,9 @@ mod mrtr;
 mod requests;
 mod version;
 
-pub use engine::{Call, Config, Engine, Era, ModernMeta, ServerInfo};
+pub use engine::{
+    Call, Config, Engine, Era, ModernMeta, ServerInfo, MAX_REQUEST_STATE_BYTES, MAX_URI_BYTES,
+};
 pub use jsonrpc::{Message, RpcError};
 pub use requests::{Answer, Inflight, Outbound};
 pub use version::Version;
