@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH};
-use actix_web::http::StatusCode;
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::keys::BODY_READ_TIMEOUT;
 use super::live::LiveSession;
 use super::sse::{self, Outgoing, Rx, Tx};
 use super::{guard, legacy, modern, State};
@@ -90,26 +91,35 @@ pub(super) fn accepts_only_sse(req: &HttpRequest) -> bool {
 enum BodyError {
     TooLarge,
     Broken,
+    TimedOut,
 }
 
+/// Reads a request body of at most `limit` bytes, all of it within `timeout`: a client
+/// trickling its body would otherwise hold the connection (and the handler) for ever.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    timeout: Duration,
 ) -> Result<Bytes, BodyError> {
     let declared = header(req, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge);
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| BodyError::Broken)?;
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge);
+    let read = async {
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Broken)?;
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
 }
 
 pub(super) fn forbidden(reason: String) -> HttpResponse {
@@ -130,8 +140,26 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
         Err(refusal) => return refusal,
     };
     let limit = state.config.max_body_bytes;
-    let body = match read_body(&req, payload, limit).await {
+    let timeout = state.config.body_read_timeout;
+    let body = match read_body(&req, payload, limit, timeout).await {
         Ok(body) => body,
+        Err(BodyError::TimedOut) => {
+            state.engine.limits().refused(BODY_READ_TIMEOUT);
+            tracing::info!(
+                limit = BODY_READ_TIMEOUT,
+                "refused: a request body too slow"
+            );
+            let error = RpcError::invalid_request(format!(
+                "the request body did not arrive within {timeout:?} ({BODY_READ_TIMEOUT})"
+            ))
+            .with_data(json!({ "limit": BODY_READ_TIMEOUT }));
+            let mut response = rpc_error(StatusCode::REQUEST_TIMEOUT, None, &error);
+            // The rest of the body may never come: end the connection, do not drain it.
+            response
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+            return response;
+        }
         Err(BodyError::TooLarge) => {
             return rpc_error(
                 StatusCode::PAYLOAD_TOO_LARGE,

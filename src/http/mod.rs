@@ -3,7 +3,7 @@
 //! writes and cluster status on the internal one.
 
 mod auth;
-mod disconnect;
+mod connections;
 mod guard;
 mod internal;
 mod legacy;
@@ -52,6 +52,30 @@ pub struct Config {
     /// first. Make it at least the balancer's check interval times its fall count.
     #[serde(with = "humantime_serde")]
     pub drain: Duration,
+    /// How long a request's body may take to arrive once its headers are in; a slower
+    /// one is answered 408 and its connection closed. Default 30 s: the largest body
+    /// (`max_body_bytes`, 4 MiB) over a 1.2 Mbit/s uplink, while a client trickling a
+    /// byte every few seconds holds a connection for 30 s at most, not for ever.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long a client may take to send a request's head (request line and headers)
+    /// after connecting; a slower one gets 408 (actix's `client_request_timeout`). Default
+    /// 5 s: a head is a few hundred bytes, and a half-sent head holds a connection.
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
+    /// How long an idle connection is kept open for a next request; 0 closes each
+    /// connection after its response. Default 5 s: long enough for a client's (or a load
+    /// balancer's) burst of requests to share a connection, short enough that idle ones
+    /// do not sit on `max_connections`.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Connections this node serves at once, over all workers; more wait in the
+    /// listener's backlog until one closes. actix caps connections per worker, so each
+    /// worker takes `max_connections / workers` (at least 1). Each connection costs one
+    /// file descriptor (see `LimitNOFILE` in the README) and its buffers. Default 4096:
+    /// several times what a node behind a load balancer that reuses connections needs,
+    /// and well within the file descriptors of a service unit.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -65,8 +89,36 @@ impl Default for Config {
             event_buffer: 256,
             workers: 0,
             drain: Duration::from_secs(3),
+            body_read_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+            max_connections: 4096,
         }
     }
+}
+
+impl Config {
+    /// Worker threads: `workers`, or one per core when 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The connections each worker takes, so that all of them together take at most
+    /// `max_connections` (actix's own cap is per worker).
+    pub fn connections_per_worker(&self) -> usize {
+        (self.max_connections / self.worker_count()).max(1)
+    }
+}
+
+/// Cap names, as refusals and the in-use gauges name them.
+pub(crate) mod keys {
+    /// See [`super::Config::body_read_timeout`].
+    pub const BODY_READ_TIMEOUT: &str = "http.body_read_timeout";
+    /// See [`super::Config::max_connections`].
+    pub const MAX_CONNECTIONS: &str = "http.max_connections";
 }
 
 /// What every HTTP worker shares.
@@ -109,9 +161,11 @@ impl State {
         store: Store,
         auth: AuthSetup,
     ) -> Self {
+        let limits = engine.limits().clone();
+        limits.declare(keys::BODY_READ_TIMEOUT);
         Self {
-            engine,
             live: live::Live::for_node(store.id()),
+            engine,
             config,
             loopback,
             guard: auth.guard,
@@ -130,8 +184,8 @@ pub(crate) use metadata::document as metadata_document;
 pub(crate) use observe::Observe;
 pub(crate) use ops::close_when_draining;
 
-/// Remembers each connection's socket so requests can notice the client leaving.
-pub(crate) use disconnect::on_connect;
+/// Counts each connection of the public listener while it is open.
+pub(crate) use connections::on_connect;
 
 /// Registers every route.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {

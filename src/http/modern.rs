@@ -18,7 +18,7 @@ use super::mcp::{
 };
 use super::sse::{self, Outgoing};
 use super::State;
-use super::{disconnect, live};
+use super::live;
 use crate::auth::Principal;
 use crate::mcp::jsonrpc::{notification, reply, response};
 use crate::mcp::{Call, Era, Message, ModernMeta, RpcError, META_PROTOCOL_VERSION};
@@ -192,25 +192,19 @@ pub(super) async fn post(
         }),
         cancel: cancel.clone(),
     };
-    let done = CancellationToken::new();
-    if matches!(
-        method.as_str(),
-        "tools/call" | "resources/read" | "prompts/get"
-    ) {
-        disconnect::watch(req, cancel.clone(), done.clone());
-    }
     let engine = state.engine.clone();
     actix_web::rt::spawn(
         async move {
             let outcome = engine.handle(&call, &method, params).await;
-            done.cancel();
             let message = reply(&id, outcome);
             let _ = tx.send(Outgoing::plain(message, true));
         }
         // The call's log lines carry the request's id.
         .in_current_span(),
     );
-    // Closing the response stream is cancellation in this version.
+    // Closing the response stream is cancellation in this version: the connection's end
+    // drops this handler, or the streaming body, and the guard in it cancels the call
+    // (see `connections`).
     respond(
         rx,
         Vec::new(),
