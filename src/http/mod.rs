@@ -76,6 +76,22 @@ pub struct Config {
     /// several times what a node behind a load balancer that reuses connections needs,
     /// and well within the file descriptors of a service unit.
     pub max_connections: usize,
+    /// Streams of one legacy session this node holds that have not finished: one per
+    /// request in flight (answered as SSE or as JSON, read now or waiting for a resuming
+    /// GET), each holding a running request, its event buffer, and usually a connection.
+    /// More get 429. The standalone GET stream is not counted: there is at most one per
+    /// session (a second is 409), as there is at most one reader per stream for resumed
+    /// GETs. Default 32: more parallel requests than a client makes on one session.
+    pub max_streams_per_session: usize,
+    /// Finished streams of one legacy session kept for `Last-Event-ID` resumption (each
+    /// for up to 5 minutes, with up to `event_buffer` messages); beyond it the oldest
+    /// finished one is forgotten. Default 16.
+    pub max_resumable_streams_per_session: usize,
+    /// Requests to the client (elicitation, sampling, roots) one legacy session may have
+    /// awaiting answers on this node; the tool asking one more gets an error naming the
+    /// cap. Default 16: a tool asks one question at a time, and a session runs a few tools
+    /// at once.
+    pub max_pending_requests_per_session: usize,
 }
 
 impl Default for Config {
@@ -93,6 +109,9 @@ impl Default for Config {
             head_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
             max_connections: 4096,
+            max_streams_per_session: 32,
+            max_resumable_streams_per_session: 16,
+            max_pending_requests_per_session: 16,
         }
     }
 }
@@ -119,6 +138,12 @@ pub(crate) mod keys {
     pub const BODY_READ_TIMEOUT: &str = "http.body_read_timeout";
     /// See [`super::Config::max_connections`].
     pub const MAX_CONNECTIONS: &str = "http.max_connections";
+    /// See [`super::Config::max_streams_per_session`].
+    pub const MAX_STREAMS: &str = "http.max_streams_per_session";
+    /// See [`super::Config::max_resumable_streams_per_session`].
+    pub const MAX_RESUMABLE_STREAMS: &str = "http.max_resumable_streams_per_session";
+    /// See [`super::Config::max_pending_requests_per_session`].
+    pub const MAX_PENDING_REQUESTS: &str = crate::mcp::MAX_PENDING_REQUESTS;
 }
 
 /// What every HTTP worker shares.
@@ -164,7 +189,7 @@ impl State {
         let limits = engine.limits().clone();
         limits.declare(keys::BODY_READ_TIMEOUT);
         Self {
-            live: live::Live::for_node(store.id()),
+            live: live::Live::new(store.id(), live::Caps::new(&config, limits)),
             engine,
             config,
             loopback,
