@@ -7,6 +7,7 @@ mod connections;
 mod guard;
 mod internal;
 mod legacy;
+mod listen;
 mod live;
 mod mcp;
 mod metadata;
@@ -76,6 +77,15 @@ pub struct Config {
     /// several times what a node behind a load balancer that reuses connections needs,
     /// and well within the file descriptors of a service unit.
     pub max_connections: usize,
+    /// `subscriptions/listen` streams one principal may hold open on this node (counted
+    /// in memory, per node: no fleet write per stream); more get 429. Default 16: a client
+    /// needs one, and a user runs a few clients; under `--auth none` everyone is one
+    /// principal, which is why nothing is evicted to make room.
+    pub max_listen_streams_per_principal: usize,
+    /// Resource URIs one `subscriptions/listen` stream may ask for; more are refused with
+    /// `-32602` naming `notifications.resourceSubscriptions`. Default 100: with URIs of
+    /// at most `mcp.max_uri_bytes` (2 KiB) a stream holds at most 200 KiB of them.
+    pub max_listen_uris: usize,
     /// Streams of one legacy session this node holds that have not finished: one per
     /// request in flight (answered as SSE or as JSON, read now or waiting for a resuming
     /// GET), each holding a running request, its event buffer, and usually a connection.
@@ -109,6 +119,8 @@ impl Default for Config {
             head_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
             max_connections: 4096,
+            max_listen_streams_per_principal: 16,
+            max_listen_uris: 100,
             max_streams_per_session: 32,
             max_resumable_streams_per_session: 16,
             max_pending_requests_per_session: 16,
@@ -138,6 +150,10 @@ pub(crate) mod keys {
     pub const BODY_READ_TIMEOUT: &str = "http.body_read_timeout";
     /// See [`super::Config::max_connections`].
     pub const MAX_CONNECTIONS: &str = "http.max_connections";
+    /// See [`super::Config::max_listen_streams_per_principal`].
+    pub const MAX_LISTEN_STREAMS: &str = "http.max_listen_streams_per_principal";
+    /// See [`super::Config::max_listen_uris`].
+    pub const MAX_LISTEN_URIS: &str = "http.max_listen_uris";
     /// See [`super::Config::max_streams_per_session`].
     pub const MAX_STREAMS: &str = "http.max_streams_per_session";
     /// See [`super::Config::max_resumable_streams_per_session`].
@@ -150,6 +166,8 @@ pub(crate) mod keys {
 pub(crate) struct State {
     pub engine: Engine,
     pub live: live::Live,
+    /// Open `subscriptions/listen` streams, per principal.
+    pub listeners: Arc<listen::Listeners>,
     pub config: Config,
     /// Whether the listener is on a loopback address (then `Host` is checked).
     pub loopback: bool,
@@ -189,7 +207,8 @@ impl State {
         let limits = engine.limits().clone();
         limits.declare(keys::BODY_READ_TIMEOUT);
         Self {
-            live: live::Live::new(store.id(), live::Caps::new(&config, limits)),
+            live: live::Live::new(store.id(), live::Caps::new(&config, limits.clone())),
+            listeners: listen::Listeners::new(config.max_listen_streams_per_principal, limits),
             engine,
             config,
             loopback,
