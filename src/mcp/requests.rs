@@ -79,6 +79,7 @@ impl Outbound {
     /// A fresh id for a request to the client, and where its answer will arrive. Refused
     /// when the cap of waiting requests is reached: the tool that asked gets the error.
     pub fn register(&self) -> Result<(String, Answer), tools::Error> {
+        self.forget_abandoned();
         let held = match &self.cap {
             Some((cap, limits)) => Some(
                 limits
@@ -130,7 +131,15 @@ impl Outbound {
 
     /// Whether no answer is awaited.
     pub fn is_empty(&self) -> bool {
+        self.forget_abandoned();
         self.lock().is_empty()
+    }
+
+    /// Forgets requests nobody waits for any more (their call timed out or was dropped
+    /// without cancelling): they would otherwise hold their place under the cap, and keep
+    /// the session's live state from being pruned, for ever.
+    fn forget_abandoned(&self) {
+        self.lock().retain(|_, (tx, _)| !tx.is_closed());
     }
 
     /// Fails every waiting request (their waiters see the client gone).
@@ -232,6 +241,9 @@ mod tests {
         assert_eq!(limits.gauge(MAX_PENDING_REQUESTS).get(), 2);
         assert!(outbound.answer(&json!(first), Ok(json!({}))));
         assert_eq!(limits.gauge(MAX_PENDING_REQUESTS).get(), 1);
+        let (_, abandoned) = outbound.register().unwrap();
+        // A waiter that goes away without an answer (its call timed out) frees its place.
+        drop(abandoned);
         outbound.register().unwrap();
         outbound.clear();
         assert_eq!(limits.gauge(MAX_PENDING_REQUESTS).get(), 0);
