@@ -276,6 +276,12 @@ impl Config {
                 ));
             }
         }
+        if http.max_parsed_body_bytes < 64 * 1024 {
+            return Err(invalid(
+                "http.max_parsed_body_bytes",
+                "must be at least 65536: ordinary requests take a few KiB once parsed",
+            ));
+        }
         if raw.sessions.memory_bytes == 0 {
             return Err(invalid("sessions.memory_bytes", "must be greater than 0"));
         }
@@ -561,6 +567,10 @@ mod tests {
             (
                 "[http]\nmax_pending_requests_per_session = 0",
                 "http.max_pending_requests_per_session",
+            ),
+            (
+                "[http]\nmax_parsed_body_bytes = 10",
+                "http.max_parsed_body_bytes",
             ),
             ("[sessions]\nmemory_bytes = 0", "sessions.memory_bytes"),
             (
