@@ -429,3 +429,26 @@ fn connections_are_capped_per_node_and_each_holds_one_descriptor() {
         .expect("served once a connection closed");
     assert!(status.contains(" 200 "), "{status}");
 }
+
+#[test]
+fn a_body_that_would_parse_into_too_much_memory_is_413() {
+    let server = Server::builder()
+        .config("[http]\nmax_parsed_body_bytes = 1048576\n")
+        .start();
+    // 200 KB of small objects would take about 16 MB once parsed.
+    let items = vec![r#"{"a":1}"#; 25_000].join(",");
+    let params = format!(
+        r#"{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"x","list":[{items}]}}}}"#
+    );
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{params}}}"#);
+    let reply = post(server.url(), &[], &body);
+    reply.assert_error(413, -32600);
+    assert!(
+        error_message(&reply.json()).contains("http.max_parsed_body_bytes"),
+        "{reply:?}"
+    );
+    // The same amount of text in a string is fine.
+    let text = "x".repeat(200_000);
+    let reply = Modern::call("echo", json!({ "text": text })).send(server.url());
+    assert_eq!(reply.tool_text().len(), 200_000);
+}
