@@ -48,10 +48,10 @@ pub struct Config {
     pub ttl: Duration,
     /// Bytes of sessions the memory tier of a node holds before it evicts the least
     /// recently used (they are then read from the replica). Default 64 MiB: about 30,000
-    /// sessions of ordinary clients (2 KiB each in memory), or 250 whose `capabilities`
-    /// fill `max_client_bytes` with the costliest JSON shapes (parsed JSON can take 80
-    /// times its text), and a small share of a node's memory either way. Weighed by bytes,
-    /// not counted: a count let 20 large sessions take 1.4 GB.
+    /// sessions of ordinary clients (2 KiB each in memory), or 48 whose `capabilities`
+    /// fill `max_client_bytes` with the costliest JSON shape (small objects: 1.4 MB parsed
+    /// from 16 KiB of text), and a small share of a node's memory either way. Weighed by
+    /// bytes, not counted: a count let 20 large sessions take 1.4 GB.
     pub memory_bytes: u64,
     /// Largest `clientInfo` and `capabilities` of `initialize` together, as stored (their
     /// JSON text), in bytes; more is refused with `-32602` and nothing is stored. Default
