@@ -239,6 +239,67 @@ impl Config {
         Self::validate(raw)
     }
 
+    /// The caps on what callers can make a node hold: each must leave room for ordinary
+    /// use (a 0 would refuse everything, or turn a timeout off).
+    fn validate_limits(raw: &Raw) -> Result<(), Error> {
+        let http = &raw.http;
+        let positive = [
+            ("http.max_connections", http.max_connections),
+            (
+                "http.max_listen_streams_per_principal",
+                http.max_listen_streams_per_principal,
+            ),
+            ("http.max_listen_uris", http.max_listen_uris),
+            ("http.max_streams_per_session", http.max_streams_per_session),
+            (
+                "http.max_resumable_streams_per_session",
+                http.max_resumable_streams_per_session,
+            ),
+            (
+                "http.max_pending_requests_per_session",
+                http.max_pending_requests_per_session,
+            ),
+            ("sessions.max_subscriptions", raw.sessions.max_subscriptions),
+            ("mcp.max_uri_bytes", raw.mcp.max_uri_bytes),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+        for (key, timeout) in [
+            ("http.body_read_timeout", http.body_read_timeout),
+            ("http.head_timeout", http.head_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(invalid(
+                    key,
+                    "must be greater than 0 (0 would mean no timeout)",
+                ));
+            }
+        }
+        if http.max_parsed_body_bytes < 64 * 1024 {
+            return Err(invalid(
+                "http.max_parsed_body_bytes",
+                "must be at least 65536: ordinary requests take a few KiB once parsed",
+            ));
+        }
+        if raw.sessions.memory_bytes == 0 {
+            return Err(invalid("sessions.memory_bytes", "must be greater than 0"));
+        }
+        if raw.sessions.max_client_bytes < 4 {
+            return Err(invalid(
+                "sessions.max_client_bytes",
+                "must be at least 4: an empty clientInfo and capabilities take 4 bytes",
+            ));
+        }
+        if raw.mcp.max_request_state_bytes < 1024 {
+            return Err(invalid(
+                "mcp.max_request_state_bytes",
+                "must be at least 1024: a requestState without answers takes about 150 bytes",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(raw: Raw) -> Result<Self, Error> {
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             invalid(
@@ -368,6 +429,7 @@ impl Config {
         if raw.mcp.page_size == 0 {
             return Err(invalid("mcp.page_size", "must be greater than 0"));
         }
+        Self::validate_limits(&raw)?;
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
             if limit.concurrency == 0 {
@@ -519,6 +581,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("raft.listen"), "{err}");
+    }
+
+    #[test]
+    fn caps_parse_and_are_checked() {
+        let c = Config::from_toml(
+            "[http]\nmax_connections = 100\nworkers = 3\nbody_read_timeout = \"2s\"\n\
+             [sessions]\nmemory_bytes = 1048576\nmax_client_bytes = 512\n\
+             [mcp]\nmax_request_state_bytes = 4096",
+        )
+        .unwrap();
+        assert_eq!(c.http.connections_per_worker(), 33);
+        assert_eq!(c.http.body_read_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.sessions.memory_bytes, 1 << 20);
+        assert_eq!(c.mcp.max_request_state_bytes, 4096);
+        for (toml, key) in [
+            ("[http]\nmax_connections = 0", "http.max_connections"),
+            (
+                "[http]\nbody_read_timeout = \"0s\"",
+                "http.body_read_timeout",
+            ),
+            ("[http]\nhead_timeout = \"0s\"", "http.head_timeout"),
+            ("[http]\nmax_listen_uris = 0", "http.max_listen_uris"),
+            (
+                "[http]\nmax_pending_requests_per_session = 0",
+                "http.max_pending_requests_per_session",
+            ),
+            (
+                "[http]\nmax_parsed_body_bytes = 10",
+                "http.max_parsed_body_bytes",
+            ),
+            ("[sessions]\nmemory_bytes = 0", "sessions.memory_bytes"),
+            (
+                "[sessions]\nmax_client_bytes = 2",
+                "sessions.max_client_bytes",
+            ),
+            (
+                "[mcp]\nmax_request_state_bytes = 10",
+                "mcp.max_request_state_bytes",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        // The count of the memory tier is gone; its bytes replace it.
+        let err = Config::from_toml("[sessions]\nmemory_capacity = 10")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory_capacity"), "{err}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Me
     let registry = tools::default_registry(config.conformance);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
-    let sessions = SessionHandle::start(store, &config.sessions);
+    let sessions = SessionHandle::start(store, &config.sessions, metrics.limits());
     Engine::new(
         ServerInfo::default(),
         config.mcp.clone(),
@@ -155,10 +155,7 @@ impl Node {
             },
         ));
         let http_config = Arc::new(config.http.clone());
-        let workers = match config.http.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
+        let workers = config.http.worker_count();
         let app_state = state.clone();
         let observe = http::Observe::new(metrics.clone());
         let server = HttpServer::new(move || {
@@ -171,7 +168,13 @@ impl Node {
                 .configure(http::configure)
         })
         .workers(workers)
-        .on_connect(http::on_connect)
+        // actix's cap is per worker: together they take at most http.max_connections.
+        .max_connections(config.http.connections_per_worker())
+        .client_request_timeout(config.http.head_timeout)
+        .keep_alive(config.http.keep_alive)
+        // A client closing its connection ends its request at once (see http::connections).
+        .h1_allow_half_closed(false)
+        .on_connect(http::on_connect(metrics.limits()))
         // Responses written in pieces (SSE) otherwise stall on delayed ACKs.
         .tcp_nodelay(true)
         .disable_signals()

@@ -182,7 +182,10 @@ impl Peer for StdioPeer {
                 Err(tools::Error::Client("no live channel to the client".into()))
             });
         }
-        let (id, answer) = self.outbound.register();
+        let (id, answer) = match self.outbound.register() {
+            Ok(registered) => registered,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
         let _ = self.out.send(jsonrpc::request(&json!(id), method, params));
         let outbound = self.outbound.clone();
         let cancel = self.cancel.clone();

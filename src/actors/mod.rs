@@ -15,4 +15,5 @@ mod tool;
 pub use jwks::install_tls_provider;
 pub(crate) use jwks::JwksHandle;
 pub use session::{Config as SessionConfig, Session, SessionHandle};
+pub(crate) use session::{MAX_CLIENT_BYTES, MAX_SUBSCRIPTIONS};
 pub use tool::{ToolHandle, ToolPool};

@@ -1,17 +1,43 @@
 //! Legacy MCP sessions in the fleet store, fronted by a memory tier that the replicated
 //! log keeps honest on every node.
+//!
+//! # How large a stored session can be
+//! A session is one record, one Raft entry, written at `initialize` and again by
+//! `logging/setLevel` and `resources/subscribe`. Its stored form (before sealing) is at
+//! most [`Config::max_record_bytes`]:
+//! - the principal: its strings come from the bearer token, which travels in the
+//!   `Authorization` header; actix-http refuses a request head (request line and every
+//!   header together) of 128 KiB (131,072 bytes) or more, so a JWT's decoded claims, and
+//!   the principal made from them, stay under 96 KiB (base64url carries 3 bytes in 4);
+//! - `clientInfo` and `capabilities` as JSON text: at most `sessions.max_client_bytes`
+//!   together (16 KiB by default);
+//! - the subscriptions: at most `sessions.max_subscriptions` URIs (32) of at most
+//!   `mcp.max_uri_bytes` (2 KiB) each;
+//! - the version, log level, deadline and postcard's length prefixes: under 64 bytes.
+//!
+//! With the defaults: 98,304 + 16,384 + 32 × (2,048 + 2) + 64 = 180,352 bytes, plus what
+//! sealing and the Raft entry add around it (a few dozen bytes).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use quick_cache::sync::Cache;
+use quick_cache::Weighter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Principal;
+use crate::limits::Limits;
 use crate::mcp::Version;
 use crate::raft::{self, now_ms, Change, Store, Table};
 use crate::tools::LogLevel;
+
+/// The cap on the bytes of the memory tier, as its in-use gauge names it.
+pub(crate) const MEMORY_BYTES: &str = "sessions.memory_bytes";
+/// The cap on `clientInfo` + `capabilities` of a session, as refusals name it.
+pub(crate) const MAX_CLIENT_BYTES: &str = "sessions.max_client_bytes";
+/// The cap on resource subscriptions per session, as refusals name it.
+pub(crate) const MAX_SUBSCRIPTIONS: &str = "sessions.max_subscriptions";
 
 /// Session settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -20,16 +46,48 @@ pub struct Config {
     /// How long a session lives after its last use (renewed at most every half of this).
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
-    /// How many sessions the memory tier holds before it evicts the least recently used.
-    pub memory_capacity: usize,
+    /// Bytes of sessions the memory tier of a node holds before it evicts the least
+    /// recently used (they are then read from the replica). Default 64 MiB: about 30,000
+    /// sessions of ordinary clients (2 KiB each in memory), or 48 whose `capabilities`
+    /// fill `max_client_bytes` with the costliest JSON shape (small objects: 1.4 MB parsed
+    /// from 16 KiB of text), and a small share of a node's memory either way. Weighed by
+    /// bytes, not counted: a count let 20 large sessions take 1.4 GB.
+    pub memory_bytes: u64,
+    /// Largest `clientInfo` and `capabilities` of `initialize` together, as stored (their
+    /// JSON text), in bytes; more is refused with `-32602` and nothing is stored. Default
+    /// 16 KiB: what real clients send is under 1 KiB, and every session is a Raft entry
+    /// replicated to every node (see the module documentation for the whole record).
+    pub max_client_bytes: usize,
+    /// Resource subscriptions (`resources/subscribe`) one session may hold; more are
+    /// refused (429). Default 32: each one grows the stored session by up to
+    /// `mcp.max_uri_bytes`, so 32 keep the record under 64 KiB of URIs, and a client
+    /// watches a handful of resources at a time.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(24 * 3600),
-            memory_capacity: 100_000,
+            memory_bytes: 64 * 1024 * 1024,
+            max_client_bytes: 16 * 1024,
+            max_subscriptions: 32,
         }
+    }
+}
+
+impl Config {
+    /// The most bytes a stored session takes before sealing, for a principal that encodes
+    /// in at most `max_principal_bytes` and URIs of at most `max_uri_bytes`
+    /// (see the module documentation: 180,352 bytes with the defaults and the 96 KiB a
+    /// bearer token in a request head can carry).
+    pub fn max_record_bytes(&self, max_uri_bytes: usize, max_principal_bytes: usize) -> usize {
+        // Each string carries a varint length: 3 bytes cover 2 MiB, 5 cover any u32.
+        const FIXED: usize = 64;
+        max_principal_bytes
+            + self.max_client_bytes
+            + self.max_subscriptions * (max_uri_bytes + 2)
+            + FIXED
     }
 }
 
@@ -42,10 +100,12 @@ pub struct Session {
     pub version: Version,
     /// Who created it; only they may use it.
     pub principal: Arc<Principal>,
-    /// `clientInfo` from `initialize`.
-    pub client_info: Value,
-    /// `capabilities` from `initialize`.
-    pub client_capabilities: Value,
+    /// `clientInfo` from `initialize`, as JSON text (stored and never read, so never
+    /// parsed).
+    pub client_info: String,
+    /// `capabilities` from `initialize`, shared by every call on the session: a call's
+    /// context points at this value instead of copying it.
+    pub client_capabilities: Arc<Value>,
     /// Minimum level of log messages the client wants (`logging/setLevel`).
     pub log_level: Option<LogLevel>,
     /// Resource URIs the client subscribed to.
@@ -55,11 +115,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session with a fresh random id.
+    /// A new session with a fresh random id. `client_info` is JSON text.
     pub fn new(
         version: Version,
         principal: Principal,
-        client_info: Value,
+        client_info: String,
         client_capabilities: Value,
         ttl: Duration,
     ) -> Self {
@@ -68,7 +128,7 @@ impl Session {
             version,
             principal: Arc::new(principal),
             client_info,
-            client_capabilities,
+            client_capabilities: Arc::new(client_capabilities),
             log_level: None,
             subscriptions: Vec::new(),
             expires_at_ms: now_ms().saturating_add(ttl.as_millis() as u64),
@@ -97,7 +157,7 @@ impl From<&Session> for Stored {
         Self {
             version: s.version.as_str().to_owned(),
             principal: (*s.principal).clone(),
-            client_info: s.client_info.to_string(),
+            client_info: s.client_info.clone(),
             client_capabilities: s.client_capabilities.to_string(),
             log_level: s.log_level,
             subscriptions: s.subscriptions.clone(),
@@ -112,8 +172,8 @@ impl Stored {
             id,
             version: Version::parse(&self.version)?,
             principal: Arc::new(self.principal),
-            client_info: serde_json::from_str(&self.client_info).ok()?,
-            client_capabilities: serde_json::from_str(&self.client_capabilities).ok()?,
+            client_info: self.client_info,
+            client_capabilities: Arc::new(serde_json::from_str(&self.client_capabilities).ok()?),
             log_level: self.log_level,
             subscriptions: self.subscriptions,
             expires_at_ms: self.expires_at_ms,
@@ -121,7 +181,91 @@ impl Stored {
     }
 }
 
-type Tier = Arc<Cache<Vec<u8>, Arc<Session>>>;
+/// A session in the memory tier, with its weight worked out once (the cache asks for it
+/// while evicting, where it must be cheap).
+#[derive(Clone)]
+struct Cached {
+    session: Arc<Session>,
+    weight: u64,
+}
+
+impl Cached {
+    fn new(key: &[u8], session: Arc<Session>) -> Self {
+        let weight = weigh(key, &session) as u64;
+        Self { session, weight }
+    }
+}
+
+#[derive(Clone)]
+struct ByWeight;
+
+impl Weighter<Vec<u8>, Cached> for ByWeight {
+    fn weight(&self, _key: &Vec<u8>, cached: &Cached) -> u64 {
+        cached.weight
+    }
+}
+
+/// What a cached session holds, in bytes: a fair estimate (within a few percent of what
+/// the allocator hands out, measured on typical and adversarial shapes), counting the
+/// parsed `capabilities` as they sit in memory, which can be far more than their text.
+fn weigh(key: &[u8], s: &Session) -> usize {
+    use std::mem::size_of;
+    // The cache's own slot and the Arc's counters.
+    const ENTRY: usize = 64;
+    let p = &s.principal;
+    let principal = size_of::<Principal>()
+        + p.subject.len()
+        + p.tenant.as_ref().map_or(0, String::len)
+        + p.email.as_ref().map_or(0, String::len)
+        + p.issuer.as_ref().map_or(0, String::len)
+        + p.scopes
+            .iter()
+            .map(|s| size_of::<String>() + s.len())
+            .sum::<usize>();
+    let subscriptions = s
+        .subscriptions
+        .iter()
+        .map(|u| size_of::<String>() + u.len())
+        .sum::<usize>();
+    ENTRY
+        + size_of::<Session>()
+        + size_of::<Vec<u8>>()
+        + key.len()
+        + s.id.len()
+        + principal
+        + s.client_info.len()
+        + size_of::<Value>()
+        + json_heap(&s.client_capabilities)
+        + subscriptions
+}
+
+/// The heap bytes a parsed JSON value owns (its own inline size excluded). Objects are
+/// B-trees whose nodes hold up to 11 entries in 632 bytes, about half full once past one
+/// node; arrays hold their elements inline.
+fn json_heap(value: &Value) -> usize {
+    const NODE: usize = 632;
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => {
+            items.len() * std::mem::size_of::<Value>() + items.iter().map(json_heap).sum::<usize>()
+        }
+        Value::Object(map) => {
+            let nodes = match map.len() {
+                0 => 0,
+                1..=11 => 1,
+                n => n.div_ceil(6),
+            };
+            nodes * NODE
+                + map
+                    .iter()
+                    .map(|(k, v)| k.len() + json_heap(v))
+                    .sum::<usize>()
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
+}
+
+type Tier = Arc<Cache<Vec<u8>, Cached, ByWeight>>;
 
 /// Legacy sessions: reads from a memory tier shared by every HTTP worker (no mailbox on
 /// the hot path), then the replica; writes through the fleet store.
@@ -130,19 +274,35 @@ type Tier = Arc<Cache<Vec<u8>, Arc<Session>>>;
 /// whoever wrote: when a session is written, renewed, deleted or expired, its entry is
 /// gone before the apply completes. (An actor fed by the change broadcast did this
 /// before; its lag let a node that had just caught up serve a deleted session for a few
-/// milliseconds.)
+/// milliseconds.) It holds at most `sessions.memory_bytes`, by [`weigh`]'s estimate,
+/// exported as `mcp_fleet_limit_in_use{limit="sessions.memory_bytes"}`.
 #[derive(Clone)]
 pub struct SessionHandle {
     tier: Tier,
+    /// The tier's weight, kept by whoever changes the tier.
+    in_use: prometheus_client::metrics::gauge::Gauge,
     store: Store,
-    ttl: Duration,
+    config: Config,
 }
 
 impl SessionHandle {
-    /// Sessions over `store`.
-    pub fn start(store: Store, config: &Config) -> Self {
-        let tier: Tier = Arc::new(Cache::new(config.memory_capacity.max(1)));
+    /// Sessions over `store`, their tier's bytes exported through `limits`.
+    pub fn start(store: Store, config: &Config, limits: &Limits) -> Self {
+        for key in [MEMORY_BYTES, MAX_CLIENT_BYTES, MAX_SUBSCRIPTIONS] {
+            limits.declare(key);
+        }
+        // quick_cache sizes its tables from an item count; ordinary sessions weigh ~2 KiB.
+        let items = usize::try_from(config.memory_bytes / 2048)
+            .unwrap_or(usize::MAX)
+            .max(16);
+        let tier: Tier = Arc::new(Cache::with_weighter(
+            items,
+            config.memory_bytes.max(1),
+            ByWeight,
+        ));
+        let in_use = limits.gauge(MEMORY_BYTES);
         let weak = Arc::downgrade(&tier);
+        let gauge = in_use.clone();
         store.on_change(move |change| {
             let Some(tier) = weak.upgrade() else { return };
             match change {
@@ -152,20 +312,43 @@ impl SessionHandle {
                 } => {
                     tier.remove(key);
                 }
-                Change::Record { .. } => {}
+                Change::Record { .. } => return,
                 Change::Reset => tier.clear(),
             }
+            gauge.set(i64::try_from(tier.weight()).unwrap_or(i64::MAX));
         });
         Self {
             tier,
+            in_use,
             store,
-            ttl: config.ttl,
+            config: config.clone(),
         }
     }
 
     /// How long new sessions live.
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.config.ttl
+    }
+
+    /// The settings sessions are held to.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn cache(&self, key: Vec<u8>, session: Arc<Session>) {
+        let cached = Cached::new(&key, session);
+        self.tier.insert(key, cached);
+        self.measure();
+    }
+
+    fn forget(&self, key: &[u8]) {
+        self.tier.remove(key);
+        self.measure();
+    }
+
+    fn measure(&self) {
+        self.in_use
+            .set(i64::try_from(self.tier.weight()).unwrap_or(i64::MAX));
     }
 
     /// The live session `id` as this node knows it: the memory tier, then the local
@@ -174,7 +357,8 @@ impl SessionHandle {
     pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, raft::Error> {
         let key = self.store.key(Table::McpSessions, id.as_bytes());
         let now = now_ms();
-        if let Some(session) = self.tier.get(&key) {
+        if let Some(cached) = self.tier.get(&key) {
+            let session = cached.session;
             return Ok((!session.is_expired(now)).then_some(session));
         }
         let found = match self.store.get_stored::<Stored>(Table::McpSessions, &key) {
@@ -195,7 +379,7 @@ impl SessionHandle {
         // The record's deadline is the truth: renewals move it without rewriting the value.
         session.expires_at_ms = found.deadline_ms.unwrap_or(u64::MAX);
         let session = Arc::new(session);
-        self.tier.insert(key.clone(), session.clone());
+        self.cache(key.clone(), session.clone());
         // The log may have changed the record between the read and the insert; its
         // invalidation would then precede our insert. Reading again settles it (misses only).
         if self
@@ -205,7 +389,7 @@ impl SessionHandle {
             .flatten()
             .is_none_or(|again| again.deadline_ms != found.deadline_ms)
         {
-            self.tier.remove(&key);
+            self.forget(&key);
         }
         Ok(Some(session))
     }
@@ -225,8 +409,7 @@ impl SessionHandle {
         }
         self.store.read_barrier().await?;
         // The tier may hold what the log has changed since; the replica is current now.
-        self.tier
-            .remove(&self.store.key(Table::McpSessions, id.as_bytes()));
+        self.forget(&self.store.key(Table::McpSessions, id.as_bytes()));
         self.get(id)
     }
 
@@ -241,7 +424,7 @@ impl SessionHandle {
                 Some(session.expires_at_ms),
             )
             .await?;
-        self.tier.insert(key, Arc::new(session));
+        self.cache(key, Arc::new(session));
         Ok(())
     }
 
@@ -250,7 +433,7 @@ impl SessionHandle {
     /// one write per half-lifetime per session, and none on the caller's path.
     pub fn touch(&self, session: &Session) {
         let now = now_ms();
-        let ttl = self.ttl.as_millis() as u64;
+        let ttl = self.config.ttl.as_millis() as u64;
         if session.expires_at_ms.saturating_sub(now) >= ttl / 2 {
             return;
         }
@@ -270,8 +453,7 @@ impl SessionHandle {
     /// Ends a session; returns whether it existed.
     pub async fn delete(&self, id: &str) -> Result<bool, raft::Error> {
         let existed = self.store.delete(Table::McpSessions, id.as_bytes()).await?;
-        self.tier
-            .remove(&self.store.key(Table::McpSessions, id.as_bytes()));
+        self.forget(&self.store.key(Table::McpSessions, id.as_bytes()));
         Ok(existed)
     }
 }
@@ -285,7 +467,7 @@ mod tests {
     fn config(ttl: Duration) -> Config {
         Config {
             ttl,
-            memory_capacity: 16,
+            ..Config::default()
         }
     }
 
@@ -293,10 +475,14 @@ mod tests {
         Session::new(
             Version::V2025_11_25,
             Principal::anonymous(),
-            json!({"name": "c"}),
+            json!({"name": "c"}).to_string(),
             json!({"elicitation": {}}),
             ttl,
         )
+    }
+
+    fn start(store: Store, config: &Config) -> SessionHandle {
+        SessionHandle::start(store, config, &Limits::default())
     }
 
     async fn store(dir: &std::path::Path) -> (Store, raft::Runtime) {
@@ -309,14 +495,14 @@ mod tests {
     async fn put_get_delete_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _rt) = store(dir.path()).await;
-        let handle = SessionHandle::start(store.clone(), &config(Duration::from_secs(60)));
+        let handle = start(store.clone(), &config(Duration::from_secs(60)));
         let mut s = session(handle.ttl());
         let id = s.id.clone();
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         handle.put(s.clone()).await.unwrap();
         assert_eq!(
-            handle.get(&id).unwrap().unwrap().client_capabilities,
+            *handle.get(&id).unwrap().unwrap().client_capabilities,
             json!({"elicitation": {}})
         );
 
@@ -328,7 +514,7 @@ mod tests {
         );
 
         // A second handle over the same store has an empty memory tier: it reads the replica.
-        let again = SessionHandle::start(store.clone(), &config(Duration::from_secs(60)));
+        let again = start(store.clone(), &config(Duration::from_secs(60)));
         let got = again.get_fresh(&id).await.unwrap().unwrap();
         assert_eq!(got.log_level, Some(LogLevel::Debug));
         assert!(again.delete(&id).await.unwrap());
@@ -344,7 +530,7 @@ mod tests {
     async fn sessions_in_use_are_renewed() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _rt) = store(dir.path()).await;
-        let handle = SessionHandle::start(store, &config(Duration::from_secs(100)));
+        let handle = start(store, &config(Duration::from_secs(100)));
         // A session with 10 s of its 100 s left is renewed; one with 90 s left is not.
         let short = session(Duration::from_secs(10));
         let long = session(Duration::from_secs(90));
@@ -370,11 +556,95 @@ mod tests {
     async fn expired_sessions_read_as_absent() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _rt) = store(dir.path()).await;
-        let handle = SessionHandle::start(store, &config(Duration::from_secs(60)));
+        let handle = start(store, &config(Duration::from_secs(60)));
         let s = session(Duration::ZERO);
         let id = s.id.clone();
         handle.put(s).await.unwrap();
         assert!(handle.get(&id).unwrap().is_none());
         assert!(handle.get_fresh("no-such-session").await.unwrap().is_none());
+    }
+
+    #[actix_web::test]
+    async fn the_memory_tier_is_weighed_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _rt) = store(dir.path()).await;
+        let limits = Limits::default();
+        // Room for about one large session: a second one pushes the first out, where a
+        // count of entries would have kept both.
+        let config = Config {
+            memory_bytes: 600 * 1024,
+            ..config(Duration::from_secs(60))
+        };
+        let handle = SessionHandle::start(store.clone(), &config, &limits);
+        let small = session(handle.ttl());
+        handle.put(small.clone()).await.unwrap();
+        let gauge = limits.gauge(MEMORY_BYTES);
+        let one = gauge.get();
+        assert!(
+            (500..4096).contains(&one),
+            "an ordinary session weighs {one}"
+        );
+
+        // 16 KiB of capabilities text in the costliest shape parses into ~1.3 MB.
+        let costly: Vec<Value> = (0..2000).map(|_| json!({ "a": 1 })).collect();
+        let mut large = session(handle.ttl());
+        large.client_capabilities = Arc::new(json!({ "x": costly }));
+        let key = store.key(Table::McpSessions, large.id.as_bytes());
+        let weight = Cached::new(&key, Arc::new(large.clone())).weight;
+        assert!(weight > 1_000_000, "weighed {weight}");
+        handle.put(large).await.unwrap();
+        // Too heavy for the tier: not kept, and the gauge never passes the cap.
+        assert!(gauge.get() <= 600 * 1024, "{}", gauge.get());
+        assert!(handle.tier.weight() <= config.memory_bytes);
+    }
+
+    #[test]
+    fn json_heap_is_close_to_what_is_allocated() {
+        // Measured with a counting allocator (serde_json 1.0, 64-bit): 1,299 bytes for
+        // these capabilities, 90,680 for an object of 800 small keys.
+        let typical =
+            json!({ "elicitation": {}, "sampling": {}, "roots": { "listChanged": true } });
+        assert_eq!(json_heap(&typical), 1_299);
+        let keys: serde_json::Map<String, Value> =
+            (0..800).map(|i| (format!("k{i:05}"), json!(i))).collect();
+        let estimate = json_heap(&Value::Object(keys)) as f64;
+        assert!((estimate / 90_680.0 - 1.0).abs() < 0.1, "{estimate}");
+    }
+
+    #[test]
+    fn a_stored_session_stays_within_its_stated_maximum() {
+        let config = Config::default();
+        let max_uri = 2048;
+        // About the largest principal a request head can carry: 96 KiB of claims. Its
+        // encoding is no longer than the claims' JSON text (a length prefix per string
+        // against two quotes and a separator).
+        let principal = Principal {
+            subject: "s".repeat(40 * 1024),
+            tenant: Some("t".repeat(16 * 1024)),
+            email: Some("e".repeat(8 * 1024)),
+            scopes: (0..60).map(|i| format!("{i:0>255}")).collect(),
+            issuer: Some("i".repeat(16 * 1024)),
+        };
+        let principal_bytes = postcard::to_stdvec(&principal).unwrap().len();
+        assert!(principal_bytes <= 96 * 1024, "{principal_bytes}");
+        let info = format!("{{\"name\":\"{}\"}}", "n".repeat(8 * 1024 - 11));
+        let caps = json!({ "x": "c".repeat(8 * 1024 - 8) });
+        assert_eq!(info.len() + caps.to_string().len(), config.max_client_bytes);
+        let mut s = Session::new(
+            Version::V2025_11_25,
+            principal,
+            info,
+            caps,
+            Duration::from_secs(1),
+        );
+        s.log_level = Some(LogLevel::Emergency);
+        s.expires_at_ms = u64::MAX;
+        s.subscriptions = (0..config.max_subscriptions)
+            .map(|i| format!("{i:0>2048}"))
+            .collect();
+        let encoded = postcard::to_stdvec(&Stored::from(&s)).unwrap();
+        let bound = config.max_record_bytes(max_uri, 96 * 1024);
+        assert_eq!(bound, 180_352);
+        assert!(encoded.len() <= bound, "{} > {bound}", encoded.len());
     }
 }

@@ -14,7 +14,8 @@ use tracing::Instrument;
 use super::live::{self, AttachError, LiveSession, STANDALONE};
 use super::mcp::{
     accepts_only_sse, accepts_sse, conflict, forbidden, header, method_not_allowed, respond,
-    rpc_error, sse_response, ChannelPeer, LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID,
+    rpc_error, sse_response, status_for, ChannelPeer, LAST_EVENT_ID, MCP_PROTOCOL_VERSION,
+    MCP_SESSION_ID,
 };
 use super::sse::{self, Outgoing};
 use super::{guard, State};
@@ -158,7 +159,7 @@ pub(super) async fn post(
         Err(refusal) => return refusal.response(),
     };
     state.engine.sessions().touch(&session);
-    let live = state.live.session(&session.id, state.config.event_buffer);
+    let live = state.live.session(&session.id);
     match message {
         Message::Notification { method, params } => {
             live.inflight.notified(&method, &params);
@@ -173,7 +174,10 @@ pub(super) async fn post(
         Message::Request { id, method, params } => {
             let sse_ok = accepts_sse(req);
             let (tx, rx) = live::channel();
-            let stream = live.open_stream(tx);
+            let stream = match live.open_stream(tx) {
+                Ok(stream) => stream,
+                Err(e) => return rpc_error(status_for(e.code, false), Some(&id), &e),
+            };
             let priming = (sse_ok && session.version.primes_streams())
                 .then(|| live.reserve_id(stream))
                 .flatten();
@@ -253,7 +257,10 @@ impl Peer for LegacyPeer {
                 ))
             });
         }
-        let (id, answer) = self.live.outbound.register();
+        let (id, answer) = match self.live.outbound.register() {
+            Ok(registered) => registered,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
         self.live.push(
             self.stream,
             jsonrpc::request(&json!(id), method, params),
@@ -301,7 +308,7 @@ pub(super) async fn post_batch(
             &RpcError::invalid_request("an empty batch"),
         );
     }
-    let live = state.live.session(&session.id, state.config.event_buffer);
+    let live = state.live.session(&session.id);
     let mut responses = Vec::new();
     for item in items {
         match Message::from_value(item) {
@@ -373,7 +380,7 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
             &RpcError::invalid_request("the GET stream needs Accept: text/event-stream"),
         );
     }
-    let live = state.live.session(&session.id, state.config.event_buffer);
+    let live = state.live.session(&session.id);
     let (tx, rx) = live::channel();
     let reader = tx.clone();
     if let Some(last) = header(&req, LAST_EVENT_ID) {

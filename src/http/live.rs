@@ -5,15 +5,17 @@
 //! Only what cannot outlive a connection lives here; the session itself is in the store.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::keys::{MAX_PENDING_REQUESTS, MAX_RESUMABLE_STREAMS, MAX_STREAMS};
 use super::sse::{Outgoing, Rx, Tx};
-use crate::mcp::{Inflight, Outbound};
+use crate::limits::{Held, Limits};
+use crate::mcp::{Inflight, Outbound, RpcError};
 
 /// Stream id of a session's standalone GET stream.
 pub(crate) const STANDALONE: u64 = 0;
@@ -24,20 +26,52 @@ const FINISHED_RETENTION: Duration = Duration::from_secs(300);
 /// How long a session's live state stays after its last use with nothing open.
 const IDLE_RETENTION: Duration = Duration::from_secs(600);
 
+/// What a node keeps for each legacy session, and the caps on it (see [`super::Config`]).
+#[derive(Clone)]
+pub(crate) struct Caps {
+    /// Messages kept per stream for resumption.
+    pub event_buffer: usize,
+    /// Unfinished streams per session.
+    pub max_streams: usize,
+    /// Finished streams kept per session for resumption.
+    pub max_resumable: usize,
+    /// Requests to the client awaiting answers, per session.
+    pub max_pending: usize,
+    /// Where refusals and what is held are counted.
+    pub limits: Limits,
+}
+
+impl Caps {
+    /// The caps of `config`, counted in `limits`.
+    pub fn new(config: &super::Config, limits: Limits) -> Self {
+        for key in [MAX_STREAMS, MAX_RESUMABLE_STREAMS, MAX_PENDING_REQUESTS] {
+            limits.declare(key);
+        }
+        Self {
+            event_buffer: config.event_buffer.max(1),
+            max_streams: config.max_streams_per_session,
+            max_resumable: config.max_resumable_streams_per_session,
+            max_pending: config.max_pending_requests_per_session,
+            limits,
+        }
+    }
+}
+
 /// Live state of every legacy session this instance has served.
-#[derive(Default)]
 pub(crate) struct Live {
     sessions: Mutex<HashMap<String, Arc<LiveSession>>>,
     /// This node's id, named in the ids of requests it sends to clients.
-    node: Option<u64>,
+    node: u64,
+    caps: Caps,
 }
 
 impl Live {
-    /// Live state for node `node`.
-    pub fn for_node(node: u64) -> Self {
+    /// Live state for node `node`, held to `caps`.
+    pub fn new(node: u64, caps: Caps) -> Self {
         Self {
-            node: Some(node),
-            ..Self::default()
+            sessions: Mutex::default(),
+            node,
+            caps,
         }
     }
 
@@ -51,12 +85,11 @@ impl Live {
     }
 
     /// The live state of session `id`, created on first use.
-    pub fn session(&self, id: &str, buffer: usize) -> Arc<LiveSession> {
+    pub fn session(&self, id: &str) -> Arc<LiveSession> {
         let mut map = self.sessions.lock().expect("live sessions lock");
-        let node = self.node;
         let session = map
             .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(LiveSession::new(buffer, node)))
+            .or_insert_with(|| Arc::new(LiveSession::new(self.caps.clone(), Some(self.node))))
             .clone();
         *session.last_used.lock().expect("last used lock") = Instant::now();
         session
@@ -83,6 +116,26 @@ struct Stream {
     next_seq: u64,
     subscriber: Option<Tx>,
     finished_at: Option<Instant>,
+    /// A request stream's place under `http.max_streams_per_session`, given back when
+    /// its final message is sent.
+    held: Option<Held>,
+}
+
+impl Stream {
+    fn new(subscriber: Option<Tx>, held: Option<Held>) -> Self {
+        Self {
+            events: VecDeque::new(),
+            next_seq: 0,
+            subscriber,
+            finished_at: None,
+            held,
+        }
+    }
+
+    /// Finished, and nobody reads it: kept only for a resuming GET.
+    fn is_resumable(&self) -> bool {
+        self.finished_at.is_some() && self.subscriber.is_none()
+    }
 }
 
 /// One legacy session's live state on this instance.
@@ -93,7 +146,9 @@ pub(crate) struct LiveSession {
     /// Client requests that `notifications/cancelled` may stop.
     pub inflight: Inflight,
     next_stream: AtomicU64,
-    buffer: usize,
+    caps: Caps,
+    /// Unfinished request streams, against `caps.max_streams`.
+    open: Arc<AtomicUsize>,
     last_used: Mutex<Instant>,
 }
 
@@ -107,14 +162,37 @@ pub(crate) enum AttachError {
 }
 
 impl LiveSession {
-    fn new(buffer: usize, node: Option<u64>) -> Self {
+    fn new(caps: Caps, node: Option<u64>) -> Self {
+        let outbound = node.map_or_else(Outbound::default, Outbound::with_origin);
         Self {
             streams: Mutex::new(HashMap::new()),
-            outbound: node.map_or_else(Outbound::default, Outbound::with_origin),
+            outbound: outbound.capped(caps.max_pending, caps.limits.clone()),
             inflight: Inflight::default(),
             next_stream: AtomicU64::new(STANDALONE + 1),
-            buffer: buffer.max(1),
+            caps,
+            open: Arc::default(),
             last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Forgets finished streams past their retention, and the oldest finished ones beyond
+    /// `max_resumable`.
+    fn trim(&self, streams: &mut HashMap<u64, Stream>) {
+        streams.retain(|_, s| {
+            s.finished_at
+                .is_none_or(|t| t.elapsed() < FINISHED_RETENTION)
+        });
+        let mut resumable: Vec<(Instant, u64)> = streams
+            .iter()
+            .filter(|(_, s)| s.is_resumable())
+            .filter_map(|(id, s)| Some((s.finished_at?, *id)))
+            .collect();
+        let excess = resumable.len().saturating_sub(self.caps.max_resumable);
+        if excess > 0 {
+            resumable.sort_unstable();
+            for (_, id) in &resumable[..excess] {
+                streams.remove(id);
+            }
         }
     }
 
@@ -129,24 +207,20 @@ impl LiveSession {
         !reading && self.outbound.is_empty() && self.inflight.is_empty()
     }
 
-    /// Opens a new request stream and attaches `tx` to it; returns its id.
-    pub fn open_stream(&self, tx: Tx) -> u64 {
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+    /// Opens a new request stream and attaches `tx` to it; returns its id. Refused (429)
+    /// when the session already has `max_streams` unfinished ones.
+    pub fn open_stream(&self, tx: Tx) -> Result<u64, RpcError> {
         let mut streams = self.streams.lock().expect("streams lock");
-        streams.retain(|_, s| {
-            s.finished_at
-                .is_none_or(|t| t.elapsed() < FINISHED_RETENTION)
-        });
-        streams.insert(
-            id,
-            Stream {
-                events: VecDeque::new(),
-                next_seq: 0,
-                subscriber: Some(tx),
-                finished_at: None,
-            },
-        );
-        id
+        self.trim(&mut streams);
+        let held = self.caps.limits.hold(
+            MAX_STREAMS,
+            &self.open,
+            self.caps.max_streams,
+            "unfinished streams on this session",
+        )?;
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        streams.insert(id, Stream::new(Some(tx), Some(held)));
+        Ok(id)
     }
 
     /// The id of an event: the stream it belongs to and its place in that stream.
@@ -188,12 +262,14 @@ impl LiveSession {
                 s.subscriber = None;
             }
         }
-        if s.events.len() == self.buffer {
+        if s.events.len() == self.caps.event_buffer {
             s.events.pop_front();
         }
         s.events.push_back((seq, out));
         if is_final {
             s.finished_at = Some(Instant::now());
+            s.held = None;
+            self.trim(&mut streams);
         }
         true
     }
@@ -212,12 +288,9 @@ impl LiveSession {
     /// Opens the standalone GET stream, unless another connection holds it.
     pub fn open_standalone(&self, tx: Tx) -> Result<(), AttachError> {
         let mut streams = self.streams.lock().expect("streams lock");
-        let s = streams.entry(STANDALONE).or_insert_with(|| Stream {
-            events: VecDeque::new(),
-            next_seq: 0,
-            subscriber: None,
-            finished_at: None,
-        });
+        let s = streams
+            .entry(STANDALONE)
+            .or_insert_with(|| Stream::new(None, None));
         if s.subscriber.as_ref().is_some_and(|t| !t.is_closed()) {
             return Err(AttachError::Busy);
         }
@@ -264,11 +337,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn caps(max_streams: usize, max_resumable: usize) -> Caps {
+        Caps {
+            event_buffer: 16,
+            max_streams,
+            max_resumable,
+            max_pending: 4,
+            limits: Limits::default(),
+        }
+    }
+
     #[test]
     fn resumes_after_the_last_event_seen() {
-        let live = LiveSession::new(16, None);
+        let live = LiveSession::new(caps(4, 4), None);
         let (tx, mut rx) = channel();
-        let stream = live.open_stream(tx);
+        let stream = live.open_stream(tx).unwrap();
         live.push(stream, json!(1), false);
         let first = rx.try_recv().unwrap();
         drop(rx);
@@ -286,5 +369,45 @@ mod tests {
             live.resume("garbage", channel().0),
             Err(AttachError::Unknown)
         );
+    }
+
+    #[test]
+    fn unfinished_streams_are_capped_per_session() {
+        let caps = caps(2, 4);
+        let limits = caps.limits.clone();
+        let live = LiveSession::new(caps, None);
+        let first = live.open_stream(channel().0).unwrap();
+        live.open_stream(channel().0).unwrap();
+        let refused = live.open_stream(channel().0).unwrap_err();
+        assert_eq!(refused.code, crate::limits::LIMIT_EXCEEDED);
+        assert!(refused.message.contains(MAX_STREAMS), "{}", refused.message);
+        assert_eq!(limits.gauge(MAX_STREAMS).get(), 2);
+        // A finished stream gives its place back, though it is kept for resumption.
+        live.push(first, json!("done"), true);
+        assert_eq!(limits.gauge(MAX_STREAMS).get(), 1);
+        live.open_stream(channel().0).unwrap();
+        live.close();
+        assert_eq!(limits.gauge(MAX_STREAMS).get(), 0);
+    }
+
+    #[test]
+    fn finished_streams_kept_for_resumption_are_capped_oldest_first() {
+        let live = LiveSession::new(caps(8, 2), None);
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            // Nobody reads these streams: their ends wait for a resuming GET.
+            let stream = live.open_stream(channel().0).unwrap();
+            live.push(stream, json!(n), true);
+            ids.push(stream);
+        }
+        // The oldest is forgotten; the two newest can still be resumed.
+        let from = |stream: u64| LiveSession::event_id(stream, 0);
+        assert_eq!(
+            live.resume(&from(ids[0]), channel().0),
+            Err(AttachError::Unknown)
+        );
+        for stream in &ids[1..] {
+            assert_eq!(live.resume(&from(*stream), channel().0), Ok(*stream));
+        }
     }
 }

@@ -6,15 +6,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH};
-use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::http::header::{HeaderValue, ACCEPT};
+use actix_web::http::{ConnectionType, StatusCode};
+use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::body;
+use super::keys::{BODY_READ_TIMEOUT, MAX_PARSED_BODY_BYTES};
 use super::live::LiveSession;
 use super::sse::{self, Outgoing, Rx, Tx};
 use super::{guard, legacy, modern, State};
@@ -87,31 +88,6 @@ pub(super) fn accepts_only_sse(req: &HttpRequest) -> bool {
     })
 }
 
-enum BodyError {
-    TooLarge,
-    Broken,
-}
-
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, BodyError> {
-    let declared = header(req, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| BodyError::Broken)?;
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 pub(super) fn forbidden(reason: String) -> HttpResponse {
     tracing::warn!(%reason, "refused a request to the MCP endpoint");
     rpc_error(
@@ -130,16 +106,34 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
         Err(refusal) => return refusal,
     };
     let limit = state.config.max_body_bytes;
-    let body = match read_body(&req, payload, limit).await {
+    let timeout = state.config.body_read_timeout;
+    let body = match body::read(&req, payload, limit, timeout).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
+        Err(body::ReadError::TimedOut) => {
+            state.engine.limits().refused(BODY_READ_TIMEOUT);
+            tracing::info!(
+                limit = BODY_READ_TIMEOUT,
+                "refused: a request body too slow"
+            );
+            let error = RpcError::invalid_request(format!(
+                "the request body did not arrive within {timeout:?} ({BODY_READ_TIMEOUT})"
+            ))
+            .with_data(json!({ "limit": BODY_READ_TIMEOUT }));
+            let mut response = rpc_error(StatusCode::REQUEST_TIMEOUT, None, &error);
+            // The rest of the body may never come: end the connection, do not drain it.
+            response
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+            return response;
+        }
+        Err(body::ReadError::TooLarge) => {
             return rpc_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 None,
                 &RpcError::invalid_request(format!("the request body exceeds {limit} bytes")),
             )
         }
-        Err(BodyError::Broken) => {
+        Err(body::ReadError::Broken) => {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,
@@ -147,9 +141,23 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
             )
         }
     };
-    let value: Value = match serde_json::from_slice(&body) {
+    let budget = state.config.max_parsed_body_bytes;
+    let value: Value = match body::parse(&body, budget) {
         Ok(v) => v,
-        Err(e) => {
+        Err(body::ParseError::OverBudget) => {
+            state.engine.limits().refused(MAX_PARSED_BODY_BYTES);
+            tracing::info!(
+                limit = MAX_PARSED_BODY_BYTES,
+                "refused: a body too large parsed"
+            );
+            let error = RpcError::invalid_request(format!(
+                "the request body would take more than {budget} bytes once parsed \
+                 ({MAX_PARSED_BODY_BYTES})"
+            ))
+            .with_data(json!({ "limit": MAX_PARSED_BODY_BYTES, "max": budget }));
+            return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, None, &error);
+        }
+        Err(body::ParseError::Syntax(e)) => {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,

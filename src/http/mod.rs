@@ -3,10 +3,12 @@
 //! writes and cluster status on the internal one.
 
 mod auth;
-mod disconnect;
+mod body;
+mod connections;
 mod guard;
 mod internal;
 mod legacy;
+mod listen;
 mod live;
 mod mcp;
 mod metadata;
@@ -52,6 +54,61 @@ pub struct Config {
     /// first. Make it at least the balancer's check interval times its fall count.
     #[serde(with = "humantime_serde")]
     pub drain: Duration,
+    /// How long a request's body may take to arrive once its headers are in; a slower
+    /// one is answered 408 and its connection closed. Default 30 s: the largest body
+    /// (`max_body_bytes`, 4 MiB) over a 1.2 Mbit/s uplink, while a client trickling a
+    /// byte every few seconds holds a connection for 30 s at most, not for ever.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// The memory a request body may take once parsed, in bytes (estimated as it is
+    /// parsed, before it is taken); more is refused with 413. Parsed JSON can take far more
+    /// than its text: a 4 MiB body of small objects parses into 349 MB. Default 32 MiB:
+    /// eight times `max_body_bytes`, where a body of text and numbers parses into one to
+    /// eight times its size; only object-heavy JSON goes beyond.
+    pub max_parsed_body_bytes: usize,
+    /// How long a client may take to send a request's head (request line and headers)
+    /// after connecting; a slower one gets 408 (actix's `client_request_timeout`). Default
+    /// 5 s: a head is a few hundred bytes, and a half-sent head holds a connection.
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
+    /// How long an idle connection is kept open for a next request; 0 closes each
+    /// connection after its response. Default 5 s: long enough for a client's (or a load
+    /// balancer's) burst of requests to share a connection, short enough that idle ones
+    /// do not sit on `max_connections`.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Connections this node serves at once, over all workers; more wait in the
+    /// listener's backlog until one closes. actix caps connections per worker, so each
+    /// worker takes `max_connections / workers` (at least 1). Each connection costs one
+    /// file descriptor (see `LimitNOFILE` in the README) and its buffers. Default 4096:
+    /// several times what a node behind a load balancer that reuses connections needs,
+    /// and well within the file descriptors of a service unit.
+    pub max_connections: usize,
+    /// `subscriptions/listen` streams one principal may hold open on this node (counted
+    /// in memory, per node: no fleet write per stream); more get 429. Default 16: a client
+    /// needs one, and a user runs a few clients; under `--auth none` everyone is one
+    /// principal, which is why nothing is evicted to make room.
+    pub max_listen_streams_per_principal: usize,
+    /// Resource URIs one `subscriptions/listen` stream may ask for; more are refused with
+    /// `-32602` naming `notifications.resourceSubscriptions`. Default 100: with URIs of
+    /// at most `mcp.max_uri_bytes` (2 KiB) a stream holds at most 200 KiB of them.
+    pub max_listen_uris: usize,
+    /// Streams of one legacy session this node holds that have not finished: one per
+    /// request in flight (answered as SSE or as JSON, read now or waiting for a resuming
+    /// GET), each holding a running request, its event buffer, and usually a connection.
+    /// More get 429. The standalone GET stream is not counted: there is at most one per
+    /// session (a second is 409), as there is at most one reader per stream for resumed
+    /// GETs. Default 32: more parallel requests than a client makes on one session.
+    pub max_streams_per_session: usize,
+    /// Finished streams of one legacy session kept for `Last-Event-ID` resumption (each
+    /// for up to 5 minutes, with up to `event_buffer` messages); beyond it the oldest
+    /// finished one is forgotten. Default 16.
+    pub max_resumable_streams_per_session: usize,
+    /// Requests to the client (elicitation, sampling, roots) one legacy session may have
+    /// awaiting answers on this node; the tool asking one more gets an error naming the
+    /// cap. Default 16: a tool asks one question at a time, and a session runs a few tools
+    /// at once.
+    pub max_pending_requests_per_session: usize,
 }
 
 impl Default for Config {
@@ -65,14 +122,62 @@ impl Default for Config {
             event_buffer: 256,
             workers: 0,
             drain: Duration::from_secs(3),
+            body_read_timeout: Duration::from_secs(30),
+            max_parsed_body_bytes: 32 * 1024 * 1024,
+            head_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+            max_connections: 4096,
+            max_listen_streams_per_principal: 16,
+            max_listen_uris: 100,
+            max_streams_per_session: 32,
+            max_resumable_streams_per_session: 16,
+            max_pending_requests_per_session: 16,
         }
     }
+}
+
+impl Config {
+    /// Worker threads: `workers`, or one per core when 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The connections each worker takes, so that all of them together take at most
+    /// `max_connections` (actix's own cap is per worker).
+    pub fn connections_per_worker(&self) -> usize {
+        (self.max_connections / self.worker_count()).max(1)
+    }
+}
+
+/// Cap names, as refusals and the in-use gauges name them.
+pub(crate) mod keys {
+    /// See [`super::Config::body_read_timeout`].
+    pub const BODY_READ_TIMEOUT: &str = "http.body_read_timeout";
+    /// See [`super::Config::max_parsed_body_bytes`].
+    pub const MAX_PARSED_BODY_BYTES: &str = "http.max_parsed_body_bytes";
+    /// See [`super::Config::max_connections`].
+    pub const MAX_CONNECTIONS: &str = "http.max_connections";
+    /// See [`super::Config::max_listen_streams_per_principal`].
+    pub const MAX_LISTEN_STREAMS: &str = "http.max_listen_streams_per_principal";
+    /// See [`super::Config::max_listen_uris`].
+    pub const MAX_LISTEN_URIS: &str = "http.max_listen_uris";
+    /// See [`super::Config::max_streams_per_session`].
+    pub const MAX_STREAMS: &str = "http.max_streams_per_session";
+    /// See [`super::Config::max_resumable_streams_per_session`].
+    pub const MAX_RESUMABLE_STREAMS: &str = "http.max_resumable_streams_per_session";
+    /// See [`super::Config::max_pending_requests_per_session`].
+    pub const MAX_PENDING_REQUESTS: &str = crate::mcp::MAX_PENDING_REQUESTS;
 }
 
 /// What every HTTP worker shares.
 pub(crate) struct State {
     pub engine: Engine,
     pub live: live::Live,
+    /// Open `subscriptions/listen` streams, per principal.
+    pub listeners: Arc<listen::Listeners>,
     pub config: Config,
     /// Whether the listener is on a loopback address (then `Host` is checked).
     pub loopback: bool,
@@ -109,9 +214,13 @@ impl State {
         store: Store,
         auth: AuthSetup,
     ) -> Self {
+        let limits = engine.limits().clone();
+        limits.declare(keys::BODY_READ_TIMEOUT);
+        limits.declare(keys::MAX_PARSED_BODY_BYTES);
         Self {
+            live: live::Live::new(store.id(), live::Caps::new(&config, limits.clone())),
+            listeners: listen::Listeners::new(config.max_listen_streams_per_principal, limits),
             engine,
-            live: live::Live::for_node(store.id()),
             config,
             loopback,
             guard: auth.guard,
@@ -130,8 +239,8 @@ pub(crate) use metadata::document as metadata_document;
 pub(crate) use observe::Observe;
 pub(crate) use ops::close_when_draining;
 
-/// Remembers each connection's socket so requests can notice the client leaving.
-pub(crate) use disconnect::on_connect;
+/// Counts each connection of the public listener while it is open.
+pub(crate) use connections::on_connect;
 
 /// Registers every route.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {

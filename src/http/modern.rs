@@ -1,30 +1,26 @@
 //! 2026-07-28: stateless requests with mirrored headers, per-request `_meta`, and
 //! cancellation by closing the response stream.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::live;
 use super::mcp::{
-    accepts_sse, header, respond, rpc_error, sse_response, status_for, ChannelPeer, MCP_METHOD,
-    MCP_NAME, MCP_PROTOCOL_VERSION,
+    accepts_sse, header, respond, rpc_error, status_for, ChannelPeer, MCP_METHOD, MCP_NAME,
+    MCP_PROTOCOL_VERSION,
 };
-use super::sse::{self, Outgoing};
+use super::sse::Outgoing;
 use super::State;
-use super::{disconnect, live};
 use crate::auth::Principal;
-use crate::mcp::jsonrpc::{notification, reply, response};
+use crate::mcp::jsonrpc::reply;
 use crate::mcp::{Call, Era, Message, ModernMeta, RpcError, META_PROTOCOL_VERSION};
-
-/// `_meta` key naming the subscription a notification belongs to.
-const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// Decodes an `Mcp-Name` value, which may use the `=?base64?…?=` form.
 fn decode_header_value(value: &str) -> Option<String> {
@@ -178,7 +174,7 @@ pub(super) async fn post(
         Err(e) => return fail(e),
     };
     if method == "subscriptions/listen" {
-        return listen(id, &params, state);
+        return super::listen::listen(id, &params, state, &principal);
     }
     let sse_ok = accepts_sse(req);
     let (tx, rx) = live::channel();
@@ -192,25 +188,19 @@ pub(super) async fn post(
         }),
         cancel: cancel.clone(),
     };
-    let done = CancellationToken::new();
-    if matches!(
-        method.as_str(),
-        "tools/call" | "resources/read" | "prompts/get"
-    ) {
-        disconnect::watch(req, cancel.clone(), done.clone());
-    }
     let engine = state.engine.clone();
     actix_web::rt::spawn(
         async move {
             let outcome = engine.handle(&call, &method, params).await;
-            done.cancel();
             let message = reply(&id, outcome);
             let _ = tx.send(Outgoing::plain(message, true));
         }
         // The call's log lines carry the request's id.
         .in_current_span(),
     );
-    // Closing the response stream is cancellation in this version.
+    // Closing the response stream is cancellation in this version: the connection's end
+    // drops this handler, or the streaming body, and the guard in it cancels the call
+    // (see `connections`).
     respond(
         rx,
         Vec::new(),
@@ -220,82 +210,6 @@ pub(super) async fn post(
         state.config.sse_keepalive,
     )
     .await
-}
-
-/// `subscriptions/listen`: a long-lived stream of the notifications the client asked for.
-/// This server's lists do not change at run time, so of the filter it honours
-/// `resourceSubscriptions`: `notifications/resources/updated` for those URIs.
-fn listen(id: Value, params: &Map<String, Value>, state: &State) -> HttpResponse {
-    let filter = params.get("notifications");
-    let uris: Vec<String> = match filter.and_then(|f| f.get("resourceSubscriptions")) {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => match items
-            .iter()
-            .map(|u| u.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-        {
-            Some(uris) => uris,
-            None => return invalid_listen(&id),
-        },
-        Some(_) => return invalid_listen(&id),
-    };
-    let subscription = json!({ SUBSCRIPTION_ID: id });
-    let mut granted = Map::new();
-    if !uris.is_empty() {
-        granted.insert("resourceSubscriptions".into(), json!(uris));
-    }
-    let ack = Outgoing::plain(
-        notification(
-            "notifications/subscriptions/acknowledged",
-            json!({ "_meta": subscription, "notifications": granted }),
-        ),
-        false,
-    );
-    let (tx, rx) = live::channel();
-    let mut updates = state.engine.updates().listen();
-    let shutdown = state.shutdown.clone();
-    actix_web::rt::spawn(async move {
-        loop {
-            let uri = tokio::select! {
-                // The client closed the stream: the subscription ends.
-                () = tx.closed() => return,
-                () = shutdown.cancelled() => {
-                    // Ending on the server's initiative: answer the request, then close.
-                    let done = json!({ "resultType": "complete", "_meta": subscription });
-                    let _ = tx.send(Outgoing::plain(response(&id, done), true));
-                    return;
-                }
-                update = updates.recv() => match update {
-                    Ok(uri) => uri,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "a subscription fell behind resource updates");
-                        continue;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-            };
-            if uris.iter().any(|u| **u == *uri) {
-                let params = json!({ "_meta": subscription, "uri": &*uri });
-                let note = notification("notifications/resources/updated", params);
-                let _ = tx.send(Outgoing::plain(note, false));
-            }
-        }
-    });
-    let queue = VecDeque::from([sse::event(&ack)]);
-    sse_response(
-        queue,
-        rx,
-        None,
-        None,
-        Some(state.config.sse_keepalive),
-        None,
-    )
-}
-
-fn invalid_listen(id: &Value) -> HttpResponse {
-    let error =
-        RpcError::invalid_params("notifications.resourceSubscriptions must be a list of URIs");
-    rpc_error(status_for(error.code, true), Some(id), &error)
 }
 
 #[cfg(test)]

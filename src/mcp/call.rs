@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
 use super::engine::{object_param, str_param};
-use super::mrtr::Round;
+use super::mrtr::{self, Round};
 use super::{Call, Engine, Era, RpcError};
 use crate::tools::{self, Context, Output, Peer};
 
@@ -38,6 +38,8 @@ impl Engine {
             let ctx = self.context(call, params, call.peer.clone());
             return Ok(Interactive::Done(handler(ctx).await));
         }
+        let cap = self.inner.config.max_request_state_bytes;
+        mrtr::check_incoming(params, cap, &self.inner.limits)?;
         let binding = call.principal.binding();
         let sealer = &self.inner.sealer;
         let round = Arc::new(Round::open(
@@ -51,13 +53,15 @@ impl Engine {
         let ctx = self.context(call, params, round.clone() as Arc<dyn Peer>);
         match handler(ctx).await {
             Err(tools::Error::InputRequired(_)) => {
-                Ok(Interactive::InputRequired(round.input_required(
+                let result = round.input_required(
                     sealer,
                     &binding,
                     target,
                     args,
                     self.inner.config.request_state_ttl,
-                )))
+                );
+                mrtr::check_outgoing(&result, cap, &self.inner.limits)?;
+                Ok(Interactive::InputRequired(result))
             }
             other => Ok(Interactive::Done(other)),
         }

@@ -11,7 +11,7 @@ use super::jsonrpc::RpcError;
 use super::{
     Version, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SERVER_INFO,
 };
-use crate::actors::{Session, SessionHandle, ToolPool};
+use crate::actors::{Session, SessionHandle, ToolPool, MAX_CLIENT_BYTES, MAX_SUBSCRIPTIONS};
 use crate::auth::Principal;
 use crate::crypto::Sealer;
 use crate::tools::{self, Context, LogLevel, Peer, Registry, Updates};
@@ -30,7 +30,23 @@ pub struct Config {
     pub page_size: usize,
     /// Guidance for the model, returned by `initialize` and `server/discover`.
     pub instructions: Option<String>,
+    /// Largest `requestState`, in bytes (its base64 text), taken in or handed out: a
+    /// larger incoming one is refused with `-32602` naming `params.requestState`, and a
+    /// round whose answers would seal larger ends with that error instead of a state the
+    /// client could not send back. Default 256 KiB: room for several elicitation answers
+    /// and model completions of tens of KB, while a retry stays a small request.
+    pub max_request_state_bytes: usize,
+    /// Longest resource URI a client may make this server keep, in bytes: legacy
+    /// subscriptions (stored with the session) and the URIs of a `subscriptions/listen`
+    /// stream (held while it is open); longer ones are refused with `-32602`. Default
+    /// 2 KiB: longer URIs do not survive common HTTP stacks and browsers anyway.
+    pub max_uri_bytes: usize,
 }
+
+/// The cap on a `requestState`, as refusals name it.
+pub const MAX_REQUEST_STATE_BYTES: &str = "mcp.max_request_state_bytes";
+/// The cap on a URI the server keeps, as refusals name it.
+pub const MAX_URI_BYTES: &str = "mcp.max_uri_bytes";
 
 impl Default for Config {
     fn default() -> Self {
@@ -39,6 +55,8 @@ impl Default for Config {
             list_ttl: Duration::from_secs(60),
             page_size: 100,
             instructions: None,
+            max_request_state_bytes: 256 * 1024,
+            max_uri_bytes: 2048,
         }
     }
 }
@@ -66,8 +84,8 @@ impl Default for ServerInfo {
 pub struct ModernMeta {
     /// The protocol version.
     pub version: Version,
-    /// The client's capabilities for this request.
-    pub client_capabilities: Value,
+    /// The client's capabilities for this request, shared with the call's context.
+    pub client_capabilities: Arc<Value>,
     /// The log level the client asked for, if any.
     pub log_level: Option<LogLevel>,
 }
@@ -98,7 +116,7 @@ impl ModernMeta {
             _ => return Err(RpcError::unsupported_version(requested)),
         };
         let client_capabilities = match meta.get(META_CLIENT_CAPABILITIES) {
-            Some(c @ Value::Object(_)) => c.clone(),
+            Some(c @ Value::Object(_)) => Arc::new(c.clone()),
             Some(_) => {
                 return Err(RpcError::invalid_params(format!(
                     "_meta {META_CLIENT_CAPABILITIES} must be an object"
@@ -176,6 +194,9 @@ impl Engine {
         sealer: Sealer,
         limits: crate::limits::Limits,
     ) -> Self {
+        for key in [MAX_REQUEST_STATE_BYTES, MAX_URI_BYTES] {
+            limits.declare(key);
+        }
         Self {
             inner: Arc::new(Inner {
                 info,
@@ -229,6 +250,11 @@ impl Engine {
         &self.inner.sessions
     }
 
+    /// The protocol settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
     fn capabilities(&self) -> Value {
         json!({
             "tools": { "listChanged": false },
@@ -251,15 +277,34 @@ impl Engine {
             Some(v) if v.is_legacy() => v,
             _ => Version::LATEST_LEGACY,
         };
+        let empty = json!({});
         let capabilities = match params.get("capabilities") {
-            Some(c @ Value::Object(_)) => c.clone(),
-            None => json!({}),
+            Some(c @ Value::Object(_)) => c,
+            None => &empty,
             Some(_) => return Err(RpcError::invalid_params("capabilities must be an object")),
         };
-        let client_info = params
-            .get("clientInfo")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
+        let client_info = params.get("clientInfo").unwrap_or(&empty);
+        // Measured as stored (JSON text) before anything is copied: a session is one Raft
+        // entry and a memory tier entry on every node.
+        let cap = self.inner.sessions.config().max_client_bytes;
+        let info_len = json_len(client_info);
+        let capabilities_len = json_len(capabilities);
+        let field = if info_len > cap {
+            "params.clientInfo"
+        } else if capabilities_len > cap {
+            "params.capabilities"
+        } else {
+            "params.clientInfo + params.capabilities"
+        };
+        if info_len + capabilities_len > cap {
+            let size = info_len.saturating_add(capabilities_len);
+            return Err(self
+                .inner
+                .limits
+                .too_large(MAX_CLIENT_BYTES, field, size, cap));
+        }
+        let client_info = client_info.to_string();
+        let capabilities = capabilities.clone();
         let session = Session::new(
             version,
             principal,
@@ -393,6 +438,7 @@ impl Engine {
         params: &Map<String, Value>,
         peer: Arc<dyn Peer>,
     ) -> Context {
+        // Shared, not copied: capabilities may be kilobytes, and this runs on every call.
         let (log_level, client_capabilities) = match &call.era {
             Era::Legacy(session) => (session.log_level, session.client_capabilities.clone()),
             Era::Modern(meta) => (meta.log_level, meta.client_capabilities.clone()),
@@ -438,14 +484,31 @@ impl Engine {
             return Err(RpcError::method_not_found("resources/subscribe"));
         };
         let uri = str_param(params, "uri")?;
+        let subscribed = session.subscriptions.iter().any(|s| s == uri);
+        if on == subscribed {
+            return Ok(json!({}));
+        }
         let mut updated = (**session).clone();
-        updated.subscriptions.retain(|s| s != uri);
         if on {
+            // Each subscription grows the stored session, a Raft entry: both are capped.
+            let limits = &self.inner.limits;
+            let max_uri = self.inner.config.max_uri_bytes;
+            if uri.len() > max_uri {
+                return Err(limits.too_large(MAX_URI_BYTES, "params.uri", uri.len(), max_uri));
+            }
+            let cap = self.inner.sessions.config().max_subscriptions;
+            if session.subscriptions.len() >= cap {
+                return Err(limits.exhausted(
+                    MAX_SUBSCRIPTIONS,
+                    "resource subscriptions on this session",
+                    cap,
+                ));
+            }
             updated.subscriptions.push(uri.to_owned());
+        } else {
+            updated.subscriptions.retain(|s| s != uri);
         }
-        if updated.subscriptions != session.subscriptions {
-            self.store(updated).await?;
-        }
+        self.store(updated).await?;
         Ok(json!({}))
     }
 
@@ -455,6 +518,24 @@ impl Engine {
             RpcError::internal("the session could not be stored")
         })
     }
+}
+
+/// The length of `value`'s JSON text, counted without building the text.
+pub(crate) fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// The string parameter `key`, which the method requires.
@@ -479,5 +560,179 @@ pub(super) fn object_param(
         Some(_) => Err(RpcError::invalid_params(format!(
             "params.{key} must be an object"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::crypto::{Key, Ring};
+
+    /// A client that is never asked anything in these tests.
+    struct Silent;
+
+    impl Peer for Silent {
+        fn notify(&self, _method: &str, _params: Value) {}
+
+        fn request(
+            &self,
+            _method: &str,
+            _params: Value,
+        ) -> BoxFuture<'static, Result<Value, tools::Error>> {
+            Box::pin(async { Err(tools::Error::Client("not in this test".into())) })
+        }
+    }
+
+    async fn engine(toml: &str) -> (Engine, tempfile::TempDir, crate::raft::Runtime) {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::single(Key::generate());
+        let (store, runtime) = crate::raft::Store::open_single(dir.path(), ring.clone())
+            .await
+            .unwrap();
+        let config = crate::Config::from_toml(toml).unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let engine = crate::node::engine(&config, store, ring.sealer, &metrics);
+        (engine, dir, runtime)
+    }
+
+    fn call(era: Era) -> Call {
+        Call {
+            principal: Arc::new(Principal::anonymous()),
+            era,
+            peer: Arc::new(Silent),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn initialize(capabilities: Value, client_info: Value) -> Map<String, Value> {
+        json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": capabilities,
+            "clientInfo": client_info,
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    #[actix_web::test]
+    async fn a_call_shares_the_capabilities_instead_of_copying_them() {
+        let (engine, _dir, _rt) = engine("").await;
+        let capabilities = json!({ "elicitation": {}, "x": "y".repeat(15 * 1024) });
+        let params = initialize(capabilities.clone(), json!({ "name": "c" }));
+        let (session, _) = engine.initialize(&params, Principal::anonymous()).unwrap();
+        let session = Arc::new(session);
+        let legacy = call(Era::Legacy(session.clone()));
+        let peer: Arc<dyn Peer> = Arc::new(Silent);
+        let first = engine.context(&legacy, &Map::new(), peer.clone());
+        let second = engine.context(&legacy, &Map::new(), peer.clone());
+        assert_eq!(*first.client_capabilities(), capabilities);
+        // The very value the session holds, in every call's context.
+        assert!(std::ptr::eq(
+            first.client_capabilities(),
+            &*session.client_capabilities
+        ));
+        assert!(std::ptr::eq(
+            first.client_capabilities(),
+            second.client_capabilities()
+        ));
+
+        let mut modern = Map::new();
+        modern.insert(
+            "_meta".into(),
+            json!({
+                META_PROTOCOL_VERSION: "2026-07-28",
+                META_CLIENT_CAPABILITIES: capabilities,
+            }),
+        );
+        let meta = ModernMeta::parse(&modern).unwrap().unwrap();
+        let shared = meta.client_capabilities.clone();
+        let modern = call(Era::Modern(meta));
+        let ctx = engine.context(&modern, &Map::new(), peer);
+        assert!(std::ptr::eq(ctx.client_capabilities(), &*shared));
+    }
+
+    #[actix_web::test]
+    async fn client_data_over_the_cap_is_refused_naming_field_and_cap() {
+        let (engine, _dir, _rt) = engine("[sessions]\nmax_client_bytes = 1024").await;
+        let big = json!({ "name": "n".repeat(2000) });
+        let refused = engine
+            .initialize(&initialize(json!({}), big), Principal::anonymous())
+            .unwrap_err();
+        assert_eq!(refused.code, crate::mcp::jsonrpc::INVALID_PARAMS);
+        assert!(
+            refused.message.contains("params.clientInfo")
+                && refused.message.contains("1024")
+                && refused.message.contains("sessions.max_client_bytes"),
+            "{}",
+            refused.message
+        );
+        // Together over the cap, each under it.
+        let half = json!({ "x": "h".repeat(600) });
+        let refused = engine
+            .initialize(
+                &initialize(half.clone(), half.clone()),
+                Principal::anonymous(),
+            )
+            .unwrap_err();
+        assert!(
+            refused
+                .message
+                .contains("params.clientInfo + params.capabilities"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(engine.limits().refusals("sessions.max_client_bytes"), 2);
+        let (session, _) = engine
+            .initialize(
+                &initialize(half, json!({ "name": "ok" })),
+                Principal::anonymous(),
+            )
+            .unwrap();
+        assert_eq!(session.client_info, r#"{"name":"ok"}"#);
+    }
+
+    #[actix_web::test]
+    async fn subscriptions_are_capped_in_number_and_uri_length() {
+        let (engine, _dir, _rt) =
+            engine("[sessions]\nmax_subscriptions = 2\n[mcp]\nmax_uri_bytes = 32").await;
+        let (session, _) = engine
+            .initialize(&initialize(json!({}), json!({})), Principal::anonymous())
+            .unwrap();
+        let id = session.id.clone();
+        engine.sessions().put(session).await.unwrap();
+        let subscribe = |uri: &str| {
+            let session = engine.sessions().get(&id).unwrap().unwrap();
+            let params = json!({ "uri": uri }).as_object().unwrap().clone();
+            let engine = engine.clone();
+            async move {
+                engine
+                    .handle(&call(Era::Legacy(session)), "resources/subscribe", params)
+                    .await
+            }
+        };
+        let long = format!("test://{}", "u".repeat(40));
+        let refused = subscribe(&long).await.unwrap_err();
+        assert_eq!(refused.code, crate::mcp::jsonrpc::INVALID_PARAMS);
+        assert!(
+            refused.message.contains("mcp.max_uri_bytes"),
+            "{}",
+            refused.message
+        );
+        subscribe("test://a").await.unwrap();
+        subscribe("test://b").await.unwrap();
+        // Subscribing again to one held is no change, and allowed.
+        subscribe("test://b").await.unwrap();
+        let refused = subscribe("test://c").await.unwrap_err();
+        assert_eq!(refused.code, crate::limits::LIMIT_EXCEEDED);
+        assert!(
+            refused.message.contains("sessions.max_subscriptions"),
+            "{}",
+            refused.message
+        );
+        let stored = engine.sessions().get(&id).unwrap().unwrap();
+        assert_eq!(stored.subscriptions, ["test://a", "test://b"]);
     }
 }

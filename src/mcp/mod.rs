@@ -9,9 +9,11 @@ mod mrtr;
 mod requests;
 mod version;
 
-pub use engine::{Call, Config, Engine, Era, ModernMeta, ServerInfo};
+pub use engine::{
+    Call, Config, Engine, Era, ModernMeta, ServerInfo, MAX_REQUEST_STATE_BYTES, MAX_URI_BYTES,
+};
 pub use jsonrpc::{Message, RpcError};
-pub use requests::{Answer, Inflight, Outbound};
+pub use requests::{Answer, Inflight, Outbound, MAX_PENDING_REQUESTS};
 pub use version::Version;
 
 /// `_meta` key carrying the protocol version of a 2026-07-28 request.

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::engine::MAX_REQUEST_STATE_BYTES;
 use super::RpcError;
 use crate::crypto::Sealer;
+use crate::limits::Limits;
 use crate::tools::{Error, InputRequest, Peer};
 
 /// What a `requestState` holds, sealed and bound to the principal.
@@ -111,6 +113,39 @@ pub(super) fn open(
         .into_iter()
         .map(|(k, v)| Ok((k, serde_json::from_str(&v).map_err(|_| invalid())?)))
         .collect()
+}
+
+/// Refuses a request whose `requestState` is longer than `cap` bytes, before any work
+/// goes into opening it: `-32602` naming `params.requestState` and the cap.
+pub(super) fn check_incoming(
+    params: &Map<String, Value>,
+    cap: usize,
+    limits: &Limits,
+) -> Result<(), RpcError> {
+    match params.get("requestState") {
+        Some(Value::String(state)) if state.len() > cap => Err(limits.too_large(
+            MAX_REQUEST_STATE_BYTES,
+            "params.requestState",
+            state.len(),
+            cap,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses to hand out an input-required `result` whose `requestState` is longer than
+/// `cap` bytes: the client could not send it back. The answers it would carry came from
+/// the client's `inputResponses`, so the refusal is theirs to act on (`-32602`).
+pub(super) fn check_outgoing(result: &Value, cap: usize, limits: &Limits) -> Result<(), RpcError> {
+    match result.get("requestState").and_then(Value::as_str) {
+        Some(state) if state.len() > cap => Err(limits.too_large(
+            MAX_REQUEST_STATE_BYTES,
+            "the requestState this round would return (sealed from params.inputResponses)",
+            state.len(),
+            cap,
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One round of a 2026-07-28 request that may ask the client: questions already answered
@@ -348,6 +383,43 @@ mod tests {
             Duration::from_secs(60),
         );
         assert!(open(&sealer, &alice.binding(), "t", &a, &new).is_ok());
+    }
+
+    #[test]
+    fn a_request_state_over_the_cap_is_refused_both_ways() {
+        let limits = Limits::default();
+        let params = args(json!({ "requestState": "s".repeat(101) }));
+        let refused = check_incoming(&params, 100, &limits).unwrap_err();
+        assert_eq!(refused.code, crate::mcp::jsonrpc::INVALID_PARAMS);
+        assert!(
+            refused.message.contains("params.requestState")
+                && refused.message.contains(MAX_REQUEST_STATE_BYTES),
+            "{}",
+            refused.message
+        );
+        assert!(check_incoming(&params, 101, &limits).is_ok());
+        assert!(check_incoming(&args(json!({})), 0, &limits).is_ok());
+
+        // The state of a round that used a large answer seals larger than the cap.
+        let sealer = Sealer::single(Key::generate());
+        let answer = HashMap::from([("input-0".to_owned(), json!("a".repeat(200)))]);
+        let token = seal(
+            &sealer,
+            "alice",
+            "t",
+            &args(json!({})),
+            &answer,
+            Duration::from_secs(60),
+        );
+        let result = json!({ "resultType": "input_required", "requestState": token });
+        let refused = check_outgoing(&result, 100, &limits).unwrap_err();
+        assert!(
+            refused.message.contains("requestState"),
+            "{}",
+            refused.message
+        );
+        assert!(check_outgoing(&result, token.len(), &limits).is_ok());
+        assert_eq!(limits.refusals(MAX_REQUEST_STATE_BYTES), 2);
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub(crate) struct Scope {
     pub peer: Arc<dyn Peer>,
     pub progress_token: Option<Value>,
     pub log_level: Option<LogLevel>,
-    pub client_capabilities: Value,
+    /// Shared with the session (or the request's `_meta`): never copied per call.
+    pub client_capabilities: Arc<Value>,
     pub cancel: CancellationToken,
     pub updates: super::Updates,
 }
@@ -234,7 +235,7 @@ impl Context {
             peer,
             progress_token,
             log_level,
-            client_capabilities,
+            client_capabilities: Arc::new(client_capabilities),
             cancel: CancellationToken::new(),
             updates: super::Updates::default(),
         })

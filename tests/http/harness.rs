@@ -44,7 +44,8 @@ pub fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
     status
 }
 
-fn eventually_or<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+/// Polls `probe` until it yields a value or `deadline` passes (then `None`).
+pub fn eventually_or<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let until = Instant::now() + deadline;
     loop {
         if let Some(value) = probe() {
@@ -166,6 +167,11 @@ impl Server {
                 self.log()
             )
         })
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running server").id()
     }
 
     /// The internal listener's address, `127.0.0.1:PORT`, as `cluster --via` takes it.

@@ -9,10 +9,10 @@ use crate::client::{get, post, request, Modern};
 use crate::harness::{eventually, Server};
 
 /// The cluster secret of the server these tests start.
-const SECRET: &str = "metrics-tests-cluster-secret";
+pub const SECRET: &str = "metrics-tests-cluster-secret";
 
 /// The value of the sample named exactly `series` (name and labels), if it is there.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;
         value.trim().parse().ok()
@@ -20,7 +20,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Scrapes `url` with the cluster secret.
-fn scrape(url: &str) -> String {
+pub fn scrape(url: &str) -> String {
     let authorization = format!("Bearer {SECRET}");
     let reply = get(url, &[("authorization", &authorization)]);
     assert_eq!(reply.status, 200, "{reply:?}");

@@ -124,3 +124,53 @@ fn input_without_the_capability_is_refused() {
     let reply = Modern::call(ELICITATION, json!({ "message": "m" })).send(server.url());
     reply.assert_error(400, -32021);
 }
+
+#[test]
+fn a_request_state_over_its_cap_is_refused_coming_and_going() {
+    let server = Server::builder()
+        .conformance()
+        .config("[mcp]\nmax_request_state_bytes = 2048\n")
+        .start();
+    // Coming in: refused before it is opened, naming the field and the cap.
+    let params = json!({
+        "name": ELICITATION,
+        "arguments": { "message": "m" },
+        "requestState": "A".repeat(3000),
+    });
+    let reply = Modern::new("tools/call", params)
+        .capabilities(capabilities())
+        .send(server.url());
+    reply.assert_error(400, -32602);
+    let message = reply.json()["error"]["message"].to_string();
+    assert!(
+        message.contains("params.requestState") && message.contains("mcp.max_request_state_bytes"),
+        "{message}"
+    );
+
+    // Going out: a large first answer would travel on in the second round's state.
+    let tool = "test_input_required_result_multi_round";
+    let first = Modern::call(tool, json!({}))
+        .capabilities(capabilities())
+        .send(server.url());
+    let state = first.result()["requestState"]
+        .as_str()
+        .expect("a requestState")
+        .to_owned();
+    let params = json!({
+        "name": tool,
+        "arguments": {},
+        "inputResponses": {
+            "step1": { "action": "accept", "content": { "name": "n".repeat(3000) } },
+        },
+        "requestState": state,
+    });
+    let reply = Modern::new("tools/call", params)
+        .capabilities(capabilities())
+        .send(server.url());
+    reply.assert_error(400, -32602);
+    let message = reply.json()["error"]["message"].to_string();
+    assert!(message.contains("mcp.max_request_state_bytes"), "{message}");
+    // An ordinary round trip is unaffected.
+    let (_, state) = first_round(&server, "small");
+    assert_eq!(retry(&server, "small", &state).status, 200);
+}

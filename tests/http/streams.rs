@@ -114,50 +114,70 @@ fn closing_a_2026_07_28_connection_cancels_the_call() {
     assert_eq!(second.tool_text(), "slept");
 }
 
-/// Sends a raw HTTP/1.1 request and returns the open response, for reading a stream.
-fn open_stream(server: &Server, request: &str) -> BufReader<TcpStream> {
+/// Connects to the server's listener; `{host}` in a request is its address.
+pub fn connect(server: &Server) -> (TcpStream, String) {
     let addr = server
         .base()
         .strip_prefix("http://")
         .expect("an http base")
         .to_owned();
-    let mut stream = TcpStream::connect(&addr).expect("connect");
+    let stream = TcpStream::connect(&addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
+    (stream, addr)
+}
+
+/// Sends a raw HTTP/1.1 request and returns the response's status and the open response
+/// (positioned after the status line), for reading a stream.
+pub fn send_raw(server: &Server, request: &str) -> (u16, BufReader<TcpStream>) {
+    let (mut stream, addr) = connect(server);
     stream
         .write_all(request.replace("{host}", &addr).as_bytes())
         .expect("send the request");
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
     reader.read_line(&mut status).expect("a status line");
-    assert!(status.contains(" 200 "), "{status}");
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line: {status:?}"));
+    (code, reader)
+}
+
+/// Sends a raw HTTP/1.1 request and returns the open response, for reading a stream.
+fn open_stream(server: &Server, request: &str) -> BufReader<TcpStream> {
+    let (status, reader) = send_raw(server, request);
+    assert_eq!(status, 200);
     reader
+}
+
+/// A raw POST of a 2026-07-28 request with the headers a client sends.
+pub fn modern_post_request(method: &str, name: Option<&str>, body: &serde_json::Value) -> String {
+    let body = body.to_string();
+    let name = name.map_or_else(String::new, |n| format!("Mcp-Name: {n}\r\n"));
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+         Mcp-Method: {method}\r\n{name}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// POSTs a 2026-07-28 request with the headers a client sends, and returns the open
 /// response stream.
-fn open_modern_post(
+pub fn open_modern_post(
     server: &Server,
     method: &str,
     name: Option<&str>,
     body: &serde_json::Value,
 ) -> BufReader<TcpStream> {
-    let body = body.to_string();
-    let name = name.map_or_else(String::new, |n| format!("Mcp-Name: {n}\r\n"));
-    open_stream(
-        server,
-        &format!(
-            "POST /mcp HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: application/json\r\n\
-             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
-             Mcp-Method: {method}\r\n{name}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
+    open_stream(server, &modern_post_request(method, name, body))
 }
 
 /// The next JSON-RPC message on an SSE stream (priming events and comments skipped).
-fn next_message(reader: &mut BufReader<TcpStream>) -> serde_json::Value {
+pub fn next_message(reader: &mut BufReader<TcpStream>) -> serde_json::Value {
     let mut line = String::new();
     loop {
         line.clear();
