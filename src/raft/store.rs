@@ -31,6 +31,9 @@ const VALUE_V1: u8 = 1;
 /// Page cache of a one-node store.
 const SINGLE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Largest chunk of a snapshot sent in one message.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
 /// How long a member waits to apply a removal another member made.
 const APPLIED_WAIT: Duration = Duration::from_secs(1);
 
@@ -203,7 +206,7 @@ impl Store {
         let changes = Changes::default();
         let log = LogStore::open(&db)?;
         let committed = log.committed();
-        let machine = StateMachine::open(&db, changes.clone())?;
+        let machine = StateMachine::open(&db, dir, changes.clone())?;
         let reader = machine.reader();
         let client = Client::new(secret);
         let raft_config = openraft::Config {
@@ -214,6 +217,9 @@ impl Store {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after),
             max_in_snapshot_log_to_keep: config.snapshot_after.min(1000),
             install_snapshot_timeout: 10_000,
+            // Snapshots go out in chunks read from their file, so a node never holds more
+            // than one chunk of one; the internal listener's body limit leaves room for it.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         }
         .validate()
