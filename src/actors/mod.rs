@@ -14,5 +14,5 @@ mod tool;
 
 pub use jwks::install_tls_provider;
 pub(crate) use jwks::JwksHandle;
-pub use session::{Config as SessionConfig, Session, SessionHandle};
+pub use session::{Config as SessionConfig, Created, Session, SessionHandle, MAX_PER_PRINCIPAL};
 pub use tool::{ToolHandle, ToolPool};

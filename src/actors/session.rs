@@ -9,9 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Principal;
+use crate::limits::Limits;
 use crate::mcp::Version;
 use crate::raft::{self, now_ms, Change, Store, Table};
 use crate::tools::LogLevel;
+
+/// The configuration key, and metric label, of the cap on sessions per principal.
+pub const MAX_PER_PRINCIPAL: &str = "sessions.max_per_principal";
 
 /// Session settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -22,6 +26,18 @@ pub struct Config {
     pub ttl: Duration,
     /// How many sessions the memory tier holds before it evicts the least recently used.
     pub memory_capacity: usize,
+    /// How many live sessions one principal may hold, fleet-wide, counted when a session is
+    /// created; `initialize` beyond it is refused with 429 until one ends (by DELETE or
+    /// expiry), and no session is evicted to make room.
+    ///
+    /// Default 1,000: a person opens a handful of sessions a day and clients that never
+    /// send DELETE leave theirs to expire after `ttl`, so 1,000 live at once is a new
+    /// session every 86 s around the clock for a day, far above real use; and it bounds
+    /// what one token can make the fleet store (1,000 sessions of at most 16 KiB of
+    /// `clientInfo` and `capabilities` each, about 17 MiB). Under `--auth none` every
+    /// caller is the one anonymous principal, so this caps the whole local server: the
+    /// conformance suites and SDK tests stay far below it; raise it for load tests.
+    pub max_per_principal: usize,
 }
 
 impl Default for Config {
@@ -29,8 +45,21 @@ impl Default for Config {
         Self {
             ttl: Duration::from_secs(24 * 3600),
             memory_capacity: 100_000,
+            max_per_principal: 1000,
         }
     }
+}
+
+/// What [`SessionHandle::create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The session is stored; a majority of the fleet has it.
+    Stored,
+    /// Nothing was stored: the principal already holds `cap` sessions.
+    Refused {
+        /// The cap, `sessions.max_per_principal`.
+        cap: usize,
+    },
 }
 
 /// A legacy MCP session, as every request on it sees it.
@@ -136,6 +165,7 @@ pub struct SessionHandle {
     tier: Tier,
     store: Store,
     ttl: Duration,
+    max_per_principal: usize,
 }
 
 impl SessionHandle {
@@ -160,7 +190,30 @@ impl SessionHandle {
             tier,
             store,
             ttl: config.ttl,
+            max_per_principal: config.max_per_principal,
         }
+    }
+
+    /// Exports the cap on sessions per principal in `limits`: refusals from the start, and
+    /// as in use the sessions this replica counts against a principal (every session
+    /// created under the cap), kept current by the log's apply.
+    pub fn observe_cap(&self, limits: &Limits) {
+        limits.declare(MAX_PER_PRINCIPAL);
+        let gauge = limits.gauge(MAX_PER_PRINCIPAL);
+        let reader = self.store.reader();
+        let count = move || i64::try_from(reader.owned(Table::McpSessions)).unwrap_or(i64::MAX);
+        gauge.set(count());
+        self.store.on_change(move |change| {
+            if matches!(
+                change,
+                Change::Record {
+                    table: Table::McpSessions,
+                    ..
+                } | Change::Reset
+            ) {
+                gauge.set(count());
+            }
+        });
     }
 
     /// How long new sessions live.
@@ -230,7 +283,35 @@ impl SessionHandle {
         self.get(id)
     }
 
-    /// Stores a new or changed session; returns once a majority of the fleet has it.
+    /// Stores a new session, counted against its principal's cap fleet-wide: refused, with
+    /// nothing stored, when the principal already holds `max_per_principal` sessions.
+    /// Every node counts the same applied sessions, so creates racing through different
+    /// nodes cannot pass the cap together.
+    pub async fn create(&self, session: Session) -> Result<Created, raft::Error> {
+        let key = self.store.key(Table::McpSessions, session.id.as_bytes());
+        let owner = self.store.owner(session.principal.binding().as_bytes());
+        let stored = self
+            .store
+            .put_owned(
+                Table::McpSessions,
+                session.id.as_bytes(),
+                &Stored::from(&session),
+                Some(session.expires_at_ms),
+                owner,
+                self.max_per_principal as u64,
+            )
+            .await?;
+        if !stored {
+            return Ok(Created::Refused {
+                cap: self.max_per_principal,
+            });
+        }
+        self.tier.insert(key, Arc::new(session));
+        Ok(Created::Stored)
+    }
+
+    /// Stores a changed session; returns once a majority of the fleet has it. (A new one
+    /// goes through [`SessionHandle::create`], which counts it.)
     pub async fn put(&self, session: Session) -> Result<(), raft::Error> {
         let key = self.store.key(Table::McpSessions, session.id.as_bytes());
         self.store
@@ -286,6 +367,7 @@ mod tests {
         Config {
             ttl,
             memory_capacity: 16,
+            ..Config::default()
         }
     }
 
@@ -338,6 +420,61 @@ mod tests {
             crate::raft::tests_support::eventually(|| handle.get(&id).unwrap().is_none()).await;
         assert!(gone, "the other tier still serves a deleted session");
         assert!(!again.delete(&id).await.unwrap());
+    }
+
+    #[actix_web::test]
+    async fn a_principal_at_its_cap_is_refused_until_a_session_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _rt) = store(dir.path()).await;
+        let config = Config {
+            max_per_principal: 2,
+            ..config(Duration::from_secs(60))
+        };
+        let handle = SessionHandle::start(store, &config);
+        let limits = Limits::default();
+        handle.observe_cap(&limits);
+        let as_who = |subject: &str| {
+            let principal = Principal {
+                subject: subject.to_owned(),
+                ..Principal::anonymous()
+            };
+            Session::new(
+                Version::V2025_11_25,
+                principal,
+                json!({}),
+                json!({}),
+                Duration::from_secs(60),
+            )
+        };
+        let first = as_who("alice");
+        assert_eq!(handle.create(first.clone()).await.unwrap(), Created::Stored);
+        assert_eq!(
+            handle.create(as_who("alice")).await.unwrap(),
+            Created::Stored
+        );
+        let refused = as_who("alice");
+        assert_eq!(
+            handle.create(refused.clone()).await.unwrap(),
+            Created::Refused { cap: 2 }
+        );
+        assert!(handle.get_fresh(&refused.id).await.unwrap().is_none());
+        assert!(handle.get(&first.id).unwrap().is_some(), "nothing evicted");
+        assert_eq!(handle.create(as_who("bob")).await.unwrap(), Created::Stored);
+        assert_eq!(limits.gauge(MAX_PER_PRINCIPAL).get(), 3);
+        // Changing a session is not creating one: it still counts, once.
+        let mut changed = first.clone();
+        changed.log_level = Some(LogLevel::Debug);
+        handle.put(changed).await.unwrap();
+        assert_eq!(
+            handle.create(as_who("alice")).await.unwrap(),
+            Created::Refused { cap: 2 }
+        );
+        assert!(handle.delete(&first.id).await.unwrap());
+        assert_eq!(limits.gauge(MAX_PER_PRINCIPAL).get(), 2);
+        assert_eq!(
+            handle.create(as_who("alice")).await.unwrap(),
+            Created::Stored
+        );
     }
 
     #[actix_web::test]

@@ -20,8 +20,8 @@ use super::changes::Changes;
 use super::command::storage_key;
 use super::network::{path, Client, Network};
 use super::{
-    Change, Command, Committed, Config, LogStore, NodeId, Outcome, Reader, StateMachine, Table,
-    TypeConfig,
+    Change, Command, Committed, Config, LogStore, NodeId, Outcome, Owner, Reader, StateMachine,
+    Table, TypeConfig,
 };
 use crate::crypto::{Ring, Sealer};
 
@@ -383,6 +383,54 @@ impl Store {
             sealed,
         })
         .await
+    }
+
+    /// The owner tag of a principal's `binding`: a keyed hash under the index key, like
+    /// stored keys, so the store never holds who owns a record.
+    pub fn owner(&self, binding: &[u8]) -> Owner {
+        // A first part of another length than a table byte: never equal to a stored key.
+        self.0.ring.index.hash(&[b"owner", binding])
+    }
+
+    /// Seals and stores `value` under `natural` for `owner`, unless `owner` already holds
+    /// `limit` other records of `table` fleet-wide (see [`Command::PutOwned`]); returns
+    /// whether it was stored, once a majority has the decision on disk.
+    pub async fn put_owned<T: Serialize>(
+        &self,
+        table: Table,
+        natural: &[u8],
+        value: &T,
+        deadline_ms: Option<u64>,
+        owner: Owner,
+        limit: u64,
+    ) -> Result<bool, Error> {
+        let key = self.key(table, natural);
+        let sealed = self
+            .0
+            .ring
+            .sealer
+            .seal(&storage_key(table, &key), &encode(value)?);
+        let outcome = self
+            .write(Command::PutOwned {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+                owner,
+                limit,
+            })
+            .await?;
+        Ok(!outcome.refused)
+    }
+
+    /// How many records of `table` on this replica have an owner; cheap to call.
+    pub fn owned(&self, table: Table) -> u64 {
+        self.0.reader.owned(table)
+    }
+
+    /// Reads of this node's replica outside Raft, for hooks that must not hold the store.
+    pub(crate) fn reader(&self) -> Reader {
+        self.0.reader.clone()
     }
 
     /// Moves the deadline of `natural`; returns whether it existed.

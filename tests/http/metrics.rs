@@ -12,7 +12,7 @@ use crate::harness::{eventually, Server};
 const SECRET: &str = "metrics-tests-cluster-secret";
 
 /// The value of the sample named exactly `series` (name and labels), if it is there.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;
         value.trim().parse().ok()
