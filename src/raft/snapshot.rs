@@ -96,7 +96,8 @@ impl Dir {
     }
 
     /// Removes every file but `keep`: leftovers of builds and transfers a crash
-    /// interrupted, and snapshots replaced just before one.
+    /// interrupted, and snapshots replaced just before one. A file that cannot be removed
+    /// is logged and left; only the named one is ever read.
     pub(super) fn sweep(&self, keep: Option<&str>) -> io::Result<()> {
         for entry in std::fs::read_dir(&self.path)? {
             let entry = entry?;
@@ -104,7 +105,7 @@ impl Dir {
                 continue;
             }
             tracing::debug!(file = ?entry.path(), "removing a stale snapshot file");
-            std::fs::remove_file(entry.path())?;
+            self.remove(&entry.path());
         }
         Ok(())
     }

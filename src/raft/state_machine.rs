@@ -86,8 +86,29 @@ impl StateMachine {
             trees.replace(&snapshots.path(&current.file), &current.meta)?;
             db.flush().map_err(sled_write)?;
         }
+        let lock: Arc<RwLock<()>> = Arc::default();
+        let mut current = current.map(|c| c.file);
+        if let Some(file) = current.as_ref().filter(|f| !snapshots.path(f).is_file()) {
+            // Removed by hand, or lost with the disk's last writes: the records are at
+            // least as new as it was, so a snapshot of them takes its place. openraft may
+            // have purged the log it covered, and a lagging member needs one.
+            tracing::error!(
+                file,
+                "the current snapshot file is missing; building another"
+            );
+            let builder = SnapshotBuilder {
+                db: db.clone(),
+                trees: trees.clone(),
+                snapshots: snapshots.clone(),
+                lock: lock.clone(),
+            };
+            let (meta, name) = builder.capture()?;
+            builder.keep(&meta, &name)?;
+            db.flush().map_err(sled_write)?;
+            current = Some(name);
+        }
         snapshots
-            .sweep(current.as_ref().map(|c| c.file.as_str()))
+            .sweep(current.as_deref())
             .map_err(|e| snapshot_write(None, &e))?;
         let applied = trees.read_meta::<LogId<NodeId>>(APPLIED)?;
         let membership = trees
@@ -101,7 +122,7 @@ impl StateMachine {
             applied_index: Arc::new(AtomicU64::new(applied_raw(applied.as_ref()))),
             applied,
             membership,
-            lock: Arc::default(),
+            lock,
         })
     }
 

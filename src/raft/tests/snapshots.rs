@@ -294,6 +294,38 @@ async fn old_and_stray_snapshot_files_are_removed() {
 }
 
 #[tokio::test]
+async fn a_missing_snapshot_file_is_built_again_on_open() {
+    let mut m = Machine::new();
+    m.run(put(Table::ToolState, b"t", None, b"1")).await;
+    let lost = m.build().await;
+    m.run(put(Table::ToolState, b"u", None, b"2")).await;
+    let everything = m.everything();
+    for name in m.snapshot_files() {
+        std::fs::remove_file(m.dir.path().join("sm-snapshots").join(name)).expect("remove");
+    }
+    let mut m = m.reopen();
+    let current =
+        m.sm.get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("built again");
+    assert_eq!(
+        current.meta.last_log_id,
+        Some(log_id(1, 2)),
+        "of the records now"
+    );
+    assert_ne!(current.meta.snapshot_id, lost.meta.snapshot_id);
+    let mut other = Machine::new();
+    let received = receive(&mut other, &current.snapshot.bytes()).await;
+    other
+        .sm
+        .install_snapshot(&current.meta, received)
+        .await
+        .expect("install");
+    assert_eq!(other.everything(), everything);
+}
+
+#[tokio::test]
 async fn a_build_racing_with_an_install_never_replaces_a_newer_snapshot() {
     let mut leader = leader().await;
     let newer = leader.build().await;
