@@ -3,7 +3,8 @@
 //!
 //! - [`command`] is what the log carries and how records are stored.
 //! - [`log_store`] keeps the Raft log and vote in sled, durable before acknowledging.
-//! - [`state_machine`] applies commands to sled trees, builds and installs snapshots.
+//! - [`state_machine`] applies commands, builds and installs snapshots.
+//! - `trees` holds the records and their expiry and owner indexes in sled.
 //! - `snapshot` streams snapshots to and from files, checked as they are read.
 //! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.

@@ -216,7 +216,9 @@ impl Store {
             election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after),
             max_in_snapshot_log_to_keep: config.snapshot_after.min(1000),
-            install_snapshot_timeout: 10_000,
+            // The answer to a snapshot's last chunk waits for the install (100,000 sessions:
+            // about 5 s on a loaded 2-core machine); a timeout sends the whole snapshot again.
+            install_snapshot_timeout: 60_000,
             // Snapshots go out in chunks read from their file, so a node never holds more
             // than one chunk of one; the internal listener's body limit leaves room for it.
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,

@@ -437,6 +437,24 @@ async fn log_store_state_survives_reopen() {
 }
 
 #[tokio::test]
+async fn purges_and_truncations_longer_than_one_batch_leave_the_rest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_db(dir.path());
+    let mut log = LogStore::open(&db).expect("open");
+    let entries: Vec<Entry<TypeConfig>> =
+        (1..=1000).map(|i| entry(i, EntryPayload::Blank)).collect();
+    log.blocking_append(entries).await.expect("append");
+    log.purge(log_id(1, 600)).await.expect("purge");
+    log.truncate(log_id(1, 800)).await.expect("truncate");
+    let left = log.try_get_log_entries(0..).await.expect("entries");
+    let indexes: Vec<u64> = left.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (601..800).collect::<Vec<_>>());
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 600)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 799)));
+}
+
+#[tokio::test]
 async fn damaged_log_bytes_are_an_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = open_db(dir.path());
