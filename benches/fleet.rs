@@ -51,7 +51,10 @@ fn main() {
     if !full {
         println!("fleet: smoke run (pass --bench, as `cargo bench` does, for the full run)");
     }
-    let mut cluster = Cluster::start(3);
+    // Every create is the one anonymous principal's, thousands of them: lift its cap.
+    let mut cluster = Cluster::builder()
+        .env("MCP_FLEET_SESSIONS__MAX_PER_PRINCIPAL", "100000000")
+        .start(3);
     let urls: Vec<String> = cluster
         .ids()
         .into_iter()

@@ -426,6 +426,12 @@ impl Config {
         if raw.sessions.ttl.is_zero() {
             return Err(invalid("sessions.ttl", "must be greater than 0"));
         }
+        if raw.sessions.max_per_principal == 0 {
+            return Err(invalid(
+                "sessions.max_per_principal",
+                "must be greater than 0 (legacy clients could never start a session)",
+            ));
+        }
         if raw.mcp.page_size == 0 {
             return Err(invalid("mcp.page_size", "must be greater than 0"));
         }
@@ -485,6 +491,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tools.timeout"), "{err}");
+        let err = Config::from_toml("[sessions]\nmax_per_principal = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sessions.max_per_principal"), "{err}");
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Me
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
     let sessions = SessionHandle::start(store, &config.sessions, metrics.limits());
+    sessions.observe_cap(metrics.limits());
     Engine::new(
         ServerInfo::default(),
         config.mcp.clone(),

@@ -14,6 +14,6 @@ mod tool;
 
 pub use jwks::install_tls_provider;
 pub(crate) use jwks::JwksHandle;
-pub use session::{Config as SessionConfig, Session, SessionHandle};
+pub use session::{Config as SessionConfig, Created, Session, SessionHandle, MAX_PER_PRINCIPAL};
 pub(crate) use session::{MAX_CLIENT_BYTES, MAX_SUBSCRIPTIONS};
 pub use tool::{ToolHandle, ToolPool};

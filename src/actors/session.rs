@@ -38,6 +38,8 @@ pub(crate) const MEMORY_BYTES: &str = "sessions.memory_bytes";
 pub(crate) const MAX_CLIENT_BYTES: &str = "sessions.max_client_bytes";
 /// The cap on resource subscriptions per session, as refusals name it.
 pub(crate) const MAX_SUBSCRIPTIONS: &str = "sessions.max_subscriptions";
+/// The configuration key, and metric label, of the cap on sessions per principal.
+pub const MAX_PER_PRINCIPAL: &str = "sessions.max_per_principal";
 
 /// Session settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -63,6 +65,18 @@ pub struct Config {
     /// `mcp.max_uri_bytes`, so 32 keep the record under 64 KiB of URIs, and a client
     /// watches a handful of resources at a time.
     pub max_subscriptions: usize,
+    /// How many live sessions one principal may hold, fleet-wide, counted when a session is
+    /// created; `initialize` beyond it is refused with 429 until one ends (by DELETE or
+    /// expiry), and no session is evicted to make room.
+    ///
+    /// Default 1,000: a person opens a handful of sessions a day and clients that never
+    /// send DELETE leave theirs to expire after `ttl`, so 1,000 live at once is a new
+    /// session every 86 s around the clock for a day, far above real use; and it bounds
+    /// what one token can make the fleet store (1,000 sessions of at most 16 KiB of
+    /// `clientInfo` and `capabilities` each, about 17 MiB). Under `--auth none` every
+    /// caller is the one anonymous principal, so this caps the whole local server: the
+    /// conformance suites and SDK tests stay far below it; raise it for load tests.
+    pub max_per_principal: usize,
 }
 
 impl Default for Config {
@@ -72,6 +86,7 @@ impl Default for Config {
             memory_bytes: 64 * 1024 * 1024,
             max_client_bytes: 16 * 1024,
             max_subscriptions: 32,
+            max_per_principal: 1000,
         }
     }
 }
@@ -89,6 +104,18 @@ impl Config {
             + self.max_subscriptions * (max_uri_bytes + 2)
             + FIXED
     }
+}
+
+/// What [`SessionHandle::create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The session is stored; a majority of the fleet has it.
+    Stored,
+    /// Nothing was stored: the principal already holds `cap` sessions.
+    Refused {
+        /// The cap, `sessions.max_per_principal`.
+        cap: usize,
+    },
 }
 
 /// A legacy MCP session, as every request on it sees it.
@@ -325,6 +352,28 @@ impl SessionHandle {
         }
     }
 
+    /// Exports the cap on sessions per principal in `limits`: refusals from the start, and
+    /// as in use the sessions this replica counts against a principal (every session
+    /// created under the cap), kept current by the log's apply.
+    pub fn observe_cap(&self, limits: &Limits) {
+        limits.declare(MAX_PER_PRINCIPAL);
+        let gauge = limits.gauge(MAX_PER_PRINCIPAL);
+        let reader = self.store.reader();
+        let count = move || i64::try_from(reader.owned(Table::McpSessions)).unwrap_or(i64::MAX);
+        gauge.set(count());
+        self.store.on_change(move |change| {
+            if matches!(
+                change,
+                Change::Record {
+                    table: Table::McpSessions,
+                    ..
+                } | Change::Reset
+            ) {
+                gauge.set(count());
+            }
+        });
+    }
+
     /// How long new sessions live.
     pub fn ttl(&self) -> Duration {
         self.config.ttl
@@ -413,7 +462,35 @@ impl SessionHandle {
         self.get(id)
     }
 
-    /// Stores a new or changed session; returns once a majority of the fleet has it.
+    /// Stores a new session, counted against its principal's cap fleet-wide: refused, with
+    /// nothing stored, when the principal already holds `max_per_principal` sessions.
+    /// Every node counts the same applied sessions, so creates racing through different
+    /// nodes cannot pass the cap together.
+    pub async fn create(&self, session: Session) -> Result<Created, raft::Error> {
+        let key = self.store.key(Table::McpSessions, session.id.as_bytes());
+        let owner = self.store.owner(session.principal.binding().as_bytes());
+        let stored = self
+            .store
+            .put_owned(
+                Table::McpSessions,
+                session.id.as_bytes(),
+                &Stored::from(&session),
+                Some(session.expires_at_ms),
+                owner,
+                self.config.max_per_principal as u64,
+            )
+            .await?;
+        if !stored {
+            return Ok(Created::Refused {
+                cap: self.config.max_per_principal,
+            });
+        }
+        self.cache(key, Arc::new(session));
+        Ok(Created::Stored)
+    }
+
+    /// Stores a changed session; returns once a majority of the fleet has it. (A new one
+    /// goes through [`SessionHandle::create`], which counts it.)
     pub async fn put(&self, session: Session) -> Result<(), raft::Error> {
         let key = self.store.key(Table::McpSessions, session.id.as_bytes());
         self.store
@@ -524,6 +601,61 @@ mod tests {
             crate::raft::tests_support::eventually(|| handle.get(&id).unwrap().is_none()).await;
         assert!(gone, "the other tier still serves a deleted session");
         assert!(!again.delete(&id).await.unwrap());
+    }
+
+    #[actix_web::test]
+    async fn a_principal_at_its_cap_is_refused_until_a_session_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _rt) = store(dir.path()).await;
+        let config = Config {
+            max_per_principal: 2,
+            ..config(Duration::from_secs(60))
+        };
+        let limits = Limits::default();
+        let handle = SessionHandle::start(store, &config, &limits);
+        handle.observe_cap(&limits);
+        let as_who = |subject: &str| {
+            let principal = Principal {
+                subject: subject.to_owned(),
+                ..Principal::anonymous()
+            };
+            Session::new(
+                Version::V2025_11_25,
+                principal,
+                json!({}).to_string(),
+                json!({}),
+                Duration::from_secs(60),
+            )
+        };
+        let first = as_who("alice");
+        assert_eq!(handle.create(first.clone()).await.unwrap(), Created::Stored);
+        assert_eq!(
+            handle.create(as_who("alice")).await.unwrap(),
+            Created::Stored
+        );
+        let refused = as_who("alice");
+        assert_eq!(
+            handle.create(refused.clone()).await.unwrap(),
+            Created::Refused { cap: 2 }
+        );
+        assert!(handle.get_fresh(&refused.id).await.unwrap().is_none());
+        assert!(handle.get(&first.id).unwrap().is_some(), "nothing evicted");
+        assert_eq!(handle.create(as_who("bob")).await.unwrap(), Created::Stored);
+        assert_eq!(limits.gauge(MAX_PER_PRINCIPAL).get(), 3);
+        // Changing a session is not creating one: it still counts, once.
+        let mut changed = first.clone();
+        changed.log_level = Some(LogLevel::Debug);
+        handle.put(changed).await.unwrap();
+        assert_eq!(
+            handle.create(as_who("alice")).await.unwrap(),
+            Created::Refused { cap: 2 }
+        );
+        assert!(handle.delete(&first.id).await.unwrap());
+        assert_eq!(limits.gauge(MAX_PER_PRINCIPAL).get(), 2);
+        assert_eq!(
+            handle.create(as_who("alice")).await.unwrap(),
+            Created::Stored
+        );
     }
 
     #[actix_web::test]

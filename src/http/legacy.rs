@@ -19,7 +19,7 @@ use super::mcp::{
 };
 use super::sse::{self, Outgoing};
 use super::{guard, State};
-use crate::actors::Session;
+use crate::actors::{Created, Session, MAX_PER_PRINCIPAL};
 use crate::auth::Principal;
 use crate::mcp::jsonrpc::{self, error_response, notification, reply, response};
 use crate::mcp::{Call, Era, Message, RpcError, Version};
@@ -39,8 +39,17 @@ pub(super) async fn initialize(
     };
     let session_id = session.id.clone();
     let version = session.version;
-    if let Err(e) = state.engine.sessions().put(session).await {
-        return store_failure(&e, Some(id), "the session could not be created");
+    match state.engine.sessions().create(session).await {
+        Ok(Created::Stored) => {}
+        Ok(Created::Refused { cap }) => {
+            let what = "legacy sessions for this principal";
+            let refusal = state
+                .engine
+                .limits()
+                .exhausted(MAX_PER_PRINCIPAL, what, cap);
+            return rpc_error(StatusCode::TOO_MANY_REQUESTS, Some(id), &refusal);
+        }
+        Err(e) => return store_failure(&e, Some(id), "the session could not be created"),
     }
     tracing::info!(version = %version, subject = %principal.subject, "legacy session created");
     let body = response(id, result);

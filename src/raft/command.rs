@@ -3,8 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Format byte in front of a stored record; bump it when [`Record`] changes shape.
+/// Format byte in front of a stored record without an owner: its deadline and sealed value.
 pub(crate) const RECORD_V1: u8 = 1;
+/// Format byte in front of a stored record with an owner: deadline, sealed value, owner.
+/// Records without one keep the [`RECORD_V1`] bytes, so stores written before owners
+/// existed read the same and no record is rewritten to gain the new format.
+pub(crate) const RECORD_V2: u8 = 2;
+
+/// The owner tag of a record: a keyed hash of a principal's binding, never the principal.
+pub type Owner = [u8; 32];
 
 /// The tables of the replicated store. The discriminant is the first byte of every stored
 /// key, so it must never change for an existing table.
@@ -68,7 +75,8 @@ impl Table {
 /// Keys are already hashed and values already sealed: nothing in a command is plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Stores a record, replacing any record under the same key.
+    /// Stores a record, replacing any record under the same key. A replaced record's owner
+    /// stays the owner: rewriting a session's value does not free its place under a cap.
     Put {
         /// The table.
         table: Table,
@@ -115,6 +123,27 @@ pub enum Command {
     },
     /// Several commands applied in order as one log entry.
     Batch(Vec<Command>),
+    /// Stores a record owned by `owner`, like `Put`, only while `owner` holds fewer than
+    /// `limit` records in `table` besides the one under `key` (so replacing a record the
+    /// owner already has never counts it twice); otherwise stores nothing and the outcome
+    /// says it was refused. Every replica counts the same applied records, so the cap holds
+    /// fleet-wide even when creates race through different nodes.
+    ///
+    /// Added after `Batch` so the postcard variant indexes of the others stay as they were.
+    PutOwned {
+        /// The table.
+        table: Table,
+        /// The stored key (a keyed hash).
+        key: Vec<u8>,
+        /// When the record ends, in milliseconds since the epoch; `None` never.
+        deadline_ms: Option<u64>,
+        /// The sealed value.
+        sealed: Vec<u8>,
+        /// The owner tag (see [`Owner`]).
+        owner: Owner,
+        /// How many records of `table` the owner may hold.
+        limit: u64,
+    },
 }
 
 /// What applying a command did.
@@ -123,16 +152,21 @@ pub struct Outcome {
     /// How many records existed and were replaced, touched, deleted or expired; for a
     /// `Put`, 1 when it replaced a record and 0 when it created one.
     pub affected: u64,
+    /// Whether a `PutOwned` stored nothing because its owner already held `limit` records.
+    pub refused: bool,
 }
 
 /// A record as the state machine stores it: a plaintext deadline (expiry must work without
-/// keys) and the sealed value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// keys), the sealed value, and the owner tag of a record created under a cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// When the record ends, in milliseconds since the epoch; `None` never.
     pub deadline_ms: Option<u64>,
     /// The sealed value.
     pub sealed: Vec<u8>,
+    /// Who the record counts against (see [`Command::PutOwned`]); `None` for records
+    /// written by the other commands.
+    pub owner: Option<Owner>,
 }
 
 impl Record {
@@ -141,17 +175,38 @@ impl Record {
         self.deadline_ms.is_some_and(|d| d <= now_ms)
     }
 
-    /// The stored bytes: a format byte, then postcard.
+    /// The stored bytes: a format byte ([`RECORD_V1`] without an owner, [`RECORD_V2`]
+    /// with one), then postcard of the fields in order.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![RECORD_V1];
-        out.extend(postcard::to_stdvec(self).expect("a record always encodes"));
-        out
+        let encoded = match &self.owner {
+            None => postcard::to_extend(&(self.deadline_ms, &self.sealed), vec![RECORD_V1]),
+            Some(owner) => {
+                postcard::to_extend(&(self.deadline_ms, &self.sealed, owner), vec![RECORD_V2])
+            }
+        };
+        encoded.expect("a record always encodes")
     }
 
-    /// Reads stored bytes; `None` when the format is unknown or the bytes are damaged.
+    /// Reads stored bytes of either format; `None` when the format is unknown or the
+    /// bytes are damaged.
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         match bytes.split_first() {
-            Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).ok(),
+            Some((&RECORD_V1, rest)) => {
+                let (deadline_ms, sealed) = postcard::from_bytes(rest).ok()?;
+                Some(Record {
+                    deadline_ms,
+                    sealed,
+                    owner: None,
+                })
+            }
+            Some((&RECORD_V2, rest)) => {
+                let (deadline_ms, sealed, owner) = postcard::from_bytes(rest).ok()?;
+                Some(Record {
+                    deadline_ms,
+                    sealed,
+                    owner: Some(owner),
+                })
+            }
             _ => None,
         }
     }
@@ -215,11 +270,31 @@ mod tests {
         let record = Record {
             deadline_ms: Some(300),
             sealed: vec![7, 8],
+            owner: None,
         };
         assert_eq!(record.encode(), vec![1, 1, 0xac, 0x02, 2, 7, 8]);
         assert_eq!(Record::decode(&record.encode()), Some(record));
         assert_eq!(Record::decode(&[9, 0]), None);
         assert_eq!(Record::decode(&[]), None);
+    }
+
+    #[test]
+    fn owned_record_golden_bytes() {
+        let record = Record {
+            deadline_ms: None,
+            sealed: vec![7],
+            owner: Some([5; 32]),
+        };
+        // Format 2: no deadline, sealed len 1, sealed, then the 32 owner bytes as they are.
+        let mut expected = vec![2, 0, 1, 7];
+        expected.extend([5; 32]);
+        assert_eq!(record.encode(), expected);
+        assert_eq!(Record::decode(&expected), Some(record));
+        assert_eq!(
+            Record::decode(&expected[..expected.len() - 1]),
+            None,
+            "short owner"
+        );
     }
 
     #[test]
@@ -235,6 +310,24 @@ mod tests {
             postcard::to_stdvec(&put).unwrap(),
             vec![0, 1, 1, 1, 0, 1, 2]
         );
+        let expire = Command::Expire { now_ms: 5 };
+        assert_eq!(postcard::to_stdvec(&expire).unwrap(), vec![4, 5]);
+        let batch = Command::Batch(vec![]);
+        assert_eq!(postcard::to_stdvec(&batch).unwrap(), vec![5, 0]);
+        let owned = Command::PutOwned {
+            table: Table::McpSessions,
+            key: vec![1],
+            deadline_ms: Some(3),
+            sealed: vec![2],
+            owner: [9; 32],
+            limit: 300,
+        };
+        // Variant 6, after Batch; then Put's fields, the 32 owner bytes, limit as a varint.
+        let mut expected = vec![6, 1, 1, 1, 1, 3, 1, 2];
+        expected.extend([9; 32]);
+        expected.extend([0xac, 0x02]);
+        assert_eq!(postcard::to_stdvec(&owned).unwrap(), expected);
+        assert_eq!(postcard::from_bytes::<Command>(&expected).unwrap(), owned);
     }
 
     #[test]

@@ -29,6 +29,9 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
 
+/// Log entries removed per sled batch by a purge or truncation.
+const REMOVE_BATCH: usize = 256;
+
 /// The committed log index, shared in memory for readiness checks without touching disk.
 #[derive(Clone, Debug, Default)]
 pub struct Committed(Arc<AtomicU64>);
@@ -153,17 +156,38 @@ impl LogStore {
         }
     }
 
-    /// Removes every entry whose key falls in `range`, in one atomic batch.
-    fn remove_range(&self, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> Result<(), StorageError> {
+    /// Removes every entry whose key falls in `range`, [`REMOVE_BATCH`] at a time: sled
+    /// keeps every node version a batch replaces until the batch ends, so purging the
+    /// thousands of entries a snapshot covers in one batch cost hundreds of megabytes.
+    /// Entries go from the end of the range that borders the rest of the log outwards
+    /// (`from_end` for a truncation), so that after a crash between two batches, sled
+    /// having kept a prefix of them, the log is still contiguous.
+    fn remove_range(
+        &self,
+        range: (Bound<[u8; 8]>, Bound<[u8; 8]>),
+        from_end: bool,
+    ) -> Result<(), StorageError> {
         let delete_err = |e: &sled::Error| {
             StorageIOError::<NodeId>::new(ErrorSubject::Logs, ErrorVerb::Delete, e)
         };
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(range).keys() {
-            batch.remove(key.map_err(|e| delete_err(&e))?);
+        let keys = self.log.range(range).keys();
+        let mut keys: Box<dyn Iterator<Item = _>> = if from_end {
+            Box::new(keys.rev())
+        } else {
+            Box::new(keys)
+        };
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut count = 0;
+            for key in keys.by_ref().take(REMOVE_BATCH) {
+                batch.remove(key.map_err(|e| delete_err(&e))?);
+                count += 1;
+            }
+            if count == 0 {
+                return Ok(());
+            }
+            self.log.apply_batch(batch).map_err(|e| delete_err(&e))?;
         }
-        self.log.apply_batch(batch).map_err(|e| delete_err(&e))?;
-        Ok(())
     }
 }
 
@@ -287,7 +311,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        self.remove_range((Bound::Included(log_key(log_id.index)), Bound::Unbounded))
+        self.remove_range(
+            (Bound::Included(log_key(log_id.index)), Bound::Unbounded),
+            true,
+        )
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
@@ -295,6 +322,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // so a crash in between leaves entries that are merely redundant, never a log whose
         // start is unknown.
         self.write_log_id(PURGED, Some(&log_id))?;
-        self.remove_range((Bound::Unbounded, Bound::Included(log_key(log_id.index))))
+        self.remove_range(
+            (Bound::Unbounded, Bound::Included(log_key(log_id.index))),
+            false,
+        )
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! - [`command`] is what the log carries and how records are stored.
 //! - [`log_store`] keeps the Raft log and vote in sled, durable before acknowledging.
-//! - [`state_machine`] applies commands to sled trees, builds and installs snapshots.
+//! - [`state_machine`] applies commands, builds and installs snapshots.
+//! - `trees` holds the records and their expiry and owner indexes in sled.
+//! - `snapshot` streams snapshots to and from files, checked as they are read.
 //! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
 //! - `membership` reports the group's state and changes who belongs to it.
@@ -15,19 +17,21 @@ mod config;
 mod log_store;
 mod membership;
 pub mod network;
+mod snapshot;
 mod state_machine;
 mod store;
 #[cfg(test)]
 mod tests;
+mod trees;
 
-use std::io::Cursor;
-
-pub use command::{Change, Command, Outcome, Record, Table};
+pub use changes::Changes;
+pub use command::{Change, Command, Outcome, Owner, Record, Table};
 pub use config::{parse_peers, Config};
 pub use log_store::{Committed, LogStore};
 pub use membership::{Member, Status};
 pub use network::Client;
-pub use state_machine::{Reader, StateMachine};
+pub use snapshot::SnapshotFile;
+pub use state_machine::{Reader, SnapshotBuilder, StateMachine};
 pub use store::{now_ms, Error, Found, Runtime, Store};
 
 openraft::declare_raft_types!(
@@ -37,7 +41,7 @@ openraft::declare_raft_types!(
         R = Outcome,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotFile,
 );
 
 /// A node's id in the group.

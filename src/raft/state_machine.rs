@@ -1,13 +1,13 @@
-//! The state machine: sealed records in sled with an expiry index, the applied log id and
-//! membership, and snapshots built from and installed into those trees.
+//! The state machine: sealed records in sled trees (see `trees`), and snapshots streamed
+//! between those trees and files (see `snapshot`): built while entries keep being applied,
+//! checked in full before an install, and kept one at a time.
 
 // openraft's storage traits return its `StorageError` (224 bytes); the helpers here return
 // the same type so `?` needs no conversions. Storage errors are rare and stop the node, so
 // boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
-use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,87 +15,32 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
-    SnapshotMeta, StorageIOError, StoredMembership,
+    StoredMembership,
 };
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::changes::Changes;
-use super::command::{from_stored, storage_key, to_stored};
-use super::{Change, Command, NodeId, Outcome, Record, StorageError, Table, TypeConfig};
-
-/// Format byte in front of metadata and snapshot data; bump it when a shape changes.
-const FORMAT_V1: u8 = 1;
-
-const DATA_TREE: &str = "sm_data";
-const EXPIRY_TREE: &str = "sm_expiry";
-const META_TREE: &str = "sm_meta";
-const APPLIED: &[u8] = b"applied";
-const MEMBERSHIP: &[u8] = b"membership";
-const SNAPSHOT_META: &[u8] = b"snapshot_meta";
-const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
-/// Present while a snapshot replaces the trees, so a crash midway is finished on open.
-const INSTALLING: &[u8] = b"installing";
+use super::command::{storage_key, to_stored};
+use super::snapshot::{self, SnapshotFile};
+use super::trees::{
+    decode_record, read_err, sled_read, sled_write, snapshot_read, snapshot_write, validate,
+    write_err, Current, Meta, Owned, Trees, APPLIED, FORMAT_V1, INSTALLING, LEGACY_SNAPSHOT_DATA,
+    LEGACY_SNAPSHOT_META, MEMBERSHIP, SNAPSHOT,
+};
+use super::{Change, NodeId, Outcome, Record, StorageError, Table, TypeConfig};
 
 type Membership = StoredMembership<NodeId, BasicNode>;
-type Meta = SnapshotMeta<NodeId, BasicNode>;
 
-/// What a snapshot carries after its format byte.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    /// Every (storage key, encoded record) pair, in key order.
-    records: Vec<(Vec<u8>, Vec<u8>)>,
-}
+/// The directory of snapshot files, inside sled's own. (sled's files there are `conf`,
+/// `db`, `blobs/` and `snap.*`, which this name does not match.)
+pub(super) const SNAPSHOT_DIR: &str = "sm-snapshots";
 
-fn read_err(e: impl Into<AnyError>) -> StorageError {
-    StorageIOError::read_state_machine(e).into()
-}
-
-fn write_err(e: impl Into<AnyError>) -> StorageError {
-    StorageIOError::write_state_machine(e).into()
-}
-
-fn sled_read(e: sled::Error) -> StorageError {
-    read_err(&e)
-}
-
-fn sled_write(e: sled::Error) -> StorageError {
-    write_err(&e)
-}
-
-/// The expiry index key of the record under `skey`: the deadline big-endian, then `skey`,
-/// so a range scan from the start finds every record due by a cut-off.
-fn expiry_key(deadline_ms: u64, skey: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + skey.len());
-    out.extend_from_slice(&deadline_ms.to_be_bytes());
-    out.extend_from_slice(skey);
-    out
-}
-
-/// The table of a storage key, or an error naming the damage.
-fn table_of(skey: &[u8]) -> Result<Table, StorageError> {
-    skey.first()
-        .and_then(|&b| Table::from_byte(b))
-        .ok_or_else(|| read_err(AnyError::error("stored key has no known table byte")))
-}
-
-fn decode_record(bytes: &[u8]) -> Result<Record, StorageError> {
-    Record::decode(bytes).ok_or_else(|| read_err(AnyError::error("damaged stored record")))
-}
-
-/// Checks every pair of a snapshot and returns its records.
-fn decode_snapshot(data: &[u8]) -> Result<Vec<(Vec<u8>, Record)>, AnyError> {
-    let body: SnapshotBody = from_stored(FORMAT_V1, data)?;
-    body.records
-        .into_iter()
-        .map(|(skey, bytes)| {
-            table_of(&skey).map_err(|e| AnyError::new(&e))?;
-            let record = Record::decode(&bytes)
-                .ok_or_else(|| AnyError::error("damaged record in snapshot"))?;
-            Ok((skey, record))
-        })
-        .collect()
+/// Runs blocking file and sled work off the async runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| write_err(AnyError::error(format!("snapshot work stopped: {e}"))))?
 }
 
 fn applied_raw(applied: Option<&LogId<NodeId>>) -> u64 {
@@ -103,256 +48,68 @@ fn applied_raw(applied: Option<&LogId<NodeId>>) -> u64 {
     applied.map_or(0, |id| id.index.saturating_add(1))
 }
 
-/// The trees of the state machine, shared by the machine, its readers and its builders.
-#[derive(Clone)]
-struct Trees {
-    data: sled::Tree,
-    expiry: sled::Tree,
-    meta: sled::Tree,
-}
-
-impl Trees {
-    fn open(db: &sled::Db) -> Result<Trees, StorageError> {
-        let open = |name: &str| db.open_tree(name).map_err(sled_read);
-        Ok(Trees {
-            data: open(DATA_TREE)?,
-            expiry: open(EXPIRY_TREE)?,
-            meta: open(META_TREE)?,
-        })
-    }
-
-    fn record(&self, skey: &[u8]) -> Result<Option<Record>, StorageError> {
-        match self.data.get(skey).map_err(sled_read)? {
-            Some(bytes) => decode_record(&bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.meta.get(key).map_err(sled_read)? {
-            Some(bytes) => from_stored(FORMAT_V1, &bytes).map(Some).map_err(read_err),
-            None => Ok(None),
-        }
-    }
-
-    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
-        let bytes = to_stored(FORMAT_V1, value).map_err(write_err)?;
-        self.meta.insert(key, bytes).map_err(sled_write)?;
-        Ok(())
-    }
-
-    fn current_snapshot(&self) -> Result<Option<(Meta, Vec<u8>)>, StorageError> {
-        let meta = self.read_meta::<Meta>(SNAPSHOT_META)?;
-        let data = self.meta.get(SNAPSHOT_DATA).map_err(sled_read)?;
-        Ok(meta.zip(data).map(|(meta, data)| (meta, data.to_vec())))
-    }
-
-    /// Stores `meta` and `data` as the current snapshot in one atomic batch.
-    fn keep_snapshot(
-        &self,
-        meta: &Meta,
-        data: &[u8],
-        installing: bool,
-    ) -> Result<(), StorageError> {
-        let meta = to_stored(FORMAT_V1, meta).map_err(write_err)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, meta);
-        batch.insert(SNAPSHOT_DATA, data);
-        if installing {
-            batch.insert(INSTALLING, Vec::new());
-        }
-        self.meta.apply_batch(batch).map_err(sled_write)
-    }
-
-    /// Replaces every record, the index and the applied state with a snapshot's.
-    fn replace(&self, records: &[(Vec<u8>, Record)], meta: &Meta) -> Result<(), StorageError> {
-        self.data.clear().map_err(sled_write)?;
-        self.expiry.clear().map_err(sled_write)?;
-        let mut data = sled::Batch::default();
-        let mut expiry = sled::Batch::default();
-        for (skey, record) in records {
-            data.insert(skey.as_slice(), record.encode());
-            if let Some(deadline) = record.deadline_ms {
-                expiry.insert(expiry_key(deadline, skey), Vec::new());
-            }
-        }
-        self.data.apply_batch(data).map_err(sled_write)?;
-        self.expiry.apply_batch(expiry).map_err(sled_write)?;
-        let mut batch = sled::Batch::default();
-        match &meta.last_log_id {
-            Some(id) => batch.insert(APPLIED, to_stored(FORMAT_V1, id).map_err(write_err)?),
-            None => batch.remove(APPLIED),
-        }
-        let membership = to_stored(FORMAT_V1, &meta.last_membership).map_err(write_err)?;
-        batch.insert(MEMBERSHIP, membership);
-        batch.remove(INSTALLING);
-        self.meta.apply_batch(batch).map_err(sled_write)
-    }
-
-    /// Writes `new` under `skey`, moving its expiry index entry from `old`'s deadline.
-    fn store(
-        &self,
-        (table, key, skey): (Table, &[u8], &[u8]),
-        old: Option<&Record>,
-        new: &Record,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), StorageError> {
-        // The new index entry goes in before the old one goes out: after a crash a stale
-        // entry is harmless (expiry checks the record), a missing one would keep it forever.
-        self.data.insert(skey, new.encode()).map_err(sled_write)?;
-        if let Some(deadline) = new.deadline_ms {
-            let ikey = expiry_key(deadline, skey);
-            self.expiry
-                .insert(ikey, Vec::<u8>::new())
-                .map_err(sled_write)?;
-        }
-        if let Some(deadline) = old.and_then(|o| o.deadline_ms) {
-            if Some(deadline) != new.deadline_ms {
-                let ikey = expiry_key(deadline, skey);
-                self.expiry.remove(ikey).map_err(sled_write)?;
-            }
-        }
-        changes.push(Change::Record {
-            table,
-            key: key.to_vec(),
-        });
-        Ok(())
-    }
-
-    /// Removes the record `old` under `skey` and its index entry.
-    fn remove(
-        &self,
-        (table, key, skey): (Table, &[u8], &[u8]),
-        old: &Record,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), StorageError> {
-        self.data.remove(skey).map_err(sled_write)?;
-        if let Some(deadline) = old.deadline_ms {
-            let ikey = expiry_key(deadline, skey);
-            self.expiry.remove(ikey).map_err(sled_write)?;
-        }
-        changes.push(Change::Record {
-            table,
-            key: key.to_vec(),
-        });
-        Ok(())
-    }
-
-    /// Applies one command and returns how many records it affected.
-    fn run(&self, command: &Command, changes: &mut Vec<Change>) -> Result<u64, StorageError> {
-        let (table, key) = match command {
-            Command::Expire { now_ms } => return self.expire(*now_ms, changes),
-            Command::Batch(commands) => {
-                return commands
-                    .iter()
-                    .try_fold(0, |sum, c| Ok(sum + self.run(c, changes)?));
-            }
-            Command::Put { table, key, .. }
-            | Command::Touch { table, key, .. }
-            | Command::Delete { table, key }
-            | Command::Reseal { table, key, .. } => (*table, key.as_slice()),
-        };
-        let skey = storage_key(table, key);
-        let at = (table, key, skey.as_slice());
-        let old = self.record(&skey)?;
-        let new = match (command, &old) {
-            (
-                Command::Put {
-                    deadline_ms,
-                    sealed,
-                    ..
-                },
-                _,
-            ) => Record {
-                deadline_ms: *deadline_ms,
-                sealed: sealed.clone(),
-            },
-            // Every other command acts only on a record that exists.
-            (_, None) => return Ok(0),
-            (Command::Touch { deadline_ms, .. }, Some(old)) => Record {
-                deadline_ms: *deadline_ms,
-                sealed: old.sealed.clone(),
-            },
-            (Command::Reseal { expect, sealed, .. }, Some(old))
-                if Sha256::digest(&old.sealed).as_slice() == expect.as_slice() =>
-            {
-                Record {
-                    deadline_ms: old.deadline_ms,
-                    sealed: sealed.clone(),
-                }
-            }
-            (Command::Delete { .. }, Some(old)) => {
-                self.remove(at, old, changes)?;
-                return Ok(1);
-            }
-            // A reseal whose expected digest no longer matches.
-            _ => return Ok(0),
-        };
-        self.store(at, old.as_ref(), &new, changes)?;
-        Ok(u64::from(old.is_some()))
-    }
-
-    /// Removes every record due at or before `now_ms`, found through the index.
-    fn expire(&self, now_ms: u64, changes: &mut Vec<Change>) -> Result<u64, StorageError> {
-        let end = match now_ms.checked_add(1) {
-            Some(next) => Bound::Excluded(next.to_be_bytes()),
-            None => Bound::Unbounded,
-        };
-        let due = self
-            .expiry
-            .range((Bound::Unbounded, end))
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sled_read)?;
-        let mut count = 0;
-        for ikey in due {
-            let skey = ikey
-                .get(8..)
-                .ok_or_else(|| read_err(AnyError::error("expiry index key too short")))?;
-            let table = table_of(skey)?;
-            // The record decides, not the index entry: an entry left stale by a crash must
-            // not remove a record whose deadline has since moved.
-            if let Some(record) = self.record(skey)? {
-                if record.is_expired(now_ms) {
-                    self.remove((table, &skey[1..], skey), &record, changes)?;
-                    count += 1;
-                }
-            }
-            self.expiry.remove(&ikey).map_err(sled_write)?;
-        }
-        Ok(count)
-    }
-}
-
 /// The Raft state machine over one shared `sled::Db`: records in `sm_data`, the expiry
-/// index in `sm_expiry`, applied state and the current snapshot in `sm_meta`.
+/// index in `sm_expiry`, the owner index in `sm_owners`, applied state and the name of
+/// the current snapshot in `sm_meta`; snapshot files in a directory beside sled's files.
 pub struct StateMachine {
     db: sled::Db,
     trees: Trees,
+    snapshots: snapshot::Dir,
     changes: Changes,
     applied: Option<LogId<NodeId>>,
     membership: Membership,
     applied_index: Arc<AtomicU64>,
     // Apply and install hold it exclusively; a snapshot build holds it shared while it
-    // reads, so the records it copies match the applied log id it reports.
+    // reads, so the records it copies match the applied log id it reports. Whoever names
+    // a new current snapshot holds it exclusively, and whoever opens the current one holds
+    // it shared, so a file is never removed between being named and being opened.
     lock: Arc<RwLock<()>>,
 }
 
 impl StateMachine {
-    /// Opens the state machine trees of `db`, restoring the applied log id, membership and
-    /// current snapshot, and announcing record changes on `changes`.
-    pub fn open(db: &sled::Db, changes: Changes) -> Result<StateMachine, StorageError> {
+    /// Opens the state machine trees of `db`, whose files are in `dir`, restoring the
+    /// applied log id, membership and current snapshot, and announcing record changes on
+    /// `changes`. Moves a snapshot an older version kept in sled into a file, finishes an
+    /// install a crash interrupted, and removes snapshot files nothing names.
+    pub fn open(db: &sled::Db, dir: &Path, changes: Changes) -> Result<StateMachine, StorageError> {
         let trees = Trees::open(db)?;
+        let snapshots =
+            snapshot::Dir::open(dir.join(SNAPSHOT_DIR)).map_err(|e| snapshot_read(None, &e))?;
+        migrate_legacy_snapshot(db, &trees, &snapshots)?;
+        let current = trees.current()?;
         if trees.meta.contains_key(INSTALLING).map_err(sled_read)? {
             // A crash interrupted an install: the trees are half replaced, the snapshot is
-            // stored, so finish the install from it.
-            let (meta, data) = trees
-                .current_snapshot()?
+            // named, so finish the install from it.
+            let current = current
+                .as_ref()
                 .ok_or_else(|| read_err(AnyError::error("install marker without snapshot")))?;
-            let records = decode_snapshot(&data).map_err(read_err)?;
-            trees.replace(&records, &meta)?;
+            trees.replace(&snapshots.path(&current.file), &current.meta)?;
             db.flush().map_err(sled_write)?;
         }
+        let lock: Arc<RwLock<()>> = Arc::default();
+        let mut current = current.map(|c| c.file);
+        if let Some(file) = current.as_ref().filter(|f| !snapshots.path(f).is_file()) {
+            // Removed by hand, or lost with the disk's last writes: the records are at
+            // least as new as it was, so a snapshot of them takes its place. openraft may
+            // have purged the log it covered, and a lagging member needs one.
+            tracing::error!(
+                file,
+                "the current snapshot file is missing; building another"
+            );
+            let builder = SnapshotBuilder {
+                db: db.clone(),
+                trees: trees.clone(),
+                snapshots: snapshots.clone(),
+                lock: lock.clone(),
+            };
+            let (meta, name) = builder.capture()?;
+            builder.keep(&meta, &name)?;
+            db.flush().map_err(sled_write)?;
+            current = Some(name);
+        }
+        snapshots
+            .sweep(current.as_deref())
+            .map_err(|e| snapshot_write(None, &e))?;
         let applied = trees.read_meta::<LogId<NodeId>>(APPLIED)?;
         let membership = trees
             .read_meta::<Membership>(MEMBERSHIP)?
@@ -360,11 +117,12 @@ impl StateMachine {
         Ok(StateMachine {
             db: db.clone(),
             trees,
+            snapshots,
             changes,
             applied_index: Arc::new(AtomicU64::new(applied_raw(applied.as_ref()))),
             applied,
             membership,
-            lock: Arc::default(),
+            lock,
         })
     }
 
@@ -373,6 +131,7 @@ impl StateMachine {
         Reader {
             data: self.trees.data.clone(),
             expiry: self.trees.expiry.clone(),
+            owned: self.trees.owned.clone(),
             applied: self.applied_index.clone(),
         }
     }
@@ -388,9 +147,7 @@ impl StateMachine {
         for entry in entries {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::default(),
-                EntryPayload::Normal(command) => Outcome {
-                    affected: self.trees.run(&command, changes)?,
-                },
+                EntryPayload::Normal(command) => self.trees.run(&command, changes)?,
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     self.trees.write_meta(MEMBERSHIP, &self.membership)?;
@@ -406,17 +163,96 @@ impl StateMachine {
         Ok(outcomes)
     }
 
-    fn install(&mut self, meta: &Meta, data: &[u8]) -> Result<(), StorageError> {
-        let records = decode_snapshot(data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
-        let lock = self.lock.clone();
-        let _guard = lock.write().unwrap_or_else(PoisonError::into_inner);
-        self.trees.keep_snapshot(meta, data, true)?;
-        self.trees.replace(&records, meta)?;
+    /// Puts a received snapshot's bytes in a file of the snapshot directory: the file
+    /// they were received into, or a copy when they are elsewhere.
+    async fn stage(&self, data: SnapshotFile, meta: &Meta) -> Result<PathBuf, StorageError> {
+        let fail = |e: std::io::Error| snapshot_write(Some(meta), &e);
+        if data.is_receiving() && self.snapshots.holds(data.path()) {
+            return data.keep().await.map_err(fail);
+        }
+        let to = self.snapshots.temp("copy");
+        if let Err(e) = data.copy_to(&to).await {
+            self.snapshots.remove(&to);
+            return Err(fail(e));
+        }
+        Ok(to)
+    }
+
+    async fn install(&mut self, meta: &Meta, data: SnapshotFile) -> Result<(), StorageError> {
+        let staged = self.stage(data, meta).await?;
+        let checked = {
+            let (path, meta) = (staged.clone(), meta.clone());
+            blocking(move || validate(&path, &meta)).await
+        };
+        if let Err(e) = checked {
+            self.snapshots.remove(&staged);
+            return Err(e);
+        }
+        let name = self.snapshots.new_name(meta);
+        let path = self
+            .snapshots
+            .publish(&staged, &name)
+            .map_err(|e| snapshot_write(Some(meta), &e))?;
+        let (trees, lock) = (self.trees.clone(), self.lock.clone());
+        let current = Current {
+            file: name,
+            meta: meta.clone(),
+        };
+        let replaced = blocking(move || {
+            let _guard = lock.write().unwrap_or_else(PoisonError::into_inner);
+            let replaced = trees.current()?;
+            // Named with the marker first: from here a crash finishes the install on open.
+            trees.set_current(&current, true)?;
+            trees.replace(&path, &current.meta)?;
+            Ok(replaced)
+        })
+        .await?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| snapshot_write(Some(meta), &e))?;
+        if let Some(old) = replaced {
+            self.snapshots.remove(&self.snapshots.path(&old.file));
+        }
         Ok(())
     }
+}
+
+/// Moves a snapshot that a version before snapshot files kept in `sm_meta` into a file,
+/// keeping its metadata, so openraft finds the same snapshot after the upgrade. An install
+/// that version left unfinished is then finished from the file like any other.
+fn migrate_legacy_snapshot(
+    db: &sled::Db,
+    trees: &Trees,
+    snapshots: &snapshot::Dir,
+) -> Result<(), StorageError> {
+    let Some(blob) = trees.meta.get(LEGACY_SNAPSHOT_DATA).map_err(sled_read)? else {
+        return Ok(());
+    };
+    let meta = trees
+        .read_meta::<Meta>(LEGACY_SNAPSHOT_META)?
+        .ok_or_else(|| read_err(AnyError::error("stored snapshot data without metadata")))?;
+    let temp = snapshots.temp("migrate");
+    if let Err(e) = snapshot::write_legacy(&temp, &meta, &blob) {
+        snapshots.remove(&temp);
+        return Err(snapshot_read(Some(&meta), &e));
+    }
+    drop(blob);
+    let name = snapshots.new_name(&meta);
+    snapshots
+        .publish(&temp, &name)
+        .map_err(|e| snapshot_write(Some(&meta), &e))?;
+    let current = to_stored(FORMAT_V1, &Current { file: name, meta }).map_err(write_err)?;
+    let mut batch = sled::Batch::default();
+    batch.insert(SNAPSHOT, current);
+    batch.remove(LEGACY_SNAPSHOT_META);
+    batch.remove(LEGACY_SNAPSHOT_DATA);
+    trees.meta.apply_batch(batch).map_err(sled_write)?;
+    db.flush().map_err(sled_write)?;
+    tracing::info!("moved the stored snapshot into a snapshot file");
+    Ok(())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -446,34 +282,42 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.db.clone(),
             trees: self.trees.clone(),
+            snapshots: self.snapshots.clone(),
             lock: self.lock.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let path = self.snapshots.temp("incoming");
+        let file = SnapshotFile::receiving(path)
+            .await
+            .map_err(|e| snapshot_write(None, &e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        self.install(meta, snapshot.get_ref())?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let result = self.install(meta, *snapshot).await;
+        // Whatever happened, the trees may have changed: memory tiers start afresh.
         self.applied_index
             .store(applied_raw(self.applied.as_ref()), Ordering::Release);
         self.changes.send(Change::Reset);
-        Ok(())
+        result
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.trees.current_snapshot()?.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+        let _guard = self.lock.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(current) = self.trees.current()? else {
+            return Ok(None);
+        };
+        let file = SnapshotFile::reading(&self.snapshots.path(&current.file))
+            .map_err(|e| snapshot_read(Some(&current.meta), &e))?;
+        Ok(Some(Snapshot {
+            meta: current.meta,
+            snapshot: Box::new(file),
         }))
     }
 }
@@ -482,27 +326,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     db: sled::Db,
     trees: Trees,
+    snapshots: snapshot::Dir,
     lock: Arc<RwLock<()>>,
 }
 
 impl SnapshotBuilder {
-    /// Copies the records with the applied state they belong to.
-    fn capture(&self) -> Result<(Meta, Vec<u8>), StorageError> {
+    /// Writes the records, with the applied state they belong to, to a new snapshot file
+    /// and returns its metadata and name. Records stream from sled to the file one at a
+    /// time; the file is made durable after the shared lock is released.
+    pub(super) fn capture(&self) -> Result<(Meta, String), StorageError> {
+        let temp = self.snapshots.temp("build");
+        let written = self.write(&temp);
+        match written {
+            Ok(meta) => {
+                let name = self.snapshots.new_name(&meta);
+                self.snapshots
+                    .publish(&temp, &name)
+                    .map_err(|e| snapshot_write(Some(&meta), &e))?;
+                Ok((meta, name))
+            }
+            Err(e) => {
+                self.snapshots.remove(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&self, path: &Path) -> Result<Meta, StorageError> {
         let guard = self.lock.read().unwrap_or_else(PoisonError::into_inner);
         let applied = self.trees.read_meta::<LogId<NodeId>>(APPLIED)?;
         let membership = self
             .trees
             .read_meta::<Membership>(MEMBERSHIP)?
             .unwrap_or_default();
-        let records = self
-            .trees
-            .data
-            .iter()
-            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sled_read)?;
-        drop(guard);
-        let data = to_stored(FORMAT_V1, &SnapshotBody { records }).map_err(write_err)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -515,32 +371,74 @@ impl SnapshotBuilder {
             last_membership: membership,
             snapshot_id,
         };
-        Ok((meta, data))
+        let fail = |e: std::io::Error| snapshot_write(Some(&meta), &e);
+        let mut writer = snapshot::Writer::create(path, &meta).map_err(fail)?;
+        for item in self.trees.data.iter() {
+            let (skey, value) = item.map_err(sled_read)?;
+            writer.record(&skey, &value).map_err(fail)?;
+        }
+        drop(guard);
+        writer.finish().map_err(fail)?;
+        Ok(meta)
     }
 
-    /// Keeps the built snapshot as the current one unless a newer one was installed.
-    fn keep(&self, meta: &Meta, data: &[u8]) -> Result<(), StorageError> {
+    /// Names the built snapshot as the current one unless a newer one was installed
+    /// meanwhile.
+    pub(super) fn keep(&self, meta: &Meta, name: &str) -> Result<Kept, StorageError> {
         let _guard = self.lock.write().unwrap_or_else(PoisonError::into_inner);
-        let current = self.trees.read_meta::<Meta>(SNAPSHOT_META)?;
-        if current.is_some_and(|c| c.last_log_id > meta.last_log_id) {
-            return Ok(());
+        let current = self.trees.current()?;
+        if current
+            .as_ref()
+            .is_some_and(|c| c.meta.last_log_id > meta.last_log_id)
+        {
+            return Ok(Kept::No);
         }
-        self.trees.keep_snapshot(meta, data, false)
+        let built = Current {
+            file: name.to_owned(),
+            meta: meta.clone(),
+        };
+        self.trees.set_current(&built, false)?;
+        Ok(Kept::Replacing(current.map(|c| c.file)))
     }
+}
+
+/// What [`SnapshotBuilder::keep`] did with a built snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Kept {
+    /// Nothing: a newer snapshot is current.
+    No,
+    /// Named it current, in place of the snapshot file named here, if any.
+    Replacing(Option<String>),
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = self.capture()?;
-        self.keep(&meta, &data)?;
-        // openraft purges the log up to the snapshot next: keep the snapshot on disk first.
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let builder = SnapshotBuilder {
+            db: self.db.clone(),
+            trees: self.trees.clone(),
+            snapshots: self.snapshots.clone(),
+            lock: self.lock.clone(),
+        };
+        let (meta, name) = blocking(move || builder.capture()).await?;
+        let path = self.snapshots.path(&name);
+        // Opened before it may be removed below: the caller reads it either way.
+        let file = SnapshotFile::reading(&path).map_err(|e| snapshot_read(Some(&meta), &e))?;
+        match self.keep(&meta, &name)? {
+            Kept::Replacing(replaced) => {
+                // openraft purges the log up to the snapshot next: name it durably first.
+                self.db
+                    .flush_async()
+                    .await
+                    .map_err(|e| snapshot_write(Some(&meta), &e))?;
+                if let Some(old) = replaced {
+                    self.snapshots.remove(&self.snapshots.path(&old));
+                }
+            }
+            Kept::No => self.snapshots.remove(&path),
+        }
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -550,6 +448,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 pub struct Reader {
     data: sled::Tree,
     expiry: sled::Tree,
+    owned: Arc<Owned>,
     applied: Arc<AtomicU64>,
 }
 
@@ -576,6 +475,12 @@ impl Reader {
     /// How many records `table` holds, expired or not.
     pub fn count(&self, table: Table) -> usize {
         self.data.scan_prefix([table.byte()]).keys().count()
+    }
+
+    /// How many records of `table` have an owner (see [`Command::PutOwned`]), expired or
+    /// not; kept in memory, so cheap to ask.
+    pub fn owned(&self, table: Table) -> u64 {
+        self.owned.of(table)
     }
 
     /// The index of the last log entry applied, if any.

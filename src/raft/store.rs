@@ -20,8 +20,8 @@ use super::changes::Changes;
 use super::command::storage_key;
 use super::network::{path, Client, Network};
 use super::{
-    Change, Command, Committed, Config, LogStore, NodeId, Outcome, Reader, StateMachine, Table,
-    TypeConfig,
+    Change, Command, Committed, Config, LogStore, NodeId, Outcome, Owner, Reader, StateMachine,
+    Table, TypeConfig,
 };
 use crate::crypto::{Ring, Sealer};
 
@@ -30,6 +30,9 @@ const VALUE_V1: u8 = 1;
 
 /// Page cache of a one-node store.
 const SINGLE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Largest chunk of a snapshot sent in one message.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// How long a member waits to apply a removal another member made.
 const APPLIED_WAIT: Duration = Duration::from_secs(1);
@@ -203,7 +206,7 @@ impl Store {
         let changes = Changes::default();
         let log = LogStore::open(&db)?;
         let committed = log.committed();
-        let machine = StateMachine::open(&db, changes.clone())?;
+        let machine = StateMachine::open(&db, dir, changes.clone())?;
         let reader = machine.reader();
         let client = Client::new(secret);
         let raft_config = openraft::Config {
@@ -213,7 +216,12 @@ impl Store {
             election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after),
             max_in_snapshot_log_to_keep: config.snapshot_after.min(1000),
-            install_snapshot_timeout: 10_000,
+            // The answer to a snapshot's last chunk waits for the install (100,000 sessions:
+            // about 5 s on a loaded 2-core machine); a timeout sends the whole snapshot again.
+            install_snapshot_timeout: 60_000,
+            // Snapshots go out in chunks read from their file, so a node never holds more
+            // than one chunk of one; the internal listener's body limit leaves room for it.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         }
         .validate()
@@ -377,6 +385,54 @@ impl Store {
             sealed,
         })
         .await
+    }
+
+    /// The owner tag of a principal's `binding`: a keyed hash under the index key, like
+    /// stored keys, so the store never holds who owns a record.
+    pub fn owner(&self, binding: &[u8]) -> Owner {
+        // A first part of another length than a table byte: never equal to a stored key.
+        self.0.ring.index.hash(&[b"owner", binding])
+    }
+
+    /// Seals and stores `value` under `natural` for `owner`, unless `owner` already holds
+    /// `limit` other records of `table` fleet-wide (see [`Command::PutOwned`]); returns
+    /// whether it was stored, once a majority has the decision on disk.
+    pub async fn put_owned<T: Serialize>(
+        &self,
+        table: Table,
+        natural: &[u8],
+        value: &T,
+        deadline_ms: Option<u64>,
+        owner: Owner,
+        limit: u64,
+    ) -> Result<bool, Error> {
+        let key = self.key(table, natural);
+        let sealed = self
+            .0
+            .ring
+            .sealer
+            .seal(&storage_key(table, &key), &encode(value)?);
+        let outcome = self
+            .write(Command::PutOwned {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+                owner,
+                limit,
+            })
+            .await?;
+        Ok(!outcome.refused)
+    }
+
+    /// How many records of `table` on this replica have an owner; cheap to call.
+    pub fn owned(&self, table: Table) -> u64 {
+        self.0.reader.owned(table)
+    }
+
+    /// Reads of this node's replica outside Raft, for hooks that must not hold the store.
+    pub(crate) fn reader(&self) -> Reader {
+        self.0.reader.clone()
     }
 
     /// Moves the deadline of `natural`; returns whether it existed.

@@ -1,15 +1,17 @@
-//! Tests of the log store and state machine: openraft's storage suite, command semantics,
-//! snapshots and restarts.
+//! Tests of the log store and state machine: openraft's storage suite, command semantics
+//! and restarts; snapshots and the owner index in their own files.
+
+mod owners;
+mod snapshots;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
-    RaftSnapshotBuilder, Vote,
+    RaftSnapshotBuilder, Snapshot, Vote,
 };
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -36,7 +38,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
         let db = open_db(dir.path());
         let changes = Changes::default();
         let log = LogStore::open(&db)?;
-        let machine = StateMachine::open(&db, changes)?;
+        let machine = StateMachine::open(&db, dir.path(), changes)?;
         Ok((dir, log, machine))
     }
 }
@@ -94,7 +96,7 @@ impl Machine {
         let changes = std::sync::Arc::<std::sync::Mutex<Vec<Change>>>::default();
         let seen = changes.clone();
         tx.hook(move |change| seen.lock().unwrap().push(change.clone()));
-        let sm = StateMachine::open(&db, tx).expect("open state machine");
+        let sm = StateMachine::open(&db, dir.path(), tx).expect("open state machine");
         Machine {
             dir,
             db,
@@ -115,8 +117,12 @@ impl Machine {
     }
 
     async fn run(&mut self, command: Command) -> u64 {
+        self.outcome(command).await.affected
+    }
+
+    async fn outcome(&mut self, command: Command) -> Outcome {
         let outcomes = self.apply(EntryPayload::Normal(command)).await;
-        outcomes[0].affected
+        outcomes[0]
     }
 
     async fn apply(&mut self, payload: EntryPayload<TypeConfig>) -> Vec<Outcome> {
@@ -131,6 +137,22 @@ impl Machine {
 
     fn drain_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut *self.changes.lock().unwrap())
+    }
+
+    async fn build(&mut self) -> Snapshot<TypeConfig> {
+        let mut builder = self.sm.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("build a snapshot")
+    }
+
+    /// The files in the snapshot directory, by name.
+    fn snapshot_files(&self) -> Vec<String> {
+        let dir: PathBuf = self.dir.path().join("sm-snapshots");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("the snapshot directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     fn everything(&self) -> Vec<(Table, Scan)> {
@@ -341,180 +363,6 @@ async fn changes_and_applied_state() {
 }
 
 #[tokio::test]
-async fn applied_state_and_snapshot_survive_reopen() {
-    let mut m = Machine::new();
-    m.apply(EntryPayload::Membership(membership())).await;
-    m.run(put(Table::AuthSessions, b"a", Some(50), b"1")).await;
-    m.run(put(Table::Revocations, b"r", None, b"2")).await;
-    let snapshot =
-        m.sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
-    m.run(put(Table::AuthSessions, b"b", Some(60), b"3")).await;
-    let before = m.everything();
-    let state = m.sm.applied_state().await.expect("applied state");
-
-    let mut m = m.reopen();
-    assert_eq!(m.everything(), before);
-    assert_eq!(m.sm.applied_state().await.expect("applied state"), state);
-    assert_eq!(m.sm.reader().applied_index(), Some(4));
-    let current =
-        m.sm.get_current_snapshot()
-            .await
-            .expect("read")
-            .expect("kept");
-    assert_eq!(current.meta, snapshot.meta);
-    assert_eq!(current.snapshot.get_ref(), snapshot.snapshot.get_ref());
-    assert_eq!(
-        m.run(Command::Expire { now_ms: 60 }).await,
-        2,
-        "index survives"
-    );
-}
-
-#[tokio::test]
-async fn snapshot_transfers_the_whole_state() {
-    let mut leader = Machine::new();
-    leader.apply(EntryPayload::Membership(membership())).await;
-    for (i, table) in Table::ALL.into_iter().enumerate() {
-        let i = i as u64;
-        leader.run(put(table, b"forever", None, &[i as u8])).await;
-        leader
-            .run(put(table, &i.to_be_bytes(), Some(100 * i), b"due"))
-            .await;
-    }
-    leader
-        .run(Command::Delete {
-            table: Table::ToolState,
-            key: b"forever".to_vec(),
-        })
-        .await;
-    let snapshot = leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
-    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 16)));
-
-    let mut follower = Machine::new();
-    follower
-        .run(put(Table::McpSessions, b"stale", None, b"gone"))
-        .await;
-    follower.drain_changes();
-    let mut receiving = follower.sm.begin_receiving_snapshot().await.expect("begin");
-    assert!(receiving.get_ref().is_empty());
-    *receiving = Cursor::new(snapshot.snapshot.get_ref().clone());
-    follower
-        .sm
-        .install_snapshot(&snapshot.meta, receiving)
-        .await
-        .expect("install");
-
-    assert_eq!(follower.everything(), leader.everything());
-    assert_eq!(follower.get(Table::McpSessions, b"stale"), None);
-    assert_eq!(
-        follower.sm.applied_state().await.expect("follower"),
-        leader.sm.applied_state().await.expect("leader"),
-    );
-    assert_eq!(follower.sm.reader().applied_index(), Some(16));
-    assert_eq!(follower.drain_changes(), vec![Change::Reset]);
-    let current = follower
-        .sm
-        .get_current_snapshot()
-        .await
-        .expect("read")
-        .expect("kept");
-    assert_eq!(current.meta, snapshot.meta);
-
-    // The expiry index was rebuilt from the records' deadlines.
-    assert_eq!(follower.sm.reader().earliest_deadline(), Some(0));
-    follower.next = leader.next;
-    let cut = Command::Expire { now_ms: 300 };
-    assert_eq!(follower.run(cut.clone()).await, leader.run(cut).await);
-    assert_eq!(follower.everything(), leader.everything());
-}
-
-#[tokio::test]
-async fn a_damaged_snapshot_is_an_error() {
-    let mut leader = Machine::new();
-    leader.run(put(Table::AuthSessions, b"a", None, b"1")).await;
-    let good = leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
-    let data = good.snapshot.get_ref().clone();
-
-    let mut follower = Machine::new();
-    follower
-        .run(put(Table::AuthSessions, b"mine", None, b"kept"))
-        .await;
-    let before = follower.everything();
-    let mut wrong_format = data.clone();
-    wrong_format[0] = 99;
-    let truncated = data[..data.len() - 1].to_vec();
-    // A well-formed body whose key names no table.
-    let bad_table =
-        super::command::to_stored(1, &(vec![(vec![0u8, 1], vec![1u8, 0, 0])],)).expect("encode");
-    for damaged in [vec![], wrong_format, truncated, bad_table] {
-        let result = follower
-            .sm
-            .install_snapshot(&good.meta, Box::new(Cursor::new(damaged.clone())))
-            .await;
-        assert!(result.is_err(), "{damaged:?} was accepted");
-    }
-    assert_eq!(
-        follower.everything(),
-        before,
-        "a rejected snapshot changes nothing"
-    );
-    assert!(follower
-        .sm
-        .get_current_snapshot()
-        .await
-        .expect("read")
-        .is_none());
-}
-
-#[tokio::test]
-async fn an_interrupted_install_is_finished_on_open() {
-    let mut leader = Machine::new();
-    leader.run(put(Table::ToolState, b"t", Some(7), b"1")).await;
-    let snapshot = leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
-
-    let mut follower = Machine::new();
-    follower
-        .run(put(Table::AuthSessions, b"old", None, b"x"))
-        .await;
-    // What install writes first, then a crash before the trees are replaced.
-    let meta = follower.db.open_tree("sm_meta").expect("tree");
-    let stored_meta = super::command::to_stored(1, &snapshot.meta).expect("encode");
-    meta.insert("snapshot_meta", stored_meta).expect("insert");
-    meta.insert("snapshot_data", snapshot.snapshot.get_ref().as_slice())
-        .expect("insert");
-    meta.insert("installing", Vec::<u8>::new()).expect("insert");
-    drop(meta);
-
-    let mut follower = follower.reopen();
-    assert_eq!(follower.everything(), leader.everything());
-    let (applied, _) = follower.sm.applied_state().await.expect("applied");
-    assert_eq!(applied, snapshot.meta.last_log_id);
-    assert_eq!(follower.run(Command::Expire { now_ms: 7 }).await, 1);
-}
-
-#[tokio::test]
 async fn log_store_state_survives_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let entries: Vec<Entry<TypeConfig>> = (0..=5)
@@ -586,6 +434,24 @@ async fn log_store_state_survives_reopen() {
         .await
         .expect("entries")
         .is_empty());
+}
+
+#[tokio::test]
+async fn purges_and_truncations_longer_than_one_batch_leave_the_rest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_db(dir.path());
+    let mut log = LogStore::open(&db).expect("open");
+    let entries: Vec<Entry<TypeConfig>> =
+        (1..=1000).map(|i| entry(i, EntryPayload::Blank)).collect();
+    log.blocking_append(entries).await.expect("append");
+    log.purge(log_id(1, 600)).await.expect("purge");
+    log.truncate(log_id(1, 800)).await.expect("truncate");
+    let left = log.try_get_log_entries(0..).await.expect("entries");
+    let indexes: Vec<u64> = left.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (601..800).collect::<Vec<_>>());
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 600)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 799)));
 }
 
 #[tokio::test]

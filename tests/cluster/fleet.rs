@@ -30,6 +30,12 @@ impl FleetBuilder {
         self
     }
 
+    /// Sets environment variable `key` on every node; see [`Builder::env`].
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.cluster = self.cluster.env(key, value);
+        self
+    }
+
     /// Serves the conformance suite's fixtures (`--conformance`), such as
     /// `test_elicitation`.
     pub fn conformance(mut self) -> Self {

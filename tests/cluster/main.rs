@@ -23,4 +23,5 @@ mod revocation;
 mod rolling;
 mod round_robin;
 mod security;
+mod session_cap;
 mod sessions;

@@ -16,6 +16,7 @@ mod modern;
 mod mrtr;
 mod ops;
 mod security;
+mod session_cap;
 mod sessions;
 mod streams;
 mod tools;

@@ -1,0 +1,178 @@
+//! The owner index behind `PutOwned`: a cap per owner and table that every replica counts
+//! the same way, through replacement, delete, expiry, reseal, snapshots and restarts.
+
+use super::*;
+use crate::raft::Owner;
+
+const ALICE: Owner = [0xa1; 32];
+const BOB: Owner = [0xb0; 32];
+const T: Table = Table::McpSessions;
+
+fn owned(owner: Owner, key: &[u8], deadline_ms: Option<u64>, limit: u64) -> Command {
+    Command::PutOwned {
+        table: T,
+        key: key.to_vec(),
+        deadline_ms,
+        sealed: key.to_vec(),
+        owner,
+        limit,
+    }
+}
+
+/// Whether `owner`'s put of `key` under `limit` was stored.
+async fn stored(m: &mut Machine, owner: Owner, key: &[u8], limit: u64) -> bool {
+    let outcome = m.outcome(owned(owner, key, None, limit)).await;
+    let present = m.get(T, key).is_some_and(|r| r.sealed == key);
+    assert_eq!(!outcome.refused, present, "{outcome:?} for {key:?}");
+    !outcome.refused
+}
+
+#[tokio::test]
+async fn the_limit_refuses_new_records_and_never_evicts() {
+    let mut m = Machine::new();
+    assert!(stored(&mut m, ALICE, b"a1", 2).await);
+    assert!(stored(&mut m, ALICE, b"a2", 2).await);
+    let refused = m.outcome(owned(ALICE, b"a3", None, 2)).await;
+    assert_eq!(
+        refused,
+        Outcome {
+            affected: 0,
+            refused: true
+        }
+    );
+    assert_eq!(m.get(T, b"a3"), None, "nothing stored");
+    assert!(
+        m.get(T, b"a1").is_some() && m.get(T, b"a2").is_some(),
+        "none evicted"
+    );
+    // Another owner, and the same owner in another table, have their own counts.
+    assert!(stored(&mut m, BOB, b"b1", 2).await);
+    let other_table = Command::PutOwned {
+        table: Table::ToolState,
+        key: b"a1".to_vec(),
+        deadline_ms: None,
+        sealed: vec![1],
+        owner: ALICE,
+        limit: 2,
+    };
+    assert!(!m.outcome(other_table).await.refused);
+    // Replacing a record the owner already has does not count it twice.
+    let replaced = m.outcome(owned(ALICE, b"a1", Some(9), 2)).await;
+    assert_eq!(
+        replaced,
+        Outcome {
+            affected: 1,
+            refused: false
+        }
+    );
+    // The limit is the proposer's: a node configured higher lets more in.
+    assert!(stored(&mut m, ALICE, b"a3", 3).await);
+    assert!(!stored(&mut m, ALICE, b"a4", 3).await);
+    assert_eq!(m.sm.reader().owned(T), 4);
+    assert_eq!(m.sm.reader().owned(Table::ToolState), 1);
+}
+
+#[tokio::test]
+async fn rewriting_an_owned_record_keeps_its_owner() {
+    let mut m = Machine::new();
+    assert!(stored(&mut m, ALICE, b"a1", 1).await);
+    // A plain put (a session's value changing), a touch and a reseal all keep the owner.
+    m.run(put(T, b"a1", Some(50), b"new value")).await;
+    m.run(Command::Touch {
+        table: T,
+        key: b"a1".to_vec(),
+        deadline_ms: Some(60),
+    })
+    .await;
+    let reseal = Command::Reseal {
+        table: T,
+        key: b"a1".to_vec(),
+        expect: Sha256::digest(b"new value").into(),
+        sealed: b"resealed".to_vec(),
+    };
+    assert_eq!(m.run(reseal).await, 1);
+    let record = m.get(T, b"a1").expect("present");
+    assert_eq!(record.owner, Some(ALICE));
+    assert_eq!(record.sealed, b"resealed");
+    assert!(!stored(&mut m, ALICE, b"a2", 1).await, "a1 still counts");
+    // A record written by a plain put has no owner and counts for no one.
+    m.run(put(T, b"plain", None, b"p")).await;
+    assert_eq!(m.get(T, b"plain").expect("present").owner, None);
+    assert_eq!(m.sm.reader().owned(T), 1);
+}
+
+#[tokio::test]
+async fn delete_and_expiry_give_the_place_back() {
+    let mut m = Machine::new();
+    m.run(owned(ALICE, b"a1", None, 2)).await;
+    m.run(owned(ALICE, b"a2", Some(100), 2)).await;
+    assert!(!stored(&mut m, ALICE, b"a3", 2).await);
+
+    m.run(Command::Delete {
+        table: T,
+        key: b"a1".to_vec(),
+    })
+    .await;
+    assert_eq!(m.sm.reader().owned(T), 1);
+    assert!(stored(&mut m, ALICE, b"a3", 2).await);
+    assert!(!stored(&mut m, ALICE, b"a4", 2).await);
+
+    assert_eq!(m.run(Command::Expire { now_ms: 100 }).await, 1);
+    assert_eq!(m.sm.reader().owned(T), 1);
+    assert!(stored(&mut m, ALICE, b"a4", 2).await);
+    assert!(!stored(&mut m, ALICE, b"a5", 2).await);
+}
+
+#[tokio::test]
+async fn the_owner_index_survives_reopen() {
+    let mut m = Machine::new();
+    m.run(owned(ALICE, b"a1", None, 2)).await;
+    m.run(owned(ALICE, b"a2", Some(100), 2)).await;
+    let mut m = m.reopen();
+    assert_eq!(m.sm.reader().owned(T), 2);
+    assert!(!stored(&mut m, ALICE, b"a3", 2).await);
+    assert_eq!(m.run(Command::Expire { now_ms: 100 }).await, 1);
+    assert!(stored(&mut m, ALICE, b"a3", 2).await);
+}
+
+#[tokio::test]
+async fn a_snapshot_carries_the_owner_index() {
+    let mut leader = Machine::new();
+    leader.run(owned(ALICE, b"a1", None, 2)).await;
+    leader.run(owned(ALICE, b"a2", Some(100), 2)).await;
+    leader.run(owned(BOB, b"b1", None, 2)).await;
+    let snapshot = leader.build().await;
+
+    let mut follower = Machine::new();
+    follower.run(owned(BOB, b"old1", None, 2)).await;
+    follower.run(owned(BOB, b"old2", None, 2)).await;
+    let received = follower.sm.begin_receiving_snapshot().await.expect("begin");
+    let mut received = received;
+    tokio::io::AsyncWriteExt::write_all(&mut received, &snapshot.snapshot.bytes())
+        .await
+        .expect("write");
+    follower
+        .sm
+        .install_snapshot(&snapshot.meta, received)
+        .await
+        .expect("install");
+    assert_eq!(follower.sm.reader().owned(T), 3);
+    follower.next = leader.next;
+
+    // Both replicas decide every later command the same way.
+    for (owner, key) in [(ALICE, b"a3"), (BOB, b"b2"), (BOB, b"b3")] {
+        let on_leader = leader.outcome(owned(owner, key, None, 2)).await;
+        let on_follower = follower.outcome(owned(owner, key, None, 2)).await;
+        assert_eq!(on_leader, on_follower, "{key:?}");
+    }
+    assert_eq!(follower.everything(), leader.everything());
+    let expire = Command::Expire { now_ms: 100 };
+    assert_eq!(follower.run(expire.clone()).await, leader.run(expire).await);
+    assert!(stored(&mut follower, ALICE, b"a4", 2).await);
+    // The follower's own records went with the install: their index entries too.
+    assert_eq!(follower.sm.reader().owned(T), 4);
+
+    let mut follower = follower.reopen();
+    assert_eq!(follower.sm.reader().owned(T), 4);
+    assert!(!stored(&mut follower, ALICE, b"a5", 2).await);
+}

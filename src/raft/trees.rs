@@ -1,0 +1,528 @@
+//! The sled trees of the state machine: records, the expiry and owner indexes, the applied
+//! state and the name of the current snapshot; how each command changes them, and how a
+//! snapshot file replaces them.
+
+// openraft's storage traits return its `StorageError` (224 bytes); the helpers here return
+// the same type so `?` needs no conversions. Storage errors are rare and stop the node, so
+// boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::{AnyError, BasicNode, SnapshotMeta, StorageIOError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::command::{from_stored, storage_key, to_stored, Owner};
+use super::snapshot;
+use super::{Change, Command, NodeId, Outcome, Record, StorageError, Table};
+
+/// Format byte in front of metadata; bump it when a shape changes.
+pub(super) const FORMAT_V1: u8 = 1;
+
+const DATA_TREE: &str = "sm_data";
+const EXPIRY_TREE: &str = "sm_expiry";
+const OWNERS_TREE: &str = "sm_owners";
+const META_TREE: &str = "sm_meta";
+pub(super) const APPLIED: &[u8] = b"applied";
+pub(super) const MEMBERSHIP: &[u8] = b"membership";
+/// The current snapshot: its file and metadata ([`Current`]).
+pub(super) const SNAPSHOT: &[u8] = b"snapshot";
+/// Where versions before snapshot files kept the current snapshot's metadata and data;
+/// moved into a file on open.
+pub(super) const LEGACY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+pub(super) const LEGACY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// Present while a snapshot replaces the trees, so a crash midway is finished on open.
+pub(super) const INSTALLING: &[u8] = b"installing";
+
+/// How many bytes of records an install writes to sled at a time. Small: sled keeps every
+/// node version a batch replaces until the batch ends (it applies one under one epoch
+/// guard), so a batch costs memory many times its size. Installing 100,000 sessions
+/// (a 38 MiB snapshot) with 4 MiB batches took the process 1.1 GiB above where it
+/// started, as one batch of everything did; with these, 130 MiB, the new member's page
+/// cache included (`cargo bench --bench snapshot`).
+const INSTALL_BATCH_BYTES: usize = 256 * 1024;
+
+pub(super) type Meta = SnapshotMeta<NodeId, BasicNode>;
+
+/// The current snapshot, as sled names it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Current {
+    /// The file's name in the snapshot directory.
+    pub(super) file: String,
+    /// Its metadata, also in the file's header.
+    pub(super) meta: Meta,
+}
+
+pub(super) fn read_err(e: impl Into<AnyError>) -> StorageError {
+    StorageIOError::read_state_machine(e).into()
+}
+
+pub(super) fn write_err(e: impl Into<AnyError>) -> StorageError {
+    StorageIOError::write_state_machine(e).into()
+}
+
+pub(super) fn sled_read(e: sled::Error) -> StorageError {
+    read_err(&e)
+}
+
+pub(super) fn sled_write(e: sled::Error) -> StorageError {
+    write_err(&e)
+}
+
+pub(super) fn snapshot_read(meta: Option<&Meta>, e: impl Into<AnyError>) -> StorageError {
+    StorageIOError::read_snapshot(meta.map(Meta::signature), e).into()
+}
+
+pub(super) fn snapshot_write(meta: Option<&Meta>, e: impl Into<AnyError>) -> StorageError {
+    StorageIOError::write_snapshot(meta.map(Meta::signature), e).into()
+}
+
+/// The expiry index key of the record under `skey`: the deadline big-endian, then `skey`,
+/// so a range scan from the start finds every record due by a cut-off.
+fn expiry_key(deadline_ms: u64, skey: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + skey.len());
+    out.extend_from_slice(&deadline_ms.to_be_bytes());
+    out.extend_from_slice(skey);
+    out
+}
+
+/// The owner index key of the record under `skey`: the owner, then `skey`, so a prefix
+/// scan of the owner and a table byte finds the owner's records in that table.
+fn owner_key(owner: &Owner, skey: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(owner.len() + skey.len());
+    out.extend_from_slice(owner);
+    out.extend_from_slice(skey);
+    out
+}
+
+/// The table of a storage key, or an error naming the damage.
+fn table_of(skey: &[u8]) -> Result<Table, StorageError> {
+    skey.first()
+        .and_then(|&b| Table::from_byte(b))
+        .ok_or_else(|| read_err(AnyError::error("stored key has no known table byte")))
+}
+
+pub(super) fn decode_record(bytes: &[u8]) -> Result<Record, StorageError> {
+    Record::decode(bytes).ok_or_else(|| read_err(AnyError::error("damaged stored record")))
+}
+
+/// Reads a whole snapshot file and checks everything in it before anything is replaced:
+/// the checksum, the metadata, every key's table, every record, and that keys are in
+/// strictly increasing order (no key twice).
+pub(super) fn validate(path: &Path, meta: &Meta) -> Result<u64, StorageError> {
+    let fail = |e: std::io::Error| snapshot_read(Some(meta), &e);
+    let mut reader = snapshot::Reader::open(path).map_err(fail)?;
+    if reader.meta() != meta {
+        let msg = "the snapshot file's metadata is not the snapshot's";
+        return Err(snapshot_read(Some(meta), AnyError::error(msg)));
+    }
+    let mut last: Option<Vec<u8>> = None;
+    let mut count = 0;
+    while let Some((skey, value)) = reader.next().map_err(fail)? {
+        table_of(&skey).map_err(|e| snapshot_read(Some(meta), &e))?;
+        if Record::decode(&value).is_none() {
+            let msg = "damaged record in the snapshot";
+            return Err(snapshot_read(Some(meta), AnyError::error(msg)));
+        }
+        if last.as_ref().is_some_and(|l| *l >= skey) {
+            let msg = "snapshot keys out of order";
+            return Err(snapshot_read(Some(meta), AnyError::error(msg)));
+        }
+        last = Some(skey);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// How many records each table holds in the owner index, for the in-use gauges.
+#[derive(Default)]
+pub(super) struct Owned([AtomicU64; 8]);
+
+impl Owned {
+    fn slot(&self, skey: &[u8]) -> Option<&AtomicU64> {
+        skey.first().and_then(|&b| self.0.get(usize::from(b)))
+    }
+
+    fn add(&self, skey: &[u8]) {
+        if let Some(n) = self.slot(skey) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sub(&self, skey: &[u8]) {
+        if let Some(n) = self.slot(skey) {
+            // Never below zero, whatever the index held.
+            let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        }
+    }
+
+    fn clear(&self) {
+        for n in &self.0 {
+            n.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// How many records of `table` the owner index holds.
+    pub(super) fn of(&self, table: Table) -> u64 {
+        self.0[usize::from(table.byte())].load(Ordering::Relaxed)
+    }
+}
+
+/// The trees of the state machine, shared by the machine, its readers and its builders.
+#[derive(Clone)]
+pub(super) struct Trees {
+    pub(super) data: sled::Tree,
+    pub(super) expiry: sled::Tree,
+    pub(super) owners: sled::Tree,
+    pub(super) meta: sled::Tree,
+    pub(super) owned: Arc<Owned>,
+}
+
+impl Trees {
+    pub(super) fn open(db: &sled::Db) -> Result<Trees, StorageError> {
+        let open = |name: &str| db.open_tree(name).map_err(sled_read);
+        let trees = Trees {
+            data: open(DATA_TREE)?,
+            expiry: open(EXPIRY_TREE)?,
+            owners: open(OWNERS_TREE)?,
+            meta: open(META_TREE)?,
+            owned: Arc::default(),
+        };
+        for key in trees.owners.iter().keys() {
+            let key = key.map_err(sled_read)?;
+            trees.owned.add(key.get(32..).unwrap_or_default());
+        }
+        Ok(trees)
+    }
+
+    fn record(&self, skey: &[u8]) -> Result<Option<Record>, StorageError> {
+        match self.data.get(skey).map_err(sled_read)? {
+            Some(bytes) => decode_record(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn read_meta<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.meta.get(key).map_err(sled_read)? {
+            Some(bytes) => from_stored(FORMAT_V1, &bytes).map(Some).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn write_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let bytes = to_stored(FORMAT_V1, value).map_err(write_err)?;
+        self.meta.insert(key, bytes).map_err(sled_write)?;
+        Ok(())
+    }
+
+    pub(super) fn current(&self) -> Result<Option<Current>, StorageError> {
+        self.read_meta(SNAPSHOT)
+    }
+
+    /// Names `current` as the current snapshot, with the install marker when `installing`,
+    /// in one atomic batch.
+    pub(super) fn set_current(
+        &self,
+        current: &Current,
+        installing: bool,
+    ) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT, to_stored(FORMAT_V1, current).map_err(write_err)?);
+        if installing {
+            batch.insert(INSTALLING, Vec::new());
+        }
+        self.meta.apply_batch(batch).map_err(sled_write)
+    }
+
+    /// Replaces every record, both indexes and the applied state with those of the
+    /// snapshot file at `path`, writing to sled in bounded batches.
+    pub(super) fn replace(&self, path: &Path, meta: &Meta) -> Result<(), StorageError> {
+        let fail = |e: std::io::Error| snapshot_read(Some(meta), &e);
+        // Opened first: a file that cannot be read leaves the trees as they are.
+        let mut reader = snapshot::Reader::open(path).map_err(fail)?;
+        self.data.clear().map_err(sled_write)?;
+        self.expiry.clear().map_err(sled_write)?;
+        self.owners.clear().map_err(sled_write)?;
+        self.owned.clear();
+        let mut pending = Pending::default();
+        while let Some((skey, value)) = reader.next().map_err(fail)? {
+            let record = decode_record(&value)?;
+            if let Some(deadline) = record.deadline_ms {
+                pending
+                    .expiry
+                    .insert(expiry_key(deadline, &skey), Vec::new());
+            }
+            if let Some(owner) = &record.owner {
+                pending.owners.insert(owner_key(owner, &skey), Vec::new());
+                self.owned.add(&skey);
+            }
+            pending.bytes += skey.len() + value.len();
+            pending.data.insert(skey, value);
+            if pending.bytes >= INSTALL_BATCH_BYTES {
+                std::mem::take(&mut pending).apply(self)?;
+            }
+        }
+        pending.apply(self)?;
+        let mut batch = sled::Batch::default();
+        match &meta.last_log_id {
+            Some(id) => batch.insert(APPLIED, to_stored(FORMAT_V1, id).map_err(write_err)?),
+            None => batch.remove(APPLIED),
+        }
+        let membership = to_stored(FORMAT_V1, &meta.last_membership).map_err(write_err)?;
+        batch.insert(MEMBERSHIP, membership);
+        batch.remove(INSTALLING);
+        self.meta.apply_batch(batch).map_err(sled_write)
+    }
+
+    /// How many records of the table `skey` names `owner` holds, not counting the one
+    /// under `skey`; counts no further than `limit`.
+    fn held(&self, owner: &Owner, skey: &[u8], limit: u64) -> Result<u64, StorageError> {
+        let mut prefix = owner.to_vec();
+        prefix.extend_from_slice(&skey[..1]);
+        let own = owner_key(owner, skey);
+        let mut held = 0;
+        for key in self.owners.scan_prefix(prefix).keys() {
+            if key.map_err(sled_read)? != own.as_slice() {
+                held += 1;
+                if held >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Writes `new` under `skey`, moving its expiry and owner index entries from `old`'s.
+    fn store(
+        &self,
+        (table, key, skey): (Table, &[u8], &[u8]),
+        old: Option<&Record>,
+        new: &Record,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), StorageError> {
+        // Owner entries go in and come out before the record is written. sled recovers a
+        // prefix of writes and the applied id is written last, so after a crash the entry
+        // being applied runs again; a record is never present without its owner entry, and
+        // an entry left without its record is completed by that rerun.
+        let old_owner = old.and_then(|o| o.owner);
+        if old_owner != new.owner {
+            if let Some(owner) = &new.owner {
+                let added = self.owners.insert(owner_key(owner, skey), Vec::<u8>::new());
+                if added.map_err(sled_write)?.is_none() {
+                    self.owned.add(skey);
+                }
+            }
+            if let Some(owner) = &old_owner {
+                let removed = self.owners.remove(owner_key(owner, skey));
+                if removed.map_err(sled_write)?.is_some() {
+                    self.owned.sub(skey);
+                }
+            }
+        }
+        // The new expiry entry goes in before the old one goes out: after a crash a stale
+        // entry is harmless (expiry checks the record), a missing one would keep it forever.
+        self.data.insert(skey, new.encode()).map_err(sled_write)?;
+        if let Some(deadline) = new.deadline_ms {
+            let ikey = expiry_key(deadline, skey);
+            self.expiry
+                .insert(ikey, Vec::<u8>::new())
+                .map_err(sled_write)?;
+        }
+        if let Some(deadline) = old.and_then(|o| o.deadline_ms) {
+            if Some(deadline) != new.deadline_ms {
+                let ikey = expiry_key(deadline, skey);
+                self.expiry.remove(ikey).map_err(sled_write)?;
+            }
+        }
+        changes.push(Change::Record {
+            table,
+            key: key.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Removes the record `old` under `skey` and its index entries.
+    fn remove(
+        &self,
+        (table, key, skey): (Table, &[u8], &[u8]),
+        old: &Record,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), StorageError> {
+        // The owner entry goes first, for the reason given in `store`.
+        if let Some(owner) = &old.owner {
+            let removed = self.owners.remove(owner_key(owner, skey));
+            if removed.map_err(sled_write)?.is_some() {
+                self.owned.sub(skey);
+            }
+        }
+        self.data.remove(skey).map_err(sled_write)?;
+        if let Some(deadline) = old.deadline_ms {
+            let ikey = expiry_key(deadline, skey);
+            self.expiry.remove(ikey).map_err(sled_write)?;
+        }
+        changes.push(Change::Record {
+            table,
+            key: key.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Applies one command.
+    pub(super) fn run(
+        &self,
+        command: &Command,
+        changes: &mut Vec<Change>,
+    ) -> Result<Outcome, StorageError> {
+        let (table, key) = match command {
+            Command::Expire { now_ms } => {
+                return Ok(Outcome {
+                    affected: self.expire(*now_ms, changes)?,
+                    refused: false,
+                })
+            }
+            Command::Batch(commands) => {
+                return commands.iter().try_fold(Outcome::default(), |sum, c| {
+                    let one = self.run(c, changes)?;
+                    Ok(Outcome {
+                        affected: sum.affected + one.affected,
+                        refused: sum.refused || one.refused,
+                    })
+                });
+            }
+            Command::Put { table, key, .. }
+            | Command::PutOwned { table, key, .. }
+            | Command::Touch { table, key, .. }
+            | Command::Delete { table, key }
+            | Command::Reseal { table, key, .. } => (*table, key.as_slice()),
+        };
+        let skey = storage_key(table, key);
+        let at = (table, key, skey.as_slice());
+        let old = self.record(&skey)?;
+        let new = match (command, &old) {
+            (
+                Command::Put {
+                    deadline_ms,
+                    sealed,
+                    ..
+                },
+                _,
+            ) => Record {
+                deadline_ms: *deadline_ms,
+                sealed: sealed.clone(),
+                owner: old.as_ref().and_then(|o| o.owner),
+            },
+            (
+                Command::PutOwned {
+                    deadline_ms,
+                    sealed,
+                    owner,
+                    limit,
+                    ..
+                },
+                _,
+            ) => {
+                if self.held(owner, &skey, *limit)? >= *limit {
+                    return Ok(Outcome {
+                        affected: 0,
+                        refused: true,
+                    });
+                }
+                Record {
+                    deadline_ms: *deadline_ms,
+                    sealed: sealed.clone(),
+                    owner: Some(*owner),
+                }
+            }
+            // Every other command acts only on a record that exists.
+            (_, None) => return Ok(Outcome::default()),
+            (Command::Touch { deadline_ms, .. }, Some(old)) => Record {
+                deadline_ms: *deadline_ms,
+                sealed: old.sealed.clone(),
+                owner: old.owner,
+            },
+            (Command::Reseal { expect, sealed, .. }, Some(old))
+                if Sha256::digest(&old.sealed).as_slice() == expect.as_slice() =>
+            {
+                Record {
+                    deadline_ms: old.deadline_ms,
+                    sealed: sealed.clone(),
+                    owner: old.owner,
+                }
+            }
+            (Command::Delete { .. }, Some(old)) => {
+                self.remove(at, old, changes)?;
+                return Ok(Outcome {
+                    affected: 1,
+                    refused: false,
+                });
+            }
+            // A reseal whose expected digest no longer matches.
+            _ => return Ok(Outcome::default()),
+        };
+        self.store(at, old.as_ref(), &new, changes)?;
+        Ok(Outcome {
+            affected: u64::from(old.is_some()),
+            refused: false,
+        })
+    }
+
+    /// Removes every record due at or before `now_ms`, found through the index.
+    fn expire(&self, now_ms: u64, changes: &mut Vec<Change>) -> Result<u64, StorageError> {
+        let end = match now_ms.checked_add(1) {
+            Some(next) => Bound::Excluded(next.to_be_bytes()),
+            None => Bound::Unbounded,
+        };
+        let due = self
+            .expiry
+            .range((Bound::Unbounded, end))
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sled_read)?;
+        let mut count = 0;
+        for ikey in due {
+            let skey = ikey
+                .get(8..)
+                .ok_or_else(|| read_err(AnyError::error("expiry index key too short")))?;
+            let table = table_of(skey)?;
+            // The record decides, not the index entry: an entry left stale by a crash must
+            // not remove a record whose deadline has since moved.
+            if let Some(record) = self.record(skey)? {
+                if record.is_expired(now_ms) {
+                    self.remove((table, &skey[1..], skey), &record, changes)?;
+                    count += 1;
+                }
+            }
+            self.expiry.remove(&ikey).map_err(sled_write)?;
+        }
+        Ok(count)
+    }
+}
+
+/// Records of a snapshot waiting to be written to sled, one batch per tree.
+#[derive(Default)]
+struct Pending {
+    data: sled::Batch,
+    expiry: sled::Batch,
+    owners: sled::Batch,
+    bytes: usize,
+}
+
+impl Pending {
+    fn apply(self, trees: &Trees) -> Result<(), StorageError> {
+        trees.owners.apply_batch(self.owners).map_err(sled_write)?;
+        trees.data.apply_batch(self.data).map_err(sled_write)?;
+        trees.expiry.apply_batch(self.expiry).map_err(sled_write)
+    }
+}
