@@ -36,6 +36,15 @@ pub struct Config {
     /// How often the leader proposes the expiry of records past their deadline.
     #[serde(with = "humantime_serde")]
     pub expire_interval: Duration,
+    /// Largest AppendEntries request, in encoded bytes (default 1 MiB). openraft gives
+    /// each AppendEntries `heartbeat_interval` to complete, decoding and fsync on the
+    /// follower included; a larger batch is split (see `network.rs`) so that every one
+    /// completes in time on a loaded machine. README ("Running a fleet") has the figures.
+    pub max_append_bytes: usize,
+    /// Largest log entry (an encoded command), in bytes (default 256 KiB). A write above
+    /// it is refused where it is proposed or forwarded, so that one entry always fits
+    /// `max_append_bytes`: with an entry larger than the budget, no split can help.
+    pub max_entry_bytes: usize,
 }
 
 impl Default for Config {
@@ -50,7 +59,29 @@ impl Default for Config {
             snapshot_after: 5000,
             write_timeout: Duration::from_secs(5),
             expire_interval: Duration::from_secs(10),
+            max_append_bytes: 1024 * 1024,
+            max_entry_bytes: 256 * 1024,
         }
+    }
+}
+
+/// Bytes an AppendEntries request needs besides its commands: its own fields (vote, log
+/// ids, the length of the list) and one entry's log id and payload tag, with room to
+/// spare (they are about 100 bytes).
+pub const APPEND_ENVELOPE_BYTES: usize = 1024;
+
+/// Size of the snapshot chunks a leader sends to a follower that fell behind the log.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// What the internal listener accepts beyond its largest Raft message: the envelope of a
+/// snapshot chunk (its metadata names every member) and HTTP framing, with room to spare.
+pub const INTERNAL_BODY_SLACK: usize = 64 * 1024;
+
+impl Config {
+    /// Largest body the internal listener takes on its Raft and forwarded-write routes:
+    /// a full AppendEntries batch or a snapshot chunk, whichever is larger, plus slack.
+    pub fn internal_body_bytes(&self) -> usize {
+        self.max_append_bytes.max(SNAPSHOT_CHUNK_BYTES) + INTERNAL_BODY_SLACK
     }
 }
 
@@ -107,5 +138,20 @@ mod tests {
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("1=a:1,1=b:2").is_err());
         assert!(parse_peers("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_internal_body_limit_covers_a_full_append_and_a_snapshot_chunk() {
+        let config = Config::default();
+        assert!(config.internal_body_bytes() > config.max_append_bytes);
+        assert!(config.internal_body_bytes() > SNAPSHOT_CHUNK_BYTES);
+        let small = Config {
+            max_append_bytes: 64 * 1024,
+            ..Config::default()
+        };
+        assert_eq!(
+            small.internal_body_bytes(),
+            SNAPSHOT_CHUNK_BYTES + INTERNAL_BODY_SLACK
+        );
     }
 }

@@ -4,17 +4,21 @@
 //! - [`command`] is what the log carries and how records are stored.
 //! - [`log_store`] keeps the Raft log and vote in sled, durable before acknowledging.
 //! - [`state_machine`] applies commands to sled trees, builds and installs snapshots.
-//! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes.
+//! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes,
+//!   each AppendEntries within a byte budget.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
+//! - `pending` tracks this node's unfinished writes, so readiness can tell a stall.
 //! - `membership` reports the group's state and changes who belongs to it.
 //! - [`config`] holds the group's settings.
 
+mod budget;
 mod changes;
 pub mod command;
 mod config;
 mod log_store;
 mod membership;
 pub mod network;
+mod pending;
 mod state_machine;
 mod store;
 #[cfg(test)]
@@ -23,12 +27,12 @@ mod tests;
 use std::io::Cursor;
 
 pub use command::{Change, Command, Outcome, Record, Table};
-pub use config::{parse_peers, Config};
+pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES, SNAPSHOT_CHUNK_BYTES};
 pub use log_store::{Committed, LogStore};
 pub use membership::{Member, Status};
 pub use network::Client;
 pub use state_machine::{Reader, StateMachine};
-pub use store::{now_ms, Error, Found, Runtime, Store};
+pub use store::{now_ms, Error, Found, Runtime, Store, MAX_ENTRY_BYTES};
 
 openraft::declare_raft_types!(
     /// The types of the fleet's Raft group.
