@@ -2,6 +2,8 @@
 //! failed appends, and what the leader measures of them. [`super::network`] explains why
 //! and how openraft's `PayloadTooLarge` hint is used.
 
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -109,7 +111,7 @@ impl AppendMetrics {
     }
 
     /// Records an append carrying entries that was answered: its size and round trip.
-    pub(super) fn sent(&self, bytes: usize, elapsed: std::time::Duration) {
+    pub(super) fn sent(&self, bytes: usize, elapsed: Duration) {
         self.seconds.observe(elapsed.as_secs_f64());
         self.bytes.observe(bytes as f64);
     }
@@ -156,6 +158,13 @@ const GROW_AFTER: u32 = 4;
 /// How many entries an AppendEntries to one peer may carry, learned from multi-entry
 /// appends that failed: halved at each failure, doubled after [`GROW_AFTER`] successes at
 /// that size, gone once it reaches openraft's own `max_payload_entries`.
+///
+/// A follower that was stopped for a while leaves the window at one entry (everything
+/// timed out); it grows back as soon as appends succeed, by one doubling each time
+/// openraft tries the full range again (its hint lasts 10 RPCs), so within some tens of
+/// RPCs. Single entries that time out leave the window as it is: an overloaded follower
+/// times out on everything, and resending full batches would only add to what it must
+/// still decode and append after we have given up on them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Window {
     /// Most entries per append; `None` for no limit but the byte budget.
@@ -169,8 +178,8 @@ pub(super) struct Window {
 
 impl Window {
     /// Before sending `entries`: `Err(hint)` when they exceed the window. A call left in
-    /// flight by the previous append counts as a timeout of that append (returned, so it
-    /// can be counted).
+    /// flight by the previous append counts as a failure of that append (its size is
+    /// returned, when it carried several entries, so it can be counted).
     pub(super) fn begin(&mut self, entries: u64) -> (Option<u64>, Result<(), u64>) {
         let dropped = self.in_flight.take();
         if let Some(n) = dropped {

@@ -45,13 +45,40 @@ fn a_single_entry_cannot_be_split() {
     let mut window = Window::default();
     assert_eq!(window.begin(1), (None, Ok(())));
     assert_eq!(window.failed(1), None);
-    assert_eq!(
-        window.begin(5),
-        (None, Ok(())),
-        "no window learned from one entry"
-    );
+    assert_eq!(window.begin(5), (None, Ok(())), "no window from one entry");
     assert_eq!(window.failed(2), Some(1));
     assert_eq!(window.begin(2), (None, Err(1)));
+    window.begin(1).1.unwrap();
+    assert_eq!(window.failed(1), None);
+    assert_eq!(
+        window.begin(2),
+        (None, Err(1)),
+        "a refused entry says nothing of the peer"
+    );
+}
+
+#[test]
+fn after_a_pause_the_window_grows_back_as_appends_succeed() {
+    let mut window = Window::default();
+    // A paused follower: every append times out, down to a single entry.
+    for entries in [300, 150, 75, 37, 18, 9, 4, 2] {
+        window.begin(entries).1.unwrap();
+        assert_eq!(window.failed(entries), Some(entries / 2));
+    }
+    window.begin(1).1.unwrap();
+    assert_eq!(window.failed(1), None, "one entry: an ordinary timeout");
+    assert_eq!(window.begin(2), (None, Err(1)));
+    // Running again: each run of successes doubles it, up to no window at all.
+    let mut cap = 1;
+    while cap < 300 {
+        for _ in 0..GROW_AFTER {
+            assert_eq!(window.begin(cap + 1), (None, Err(cap)));
+            window.begin(cap).1.unwrap();
+            window.succeeded(cap, 300);
+        }
+        cap *= 2;
+    }
+    assert_eq!(window.begin(300), (None, Ok(())));
 }
 
 #[test]

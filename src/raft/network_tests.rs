@@ -10,8 +10,10 @@ use super::*;
 use crate::raft::budget::AppendMetrics;
 use crate::raft::{Command, Table};
 
-/// openraft's TTL for these tests; the soft one, 3/4 of it, is what the peer waits.
+/// openraft's TTL where the peer must time out; the soft one, 3/4 of it, is what it waits.
 const TTL: Duration = Duration::from_millis(200);
+/// openraft's TTL where the peer must not time out, however loaded the machine.
+const PATIENT: Duration = Duration::from_secs(30);
 
 fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
     Entry {
@@ -97,12 +99,12 @@ async fn a_batch_over_the_budget_is_split_before_anything_is_sent() {
     // Nothing listens: had the batch been sent, the answer would be Unreachable.
     let (mut peer, metrics) = peer(nobody(), 64 * 1024);
     let result = peer
-        .append_entries(request(10, 20_000), RPCOption::new(TTL))
+        .append_entries(request(10, 20_000), RPCOption::new(PATIENT))
         .await;
     assert_eq!(hint(result), Ok(3), "three 20 kB entries fit 64 KiB");
     assert_eq!(metrics.splits(Split::Budget), 1);
     let result = peer
-        .append_entries(request(3, 20_000), RPCOption::new(TTL))
+        .append_entries(request(3, 20_000), RPCOption::new(PATIENT))
         .await;
     assert!(
         matches!(result, Err(RPCError::Unreachable(_))),
@@ -157,12 +159,12 @@ async fn a_single_entry_that_times_out_is_an_ordinary_timeout() {
 async fn a_batch_the_peer_refuses_is_retried_with_half_as_many_entries() {
     let (mut peer, metrics) = peer(refusing(), 64 * 1024 * 1024);
     let result = peer
-        .append_entries(request(6, 100_000), RPCOption::new(TTL))
+        .append_entries(request(6, 100_000), RPCOption::new(PATIENT))
         .await;
     assert_eq!(hint(result), Ok(3));
     assert_eq!(metrics.splits(Split::Failure), 1);
     let result = peer
-        .append_entries(request(1, 100), RPCOption::new(TTL))
+        .append_entries(request(1, 100), RPCOption::new(PATIENT))
         .await;
     assert!(
         matches!(result, Err(RPCError::Network(_))),
@@ -174,7 +176,7 @@ async fn a_batch_the_peer_refuses_is_retried_with_half_as_many_entries() {
 async fn a_peer_that_is_down_is_unreachable_whatever_the_batch() {
     let (mut peer, metrics) = peer(nobody(), 1024 * 1024);
     let result = peer
-        .append_entries(request(8, 100), RPCOption::new(TTL))
+        .append_entries(request(8, 100), RPCOption::new(PATIENT))
         .await;
     assert!(
         matches!(result, Err(RPCError::Unreachable(_))),
@@ -182,7 +184,7 @@ async fn a_peer_that_is_down_is_unreachable_whatever_the_batch() {
     );
     // Nothing was learned about sizes.
     let result = peer
-        .append_entries(request(8, 100), RPCOption::new(TTL))
+        .append_entries(request(8, 100), RPCOption::new(PATIENT))
         .await;
     assert!(
         matches!(result, Err(RPCError::Unreachable(_))),
