@@ -15,9 +15,10 @@
 //! retries at once with at most that many entries. [`Peer`] uses it three ways:
 //! - before sending, it measures the encoded entries against `raft.max_append_bytes` and
 //!   answers a batch over that budget (more than one entry) with the number that fits;
-//! - it gives the exchange the *soft* TTL (3/4 of the hard one), so that a multi-entry
-//!   append that times out (or fails otherwise: a 413, a connection reset) is answered by
-//!   us, not by openraft's timeout, with PayloadTooLarge and half as many entries;
+//! - it gives the exchange what is left of the *soft* TTL (3/4 of the hard one) after
+//!   measuring and encoding, so that a multi-entry append that times out (or fails
+//!   otherwise: a 413, a connection reset) is answered by us, not dropped by openraft's
+//!   timeout, with PayloadTooLarge and half as many entries;
 //! - it remembers that halved count per peer (the [`Window`]) and holds later batches to
 //!   it, doubling it back after a run of successes at that size.
 //!
@@ -27,7 +28,8 @@
 //! no gradual growth. The hint lives in the replication task, so a new term (a new task)
 //! starts without one. Without the window, every eleventh RPC would be the full batch
 //! again and time out again. The byte budget needs no memory: an oversized batch is
-//! refused before any byte goes out, at the cost of reading the entries from the log.
+//! refused before any byte goes out, at the cost of the leader reading the whole range
+//! (up to 300 entries) from its log first, as openraft does before calling us.
 //!
 //! A single entry cannot be split; its failures stay ordinary network errors (timeouts
 //! are reported as openraft's own `Timeout`, connection failures as `Unreachable`, which
