@@ -417,6 +417,7 @@ impl Config {
         if raw.raft.snapshot_after == 0 {
             return Err(invalid("raft.snapshot_after", "must be greater than 0"));
         }
+        check_raft_sizes(&raw.raft)?;
         if raw.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be greater than 0"));
         }
@@ -462,6 +463,43 @@ impl Config {
             tools: raw.tools,
         })
     }
+}
+
+/// Largest `raft.max_append_bytes` accepted: one AppendEntries must complete within a
+/// heartbeat interval, and the internal listener reads it into memory whole.
+const MAX_APPEND_BYTES_CEILING: usize = 64 * 1024 * 1024;
+
+/// The entry cap and the AppendEntries budget must agree: one entry of the largest size,
+/// with the request around it, fits the budget (else no split could ever send it within
+/// the RPC timeout). The internal listener's body limit is derived from the budget
+/// ([`crate::raft::Config::internal_body_bytes`]), so it agrees by construction.
+fn check_raft_sizes(raft: &crate::raft::Config) -> Result<(), Error> {
+    if raft.max_append_bytes == 0 || raft.max_append_bytes > MAX_APPEND_BYTES_CEILING {
+        return Err(invalid(
+            "raft.max_append_bytes",
+            format!("must be between 1 and {MAX_APPEND_BYTES_CEILING}"),
+        ));
+    }
+    if raft.max_entry_bytes == 0 {
+        return Err(invalid("raft.max_entry_bytes", "must be greater than 0"));
+    }
+    let needed = raft
+        .max_entry_bytes
+        .saturating_add(crate::raft::APPEND_ENVELOPE_BYTES);
+    if needed > raft.max_append_bytes {
+        return Err(invalid(
+            "raft.max_entry_bytes",
+            format!(
+                "must leave {} bytes of raft.max_append_bytes ({}) for the request around \
+                 the entry: at most {}",
+                crate::raft::APPEND_ENVELOPE_BYTES,
+                raft.max_append_bytes,
+                raft.max_append_bytes
+                    .saturating_sub(crate::raft::APPEND_ENVELOPE_BYTES)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -639,6 +677,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("memory_capacity"), "{err}");
+    }
+
+    #[test]
+    fn an_entry_must_fit_the_append_budget() {
+        let c =
+            Config::from_toml("[raft]\nmax_append_bytes = 65536\nmax_entry_bytes = 16384").unwrap();
+        assert_eq!(c.raft.max_append_bytes, 65536);
+        let err = Config::from_toml("[raft]\nmax_append_bytes = 65536\nmax_entry_bytes = 65536")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("raft.max_entry_bytes") && err.contains("64512"),
+            "{err}"
+        );
+        let err = Config::from_toml("[raft]\nmax_append_bytes = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raft.max_append_bytes"), "{err}");
+        let err = Config::from_toml("[raft]\nmax_entry_bytes = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raft.max_entry_bytes"), "{err}");
     }
 
     #[test]

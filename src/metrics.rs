@@ -177,6 +177,7 @@ impl Metrics {
             "Time of a fleet store write, from proposal to committed and applied",
             store.commit_seconds().clone(),
         );
+        store.append_metrics().register(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store.clone())));
     }
 

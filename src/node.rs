@@ -112,9 +112,10 @@ impl Node {
         let addr = listener.local_addr().map_err(StartError::Listen)?;
         let ring = ring(&config, role)?;
         let sealer = ring.sealer.clone();
-        let (store, runtime, secret) = open_store(&config, role, ring, internal_addr).await?;
-        let access = Access::new(&config, addr)?;
         let metrics = Metrics::new();
+        let (store, runtime, secret) =
+            open_store(&config, role, ring, internal_addr, metrics.limits()).await?;
+        let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         let mut engine = engine(&config, store.clone(), sealer, &metrics);
         if access.auth.mode != auth::Mode::None {
@@ -191,10 +192,11 @@ impl Node {
             sessions: engine.sessions().clone(),
             public: state.clone(),
         });
+        let body_limits = http::BodyLimits::new(&config);
         let internal_server = HttpServer::new(move || {
             App::new()
                 .app_data(internal_state.clone())
-                .configure(http::configure_internal)
+                .configure(|cfg| http::configure_internal(cfg, body_limits))
         })
         .workers(2)
         .tcp_nodelay(true)
@@ -286,6 +288,7 @@ async fn open_store(
     role: Role,
     ring: Ring,
     internal_addr: SocketAddr,
+    limits: &crate::limits::Limits,
 ) -> Result<(Store, raft::Runtime, String), StartError> {
     let dir = config.data_dir.join("raft");
     match role {
@@ -302,7 +305,8 @@ async fn open_store(
                 .clone()
                 .unwrap_or_else(|| crypto::random_hex(32));
             let (store, runtime) =
-                Store::open_single_secret(&config.raft, &dir, advertise, &secret, ring).await?;
+                Store::open_single_secret(&config.raft, &dir, advertise, &secret, ring, limits)
+                    .await?;
             Ok((store, runtime, secret))
         }
         Role::Fleet => {
@@ -311,7 +315,7 @@ async fn open_store(
                 .clone()
                 .ok_or(StartError::Missing("cluster_secret"))?;
             let (store, runtime) =
-                Store::open(&config.raft, &dir, &secret, ring, STORE_CACHE_BYTES)?;
+                Store::open(&config.raft, &dir, &secret, ring, STORE_CACHE_BYTES, limits)?;
             if !config.raft.peers.is_empty() {
                 // The same voters on every node: safe to repeat, a no-op once formed.
                 if store.initialize(config.raft.peers.clone()).await? {

@@ -20,8 +20,30 @@ use crate::metrics::Metrics;
 use crate::raft::network::{path, Reply, POSTCARD};
 use crate::raft::{Command, NodeId, Store};
 
-/// Largest internal request body: snapshot chunks and batches of log entries.
-const MAX_BODY: usize = 64 * 1024 * 1024;
+/// What a forwarded answer adds to the client's message: the session id and encoding.
+const ANSWER_SLACK: usize = 64 * 1024;
+
+/// Largest bodies the internal listener reads, by route; larger ones get 413.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BodyLimits {
+    /// Raft messages and forwarded writes: [`crate::raft::Config::internal_body_bytes`], so
+    /// that an AppendEntries within `raft.max_append_bytes` and a snapshot chunk always
+    /// fit, and nothing much larger is read into memory.
+    pub raft: usize,
+    /// A client's answer forwarded from another node: as large as the public listener
+    /// takes (`http.max_body_bytes`), plus room for the envelope.
+    pub answer: usize,
+}
+
+impl BodyLimits {
+    /// The limits that agree with `config`.
+    pub(crate) fn new(config: &crate::Config) -> Self {
+        Self {
+            raft: config.raft.internal_body_bytes(),
+            answer: config.http.max_body_bytes.saturating_add(ANSWER_SLACK),
+        }
+    }
+}
 
 /// Management calls forwarded to the leader may wait for a learner to catch up.
 const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -52,9 +74,10 @@ pub(crate) struct ForwardedAnswer {
     pub message: String,
 }
 
-/// Registers the internal routes, behind the cluster-secret check.
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
+/// Registers the internal routes, behind the cluster-secret check, reading bodies up to
+/// `limits`.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
+    cfg.app_data(web::PayloadConfig::new(limits.raft))
         .app_data(web::JsonConfig::default().limit(1 << 20))
         .service(
             web::scope("")
@@ -73,7 +96,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/cluster/leave", web::post().to(leave))
                 .route("/fleet/reseal", web::post().to(reseal))
                 .route("/auth/revoke", web::post().to(revoke))
-                .route(ANSWER, web::post().to(answer)),
+                .service(
+                    web::resource(ANSWER)
+                        .app_data(web::PayloadConfig::new(limits.answer))
+                        .route(web::post().to(answer)),
+                ),
         );
 }
 

@@ -234,7 +234,7 @@ impl State {
 }
 
 pub(crate) use auth::Guard;
-pub(crate) use internal::{configure as configure_internal, Internal};
+pub(crate) use internal::{configure as configure_internal, BodyLimits, Internal};
 pub(crate) use metadata::document as metadata_document;
 pub(crate) use observe::Observe;
 pub(crate) use ops::close_when_draining;

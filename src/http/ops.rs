@@ -14,8 +14,10 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready: this node knows a leader and has applied everything it last heard was
-/// committed, so what it serves is current.
+/// Ready: this node knows a leader, has applied everything it last heard was committed,
+/// so what it serves is current, and can commit writes: once writes it started have waited
+/// longer than `raft.write_timeout` with no commit advance, it is not ready until commits
+/// advance again, so a load balancer sends its traffic to nodes that can serve it.
 async fn ready(state: web::Data<super::State>) -> HttpResponse {
     if state.draining.load(std::sync::atomic::Ordering::Acquire) {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "draining" }));
@@ -25,8 +27,12 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
         "leader_id": status.leader_id,
         "applied_index": status.applied_index,
         "committed_index": status.committed_index,
+        "pending_writes": status.pending_writes,
+        "stalled_ms": status.stalled_ms,
     });
-    if state.store.is_ready() {
+    if status.stalled_ms.is_some() {
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "writes stalled", "raft": body }))
+    } else if state.store.is_ready() {
         HttpResponse::Ok().json(json!({ "status": "ready", "raft": body }))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "raft": body }))

@@ -22,10 +22,14 @@ pub struct Config {
     /// same list; empty means "wait to be added with `cluster join`".
     #[serde(deserialize_with = "peers_by_id")]
     pub peers: BTreeMap<NodeId, String>,
-    /// How often the leader sends heartbeats.
+    /// How often the leader sends heartbeats (default 150 ms). openraft also gives every
+    /// AppendEntries this long to complete, and we answer at 3/4 of it: on a loaded 2-core
+    /// machine one append, however small, took up to 75–98 ms (`cargo bench --bench
+    /// append`), so 100 ms left no room. README ("Running a fleet") has the figures.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Lower bound of the election timeout; the upper bound is twice this.
+    /// Lower bound of the election timeout; the upper bound is twice this (default 750 ms:
+    /// five heartbeats, so that one late heartbeat does not start an election).
     #[serde(with = "humantime_serde")]
     pub election_timeout: Duration,
     /// Log entries between snapshots; older entries are then purged.
@@ -36,6 +40,18 @@ pub struct Config {
     /// How often the leader proposes the expiry of records past their deadline.
     #[serde(with = "humantime_serde")]
     pub expire_interval: Duration,
+    /// Largest AppendEntries request, in encoded bytes (default 512 KiB). openraft gives
+    /// each AppendEntries `heartbeat_interval` to complete, decoding and fsync on the
+    /// follower included; a larger batch is split (see `network.rs`). On a loaded 2-core
+    /// machine a 512 KiB append took up to 74 ms, within the 112 ms we allow it.
+    pub max_append_bytes: usize,
+    /// Largest log entry (an encoded command), in bytes (default 256 KiB). A write above
+    /// it is refused where it is proposed or forwarded, so that one entry always fits
+    /// `max_append_bytes`: with an entry larger than the budget, no split can help. The
+    /// largest entry a caller can make is a legacy session: 16 KiB of `clientInfo` and
+    /// `capabilities`, its subscriptions, and a principal from a token that fits a
+    /// request head (128 KiB).
+    pub max_entry_bytes: usize,
 }
 
 impl Default for Config {
@@ -45,12 +61,34 @@ impl Default for Config {
             listen: "127.0.0.1:0".to_owned(),
             advertise: None,
             peers: BTreeMap::new(),
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout: Duration::from_millis(750),
             snapshot_after: 5000,
             write_timeout: Duration::from_secs(5),
             expire_interval: Duration::from_secs(10),
+            max_append_bytes: 512 * 1024,
+            max_entry_bytes: 256 * 1024,
         }
+    }
+}
+
+/// Bytes an AppendEntries request needs besides its commands: its own fields (vote, log
+/// ids, the length of the list) and one entry's log id and payload tag, with room to
+/// spare (they are about 100 bytes).
+pub const APPEND_ENVELOPE_BYTES: usize = 1024;
+
+/// Size of the snapshot chunks a leader sends to a follower that fell behind the log.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// What the internal listener accepts beyond its largest Raft message: the envelope of a
+/// snapshot chunk (its metadata names every member) and HTTP framing, with room to spare.
+pub const INTERNAL_BODY_SLACK: usize = 64 * 1024;
+
+impl Config {
+    /// Largest body the internal listener takes on its Raft and forwarded-write routes:
+    /// a full AppendEntries batch or a snapshot chunk, whichever is larger, plus slack.
+    pub fn internal_body_bytes(&self) -> usize {
+        self.max_append_bytes.max(SNAPSHOT_CHUNK_BYTES) + INTERNAL_BODY_SLACK
     }
 }
 
@@ -107,5 +145,20 @@ mod tests {
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("1=a:1,1=b:2").is_err());
         assert!(parse_peers("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_internal_body_limit_covers_a_full_append_and_a_snapshot_chunk() {
+        let config = Config::default();
+        assert!(config.internal_body_bytes() > config.max_append_bytes);
+        assert!(config.internal_body_bytes() > SNAPSHOT_CHUNK_BYTES);
+        let small = Config {
+            max_append_bytes: 64 * 1024,
+            ..Config::default()
+        };
+        assert_eq!(
+            small.internal_body_bytes(),
+            SNAPSHOT_CHUNK_BYTES + INTERNAL_BODY_SLACK
+        );
     }
 }

@@ -34,6 +34,11 @@ pub struct Status {
     pub snapshot_index: Option<u64>,
     /// Index of the last entry purged from this node's log (it is in a snapshot).
     pub purged_index: Option<u64>,
+    /// Writes this node started and has not finished.
+    pub pending_writes: usize,
+    /// How long, in milliseconds, commits have stood still under this node's pending
+    /// writes, once that is longer than `raft.write_timeout`; absent otherwise.
+    pub stalled_ms: Option<u64>,
 }
 
 /// A member of the group.
@@ -72,12 +77,18 @@ impl Store {
             committed_index: self.0.committed.index(),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
+            pending_writes: self.pending_writes(),
+            stalled_ms: self.stalled_for().map(|d| d.as_millis() as u64),
         }
     }
 
     /// Whether this node can serve: it knows a leader (or lost it to an election less than
-    /// `raft.write_timeout` ago) and has applied what it last heard was committed.
+    /// `raft.write_timeout` ago), has applied what it last heard was committed, and its
+    /// writes are not stalled (see [`Store::stalled_for`]).
     pub fn is_ready(&self) -> bool {
+        if self.stalled_for().is_some() {
+            return false;
+        }
         let applied = {
             let metrics = self.0.raft.metrics();
             let m = metrics.borrow();

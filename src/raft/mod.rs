@@ -6,17 +6,21 @@
 //! - [`state_machine`] applies commands, builds and installs snapshots.
 //! - `trees` holds the records and their expiry and owner indexes in sled.
 //! - `snapshot` streams snapshots to and from files, checked as they are read.
-//! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes.
+//! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes,
+//!   each AppendEntries within a byte budget.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
+//! - `pending` tracks this node's unfinished writes, so readiness can tell a stall.
 //! - `membership` reports the group's state and changes who belongs to it.
 //! - [`config`] holds the group's settings.
 
+mod budget;
 mod changes;
 pub mod command;
 mod config;
 mod log_store;
 mod membership;
 pub mod network;
+mod pending;
 mod snapshot;
 mod state_machine;
 mod store;
@@ -26,13 +30,13 @@ mod trees;
 
 pub use changes::Changes;
 pub use command::{Change, Command, Outcome, Owner, Record, Table};
-pub use config::{parse_peers, Config};
+pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES, SNAPSHOT_CHUNK_BYTES};
 pub use log_store::{Committed, LogStore};
 pub use membership::{Member, Status};
 pub use network::Client;
 pub use snapshot::SnapshotFile;
 pub use state_machine::{Reader, SnapshotBuilder, StateMachine};
-pub use store::{now_ms, Error, Found, Runtime, Store};
+pub use store::{now_ms, Error, Found, Runtime, Store, MAX_ENTRY_BYTES};
 
 openraft::declare_raft_types!(
     /// The types of the fleet's Raft group.

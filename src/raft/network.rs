@@ -1,13 +1,48 @@
 //! Traffic between nodes: one pooled HTTP client for Raft messages, forwarded writes and
 //! leader reads, postcard bodies, and the cluster secret on every request.
+//!
+//! # AppendEntries under a byte budget
+//!
+//! openraft 0.9 gives each AppendEntries RPC `heartbeat_interval` to complete: its
+//! replication task wraps our call in a timeout of exactly that (the *hard* TTL of
+//! [`RPCOption`]) and drops the call when it fires. A timed-out batch is then reported as a
+//! plain `RPCError::Timeout` and the same range is sent again, up to
+//! `max_payload_entries` (300) entries at a time, whatever their size. A batch too large to
+//! send, decode, append and fsync within the TTL (or refused by the follower's body limit
+//! with 413) was therefore resent unchanged forever, and the follower never caught up.
+//!
+//! The one lever openraft offers is `RPCError::PayloadTooLarge` with an entries hint: it
+//! retries at once with at most that many entries. [`Peer`] uses it three ways:
+//! - before sending, it measures the encoded entries against `raft.max_append_bytes` and
+//!   answers a batch over that budget (more than one entry) with the number that fits;
+//! - it gives the exchange what is left of the *soft* TTL (3/4 of the hard one) after
+//!   measuring and encoding, so that a multi-entry append that times out (or fails
+//!   otherwise: a 413, a connection reset) is answered by us, not dropped by openraft's
+//!   timeout, with PayloadTooLarge and half as many entries;
+//! - it remembers that halved count per peer (the [`Window`]) and holds later batches to
+//!   it, doubling it back after a run of successes at that size.
+//!
+//! The window exists because openraft's hint is short-lived: `ReplicationCore::update_hint`
+//! keeps it for 10 uses (`DEFAULT_ENTRIES_HINT_TTL`), and every AppendEntries sent to that
+//! peer uses one, heartbeats included; then it jumps straight back to the full range, with
+//! no gradual growth. The hint lives in the replication task, so a new term (a new task)
+//! starts without one. Without the window, every eleventh RPC would be the full batch
+//! again and time out again. The byte budget needs no memory: an oversized batch is
+//! refused before any byte goes out, at the cost of the leader reading the whole range
+//! (up to 300 entries) from its log first, as openraft does before calling us.
+//!
+//! A single entry cannot be split; its failures stay ordinary network errors (timeouts
+//! are reported as openraft's own `Timeout`, connection failures as `Unreachable`, which
+//! makes openraft back off). `raft.max_entry_bytes` keeps every entry within the budget.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -16,6 +51,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::budget::{entries_within, Budget, Split, Window};
 use super::{NodeId, TypeConfig};
 
 /// Paths of the internal listener.
@@ -46,9 +82,12 @@ pub(crate) const POSTCARD: &str = "application/x-postcard";
 /// Why a call to another node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// The node could not be reached (connection refused, timed out).
+    /// The node could not be reached (connection refused, no route).
     #[error("node unreachable: {0}")]
     Unreachable(String),
+    /// The node did not answer in time.
+    #[error("node did not answer in time: {0}")]
+    TimedOut(String),
     /// The node answered with something other than a postcard body.
     #[error("node answered HTTP {status}")]
     Status {
@@ -92,6 +131,17 @@ impl Client {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let bytes = postcard::to_stdvec(body).map_err(|e| CallError::Transport(e.to_string()))?;
+        self.call_encoded(addr, path, bytes, timeout).await
+    }
+
+    /// Sends an already encoded body to `path` on the node at `addr` and decodes its answer.
+    async fn call_encoded<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
         let response = self
             .http
             .post(format!("http://{addr}{path}"))
@@ -102,22 +152,13 @@ impl Client {
             .body(bytes)
             .send()
             .await
-            .map_err(|e| {
-                if e.is_connect() || e.is_timeout() {
-                    CallError::Unreachable(causes(&e))
-                } else {
-                    CallError::Transport(causes(&e))
-                }
-            })?;
+            .map_err(|e| call_error(&e))?;
         if !response.status().is_success() {
             return Err(CallError::Status {
                 status: response.status().as_u16(),
             });
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| call_error(&e))?;
         postcard::from_bytes(&bytes).map_err(|e| CallError::Transport(e.to_string()))
     }
 
@@ -151,6 +192,16 @@ impl Client {
     }
 }
 
+fn call_error(e: &reqwest::Error) -> CallError {
+    if e.is_timeout() {
+        CallError::TimedOut(causes(e))
+    } else if e.is_connect() {
+        CallError::Unreachable(causes(e))
+    } else {
+        CallError::Transport(causes(e))
+    }
+}
+
 /// An error and its causes on one line, each said once: HTTP client errors nest the same
 /// message several levels deep, with the useful part ("connection refused") at the bottom.
 fn causes(error: &dyn std::error::Error) -> String {
@@ -170,12 +221,14 @@ fn causes(error: &dyn std::error::Error) -> String {
 /// Makes a connection to each peer for openraft.
 pub struct Network {
     client: Client,
+    id: NodeId,
+    budget: Budget,
 }
 
 impl Network {
-    /// A network over `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// A network for node `id` over `client`, sizing appends by `budget`.
+    pub(super) fn new(client: Client, id: NodeId, budget: Budget) -> Self {
+        Self { client, id, budget }
     }
 }
 
@@ -185,8 +238,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         Peer {
             client: self.client.clone(),
+            id: self.id,
             target,
             addr: node.addr.clone(),
+            budget: self.budget.clone(),
+            window: Window::default(),
         }
     }
 }
@@ -194,14 +250,24 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// One peer, as openraft sees it.
 pub struct Peer {
     client: Client,
+    id: NodeId,
     target: NodeId,
     addr: String,
+    budget: Budget,
+    window: Window,
 }
 
 /// How a node answers a Raft message: openraft's own result, so remote errors keep their
 /// meaning (a higher vote, a missing log) across the wire.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Reply<T, E>(pub Result<T, E>);
+
+type AppendResult =
+    Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>;
+
+fn too_large(hint: u64) -> RPCError<NodeId, BasicNode, RaftError<NodeId>> {
+    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint))
+}
 
 impl Peer {
     async fn send<Req, Resp, E>(
@@ -220,12 +286,132 @@ impl Peer {
             .call(&self.addr, path, request, option.hard_ttl())
             .await
             .map_err(|e| match e {
-                CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Unreachable(_) | CallError::TimedOut(_) => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         reply
             .0
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Sends an AppendEntries carrying entries within the budget and the window; see the
+    /// module documentation.
+    async fn append(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> AppendResult {
+        let called = Instant::now();
+        let entries = rpc.entries.len() as u64;
+        let metrics = self.budget.metrics.clone();
+        let (dropped, fits) = self.window.begin(entries);
+        if let Some(n) = dropped {
+            metrics.split(Split::Timeout);
+            tracing::info!(
+                peer = self.target,
+                entries = n,
+                "an append was dropped at openraft's timeout; sending fewer entries"
+            );
+        }
+        if let Err(hint) = fits {
+            metrics.split(Split::Window);
+            return Err(too_large(hint));
+        }
+        if entries > 1 {
+            // Lazily, so that an oversized batch costs about one budget's worth of work.
+            let sizes = rpc
+                .entries
+                .iter()
+                .map(|e| postcard::experimental::serialized_size(e).unwrap_or(usize::MAX));
+            if let Some(hint) = entries_within(sizes, self.budget.max_append_bytes) {
+                self.window.abandon();
+                metrics.split(Split::Budget);
+                tracing::debug!(
+                    peer = self.target,
+                    entries,
+                    hint,
+                    "append over budget; split"
+                );
+                return Err(too_large(hint));
+            }
+        }
+        let bytes = match postcard::to_stdvec(&rpc) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.window.abandon();
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        let size = bytes.len();
+        // What is left of the soft TTL after measuring and encoding, so that we answer a
+        // slow append before openraft drops it at the hard one.
+        let left = option.soft_ttl().saturating_sub(called.elapsed());
+        let started = Instant::now();
+        let reply = if left.is_zero() {
+            Err(CallError::TimedOut(
+                "measuring and encoding took the whole time".to_owned(),
+            ))
+        } else {
+            self.client
+                .call_encoded::<Reply<_, RaftError<NodeId>>>(&self.addr, path::APPEND, bytes, left)
+                .await
+        };
+        let elapsed = started.elapsed();
+        match reply {
+            Ok(reply) => {
+                self.window.succeeded(entries, self.budget.max_entries);
+                if entries > 0 {
+                    metrics.sent(size, elapsed);
+                    tracing::debug!(
+                        peer = self.target,
+                        entries,
+                        bytes = size,
+                        ms = elapsed.as_secs_f64() * 1000.0,
+                        "append sent"
+                    );
+                }
+                reply
+                    .0
+                    .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Err(e) => {
+                let timed_out = matches!(e, CallError::TimedOut(_));
+                // A peer that refuses connections is down, whatever the batch: back off.
+                if matches!(e, CallError::Unreachable(_)) {
+                    self.window.abandon();
+                    return Err(RPCError::Unreachable(Unreachable::new(&e)));
+                }
+                match self.window.failed(entries) {
+                    Some(hint) => {
+                        metrics.split(if timed_out {
+                            Split::Timeout
+                        } else {
+                            Split::Failure
+                        });
+                        tracing::info!(
+                            peer = self.target,
+                            entries,
+                            bytes = size,
+                            hint,
+                            error = %e,
+                            "an append failed; sending fewer entries"
+                        );
+                        Err(RPCError::PayloadTooLarge(
+                            PayloadTooLarge::new_entries_hint(hint).with_source_error(&e),
+                        ))
+                    }
+                    None if timed_out => Err(RPCError::Timeout(Timeout {
+                        action: RPCTypes::AppendEntries,
+                        id: self.id,
+                        target: self.target,
+                        timeout: option.soft_ttl(),
+                    })),
+                    None => Err(RPCError::Network(NetworkError::new(&e))),
+                }
+            }
+        }
     }
 }
 
@@ -234,8 +420,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(path::APPEND, &rpc, &option).await
+    ) -> AppendResult {
+        self.append(rpc, option).await
     }
 
     async fn install_snapshot(
@@ -257,3 +443,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         self.send(path::VOTE, &rpc, &option).await
     }
 }
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;

@@ -16,14 +16,21 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::budget::{AppendMetrics, Budget};
 use super::changes::Changes;
 use super::command::storage_key;
+use super::config::SNAPSHOT_CHUNK_BYTES;
 use super::network::{path, Client, Network};
+use super::pending::Pending;
 use super::{
     Change, Command, Committed, Config, LogStore, NodeId, Outcome, Owner, Reader, StateMachine,
     Table, TypeConfig,
 };
 use crate::crypto::{Ring, Sealer};
+use crate::limits::Limits;
+
+/// The configuration key of the entry size cap, as refusals name it.
+pub const MAX_ENTRY_BYTES: &str = "raft.max_entry_bytes";
 
 /// Format byte in front of a value before it is sealed.
 const VALUE_V1: u8 = 1;
@@ -31,14 +38,17 @@ const VALUE_V1: u8 = 1;
 /// Page cache of a one-node store.
 const SINGLE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Largest chunk of a snapshot sent in one message.
-const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
-
 /// How long a member waits to apply a removal another member made.
 const APPLIED_WAIT: Duration = Duration::from_secs(1);
 
 /// How long to wait between attempts while a leader is being elected.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long a stalled node waits between two probe writes that failed at once.
+const PROBE_PAUSE: Duration = Duration::from_millis(250);
+
+/// What a batch adds to the commands it carries: its variant and the list's length.
+const BATCH_OVERHEAD: usize = 16;
 
 /// Upper bounds, in seconds, of the commit latency buckets.
 const COMMIT_BUCKETS: [f64; 14] = [
@@ -68,6 +78,15 @@ pub enum Error {
     /// A membership change was refused.
     #[error("membership: {0}")]
     Membership(String),
+    /// The write would be a log entry over `raft.max_entry_bytes`; it was not proposed.
+    /// Retrying cannot help.
+    #[error("a write of {size} bytes is over the limit of {cap} bytes (raft.max_entry_bytes)")]
+    TooLarge {
+        /// The encoded command.
+        size: usize,
+        /// `raft.max_entry_bytes`.
+        cap: usize,
+    },
 }
 
 impl From<super::StorageError> for Error {
@@ -83,6 +102,13 @@ pub(crate) enum Refusal {
     NotLeader,
     /// The leader could not do it.
     Failed(String),
+    /// The command is over the leader's `raft.max_entry_bytes`.
+    TooLarge {
+        /// The encoded command.
+        size: u64,
+        /// The leader's cap.
+        cap: u64,
+    },
 }
 
 /// A record read back: its value and deadline.
@@ -140,6 +166,16 @@ pub(super) struct Inner {
     pub(super) stepping_down: std::sync::atomic::AtomicBool,
     /// When this node last lost sight of a leader (0 while it knows one, or never had one).
     pub(super) leader_lost_ms: Arc<AtomicU64>,
+    /// `raft.max_entry_bytes`.
+    pub(super) max_entry_bytes: usize,
+    /// Where refusals by `raft.max_entry_bytes` are counted.
+    pub(super) limits: Limits,
+    /// What the leader measures of its AppendEntries.
+    pub(super) append_metrics: AppendMetrics,
+    /// Writes this node started and has not finished; see [`Pending`].
+    pub(super) pending: Arc<Pending>,
+    /// Set while a probe write runs for a stalled node; see [`Inner::probe`].
+    pub(super) probing: std::sync::atomic::AtomicBool,
 }
 
 /// The last append (or heartbeat) a leader sent this node, and what this node knows of
@@ -184,13 +220,15 @@ impl Drop for Runtime {
 
 impl Store {
     /// Opens the replica under `dir` and starts this node's Raft member on a runtime of its
-    /// own, so consensus never waits behind HTTP work.
+    /// own, so consensus never waits behind HTTP work. Refusals by `raft.max_entry_bytes`
+    /// are counted in `limits`.
     pub fn open(
         config: &Config,
         dir: &Path,
         secret: &str,
         ring: Ring,
         cache_bytes: u64,
+        limits: &Limits,
     ) -> Result<(Store, Runtime), Error> {
         let db = sled::Config::new()
             .path(dir)
@@ -221,13 +259,28 @@ impl Store {
             install_snapshot_timeout: 60_000,
             // Snapshots go out in chunks read from their file, so a node never holds more
             // than one chunk of one; the internal listener's body limit leaves room for it.
-            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
             ..Default::default()
         }
         .validate()
         .map_err(|e| Error::Storage(format!("Raft settings: {e}")))?;
-        let network = Network::new(client.clone());
         let id = config.node_id;
+        let append_metrics = AppendMetrics::default();
+        let pending = Arc::new(Pending::new(
+            config.write_timeout,
+            committed.index(),
+            Instant::now(),
+        ));
+        let network = Network::new(
+            client.clone(),
+            id,
+            Budget {
+                max_append_bytes: config.max_append_bytes,
+                max_entries: raft_config.max_payload_entries,
+                metrics: append_metrics.clone(),
+            },
+        );
+        limits.declare(MAX_ENTRY_BYTES);
         // Raft::new spawns the core on the current runtime: build it inside ours, from a
         // thread of its own because the caller may already be inside a runtime.
         let raft = std::thread::scope(|scope| {
@@ -262,6 +315,11 @@ impl Store {
             stale_after: config.election_timeout,
             stepping_down: std::sync::atomic::AtomicBool::new(false),
             leader_lost_ms: Arc::default(),
+            max_entry_bytes: config.max_entry_bytes,
+            limits: limits.clone(),
+            append_metrics,
+            pending,
+            probing: std::sync::atomic::AtomicBool::new(false),
         }));
         store.spawn_expiry(config.expire_interval);
         store.spawn_watchdog();
@@ -284,18 +342,20 @@ impl Store {
     ) -> Result<(Store, Runtime), Error> {
         // Nothing else speaks to a group of one, but its internal listener still wants a secret.
         let secret = crate::crypto::random_hex(32);
-        Self::open_single_secret(config, dir, advertise, &secret, ring).await
+        Self::open_single_secret(config, dir, advertise, &secret, ring, &Limits::default()).await
     }
 
-    /// Like [`Store::open_single_with`], with the cluster secret the internal listener checks.
+    /// Like [`Store::open_single_with`], with the cluster secret the internal listener checks
+    /// and where to count refusals.
     pub async fn open_single_secret(
         config: &Config,
         dir: &Path,
         advertise: String,
         secret: &str,
         ring: Ring,
+        limits: &Limits,
     ) -> Result<(Store, Runtime), Error> {
-        let (store, runtime) = Self::open(config, dir, secret, ring, SINGLE_CACHE_BYTES)?;
+        let (store, runtime) = Self::open(config, dir, secret, ring, SINGLE_CACHE_BYTES, limits)?;
         store
             .initialize(BTreeMap::from([(config.node_id, advertise)]))
             .await?;
@@ -487,6 +547,25 @@ impl Store {
         &self.0.commit_seconds
     }
 
+    /// What this node, as leader, measures of the AppendEntries it sends.
+    pub(crate) fn append_metrics(&self) -> &AppendMetrics {
+        &self.0.append_metrics
+    }
+
+    /// Writes this node started and has not finished.
+    pub fn pending_writes(&self) -> usize {
+        self.0.pending.count()
+    }
+
+    /// How long this node's commit index has stood still while writes it started were
+    /// pending, when that is longer than `raft.write_timeout`: the fleet cannot commit
+    /// what this node proposes, and every write through it will be refused.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.0
+            .pending
+            .stalled(self.0.committed.index(), Instant::now())
+    }
+
     /// Waits until this replica has applied everything committed before the call.
     pub async fn read_barrier(&self) -> Result<(), Error> {
         let inner = self.0.clone();
@@ -533,10 +612,41 @@ impl Store {
             }
         }
         let mut resealed = 0;
-        for chunk in commands.chunks(256) {
-            resealed += self.write(Command::Batch(chunk.to_vec())).await?.affected;
+        for batch in self.batches(commands) {
+            resealed += self.write(Command::Batch(batch)).await?.affected;
         }
         Ok(resealed)
+    }
+
+    /// `commands` in batches whose entries stay within `raft.max_entry_bytes`. A command
+    /// too large for any batch (a record stored before the cap existed) is left out, with
+    /// a warning.
+    fn batches(&self, commands: Vec<Command>) -> Vec<Vec<Command>> {
+        let cap = self.0.max_entry_bytes;
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
+        let mut bytes = BATCH_OVERHEAD;
+        for command in commands {
+            let size = encoded_len(&command);
+            if BATCH_OVERHEAD.saturating_add(size) > cap {
+                tracing::warn!(
+                    size,
+                    cap,
+                    "a record too large for one log entry is not re-sealed; left as it is"
+                );
+                continue;
+            }
+            if bytes + size > cap {
+                batches.push(std::mem::take(&mut batch));
+                bytes = BATCH_OVERHEAD;
+            }
+            bytes += size;
+            batch.push(command);
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        batches
     }
 
     /// Number of live and expired-but-not-yet-removed records in `table` on this replica.
@@ -561,6 +671,14 @@ impl Store {
     ) -> Result<(Outcome, u64), Refusal> {
         if self.0.stepping_down.load(Ordering::Acquire) {
             return Err(Refusal::NotLeader);
+        }
+        // The follower checked already; a follower with a larger cap (or an older version)
+        // must not slip an entry past this leader's.
+        if let Err(Error::TooLarge { size, cap }) = self.0.check_size(&command) {
+            return Err(Refusal::TooLarge {
+                size: size as u64,
+                cap: cap as u64,
+            });
         }
         let inner = self.0.clone();
         let task = self
@@ -624,6 +742,9 @@ impl Store {
                 if last != 0 && now.saturating_sub(last) > PAUSE_GAP_MS {
                     inner.contact.resumed_ms.store(now, Ordering::Release);
                 }
+                inner
+                    .pending
+                    .note_commit(inner.committed.index(), Instant::now());
                 drop(inner);
                 std::thread::sleep(TICK);
             });
@@ -737,9 +858,78 @@ impl Inner {
             .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
-    async fn write(&self, command: Command) -> Result<(Outcome, u64), Error> {
+    /// Refuses a command whose log entry would be over `raft.max_entry_bytes`.
+    fn check_size(&self, command: &Command) -> Result<(), Error> {
+        let size = encoded_len(command);
+        if size <= self.max_entry_bytes {
+            return Ok(());
+        }
+        self.limits.refused(MAX_ENTRY_BYTES);
+        tracing::warn!(
+            size,
+            cap = self.max_entry_bytes,
+            "refused a write over raft.max_entry_bytes"
+        );
+        Err(Error::TooLarge {
+            size,
+            cap: self.max_entry_bytes,
+        })
+    }
+
+    /// Proposes `command` through the leader (forwarding it when this node follows) until
+    /// it commits or `raft.write_timeout` passes. A write that times out without the
+    /// commit index moving at all leaves a probe behind (see [`Inner::probe`]).
+    async fn write(self: &Arc<Self>, command: Command) -> Result<(Outcome, u64), Error> {
+        self.check_size(&command)?;
+        let pending = self.pending.begin(Instant::now());
+        let committed = self.committed.index();
         let started = Instant::now();
-        let deadline = started + self.write_timeout;
+        let result = self.attempt(command).await;
+        match &result {
+            Ok(_) => self.commit_seconds.observe(started.elapsed().as_secs_f64()),
+            Err(Error::Unavailable(_)) if self.committed.index() == committed => {
+                self.probe(pending)
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Keeps a write pending on a node whose write just timed out with no commit advance,
+    /// until commits advance again: a tiny no-op (an empty batch), proposed again and again.
+    /// Without it, a stalled node that a balancer has stopped sending writes to would have
+    /// none pending, look ready, get traffic back, and refuse it again; with it, `/ready`
+    /// stays 503 until the fleet commits, and the probe's own commit is what ends it even
+    /// when nobody else writes. One probe at a time per node.
+    fn probe(self: &Arc<Self>, pending: super::pending::Guard) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(
+            node = self.id,
+            "a write timed out and nothing committed meanwhile; probing until commits advance"
+        );
+        let weak = Arc::downgrade(self);
+        self.runtime.spawn(async move {
+            let _pending = pending;
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let committed = inner.committed.index();
+                let done = inner.attempt(Command::Batch(Vec::new())).await.is_ok()
+                    || inner.committed.index() != committed;
+                if done {
+                    inner.probing.store(false, Ordering::Release);
+                    tracing::info!(node = inner.id, "commits advance again");
+                    return;
+                }
+                drop(inner);
+                tokio::time::sleep(PROBE_PAUSE).await;
+            }
+        });
+    }
+
+    async fn attempt(&self, command: Command) -> Result<(Outcome, u64), Error> {
+        let deadline = Instant::now() + self.write_timeout;
         let mut last = String::from("no leader is known");
         while Instant::now() < deadline {
             let (leader, addr) = self.leader_until(deadline).await?;
@@ -757,12 +947,15 @@ impl Inner {
                 }
             };
             match attempt {
-                Ok(outcome) => {
-                    self.commit_seconds.observe(started.elapsed().as_secs_f64());
-                    return Ok(outcome);
-                }
+                Ok(outcome) => return Ok(outcome),
                 Err(Refusal::NotLeader) => last = format!("node {leader} is no longer the leader"),
                 Err(Refusal::Failed(why)) => last = why,
+                Err(Refusal::TooLarge { size, cap }) => {
+                    return Err(Error::TooLarge {
+                        size: size as usize,
+                        cap: cap as usize,
+                    })
+                }
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
@@ -810,6 +1003,9 @@ impl Inner {
                     Ok(Ok(index)) => Ok(index),
                     Ok(Err(Refusal::NotLeader)) => Err(format!("node {leader} is not the leader")),
                     Ok(Err(Refusal::Failed(why))) => Err(why),
+                    Ok(Err(refusal @ Refusal::TooLarge { .. })) => {
+                        Err(format!("unexpected answer to a read index: {refusal:?}"))
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             };
@@ -830,6 +1026,13 @@ impl Inner {
         }
         Err(Error::Unavailable(last))
     }
+}
+
+/// The encoded size of `command`: what its log entry carries.
+fn encoded_len(command: &Command) -> usize {
+    // Encoding a command cannot fail (no maps with odd keys, no unsized sequences); were it
+    // to, the entry could not be proposed either, so count it as too large.
+    postcard::experimental::serialized_size(command).unwrap_or(usize::MAX)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::crypto::{IndexKey, Key, Ring, Sealer};
+use crate::limits::Limits;
 use crate::raft::tests_support::eventually;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -346,5 +347,135 @@ async fn waiting_readers_share_one_barrier() {
     // A caller arriving after that barrier finished gets a barrier of its own.
     store.read_barrier().await.unwrap();
     assert_eq!(barriers.rounds.load(Ordering::SeqCst), 2);
+    close(store, rt).await;
+}
+
+async fn open_capped(
+    dir: &Path,
+    ring: Ring,
+    max_entry_bytes: usize,
+    limits: &Limits,
+) -> (Store, Runtime) {
+    let config = Config {
+        max_entry_bytes,
+        ..config()
+    };
+    Store::open_single_secret(
+        &config,
+        dir,
+        "127.0.0.1:0".into(),
+        "secret-for-tests",
+        ring,
+        limits,
+    )
+    .await
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn a_write_over_the_entry_cap_is_refused_counted_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits::default();
+    let (store, rt) = open_capped(dir.path(), Ring::single(Key::generate()), 2048, &limits).await;
+    let big = Value {
+        email: "x".repeat(4096),
+        n: 1,
+    };
+    let refused = store.put(Table::ToolState, b"big", &big, None).await;
+    assert!(
+        matches!(refused, Err(Error::TooLarge { size, cap: 2048 }) if size > 4096),
+        "{refused:?}"
+    );
+    assert_eq!(limits.refusals(MAX_ENTRY_BYTES), 1);
+    assert!(store
+        .get::<Value>(Table::ToolState, b"big")
+        .unwrap()
+        .is_none());
+    store
+        .put(Table::ToolState, b"small", &value("y"), None)
+        .await
+        .unwrap();
+    assert_eq!(store.pending_writes(), 0, "every write finished");
+    close(store, rt).await;
+}
+
+#[actix_web::test]
+async fn reseal_batches_stay_within_the_entry_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = Key::generate();
+    let k2 = Key::generate();
+    let ring = Ring::single(k1.clone());
+    let limits = Limits::default();
+    let (store, rt) = open_capped(dir.path(), ring.clone(), 64 * 1024, &limits).await;
+    let record = |n| Value {
+        email: "r".repeat(1000),
+        n,
+    };
+    for i in 0..12u64 {
+        store
+            .put(Table::ToolState, &i.to_be_bytes(), &record(i), None)
+            .await
+            .unwrap();
+    }
+    // One record stored before the cap was lowered: too large for any entry now.
+    let huge = Value {
+        email: "h".repeat(8000),
+        n: 99,
+    };
+    store
+        .put(Table::ToolState, b"huge", &huge, None)
+        .await
+        .unwrap();
+    close(store, rt).await;
+
+    let both = ring_with(&ring.index, vec![(1, k1), (2, k2)], 2);
+    let (store, rt) = open_capped(dir.path(), both, 4096, &limits).await;
+    let before = store.status().last_log_index.unwrap();
+    assert_eq!(store.reseal().await.unwrap(), 12, "the huge record is left");
+    let entries = store.status().last_log_index.unwrap() - before;
+    // About three 1 kB records fit 4 KiB: at least four entries for twelve records.
+    assert!(entries >= 4, "{entries} entries");
+    assert_eq!(
+        limits.refusals(MAX_ENTRY_BYTES),
+        0,
+        "nothing over the cap was proposed"
+    );
+    assert_eq!(
+        store
+            .get::<Value>(Table::ToolState, b"huge")
+            .unwrap()
+            .map(|f| f.value),
+        Some(huge),
+        "left as it was, still readable with key 1"
+    );
+    close(store, rt).await;
+}
+
+#[actix_web::test]
+async fn reseal_batches_are_measured_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rt) = open_capped(
+        dir.path(),
+        Ring::single(Key::generate()),
+        4096,
+        &Limits::default(),
+    )
+    .await;
+    let reseal = |bytes: usize| Command::Reseal {
+        table: Table::ToolState,
+        key: vec![1; 32],
+        expect: [0; 32],
+        sealed: vec![9; bytes],
+    };
+    let commands: Vec<Command> = (0..20)
+        .map(|i| reseal(if i == 7 { 5000 } else { 900 }))
+        .collect();
+    let batches = store.batches(commands);
+    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 19);
+    for batch in &batches {
+        let size = encoded_len(&Command::Batch(batch.clone()));
+        assert!(size <= 4096, "a batch of {} is {size} bytes", batch.len());
+    }
+    assert!(batches.len() >= 5, "{} batches", batches.len());
     close(store, rt).await;
 }

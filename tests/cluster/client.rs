@@ -242,10 +242,22 @@ impl Session {
         token: Option<&str>,
         capabilities: Value,
     ) -> Result<Reply, ureq::Error> {
+        let client_info = json!({ "name": client_name, "version": "1" });
+        Self::open_described(url, client_info, token, capabilities)
+    }
+
+    /// Sends `initialize` with `client_info` as given (e.g. a large one) and returns the
+    /// raw reply.
+    pub fn open_described(
+        url: &str,
+        client_info: Value,
+        token: Option<&str>,
+        capabilities: Value,
+    ) -> Result<Reply, ureq::Error> {
         let params = json!({
             "protocolVersion": VERSION,
             "capabilities": capabilities,
-            "clientInfo": { "name": client_name, "version": "1" },
+            "clientInfo": client_info,
         });
         let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params });
         let bearer = token.map(|t| format!("Bearer {t}"));

@@ -337,6 +337,14 @@ impl Cluster {
             .flatten()
     }
 
+    /// `/metrics` of node `id` (Prometheus text), or `None` if it does not answer 200.
+    pub fn try_metrics(&self, id: u64) -> Option<String> {
+        let url = format!("{}/metrics", self.node(id).internal_url());
+        let bearer = format!("Bearer {}", self.secret);
+        let reply = client::get(&url, &[("Authorization", &bearer)]).ok()?;
+        (reply.status == 200).then_some(reply.body)
+    }
+
     /// `/cluster` of node `id`; waits (bounded) for it to answer.
     pub fn status(&self, id: u64) -> Value {
         self.eventually(

@@ -1,0 +1,68 @@
+//! Seen 8 of issue 9: a node whose writes cannot commit must leave the load balancer.
+//! Both followers of a three-node fleet are stopped (SIGSTOP): the leader still knows it
+//! leads and its replica is current, so the old readiness rules kept it at 200 while
+//! every write through it ended in 503. Now `/ready` answers 503 once a write it started
+//! has waited `raft.write_timeout` with no commit advance, and 200 again once commits
+//! advance.
+
+use std::time::Duration;
+
+use crate::client::{self, Session};
+use crate::harness::{poll, Cluster, READY_DEADLINE};
+
+/// Short, so the stall shows quickly.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `/ready` of node at `base`: status and the `status` field of its body.
+fn ready(base: &str) -> Option<(u16, String)> {
+    let reply = client::get(&format!("{base}/ready"), &[]).ok()?;
+    let body: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+    Some((reply.status, body["status"].as_str()?.to_owned()))
+}
+
+#[test]
+fn ready_is_503_while_writes_stall_and_200_once_commits_advance() {
+    let mut cluster = Cluster::builder()
+        .env("MCP_FLEET_RAFT__WRITE_TIMEOUT", "1s")
+        .start(3);
+    // The leader: a follower cut off from the others loses its leader and is not ready
+    // by the older rule already; the leader keeps leading a group it cannot commit in.
+    let leader = cluster.leader();
+    let base = cluster.node(leader).base();
+    for id in cluster.ids().into_iter().filter(|&id| id != leader) {
+        cluster.pause(id);
+    }
+
+    // Nothing pending: commits standing still for twice the write timeout are no stall.
+    let left_rotation = poll(2 * WRITE_TIMEOUT, || {
+        ready(&base).filter(|(status, _)| *status != 200)
+    });
+    assert_eq!(left_rotation, None, "an idle leader stays ready");
+
+    let url = cluster.node(leader).mcp_url();
+    let writer = std::thread::spawn(move || Session::open_as(&url, "stalled", None));
+    let seen = cluster.eventually("the leader's /ready to answer 503", READY_DEADLINE, || {
+        ready(&base).filter(|(status, _)| *status == 503)
+    });
+    assert_eq!(seen.1, "writes stalled");
+    let reply = writer.join().expect("the writer");
+    assert_eq!(
+        reply.as_ref().map(|r| r.status).ok(),
+        Some(503),
+        "the write could not commit: {reply:?}"
+    );
+    // The failed write is over, and the node still stays out of rotation.
+    assert_eq!(
+        ready(&base).map(|(status, _)| status),
+        Some(503),
+        "a stalled node stays out until commits advance"
+    );
+
+    for id in cluster.ids().into_iter().filter(|&id| id != leader) {
+        cluster.resume(id);
+    }
+    cluster.wait_ready(leader);
+    let url = cluster.node(leader).mcp_url();
+    let reply = Session::open_as(&url, "after", None).expect("initialize after the stall");
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", cluster.logs());
+}
