@@ -69,8 +69,17 @@ pub(super) async fn initialize(
 }
 
 /// The answer when the fleet store failed a write: 503 when it could not commit in time
-/// (no leader, no quorum: retrying later may work), 500 otherwise.
+/// (no leader, no quorum: retrying later may work), -32602 when the record is over
+/// `raft.max_entry_bytes`, 500 otherwise.
 fn store_failure(error: &crate::raft::Error, id: Option<&Value>, what: &str) -> HttpResponse {
+    if let crate::raft::Error::TooLarge { .. } = error {
+        // The caps on what a session holds keep it far below this; say so all the same.
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            &RpcError::invalid_params(format!("{what}: {error}")),
+        );
+    }
     if let crate::raft::Error::Unavailable(why) = error {
         tracing::warn!(reason = %why, "the fleet store could not commit a write");
         return rpc_error(

@@ -513,9 +513,15 @@ impl Engine {
     }
 
     async fn store(&self, session: Session) -> Result<(), RpcError> {
-        self.inner.sessions.put(session).await.map_err(|e| {
-            tracing::error!(error = %e, "could not store a session");
-            RpcError::internal("the session could not be stored")
+        self.inner.sessions.put(session).await.map_err(|e| match e {
+            // The caps on what a session holds keep it far below this; say so all the same.
+            crate::raft::Error::TooLarge { .. } => {
+                RpcError::invalid_params(format!("the session could not be stored: {e}"))
+            }
+            e => {
+                tracing::error!(error = %e, "could not store a session");
+                RpcError::internal("the session could not be stored")
+            }
         })
     }
 }

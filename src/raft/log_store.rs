@@ -58,6 +58,8 @@ pub struct LogStore {
     meta: sled::Tree,
     committed: Committed,
     flusher: Flusher,
+    /// Most bytes of stored entries one replication read returns (at least one entry).
+    read_budget: usize,
 }
 
 /// Group commit: appends hand their callbacks to one thread, which fsyncs once for every
@@ -115,10 +117,20 @@ impl LogStore {
             meta: open(META_TREE)?,
             committed: Committed::default(),
             flusher: Flusher::start(),
+            read_budget: usize::MAX,
         };
         let committed = store.read_log_id(COMMITTED)?;
         store.committed.set(committed.as_ref());
         Ok(store)
+    }
+
+    /// Bounds what one replication read loads: entries up to `bytes` of stored size (and
+    /// always at least one). openraft reads the range it means to send, up to 300 entries,
+    /// before the network's byte budget can split it; without this bound a leader behind
+    /// several followers would hold up to 300 of the largest entries per follower at once.
+    pub fn with_read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes.max(1);
+        self
     }
 
     /// A handle on the committed index, updated whenever openraft saves it.
@@ -223,6 +235,30 @@ impl RaftLogReader<TypeConfig> for LogStore {
         for item in self.log.range(range) {
             let (key, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
             entries.push(decode_entry(&key, &bytes)?);
+        }
+        Ok(entries)
+    }
+
+    /// The entries of `[start, end)` up to the read budget: the first always, then each
+    /// that keeps the stored bytes read within it. openraft sends what this returns and asks
+    /// again for the rest.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let mut entries = Vec::new();
+        if start >= end {
+            return Ok(entries);
+        }
+        let mut bytes = 0usize;
+        for item in self.log.range(log_key(start)..log_key(end)) {
+            let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            bytes = bytes.saturating_add(value.len());
+            if !entries.is_empty() && bytes > self.read_budget {
+                break;
+            }
+            entries.push(decode_entry(&key, &value)?);
         }
         Ok(entries)
     }

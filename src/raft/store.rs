@@ -242,7 +242,7 @@ impl Store {
             .build()
             .map_err(|e| Error::Storage(format!("cannot start the Raft runtime: {e}")))?;
         let changes = Changes::default();
-        let log = LogStore::open(&db)?;
+        let log = LogStore::open(&db)?.with_read_budget(config.max_append_bytes);
         let committed = log.committed();
         let machine = StateMachine::open(&db, dir, changes.clone())?;
         let reader = machine.reader();
@@ -806,7 +806,10 @@ impl Inner {
             if left.is_zero() {
                 return Err(Error::Unavailable("no leader is known".into()));
             }
-            let _ = tokio::time::timeout(left, metrics.changed()).await;
+            if let Ok(Err(_)) = tokio::time::timeout(left, metrics.changed()).await {
+                // The sender is gone: Raft has shut down, and no leader will come.
+                return Err(Error::Unavailable("the Raft member has stopped".into()));
+            }
         }
     }
 

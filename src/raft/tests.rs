@@ -455,6 +455,49 @@ async fn purges_and_truncations_longer_than_one_batch_leave_the_rest() {
 }
 
 #[tokio::test]
+async fn a_replication_read_stops_at_the_read_budget_but_never_returns_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_db(dir.path());
+    // Ten entries of a 10 KB sealed value each.
+    let entries: Vec<Entry<TypeConfig>> = (1..=10)
+        .map(|i| {
+            let value = vec![7u8; 10_000];
+            entry(
+                i,
+                EntryPayload::Normal(put(Table::McpSessions, b"k", None, &value)),
+            )
+        })
+        .collect();
+    let mut log = LogStore::open(&db).expect("open").with_read_budget(35_000);
+    log.blocking_append(entries).await.expect("append");
+    let indexes =
+        |got: Vec<Entry<TypeConfig>>| got.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+    // Three entries fit 35 KB, a fourth would not; the rest is asked for again.
+    let got = log.limited_get_log_entries(1, 11).await.expect("read");
+    assert_eq!(indexes(got), vec![1, 2, 3]);
+    let got = log.limited_get_log_entries(4, 6).await.expect("read");
+    assert_eq!(indexes(got), vec![4, 5]);
+    // One entry larger than the budget still goes out alone.
+    let mut tight = LogStore::open(&db).expect("open").with_read_budget(1);
+    let got = tight.limited_get_log_entries(2, 11).await.expect("read");
+    assert_eq!(indexes(got), vec![2]);
+    assert!(tight
+        .limited_get_log_entries(5, 5)
+        .await
+        .expect("empty")
+        .is_empty());
+    // Without a budget the whole range comes back.
+    let mut all = LogStore::open(&db).expect("open");
+    assert_eq!(
+        all.limited_get_log_entries(1, 11)
+            .await
+            .expect("read")
+            .len(),
+        10
+    );
+}
+
+#[tokio::test]
 async fn damaged_log_bytes_are_an_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = open_db(dir.path());

@@ -42,6 +42,38 @@ fn error_message(message: &Value) -> &str {
 }
 
 #[test]
+fn a_session_over_the_largest_raft_entry_is_refused_naming_that_cap() {
+    // An operator who shrinks raft.max_entry_bytes below what a session may hold gets a
+    // clear refusal, never a 500.
+    let server = Server::builder()
+        .env("MCP_FLEET_CLUSTER_SECRET", SECRET)
+        .env("MCP_FLEET_RAFT__MAX_ENTRY_BYTES", "4096")
+        .start();
+    let params = json!({
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": { "name": "wide", "version": "1", "padding": "x".repeat(8000) },
+    });
+    let reply = post(
+        server.url(),
+        &[],
+        &request(1, "initialize", params).to_string(),
+    );
+    reply.assert_error(400, -32602);
+    let message = reply.json();
+    let text = error_message(&message);
+    assert!(
+        text.contains("raft.max_entry_bytes") && text.contains("4096"),
+        "{text}"
+    );
+    let metrics = scrape(&format!("http://{}/metrics", server.internal()));
+    let refusals = "mcp_fleet_limit_refusals_total{limit=\"raft.max_entry_bytes\"}";
+    assert_eq!(sample(&metrics, refusals), Some(1.0), "{metrics}");
+    // A session within the cap is still made.
+    Session::initialize(server.url(), "2025-11-25");
+}
+
+#[test]
 fn initialize_with_megabytes_of_client_info_is_refused_and_nothing_is_stored() {
     let server = Server::builder()
         .env("MCP_FLEET_CLUSTER_SECRET", SECRET)
