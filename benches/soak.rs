@@ -177,8 +177,9 @@ fn main() {
             }
         }
         stop.store(true, Ordering::Release);
+        let dir_peaks = sampler.join().expect("the data-dir sampler panicked");
         report(
-            &fleet, &pids, &sampler, ok, failed, &failures, latencies, &abuse,
+            &fleet, &pids, &dir_peaks, ok, failed, &failures, latencies, &abuse,
         );
     });
 }
@@ -535,22 +536,24 @@ fn alive(pid: u32) -> bool {
 fn report(
     fleet: &Fleet,
     pids: &BTreeMap<u64, u32>,
-    sampler: &std::thread::JoinHandle<BTreeMap<u64, u64>>,
+    dir_peaks: &BTreeMap<u64, u64>,
     ok: u64,
     failed: u64,
     failures: &BTreeMap<String, u64>,
     mut latencies: Vec<Duration>,
     abuse: &[(&str, Arc<Tally>)],
 ) {
-    let _ = sampler;
     let mut missed = Vec::new();
-    println!("\nnode  peak RSS   RSS now   data dir now   still the same process");
+    println!("\nnode  peak RSS   RSS now   data dir peak   data dir now   still the same process");
     for (id, pid) in pids {
         let peak = proc_status_kb(*pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
         let now = proc_status_kb(*pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
         let dir = dir_size(&fleet.cluster.node(*id).data_dir()) as f64 / 1e6;
+        let dir_peak = dir_peaks.get(id).copied().unwrap_or(0) as f64 / 1e6;
         let same = alive(*pid) && fleet.cluster.node(*id).pid() == *pid;
-        println!("{id:>4}  {peak:>6.1} MB  {now:>6.1} MB  {dir:>9.1} MB   {same}");
+        println!(
+            "{id:>4}  {peak:>6.1} MB  {now:>6.1} MB  {dir_peak:>10.1} MB  {dir:>9.1} MB   {same}"
+        );
         if peak >= RSS_GOAL_MB {
             missed.push(format!("node {id} peaked at {peak:.1} MB RSS"));
         }
