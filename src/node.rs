@@ -19,6 +19,12 @@ use crate::{http, tools, Config};
 /// Page cache of the replica.
 const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// HTTP workers of the internal listener.
+const INTERNAL_WORKERS: usize = 2;
+
+/// Connections the internal listener serves at once; more wait in the listen backlog.
+const INTERNAL_MAX_CONNECTIONS: usize = 256;
+
 /// How a node finds its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -198,7 +204,10 @@ impl Node {
                 .app_data(internal_state.clone())
                 .configure(|cfg| http::configure_internal(cfg, body_limits))
         })
-        .workers(2)
+        .workers(INTERNAL_WORKERS)
+        // Peers keep a few pooled connections each and Prometheus one; the cap keeps a
+        // caller who reaches this port (it should be firewalled) from taking descriptors.
+        .max_connections(INTERNAL_MAX_CONNECTIONS / INTERNAL_WORKERS)
         .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(5)
