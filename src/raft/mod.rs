@@ -22,7 +22,7 @@ mod tests;
 
 use std::io::Cursor;
 
-pub use command::{Change, Command, Outcome, Record, Table};
+pub use command::{Change, Command, Op, Outcome, Record, Table};
 pub use config::{parse_peers, Config};
 pub use log_store::{Committed, LogStore};
 pub use membership::{Member, Status};

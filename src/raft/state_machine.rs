@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::changes::Changes;
 use super::command::{from_stored, storage_key, to_stored};
-use super::{Change, Command, NodeId, Outcome, Record, StorageError, Table, TypeConfig};
+use super::{Change, Command, NodeId, Op, Outcome, Record, StorageError, Table, TypeConfig};
 
 /// Format byte in front of metadata and snapshot data; bump it when a shape changes.
 const FORMAT_V1: u8 = 1;
@@ -239,25 +239,29 @@ impl Trees {
     }
 
     /// Applies one command and returns how many records it affected.
-    fn run(&self, command: &Command, changes: &mut Vec<Change>) -> Result<u64, StorageError> {
-        let (table, key) = match command {
-            Command::Expire { now_ms } => return self.expire(*now_ms, changes),
-            Command::Batch(commands) => {
-                return commands
-                    .iter()
-                    .try_fold(0, |sum, c| Ok(sum + self.run(c, changes)?));
-            }
-            Command::Put { table, key, .. }
-            | Command::Touch { table, key, .. }
-            | Command::Delete { table, key }
-            | Command::Reseal { table, key, .. } => (*table, key.as_slice()),
+    fn run(&self, command: Command, changes: &mut Vec<Change>) -> Result<u64, StorageError> {
+        // A batch is flat (ops, never commands), so this never recurses.
+        command
+            .into_ops()
+            .into_iter()
+            .try_fold(0, |sum, op| Ok(sum + self.op(op, changes)?))
+    }
+
+    /// Applies one operation and returns how many records it affected.
+    fn op(&self, op: Op, changes: &mut Vec<Change>) -> Result<u64, StorageError> {
+        let (table, key) = match &op {
+            Op::Expire { now_ms } => return self.expire(*now_ms, changes),
+            Op::Put { table, key, .. }
+            | Op::Touch { table, key, .. }
+            | Op::Delete { table, key }
+            | Op::Reseal { table, key, .. } => (*table, key.as_slice()),
         };
         let skey = storage_key(table, key);
         let at = (table, key, skey.as_slice());
         let old = self.record(&skey)?;
-        let new = match (command, &old) {
+        let new = match (&op, &old) {
             (
-                Command::Put {
+                Op::Put {
                     deadline_ms,
                     sealed,
                     ..
@@ -267,13 +271,13 @@ impl Trees {
                 deadline_ms: *deadline_ms,
                 sealed: sealed.clone(),
             },
-            // Every other command acts only on a record that exists.
+            // Every other operation acts only on a record that exists.
             (_, None) => return Ok(0),
-            (Command::Touch { deadline_ms, .. }, Some(old)) => Record {
+            (Op::Touch { deadline_ms, .. }, Some(old)) => Record {
                 deadline_ms: *deadline_ms,
                 sealed: old.sealed.clone(),
             },
-            (Command::Reseal { expect, sealed, .. }, Some(old))
+            (Op::Reseal { expect, sealed, .. }, Some(old))
                 if Sha256::digest(&old.sealed).as_slice() == expect.as_slice() =>
             {
                 Record {
@@ -281,7 +285,7 @@ impl Trees {
                     sealed: sealed.clone(),
                 }
             }
-            (Command::Delete { .. }, Some(old)) => {
+            (Op::Delete { .. }, Some(old)) => {
                 self.remove(at, old, changes)?;
                 return Ok(1);
             }
@@ -389,7 +393,7 @@ impl StateMachine {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::default(),
                 EntryPayload::Normal(command) => Outcome {
-                    affected: self.trees.run(&command, changes)?,
+                    affected: self.trees.run(command, changes)?,
                 },
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);

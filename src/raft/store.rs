@@ -20,7 +20,7 @@ use super::changes::Changes;
 use super::command::storage_key;
 use super::network::{path, Client, Network};
 use super::{
-    Change, Command, Committed, Config, LogStore, NodeId, Outcome, Reader, StateMachine, Table,
+    Change, Command, Committed, Config, LogStore, NodeId, Op, Outcome, Reader, StateMachine, Table,
     TypeConfig,
 };
 use crate::crypto::{Ring, Sealer};
@@ -454,7 +454,7 @@ impl Store {
     /// meanwhile is left as it is.
     pub async fn reseal(&self) -> Result<u64, Error> {
         let active = self.0.ring.sealer.active();
-        let mut commands = Vec::new();
+        let mut ops = Vec::new();
         for table in Table::ALL {
             for (key, record) in self.0.reader.scan(table)? {
                 if Sealer::key_id(&record.sealed) == Some(active) {
@@ -468,7 +468,7 @@ impl Store {
                     );
                     continue;
                 };
-                commands.push(Command::Reseal {
+                ops.push(Op::Reseal {
                     table,
                     expect: sha256(&record.sealed),
                     sealed: self.0.ring.sealer.seal(&aad, &plain),
@@ -477,7 +477,7 @@ impl Store {
             }
         }
         let mut resealed = 0;
-        for chunk in commands.chunks(256) {
+        for chunk in ops.chunks(256) {
             resealed += self.write(Command::Batch(chunk.to_vec())).await?.affected;
         }
         Ok(resealed)
