@@ -6,6 +6,7 @@
 //! - [`state_machine`] applies commands to sled trees, builds and installs snapshots.
 //! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
+//! - `wire` decodes what other nodes send, within bounds whatever the bytes.
 //! - `membership` reports the group's state and changes who belongs to it.
 //! - [`config`] holds the group's settings.
 
@@ -19,6 +20,7 @@ mod state_machine;
 mod store;
 #[cfg(test)]
 mod tests;
+pub(crate) mod wire;
 
 use std::io::Cursor;
 
@@ -28,6 +30,7 @@ pub use log_store::{Committed, LogStore};
 pub use membership::{Member, Status};
 pub use network::Client;
 pub use state_machine::{Reader, StateMachine};
+pub(crate) use store::Refusal;
 pub use store::{now_ms, Error, Found, Runtime, Store};
 
 openraft::declare_raft_types!(

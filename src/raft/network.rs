@@ -118,7 +118,7 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| CallError::Transport(e.to_string()))?;
-        postcard::from_bytes(&bytes).map_err(|e| CallError::Transport(e.to_string()))
+        super::wire::decode(&bytes).map_err(|e| CallError::Transport(e.to_string()))
     }
 
     /// Sends a JSON body to a management path and returns the status and JSON answer.
