@@ -1,10 +1,11 @@
 //! Entry points for the fuzz targets in `fuzz/` and for the test that replays their
-//! corpus: one function per decoder that reads bytes from the network, fed arbitrary bytes
-//! the way the node feeds it what it receives.
+//! corpus: one function per decoder that reads bytes from the network (small decoders of
+//! one listener share a function, the first byte choosing which), fed arbitrary bytes the
+//! way the node feeds it what it receives.
 //!
 //! None of them may panic, abort or recurse without bound, whatever the bytes. Beyond
-//! that they check one property that must hold for every input: a value that decoded
-//! encodes to bytes that decode again to the same encoding.
+//! that they check properties that must hold for every input: a value that decoded
+//! encodes to bytes that decode again to the same encoding; what is sealed opens.
 //!
 //! Not an API: the functions exist for `fuzz/` and may change with the decoders.
 
