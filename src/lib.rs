@@ -18,6 +18,9 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
+// For the fuzz targets in `fuzz/` (a crate of its own) and the test replaying their corpus.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod limits;
 pub mod mcp;

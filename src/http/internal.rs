@@ -144,7 +144,7 @@ fn postcard_body<T: Serialize>(value: &T) -> HttpResponse {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
-    postcard::from_bytes(body).map_err(|e| {
+    crate::raft::wire::decode(body).map_err(|e| {
         Box::new(
             HttpResponse::BadRequest().json(json!({ "error": format!("malformed body: {e}") })),
         )

@@ -28,6 +28,8 @@ use crate::auth::dev::DevIssuer;
 use crate::mcp::Engine;
 use crate::raft::Store;
 
+pub(crate) use internal::ForwardedAnswer;
+
 /// HTTP settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

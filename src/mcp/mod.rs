@@ -5,7 +5,7 @@ mod call;
 mod catalog;
 mod engine;
 pub mod jsonrpc;
-mod mrtr;
+pub(crate) mod mrtr;
 mod requests;
 mod version;
 

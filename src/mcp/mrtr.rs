@@ -85,7 +85,7 @@ pub(super) fn seal(
 
 /// Opens a `requestState`, checking it was made for this principal, request and arguments,
 /// and has not expired; returns the answers it carries.
-pub(super) fn open(
+pub(crate) fn open(
     sealer: &Sealer,
     principal_binding: &str,
     target: &str,

@@ -73,6 +73,8 @@ impl Table {
 /// A change to the store, proposed through Raft and applied identically on every node.
 ///
 /// Keys are already hashed and values already sealed: nothing in a command is plaintext.
+/// The first five variants are the [`Op`]s, in the same order with the same fields, so a
+/// command and an op that say the same thing have the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Stores a record, replacing any record under the same key. A replaced record's owner
@@ -121,8 +123,14 @@ pub enum Command {
         /// The cut-off, in milliseconds since the epoch.
         now_ms: u64,
     },
-    /// Several commands applied in order as one log entry.
-    Batch(Vec<Command>),
+    /// Several operations applied in order as one log entry.
+    ///
+    /// Flat on purpose: a batch holds ops, never commands, so its bytes cannot nest. A
+    /// nested batch, as an older type allowed, would decode by one stack frame per level,
+    /// and a 400 KB body nested 200,000 deep overflowed the stack and aborted the node.
+    /// Those bytes now fail to decode (variant 5 is no [`Op`]); flat batches already in a
+    /// log or snapshot decode as before.
+    Batch(Vec<Op>),
     /// Stores a record owned by `owner`, like `Put`, only while `owner` holds fewer than
     /// `limit` records in `table` besides the one under `key` (so replacing a record the
     /// owner already has never counts it twice); otherwise stores nothing and the outcome
@@ -144,6 +152,143 @@ pub enum Command {
         /// How many records of `table` the owner may hold.
         limit: u64,
     },
+}
+
+/// One operation of a [`Command`]: its first five variants. Batches and `PutOwned` are no
+/// ops: a batch cannot hold a batch, and a capped put is applied on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Stores a record, replacing any record under the same key; a replaced record's owner
+    /// stays the owner.
+    Put {
+        /// The table.
+        table: Table,
+        /// The stored key (a keyed hash).
+        key: Vec<u8>,
+        /// When the record ends, in milliseconds since the epoch; `None` never.
+        deadline_ms: Option<u64>,
+        /// The sealed value.
+        sealed: Vec<u8>,
+    },
+    /// Moves the deadline of an existing record; does nothing when it is absent.
+    Touch {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+        /// The new deadline.
+        deadline_ms: Option<u64>,
+    },
+    /// Removes a record.
+    Delete {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+    },
+    /// Replaces a record's sealed value only while it is still the one whose SHA-256 is
+    /// `expect`, so re-sealing never overwrites a newer write.
+    Reseal {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+        /// SHA-256 of the sealed value being replaced.
+        expect: [u8; 32],
+        /// The value sealed again with the active key.
+        sealed: Vec<u8>,
+    },
+    /// Removes every record whose deadline is at or before `now_ms`. The leader proposes
+    /// it with its clock; replicas never consult their own clocks when applying it.
+    Expire {
+        /// The cut-off, in milliseconds since the epoch.
+        now_ms: u64,
+    },
+}
+
+impl Command {
+    /// The operations this command applies, in order; the command itself when it is a
+    /// `PutOwned`, which has no op.
+    pub fn into_ops(self) -> Result<Vec<Op>, Command> {
+        let op = match self {
+            Command::Put {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+            } => Op::Put {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+            },
+            Command::Touch {
+                table,
+                key,
+                deadline_ms,
+            } => Op::Touch {
+                table,
+                key,
+                deadline_ms,
+            },
+            Command::Delete { table, key } => Op::Delete { table, key },
+            Command::Reseal {
+                table,
+                key,
+                expect,
+                sealed,
+            } => Op::Reseal {
+                table,
+                key,
+                expect,
+                sealed,
+            },
+            Command::Expire { now_ms } => Op::Expire { now_ms },
+            Command::Batch(ops) => return Ok(ops),
+            owned @ Command::PutOwned { .. } => return Err(owned),
+        };
+        Ok(vec![op])
+    }
+}
+
+impl From<Op> for Command {
+    fn from(op: Op) -> Command {
+        match op {
+            Op::Put {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+            } => Command::Put {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+            },
+            Op::Touch {
+                table,
+                key,
+                deadline_ms,
+            } => Command::Touch {
+                table,
+                key,
+                deadline_ms,
+            },
+            Op::Delete { table, key } => Command::Delete { table, key },
+            Op::Reseal {
+                table,
+                key,
+                expect,
+                sealed,
+            } => Command::Reseal {
+                table,
+                key,
+                expect,
+                sealed,
+            },
+            Op::Expire { now_ms } => Command::Expire { now_ms },
+        }
+    }
 }
 
 /// What applying a command did.
@@ -328,6 +473,125 @@ mod tests {
         expected.extend([0xac, 0x02]);
         assert_eq!(postcard::to_stdvec(&owned).unwrap(), expected);
         assert_eq!(postcard::from_bytes::<Command>(&expected).unwrap(), owned);
+    }
+
+    /// `Command` as it was before batches became flat: a batch held commands, and so
+    /// could hold batches.
+    #[derive(Serialize)]
+    enum NestableCommand {
+        Put {
+            table: Table,
+            key: Vec<u8>,
+            deadline_ms: Option<u64>,
+            sealed: Vec<u8>,
+        },
+        Touch {
+            table: Table,
+            key: Vec<u8>,
+            deadline_ms: Option<u64>,
+        },
+        Delete {
+            table: Table,
+            key: Vec<u8>,
+        },
+        Reseal {
+            table: Table,
+            key: Vec<u8>,
+            expect: [u8; 32],
+            sealed: Vec<u8>,
+        },
+        Expire {
+            now_ms: u64,
+        },
+        Batch(Vec<NestableCommand>),
+    }
+
+    #[test]
+    fn a_flat_batch_written_before_batches_were_flat_decodes_to_the_same_bytes() {
+        let old = NestableCommand::Batch(vec![
+            NestableCommand::Put {
+                table: Table::McpSessions,
+                key: vec![1],
+                deadline_ms: Some(300),
+                sealed: vec![2, 3],
+            },
+            NestableCommand::Touch {
+                table: Table::AuthSessions,
+                key: vec![4],
+                deadline_ms: None,
+            },
+            NestableCommand::Delete {
+                table: Table::StreamEvents,
+                key: vec![5],
+            },
+            NestableCommand::Reseal {
+                table: Table::TenantCredentials,
+                key: vec![6],
+                expect: [7; 32],
+                sealed: vec![8],
+            },
+            NestableCommand::Expire { now_ms: 9 },
+        ]);
+        let new = Command::Batch(vec![
+            Op::Put {
+                table: Table::McpSessions,
+                key: vec![1],
+                deadline_ms: Some(300),
+                sealed: vec![2, 3],
+            },
+            Op::Touch {
+                table: Table::AuthSessions,
+                key: vec![4],
+                deadline_ms: None,
+            },
+            Op::Delete {
+                table: Table::StreamEvents,
+                key: vec![5],
+            },
+            Op::Reseal {
+                table: Table::TenantCredentials,
+                key: vec![6],
+                expect: [7; 32],
+                sealed: vec![8],
+            },
+            Op::Expire { now_ms: 9 },
+        ]);
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        let mut golden = vec![5, 5]; // Batch of five
+        golden.extend([0, 1, 1, 1, 1, 0xac, 0x02, 2, 2, 3]); // Put
+        golden.extend([1, 0, 1, 4, 0]); // Touch
+        golden.extend([2, 6, 1, 5]); // Delete
+        golden.extend([3, 4, 1, 6]); // Reseal: table, key
+        golden.extend([7; 32]); // expect
+        golden.extend([1, 8]); // sealed
+        golden.extend([4, 9]); // Expire
+        assert_eq!(bytes, golden);
+        assert_eq!(postcard::from_bytes::<Command>(&bytes).unwrap(), new);
+        assert_eq!(postcard::to_stdvec(&new).unwrap(), bytes);
+        // Every command outside a batch has the bytes of the same op.
+        let Command::Batch(ops) = new else {
+            unreachable!()
+        };
+        for op in ops {
+            let command = Command::from(op.clone());
+            assert_eq!(
+                postcard::to_stdvec(&command).unwrap(),
+                postcard::to_stdvec(&op).unwrap()
+            );
+            assert_eq!(command.into_ops(), Ok(vec![op]));
+        }
+    }
+
+    #[test]
+    fn a_nested_batch_fails_to_decode() {
+        let old = NestableCommand::Batch(vec![NestableCommand::Batch(vec![])]);
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        assert_eq!(bytes, vec![5, 1, 5, 0]);
+        assert!(postcard::from_bytes::<Command>(&bytes).is_err());
+        // Deep enough to overflow any stack if decoding recursed: it stops at level 2.
+        let mut deep = [5u8, 1].repeat(1_000_000);
+        deep.extend([5, 0]);
+        assert!(postcard::from_bytes::<Command>(&deep).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   each AppendEntries within a byte budget.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
 //! - `pending` tracks this node's unfinished writes, so readiness can tell a stall.
+//! - `wire` decodes what other nodes send, within bounds whatever the bytes.
 //! - `membership` reports the group's state and changes who belongs to it.
 //! - [`config`] holds the group's settings.
 
@@ -27,15 +28,17 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod trees;
+pub(crate) mod wire;
 
 pub use changes::Changes;
-pub use command::{Change, Command, Outcome, Owner, Record, Table};
+pub use command::{Change, Command, Op, Outcome, Owner, Record, Table};
 pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES, SNAPSHOT_CHUNK_BYTES};
 pub use log_store::{Committed, LogStore};
 pub use membership::{Member, Status};
 pub use network::Client;
 pub use snapshot::SnapshotFile;
 pub use state_machine::{Reader, SnapshotBuilder, StateMachine};
+pub(crate) use store::Refusal;
 pub use store::{now_ms, Error, Found, Runtime, Store, MAX_ENTRY_BYTES};
 
 openraft::declare_raft_types!(

@@ -159,7 +159,7 @@ impl Client {
             });
         }
         let bytes = response.bytes().await.map_err(|e| call_error(&e))?;
-        postcard::from_bytes(&bytes).map_err(|e| CallError::Transport(e.to_string()))
+        super::wire::decode(&bytes).map_err(|e| CallError::Transport(e.to_string()))
     }
 
     /// Sends a JSON body to a management path and returns the status and JSON answer.

@@ -147,7 +147,7 @@ impl StateMachine {
         for entry in entries {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::default(),
-                EntryPayload::Normal(command) => self.trees.run(&command, changes)?,
+                EntryPayload::Normal(command) => self.trees.run(command, changes)?,
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     self.trees.write_meta(MEMBERSHIP, &self.membership)?;

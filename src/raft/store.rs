@@ -23,7 +23,7 @@ use super::config::SNAPSHOT_CHUNK_BYTES;
 use super::network::{path, Client, Network};
 use super::pending::Pending;
 use super::{
-    Change, Command, Committed, Config, LogStore, NodeId, Outcome, Owner, Reader, StateMachine,
+    Change, Command, Committed, Config, LogStore, NodeId, Op, Outcome, Owner, Reader, StateMachine,
     Table, TypeConfig,
 };
 use crate::crypto::{Ring, Sealer};
@@ -589,7 +589,7 @@ impl Store {
     /// meanwhile is left as it is.
     pub async fn reseal(&self) -> Result<u64, Error> {
         let active = self.0.ring.sealer.active();
-        let mut commands = Vec::new();
+        let mut ops = Vec::new();
         for table in Table::ALL {
             for (key, record) in self.0.reader.scan(table)? {
                 if Sealer::key_id(&record.sealed) == Some(active) {
@@ -603,7 +603,7 @@ impl Store {
                     );
                     continue;
                 };
-                commands.push(Command::Reseal {
+                ops.push(Op::Reseal {
                     table,
                     expect: sha256(&record.sealed),
                     sealed: self.0.ring.sealer.seal(&aad, &plain),
@@ -612,22 +612,21 @@ impl Store {
             }
         }
         let mut resealed = 0;
-        for batch in self.batches(commands) {
+        for batch in self.batches(ops) {
             resealed += self.write(Command::Batch(batch)).await?.affected;
         }
         Ok(resealed)
     }
 
-    /// `commands` in batches whose entries stay within `raft.max_entry_bytes`. A command
-    /// too large for any batch (a record stored before the cap existed) is left out, with
-    /// a warning.
-    fn batches(&self, commands: Vec<Command>) -> Vec<Vec<Command>> {
+    /// `ops` in batches whose entries stay within `raft.max_entry_bytes`. An op too large
+    /// for any batch (a record stored before the cap existed) is left out, with a warning.
+    fn batches(&self, ops: Vec<Op>) -> Vec<Vec<Op>> {
         let cap = self.0.max_entry_bytes;
         let mut batches = Vec::new();
         let mut batch = Vec::new();
         let mut bytes = BATCH_OVERHEAD;
-        for command in commands {
-            let size = encoded_len(&command);
+        for op in ops {
+            let size = encoded_len(&op);
             if BATCH_OVERHEAD.saturating_add(size) > cap {
                 tracing::warn!(
                     size,
@@ -641,7 +640,7 @@ impl Store {
                 bytes = BATCH_OVERHEAD;
             }
             bytes += size;
-            batch.push(command);
+            batch.push(op);
         }
         if !batch.is_empty() {
             batches.push(batch);
@@ -1032,10 +1031,10 @@ impl Inner {
 }
 
 /// The encoded size of `command`: what its log entry carries.
-fn encoded_len(command: &Command) -> usize {
-    // Encoding a command cannot fail (no maps with odd keys, no unsized sequences); were it
-    // to, the entry could not be proposed either, so count it as too large.
-    postcard::experimental::serialized_size(command).unwrap_or(usize::MAX)
+fn encoded_len(value: &impl Serialize) -> usize {
+    // Encoding a command or op cannot fail (no maps with odd keys, no unsized sequences);
+    // were it to, the entry could not be proposed either, so count it as too large.
+    postcard::experimental::serialized_size(value).unwrap_or(usize::MAX)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

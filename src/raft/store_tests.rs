@@ -461,16 +461,16 @@ async fn reseal_batches_are_measured_in_bytes() {
         &Limits::default(),
     )
     .await;
-    let reseal = |bytes: usize| Command::Reseal {
+    let reseal = |bytes: usize| Op::Reseal {
         table: Table::ToolState,
         key: vec![1; 32],
         expect: [0; 32],
         sealed: vec![9; bytes],
     };
-    let commands: Vec<Command> = (0..20)
+    let ops: Vec<Op> = (0..20)
         .map(|i| reseal(if i == 7 { 5000 } else { 900 }))
         .collect();
-    let batches = store.batches(commands);
+    let batches = store.batches(ops);
     assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 19);
     for batch in &batches {
         let size = encoded_len(&Command::Batch(batch.clone()));

@@ -298,26 +298,39 @@ async fn a_moved_deadline_is_not_expired_by_the_old_one() {
     assert!(m.get(t, b"touch").is_some(), "touched to no deadline");
 }
 
+/// One batch of the operations of `commands`, in order.
+fn batch(commands: Vec<Command>) -> Command {
+    Command::Batch(
+        commands
+            .into_iter()
+            .flat_map(|c| c.into_ops().expect("no capped puts in a batch"))
+            .collect(),
+    )
+}
+
 #[tokio::test]
 async fn batch_applies_in_order_and_sums() {
     let mut m = Machine::new();
     let t = Table::ToolState;
     m.run(put(t, b"x", None, b"0")).await;
-    let batch = Command::Batch(vec![
+    let batch = batch(vec![
         put(t, b"a", Some(10), b"1"),
         put(t, b"x", None, b"2"),
         Command::Delete {
             table: t,
             key: b"a".to_vec(),
         },
-        Command::Batch(vec![put(t, b"x", None, b"3"), put(t, b"y", None, b"4")]),
+        put(t, b"x", None, b"3"),
+        put(t, b"y", None, b"4"),
         Command::Touch {
             table: t,
             key: b"a".to_vec(),
             deadline_ms: None,
         },
+        Command::Expire { now_ms: 5 },
     ]);
-    // x replaced twice, a deleted once; creations and the touch of a deleted key count 0.
+    // x replaced twice, a deleted once; creations, the touch of a deleted key and an
+    // expiry with nothing due count 0.
     assert_eq!(m.run(batch).await, 3);
     let keys: Vec<_> = m.sm.reader().scan(t).expect("scan");
     let got: Vec<_> = keys

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::command::{from_stored, storage_key, to_stored, Owner};
 use super::snapshot;
-use super::{Change, Command, NodeId, Outcome, Record, StorageError, Table};
+use super::{Change, Command, NodeId, Op, Outcome, Record, StorageError, Table};
 
 /// Format byte in front of metadata; bump it when a shape changes.
 pub(super) const FORMAT_V1: u8 = 1;
@@ -382,37 +382,71 @@ impl Trees {
     /// Applies one command.
     pub(super) fn run(
         &self,
-        command: &Command,
+        command: Command,
         changes: &mut Vec<Change>,
     ) -> Result<Outcome, StorageError> {
-        let (table, key) = match command {
-            Command::Expire { now_ms } => {
+        match command.into_ops() {
+            // A batch is flat (ops, never commands), so this never recurses.
+            Ok(ops) => ops.into_iter().try_fold(Outcome::default(), |sum, op| {
+                let one = self.op(op, changes)?;
+                Ok(Outcome {
+                    affected: sum.affected + one.affected,
+                    refused: sum.refused || one.refused,
+                })
+            }),
+            Err(Command::PutOwned {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+                owner,
+                limit,
+            }) => {
+                let skey = storage_key(table, &key);
+                if self.held(&owner, &skey, limit)? >= limit {
+                    return Ok(Outcome {
+                        affected: 0,
+                        refused: true,
+                    });
+                }
+                let old = self.record(&skey)?;
+                let new = Record {
+                    deadline_ms,
+                    sealed,
+                    owner: Some(owner),
+                };
+                self.store((table, &key, &skey), old.as_ref(), &new, changes)?;
+                Ok(Outcome {
+                    affected: u64::from(old.is_some()),
+                    refused: false,
+                })
+            }
+            Err(_) => Err(write_err(AnyError::error(
+                "a command that is neither ops nor a capped put",
+            ))),
+        }
+    }
+
+    /// Applies one operation.
+    fn op(&self, op: Op, changes: &mut Vec<Change>) -> Result<Outcome, StorageError> {
+        let (table, key) = match &op {
+            Op::Expire { now_ms } => {
                 return Ok(Outcome {
                     affected: self.expire(*now_ms, changes)?,
                     refused: false,
                 })
             }
-            Command::Batch(commands) => {
-                return commands.iter().try_fold(Outcome::default(), |sum, c| {
-                    let one = self.run(c, changes)?;
-                    Ok(Outcome {
-                        affected: sum.affected + one.affected,
-                        refused: sum.refused || one.refused,
-                    })
-                });
-            }
-            Command::Put { table, key, .. }
-            | Command::PutOwned { table, key, .. }
-            | Command::Touch { table, key, .. }
-            | Command::Delete { table, key }
-            | Command::Reseal { table, key, .. } => (*table, key.as_slice()),
+            Op::Put { table, key, .. }
+            | Op::Touch { table, key, .. }
+            | Op::Delete { table, key }
+            | Op::Reseal { table, key, .. } => (*table, key.as_slice()),
         };
         let skey = storage_key(table, key);
         let at = (table, key, skey.as_slice());
         let old = self.record(&skey)?;
-        let new = match (command, &old) {
+        let new = match (&op, &old) {
             (
-                Command::Put {
+                Op::Put {
                     deadline_ms,
                     sealed,
                     ..
@@ -423,36 +457,14 @@ impl Trees {
                 sealed: sealed.clone(),
                 owner: old.as_ref().and_then(|o| o.owner),
             },
-            (
-                Command::PutOwned {
-                    deadline_ms,
-                    sealed,
-                    owner,
-                    limit,
-                    ..
-                },
-                _,
-            ) => {
-                if self.held(owner, &skey, *limit)? >= *limit {
-                    return Ok(Outcome {
-                        affected: 0,
-                        refused: true,
-                    });
-                }
-                Record {
-                    deadline_ms: *deadline_ms,
-                    sealed: sealed.clone(),
-                    owner: Some(*owner),
-                }
-            }
-            // Every other command acts only on a record that exists.
+            // Every other operation acts only on a record that exists.
             (_, None) => return Ok(Outcome::default()),
-            (Command::Touch { deadline_ms, .. }, Some(old)) => Record {
+            (Op::Touch { deadline_ms, .. }, Some(old)) => Record {
                 deadline_ms: *deadline_ms,
                 sealed: old.sealed.clone(),
                 owner: old.owner,
             },
-            (Command::Reseal { expect, sealed, .. }, Some(old))
+            (Op::Reseal { expect, sealed, .. }, Some(old))
                 if Sha256::digest(&old.sealed).as_slice() == expect.as_slice() =>
             {
                 Record {
@@ -461,7 +473,7 @@ impl Trees {
                     owner: old.owner,
                 }
             }
-            (Command::Delete { .. }, Some(old)) => {
+            (Op::Delete { .. }, Some(old)) => {
                 self.remove(at, old, changes)?;
                 return Ok(Outcome {
                     affected: 1,

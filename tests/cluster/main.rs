@@ -12,6 +12,7 @@ mod issuer;
 mod lb;
 mod load;
 
+mod decoding;
 mod durability;
 mod elicitation;
 mod failover;
