@@ -22,12 +22,27 @@ use super::{
     TypeConfig,
 };
 
+/// Opens sled at `path`. Reopening in the same process can find the file lock still held
+/// for a moment by sled's background threads of the handle just dropped, so a held lock
+/// is waited for (up to 10 s) instead of failing the test.
 fn open_db(path: &Path) -> sled::Db {
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(8 << 20)
-        .open()
-        .expect("open sled")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(8 << 20)
+            .open()
+        {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open sled: {e:?}"),
+        }
+    }
 }
 
 struct SledBuilder;
