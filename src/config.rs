@@ -27,6 +27,12 @@ pub enum Error {
     },
 }
 
+/// The environment variable that sets configuration key `key`: `raft.node_id` is
+/// `MCP_FLEET_RAFT__NODE_ID`.
+pub fn env_var(key: &str) -> String {
+    format!("MCP_FLEET_{}", key.replace('.', "__").to_uppercase())
+}
+
 fn invalid(key: &'static str, message: impl Into<String>) -> Error {
     Error::Invalid {
         key,
@@ -188,8 +194,13 @@ pub struct Config {
     pub encryption_key: Option<Ring>,
     /// The secret nodes present to each other's internal listeners.
     pub cluster_secret: Option<String>,
-    /// The Raft group.
+    /// The Raft group. `raft.node_id` is 1 when no id was configured; a node settles its
+    /// id against its data directory before it starts (see [`Config::configured_node_id`]).
     pub raft: crate::raft::Config,
+    /// The node id named by `--node-id`, `raft.node_id` or `MCP_FLEET_RAFT__NODE_ID`, if
+    /// any: it must match the id recorded in the data directory, and `serve` needs one on
+    /// a first start.
+    pub configured_node_id: Option<crate::raft::NodeId>,
     /// Address of the internal listener.
     pub raft_listen: SocketAddr,
     /// Logging.
@@ -227,16 +238,17 @@ impl Config {
                     .split("__"),
             )
             .merge(Serialized::defaults(overrides));
+        let given = figment.contains("raft.node_id");
         let raw: Raw = figment.extract().map_err(Box::new)?;
-        Self::validate(raw)
+        Self::validate(raw, given)
     }
 
     /// Parses configuration from TOML text alone (no environment), for tests and tools.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
-        let raw: Raw = Figment::from(Toml::string(text))
-            .extract()
-            .map_err(Box::new)?;
-        Self::validate(raw)
+        let figment = Figment::from(Toml::string(text));
+        let given = figment.contains("raft.node_id");
+        let raw: Raw = figment.extract().map_err(Box::new)?;
+        Self::validate(raw, given)
     }
 
     /// The caps on what callers can make a node hold: each must leave room for ordinary
@@ -300,7 +312,9 @@ impl Config {
         Ok(())
     }
 
-    fn validate(raw: Raw) -> Result<Self, Error> {
+    /// `node_id_given`: whether `raft.node_id` came from the file, the environment or a
+    /// flag rather than the default.
+    fn validate(raw: Raw, node_id_given: bool) -> Result<Self, Error> {
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             invalid(
                 "listen",
@@ -394,7 +408,11 @@ impl Config {
                 "must differ from listen: the public listener never serves Raft",
             ));
         }
-        if !raw.raft.peers.is_empty() && !raw.raft.peers.contains_key(&raw.raft.node_id) {
+        // Without a configured id the node's recorded id is checked at start instead.
+        if node_id_given
+            && !raw.raft.peers.is_empty()
+            && !raw.raft.peers.contains_key(&raw.raft.node_id)
+        {
             return Err(invalid(
                 "raft.peers",
                 format!(
@@ -454,6 +472,7 @@ impl Config {
             conformance: raw.conformance,
             encryption_key,
             cluster_secret: raw.cluster_secret,
+            configured_node_id: node_id_given.then_some(raw.raft.node_id),
             raft: raw.raft,
             raft_listen,
             log: raw.log,
@@ -621,10 +640,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.raft.peers.len(), 2);
         assert_eq!(c.raft_listen.port(), 7002);
-        let err = Config::from_toml("[raft.peers]\n2 = \"b:7002\"")
+        assert_eq!(c.configured_node_id, Some(2));
+        let err = Config::from_toml("[raft]\nnode_id = 1\n[raft.peers]\n2 = \"b:7002\"")
             .unwrap_err()
             .to_string();
         assert!(err.contains("raft.peers"), "{err}");
+        // Without an id, the one recorded in the data directory is checked at start.
+        let c = Config::from_toml("[raft.peers]\n2 = \"b:7002\"").unwrap();
+        assert_eq!(c.configured_node_id, None);
         let err = Config::from_toml("[raft]\nlisten = \"nowhere\"")
             .unwrap_err()
             .to_string();
