@@ -15,7 +15,7 @@ use crate::crypto::Ring;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A key could not be read (wrong type, unknown key, unreadable file).
-    #[error("configuration: {0}")]
+    #[error("{}", describe(.0))]
     Read(#[from] Box<figment::Error>),
     /// A key was read but its value is not acceptable.
     #[error("configuration key `{key}`: {message}")]
@@ -31,6 +31,49 @@ pub enum Error {
 /// `MCP_FLEET_RAFT__NODE_ID`.
 pub fn env_var(key: &str) -> String {
     format!("MCP_FLEET_{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Says what figment could not read, by key, and where the value came from: an environment
+/// variable by its name (with the syntax a list takes there), a file by its path.
+fn describe(error: &figment::Error) -> String {
+    let all: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|e| describe_one(&e))
+        .collect();
+    all.join("; ")
+}
+
+fn describe_one(error: &figment::Error) -> String {
+    let key = error.path.join(".");
+    let from_env = error
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment variable"));
+    let mut text = if key.is_empty() {
+        "configuration".to_owned()
+    } else {
+        format!("configuration key `{key}`")
+    };
+    if from_env && !key.is_empty() {
+        text.push_str(&format!(" (environment variable {})", env_var(&key)));
+    } else if let Some(figment::Source::File(path)) =
+        error.metadata.as_ref().and_then(|m| m.source.as_ref())
+    {
+        text.push_str(&format!(" in {}", path.display()));
+    }
+    text.push_str(&format!(": {}", error.kind));
+    let wants_list = matches!(
+        &error.kind,
+        figment::error::Kind::InvalidType(_, expected) if expected.contains("sequence")
+    );
+    if from_env && wants_list {
+        text.push_str(&format!(
+            "; in the environment a list is written as a TOML array: {}='[\"a.example.com\",\"b.example.com\"]'",
+            env_var(&key)
+        ));
+    }
+    text
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> Error {
@@ -552,6 +595,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sessions.max_per_principal"), "{err}");
+    }
+
+    #[test]
+    fn read_errors_name_the_key_without_internal_prefixes() {
+        let err = Config::from_toml("[http]\nmax_body_bytes = \"big\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("configuration key `http.max_body_bytes`: invalid type"),
+            "{err}"
+        );
+        assert!(!err.contains("default."), "{err}");
     }
 
     #[test]

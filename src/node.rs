@@ -184,7 +184,7 @@ impl Node {
         let state = web::Data::new(http::State::new(
             engine.clone(),
             config.http.clone(),
-            addr.ip().is_loopback(),
+            addr.ip(),
             shutdown.clone(),
             store.clone(),
             http::AuthSetup {

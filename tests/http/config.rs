@@ -148,3 +148,36 @@ fn an_address_in_use_names_the_listener_and_exits_with_status_1() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_plain_value_for_a_list_in_the_environment_says_how_to_write_one() {
+    let (code, stderr) = refused_with(
+        &["dev", "--listen", "127.0.0.1:0"],
+        &[("MCP_FLEET_HTTP__ALLOWED_HOSTS", "a.example.com")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("`http.allowed_hosts` (environment variable MCP_FLEET_HTTP__ALLOWED_HOSTS)")
+            && stderr
+                .contains(r#"MCP_FLEET_HTTP__ALLOWED_HOSTS='["a.example.com","b.example.com"]'"#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_file_error_names_the_key_and_the_file_without_internal_prefixes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[http]\nmax_body_bytes = \"x\"\n").expect("write config");
+    let file = file.display().to_string();
+    let (code, stderr) = refused_with(&["dev", "--listen", "127.0.0.1:0", "--config", &file], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "configuration key `http.max_body_bytes` in {file}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("default."), "{stderr}");
+}
