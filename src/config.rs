@@ -97,11 +97,18 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Pretty,
-            // openraft narrates every vote at info; our own log says when leaders change.
-            filter: "info,openraft=warn".to_owned(),
+            filter: DEFAULT_LOG_FILTER.to_owned(),
         }
     }
 }
+
+/// The default `log.filter`. openraft narrates every vote at info; our own log says when
+/// leaders change. Its core's warnings (`openraft::core::raft_core`) are, all three, a
+/// stale message being dropped as designed: a vote answer arriving after the election
+/// ended (on every normal start of a fleet, as the third node answers late), a replication
+/// answer from before a change of leader or membership. Errors there still show, and so
+/// do warnings from the rest of openraft (replication, storage, network).
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::core::raft_core=error";
 
 /// Log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

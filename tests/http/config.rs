@@ -181,3 +181,27 @@ fn a_file_error_names_the_key_and_the_file_without_internal_prefixes() {
     );
     assert!(!stderr.contains("default."), "{stderr}");
 }
+
+#[test]
+fn serve_help_names_the_variables_serve_requires_and_the_exit_statuses() {
+    let out = command()
+        .args(["serve", "--help"])
+        .output()
+        .expect("run serve --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    for needed in [
+        "MCP_FLEET_ENCRYPTION_KEY",
+        "MCP_FLEET_CLUSTER_SECRET",
+        "MCP_FLEET_RAFT__NODE_ID",
+        "Exit status",
+    ] {
+        assert!(help.contains(needed), "{needed} missing:\n{help}");
+    }
+}
+
+#[test]
+fn a_command_line_error_exits_with_status_2() {
+    let (code, stderr) = refused_with(&["serve", "--no-such-flag"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+}
