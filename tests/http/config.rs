@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{command, wait_exit};
+use crate::harness::{command, wait_exit, Server};
 
 /// Runs `mcp-fleet` with `args` and `env` on a fresh data directory, expecting it to exit
 /// non-zero; returns its exit status and stderr.
@@ -204,4 +204,11 @@ fn serve_help_names_the_variables_serve_requires_and_the_exit_statuses() {
 fn a_command_line_error_exits_with_status_2() {
     let (code, stderr) = refused_with(&["serve", "--no-such-flag"], &[]);
     assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn a_clean_stop_exits_with_status_0() {
+    let mut server = Server::start();
+    let status = server.terminate(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", server.log());
 }

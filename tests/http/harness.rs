@@ -192,6 +192,18 @@ impl Server {
             .to_owned()
     }
 
+    /// Stops the process with SIGTERM (graceful shutdown) and returns its exit status;
+    /// panics if it is still running after `deadline`.
+    pub fn terminate(&mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed: {sent}");
+        wait_exit(&mut child, deadline)
+    }
+
     /// Kills the process (no graceful shutdown) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
