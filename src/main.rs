@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mcp-fleet: {e:#}");
+            eprintln!("mcp-fleet: {}", describe(&e));
             // As documented: 2 when the configuration is refused, 1 for any other failure.
             let config = e
                 .downcast_ref::<StartError>()
@@ -42,6 +42,19 @@ fn main() -> ExitCode {
             ExitCode::from(if config { 2 } else { 1 })
         }
     }
+}
+
+/// The error and its causes, each said once: most errors already quote their cause.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {

@@ -212,3 +212,26 @@ fn a_clean_stop_exits_with_status_0() {
     let status = server.terminate(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", server.log());
 }
+
+#[test]
+fn a_data_dir_held_by_another_node_is_a_failure_said_once() {
+    let server = Server::start();
+    let stderr_path = server.data_dir().with_extension("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let mut child = command()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(server.data_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn mcp-fleet");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("could not acquire lock").count(),
+        1,
+        "{stderr}"
+    );
+}

@@ -179,6 +179,11 @@ impl Server {
         })
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// The process id of the running server.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("a running server").id()
