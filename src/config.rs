@@ -435,12 +435,18 @@ impl Config {
             .map_err(|e| {
                 invalid(
                     "encryption_key",
-                    format!("must be 64 hex characters (32 bytes) or a key-ring file: {e}"),
+                    format!(
+                        "(environment variable MCP_FLEET_ENCRYPTION_KEY) must be 64 hex \
+                         characters (32 bytes) or a key-ring file: {e}"
+                    ),
                 )
             })?;
         if let Some(secret) = &raw.cluster_secret {
             if secret.len() < 16 {
-                return Err(invalid("cluster_secret", "must be at least 16 characters"));
+                return Err(invalid(
+                    "cluster_secret",
+                    "(environment variable MCP_FLEET_CLUSTER_SECRET) must be at least 16 characters",
+                ));
             }
         }
         let raft_listen: SocketAddr = raw.raft.listen.parse().map_err(|_| {
@@ -682,14 +688,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("cluster_secret") && !err.contains("short\""),
+            err.contains("cluster_secret")
+                && err.contains("MCP_FLEET_CLUSTER_SECRET")
+                && !err.contains("short\""),
             "{err}"
         );
         let err = Config::from_toml("encryption_key = \"secretsecret\"")
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("encryption_key") && !err.contains("secretsecret"),
+            err.contains("encryption_key")
+                && err.contains("MCP_FLEET_ENCRYPTION_KEY")
+                && !err.contains("secretsecret"),
             "{err}"
         );
     }
