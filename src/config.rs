@@ -25,6 +25,18 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A key usually set in the environment (a secret) has a value that is not acceptable;
+    /// the message names the variable too, and never echoes the value.
+    #[error(
+        "configuration key `{key}` (environment variable {env}): {message}",
+        env = env_var(key)
+    )]
+    InvalidSecret {
+        /// The key (`encryption_key`, `cluster_secret`).
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// The environment variable that sets configuration key `key`: `raft.node_id` is
@@ -432,21 +444,16 @@ impl Config {
             .map(Ring::from_config)
             .transpose()
             // The value itself is a secret and is never echoed; ring errors never quote keys.
-            .map_err(|e| {
-                invalid(
-                    "encryption_key",
-                    format!(
-                        "(environment variable MCP_FLEET_ENCRYPTION_KEY) must be 64 hex \
-                         characters (32 bytes) or a key-ring file: {e}"
-                    ),
-                )
+            .map_err(|e| Error::InvalidSecret {
+                key: "encryption_key",
+                message: format!("must be 64 hex characters (32 bytes) or a key-ring file: {e}"),
             })?;
         if let Some(secret) = &raw.cluster_secret {
             if secret.len() < 16 {
-                return Err(invalid(
-                    "cluster_secret",
-                    "(environment variable MCP_FLEET_CLUSTER_SECRET) must be at least 16 characters",
-                ));
+                return Err(Error::InvalidSecret {
+                    key: "cluster_secret",
+                    message: "must be at least 16 characters".to_owned(),
+                });
             }
         }
         let raft_listen: SocketAddr = raw.raft.listen.parse().map_err(|_| {
