@@ -108,6 +108,8 @@ struct Record {
 pub struct Identity {
     path: PathBuf,
     node_id: NodeId,
+    /// Whether the record holds the first membership already.
+    has_first_membership: bool,
 }
 
 impl Identity {
@@ -131,6 +133,7 @@ impl Identity {
                 _ => Ok(Self {
                     path,
                     node_id: record.node_id,
+                    has_first_membership: record.first_membership.is_some(),
                 }),
             };
         }
@@ -156,7 +159,11 @@ impl Identity {
         } else {
             tracing::info!(node_id, dir = %shown(), "recorded this node's id in a new data directory");
         }
-        Ok(Self { path, node_id })
+        Ok(Self {
+            path,
+            node_id,
+            has_first_membership: false,
+        })
     }
 
     /// The node's id.
@@ -164,21 +171,29 @@ impl Identity {
         self.node_id
     }
 
+    /// Whether the first membership is recorded already.
+    pub fn has_first_membership(&self) -> bool {
+        self.has_first_membership
+    }
+
     /// Records `members` as the first membership this node found itself in, unless one is
     /// recorded already. Returns whether it wrote.
     pub fn record_first_membership(
-        &self,
+        &mut self,
         members: BTreeMap<NodeId, String>,
     ) -> Result<bool, Error> {
+        if self.has_first_membership {
+            return Ok(false);
+        }
         let mut record = read(&self.path)?.ok_or_else(|| Error::Corrupt {
             path: self.path.display().to_string(),
             message: "the record disappeared".to_owned(),
         })?;
-        if record.first_membership.is_some() {
-            return Ok(false);
+        if record.first_membership.is_none() {
+            record.first_membership = Some(members);
+            write(&self.path, &record)?;
         }
-        record.first_membership = Some(members);
-        write(&self.path, &record)?;
+        self.has_first_membership = true;
         Ok(true)
     }
 }
@@ -291,7 +306,8 @@ mod tests {
     #[test]
     fn the_first_membership_is_recorded_once() {
         let dir = tempfile::tempdir().unwrap();
-        let identity = Identity::settle(dir.path(), Some(1), None).unwrap();
+        let mut identity = Identity::settle(dir.path(), Some(1), None).unwrap();
+        assert!(!identity.has_first_membership());
         let first = BTreeMap::from([(1, "a:1".to_owned()), (2, "b:2".to_owned())]);
         assert!(identity.record_first_membership(first.clone()).unwrap());
         assert!(!identity
@@ -300,6 +316,10 @@ mod tests {
         let record = read(&dir.path().join(FILE)).unwrap().unwrap();
         assert_eq!(record.first_membership, Some(first));
         assert_eq!(record.node_id, 1);
+        // A restart knows without being told again.
+        let mut again = Identity::settle(dir.path(), None, None).unwrap();
+        assert!(again.has_first_membership());
+        assert!(!again.record_first_membership(BTreeMap::new()).unwrap());
     }
 
     #[test]

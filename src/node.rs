@@ -328,23 +328,38 @@ fn settle_identity(config: &mut Config, role: Role) -> Result<Identity, StartErr
     Ok(identity)
 }
 
-/// Records, once, the first membership this node finds itself in; see [`identity`].
-fn record_first_membership(identity: Identity, store: Store) {
+/// Records, once, the first membership this node finds itself in; see [`identity`]. A
+/// node that is a member already (a node of one, a restarted member) records it now,
+/// before it serves; one waiting to be joined watches until it is.
+fn record_first_membership(mut identity: Identity, store: Store) {
+    if identity.has_first_membership() {
+        return;
+    }
+    if record_membership_if_member(&mut identity, &store) {
+        return;
+    }
     actix_web::rt::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             every.tick().await;
-            let status = store.status();
-            if !status.members.iter().any(|m| m.id == identity.node_id()) {
-                continue;
+            if record_membership_if_member(&mut identity, &store) {
+                return;
             }
-            let members = status.members.into_iter().map(|m| (m.id, m.addr)).collect();
-            if let Err(e) = identity.record_first_membership(members) {
-                tracing::warn!(error = %e, "cannot record the first membership");
-            }
-            return;
         }
     });
+}
+
+/// Records the membership if this node belongs to it; returns whether it is settled.
+fn record_membership_if_member(identity: &mut Identity, store: &Store) -> bool {
+    let status = store.status();
+    if !status.members.iter().any(|m| m.id == identity.node_id()) {
+        return false;
+    }
+    let members = status.members.into_iter().map(|m| (m.id, m.addr)).collect();
+    if let Err(e) = identity.record_first_membership(members) {
+        tracing::warn!(error = %e, "cannot record the first membership");
+    }
+    true
 }
 
 /// The sealing key ring: configured, or in dev mode generated into the data directory.
