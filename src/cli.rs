@@ -26,6 +26,7 @@ pub enum Command {
     /// forms a group of one on its own.
     Dev(ServeArgs),
     /// One node of a fleet: joins the group given by `--peers`, or waits to be added.
+    #[command(after_help = SERVE_HELP)]
     Serve(FleetArgs),
     /// Look at or change a running fleet through any node's internal listener.
     Cluster(ClusterArgs),
@@ -33,13 +34,31 @@ pub enum Command {
     Stdio(StdioArgs),
 }
 
+/// What `serve --help` adds after the flags: the settings only the environment (or the
+/// file) gives, and the exit status.
+const SERVE_HELP: &str = "\
+Environment (or the same key in the --config file):
+  MCP_FLEET_ENCRYPTION_KEY  required (`encryption_key`): 64 hex characters, or the path of
+                            a key-ring file; the same on every node
+  MCP_FLEET_CLUSTER_SECRET  required (`cluster_secret`): at least 16 characters; the same
+                            on every node
+  MCP_FLEET_<KEY>           any configuration key, `__` between levels: MCP_FLEET_RAFT__NODE_ID
+                            (--node-id), MCP_FLEET_LISTEN (--listen), MCP_FLEET_RAFT__LISTEN
+                            (--raft-listen), MCP_FLEET_DATA_DIR (--data-dir); a list is a
+                            TOML array: MCP_FLEET_HTTP__ALLOWED_HOSTS='[\"a.example.com\"]'
+
+Exit status: 0 after a clean stop, 1 when the node fails (a listener in use, storage), 2 when
+the configuration is refused (a bad or missing key, a node id the data directory does not
+belong to).";
+
 /// Flags of `serve`.
 #[derive(Debug, Args)]
 pub struct FleetArgs {
     /// What `dev` takes too.
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// This node's id in the group.
+    /// This node's id in the group: required on the first start, then remembered in the
+    /// data directory (a different id is refused).
     #[arg(long, value_name = "N")]
     pub node_id: Option<u64>,
     /// Address of the internal listener (Raft, forwarded writes, cluster status).

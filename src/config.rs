@@ -15,7 +15,7 @@ use crate::crypto::Ring;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A key could not be read (wrong type, unknown key, unreadable file).
-    #[error("configuration: {0}")]
+    #[error("{}", describe(.0))]
     Read(#[from] Box<figment::Error>),
     /// A key was read but its value is not acceptable.
     #[error("configuration key `{key}`: {message}")]
@@ -25,6 +25,67 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A key usually set in the environment (a secret) has a value that is not acceptable;
+    /// the message names the variable too, and never echoes the value.
+    #[error(
+        "configuration key `{key}` (environment variable {env}): {message}",
+        env = env_var(key)
+    )]
+    InvalidSecret {
+        /// The key (`encryption_key`, `cluster_secret`).
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The environment variable that sets configuration key `key`: `raft.node_id` is
+/// `MCP_FLEET_RAFT__NODE_ID`.
+pub fn env_var(key: &str) -> String {
+    format!("MCP_FLEET_{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Says what figment could not read, by key, and where the value came from: an environment
+/// variable by its name (with the syntax a list takes there), a file by its path.
+fn describe(error: &figment::Error) -> String {
+    let all: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|e| describe_one(&e))
+        .collect();
+    all.join("; ")
+}
+
+fn describe_one(error: &figment::Error) -> String {
+    let key = error.path.join(".");
+    let from_env = error
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment variable"));
+    let mut text = if key.is_empty() {
+        "configuration".to_owned()
+    } else {
+        format!("configuration key `{key}`")
+    };
+    if from_env && !key.is_empty() {
+        text.push_str(&format!(" (environment variable {})", env_var(&key)));
+    } else if let Some(figment::Source::File(path)) =
+        error.metadata.as_ref().and_then(|m| m.source.as_ref())
+    {
+        text.push_str(&format!(" in {}", path.display()));
+    }
+    text.push_str(&format!(": {}", error.kind));
+    let wants_list = matches!(
+        &error.kind,
+        figment::error::Kind::InvalidType(_, expected) if expected.contains("sequence")
+    );
+    if from_env && wants_list {
+        text.push_str(&format!(
+            "; in the environment a list is written as a TOML array: {}='[\"a.example.com\",\"b.example.com\"]'",
+            env_var(&key)
+        ));
+    }
+    text
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> Error {
@@ -48,11 +109,18 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Pretty,
-            // openraft narrates every vote at info; our own log says when leaders change.
-            filter: "info,openraft=warn".to_owned(),
+            filter: DEFAULT_LOG_FILTER.to_owned(),
         }
     }
 }
+
+/// The default `log.filter`. openraft narrates every vote at info; our own log says when
+/// leaders change. Its core's warnings (`openraft::core::raft_core`) are, all three, a
+/// stale message being dropped as designed: a vote answer arriving after the election
+/// ended (on every normal start of a fleet, as the third node answers late), a replication
+/// answer from before a change of leader or membership. Errors there still show, and so
+/// do warnings from the rest of openraft (replication, storage, network).
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::core::raft_core=error";
 
 /// Log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,8 +256,13 @@ pub struct Config {
     pub encryption_key: Option<Ring>,
     /// The secret nodes present to each other's internal listeners.
     pub cluster_secret: Option<String>,
-    /// The Raft group.
+    /// The Raft group. `raft.node_id` is 1 when no id was configured; a node settles its
+    /// id against its data directory before it starts (see [`Config::configured_node_id`]).
     pub raft: crate::raft::Config,
+    /// The node id named by `--node-id`, `raft.node_id` or `MCP_FLEET_RAFT__NODE_ID`, if
+    /// any: it must match the id recorded in the data directory, and `serve` needs one on
+    /// a first start.
+    pub configured_node_id: Option<crate::raft::NodeId>,
     /// Address of the internal listener.
     pub raft_listen: SocketAddr,
     /// Logging.
@@ -227,16 +300,17 @@ impl Config {
                     .split("__"),
             )
             .merge(Serialized::defaults(overrides));
+        let given = figment.contains("raft.node_id");
         let raw: Raw = figment.extract().map_err(Box::new)?;
-        Self::validate(raw)
+        Self::validate(raw, given)
     }
 
     /// Parses configuration from TOML text alone (no environment), for tests and tools.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
-        let raw: Raw = Figment::from(Toml::string(text))
-            .extract()
-            .map_err(Box::new)?;
-        Self::validate(raw)
+        let figment = Figment::from(Toml::string(text));
+        let given = figment.contains("raft.node_id");
+        let raw: Raw = figment.extract().map_err(Box::new)?;
+        Self::validate(raw, given)
     }
 
     /// The caps on what callers can make a node hold: each must leave room for ordinary
@@ -300,7 +374,9 @@ impl Config {
         Ok(())
     }
 
-    fn validate(raw: Raw) -> Result<Self, Error> {
+    /// `node_id_given`: whether `raft.node_id` came from the file, the environment or a
+    /// flag rather than the default.
+    fn validate(raw: Raw, node_id_given: bool) -> Result<Self, Error> {
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             invalid(
                 "listen",
@@ -368,15 +444,16 @@ impl Config {
             .map(Ring::from_config)
             .transpose()
             // The value itself is a secret and is never echoed; ring errors never quote keys.
-            .map_err(|e| {
-                invalid(
-                    "encryption_key",
-                    format!("must be 64 hex characters (32 bytes) or a key-ring file: {e}"),
-                )
+            .map_err(|e| Error::InvalidSecret {
+                key: "encryption_key",
+                message: format!("must be 64 hex characters (32 bytes) or a key-ring file: {e}"),
             })?;
         if let Some(secret) = &raw.cluster_secret {
             if secret.len() < 16 {
-                return Err(invalid("cluster_secret", "must be at least 16 characters"));
+                return Err(Error::InvalidSecret {
+                    key: "cluster_secret",
+                    message: "must be at least 16 characters".to_owned(),
+                });
             }
         }
         let raft_listen: SocketAddr = raw.raft.listen.parse().map_err(|_| {
@@ -394,7 +471,11 @@ impl Config {
                 "must differ from listen: the public listener never serves Raft",
             ));
         }
-        if !raw.raft.peers.is_empty() && !raw.raft.peers.contains_key(&raw.raft.node_id) {
+        // Without a configured id the node's recorded id is checked at start instead.
+        if node_id_given
+            && !raw.raft.peers.is_empty()
+            && !raw.raft.peers.contains_key(&raw.raft.node_id)
+        {
             return Err(invalid(
                 "raft.peers",
                 format!(
@@ -454,6 +535,7 @@ impl Config {
             conformance: raw.conformance,
             encryption_key,
             cluster_secret: raw.cluster_secret,
+            configured_node_id: node_id_given.then_some(raw.raft.node_id),
             raft: raw.raft,
             raft_listen,
             log: raw.log,
@@ -536,6 +618,18 @@ mod tests {
     }
 
     #[test]
+    fn read_errors_name_the_key_without_internal_prefixes() {
+        let err = Config::from_toml("[http]\nmax_body_bytes = \"big\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("configuration key `http.max_body_bytes`: invalid type"),
+            "{err}"
+        );
+        assert!(!err.contains("default."), "{err}");
+    }
+
+    #[test]
     fn auth_none_needs_loopback() {
         let err = Config::from_toml("listen = \"0.0.0.0:8080\"")
             .unwrap_err()
@@ -601,14 +695,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("cluster_secret") && !err.contains("short\""),
+            err.contains("cluster_secret")
+                && err.contains("MCP_FLEET_CLUSTER_SECRET")
+                && !err.contains("short\""),
             "{err}"
         );
         let err = Config::from_toml("encryption_key = \"secretsecret\"")
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("encryption_key") && !err.contains("secretsecret"),
+            err.contains("encryption_key")
+                && err.contains("MCP_FLEET_ENCRYPTION_KEY")
+                && !err.contains("secretsecret"),
             "{err}"
         );
     }
@@ -621,10 +719,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.raft.peers.len(), 2);
         assert_eq!(c.raft_listen.port(), 7002);
-        let err = Config::from_toml("[raft.peers]\n2 = \"b:7002\"")
+        assert_eq!(c.configured_node_id, Some(2));
+        let err = Config::from_toml("[raft]\nnode_id = 1\n[raft.peers]\n2 = \"b:7002\"")
             .unwrap_err()
             .to_string();
         assert!(err.contains("raft.peers"), "{err}");
+        // Without an id, the one recorded in the data directory is checked at start.
+        let c = Config::from_toml("[raft.peers]\n2 = \"b:7002\"").unwrap();
+        assert_eq!(c.configured_node_id, None);
         let err = Config::from_toml("[raft]\nlisten = \"nowhere\"")
             .unwrap_err()
             .to_string();

@@ -8,6 +8,7 @@
 //! - [`tools`] is the API for writing tools, resources and prompts, and the built-ins.
 //! - [`raft`] is the fleet store: sealed records replicated by openraft over sled.
 //! - [`crypto`] seals records and hashes the keys they are stored under.
+//! - `identity` records which member a data directory belongs to.
 //! - [`limits`] caps what a caller can make a node hold, and says how refusals look.
 //! - [`metrics`] is what Prometheus scrapes from a node; [`telemetry`] sets up its logs.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+mod identity;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
@@ -32,4 +34,4 @@ pub mod telemetry;
 pub mod tools;
 
 pub use config::Config;
-pub use node::{Node, NodeHandle, Role, Stopper};
+pub use node::{Node, NodeHandle, Role, StartError, Stopper};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mcp_fleet::cli::{Cli, Command};
-use mcp_fleet::{cluster, telemetry, Config, Node, Role};
+use mcp_fleet::{cluster, telemetry, Config, Node, Role, StartError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,17 +34,42 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mcp-fleet: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("mcp-fleet: {}", describe(&e));
+            // As documented: 2 when the configuration is refused, 1 for any other failure.
+            let config = e
+                .downcast_ref::<StartError>()
+                .is_some_and(StartError::is_config);
+            ExitCode::from(if config { 2 } else { 1 })
         }
     }
 }
 
+/// The error and its causes, each said once: most errors already quote their cause.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let internal = TcpListener::bind(config.raft_listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.raft_listen))?;
+    let listener = TcpListener::bind(config.listen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the public listener (--listen, `listen`) on {}: {e}",
+            config.listen
+        )
+    })?;
+    let internal = TcpListener::bind(config.raft_listen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the internal listener (--raft-listen, `raft.listen`) on {}: {e}",
+            config.raft_listen
+        )
+    })?;
     let node = Node::start(config, role, listener, internal).await?;
     // The first lines on standard output are the endpoints, for people and test harnesses.
     println!("mcp-fleet listening on {}", node.mcp_url());

@@ -11,6 +11,7 @@ use crate::actors::{SessionHandle, ToolPool};
 use crate::auth::dev::DevIssuer;
 use crate::auth::{self, Authenticator, Principal};
 use crate::crypto::{self, Ring, Sealer};
+use crate::identity::{self, Identity};
 use crate::mcp::{Engine, ServerInfo};
 use crate::metrics::Metrics;
 use crate::raft::{self, Store};
@@ -57,11 +58,36 @@ pub enum StartError {
     #[error("{0}")]
     DevIssuer(#[from] auth::dev::Error),
     /// A setting a fleet node cannot do without is missing.
-    #[error("configuration key `{0}` is required to serve as part of a fleet")]
+    #[error(
+        "configuration key `{0}` (environment variable {env}) is required to serve as part \
+         of a fleet",
+        env = crate::config::env_var(.0)
+    )]
     Missing(&'static str),
+    /// `serve` with the development issuer: each node would run its own, and trust only it.
+    #[error(
+        "configuration key `auth.mode`: `dev` runs a development issuer inside one node, so a \
+         token from one node is refused by the others; serve a fleet with --auth jwt and a \
+         real issuer, or run one node with `mcp-fleet dev --auth dev`"
+    )]
+    DevAuthInFleet,
+    /// The node's id could not be settled against its data directory.
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
     /// An HTTP server could not use its listener.
     #[error("listener: {0}")]
     Listen(std::io::Error),
+}
+
+impl StartError {
+    /// Whether the configuration is at fault (exit status 2), rather than the machine.
+    pub fn is_config(&self) -> bool {
+        match self {
+            StartError::Missing(_) | StartError::DevAuthInFleet => true,
+            StartError::Identity(e) => e.is_config(),
+            _ => false,
+        }
+    }
 }
 
 /// Builds the protocol engine: tool actors, sessions, sealing key.
@@ -105,15 +131,19 @@ impl Node {
     /// [`NodeHandle::addr`]): `listener` serves MCP, `internal` serves Raft and cluster
     /// status. Must be called inside an actix system.
     pub async fn start(
-        config: Config,
+        mut config: Config,
         role: Role,
         listener: TcpListener,
         internal: TcpListener,
     ) -> Result<NodeHandle, StartError> {
+        if role == Role::Fleet && config.auth.mode == auth::Mode::Dev {
+            return Err(StartError::DevAuthInFleet);
+        }
         create_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+        let identity = settle_identity(&mut config, role)?;
         let internal_addr = internal.local_addr().map_err(StartError::Listen)?;
         let addr = listener.local_addr().map_err(StartError::Listen)?;
         let ring = ring(&config, role)?;
@@ -123,6 +153,7 @@ impl Node {
             open_store(&config, role, ring, internal_addr, metrics.limits()).await?;
         let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
+        record_first_membership(identity, store.clone());
         let mut engine = engine(&config, store.clone(), sealer, &metrics);
         if access.auth.mode != auth::Mode::None {
             engine = engine.with_access(access.auth.clone());
@@ -153,7 +184,7 @@ impl Node {
         let state = web::Data::new(http::State::new(
             engine.clone(),
             config.http.clone(),
-            addr.ip().is_loopback(),
+            addr.ip(),
             shutdown.clone(),
             store.clone(),
             http::AuthSetup {
@@ -278,6 +309,57 @@ impl Access {
             dev,
         })
     }
+}
+
+/// Settles this node's id against its data directory (see [`identity`]) and puts it in
+/// `config.raft.node_id`. A node of one is node 1 unless configured or recorded otherwise;
+/// a fleet node has no default.
+fn settle_identity(config: &mut Config, role: Role) -> Result<Identity, StartError> {
+    let default = match role {
+        Role::Single => Some(config.raft.node_id),
+        Role::Fleet => None,
+    };
+    let identity = Identity::settle(&config.data_dir, config.configured_node_id, default)?;
+    let id = identity.node_id();
+    config.raft.node_id = id;
+    if !config.raft.peers.is_empty() && !config.raft.peers.contains_key(&id) {
+        return Err(identity::Error::NotInPeers { id }.into());
+    }
+    Ok(identity)
+}
+
+/// Records, once, the first membership this node finds itself in; see [`identity`]. A
+/// node that is a member already (a node of one, a restarted member) records it now,
+/// before it serves; one waiting to be joined watches until it is.
+fn record_first_membership(mut identity: Identity, store: Store) {
+    if identity.has_first_membership() {
+        return;
+    }
+    if record_membership_if_member(&mut identity, &store) {
+        return;
+    }
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if record_membership_if_member(&mut identity, &store) {
+                return;
+            }
+        }
+    });
+}
+
+/// Records the membership if this node belongs to it; returns whether it is settled.
+fn record_membership_if_member(identity: &mut Identity, store: &Store) -> bool {
+    let status = store.status();
+    if !status.members.iter().any(|m| m.id == identity.node_id()) {
+        return false;
+    }
+    let members = status.members.into_iter().map(|m| (m.id, m.addr)).collect();
+    if let Err(e) = identity.record_first_membership(members) {
+        tracing::warn!(error = %e, "cannot record the first membership");
+    }
+    true
 }
 
 /// The sealing key ring: configured, or in dev mode generated into the data directory.

@@ -50,3 +50,53 @@ where
         .with_span_list(true)
         .finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::DEFAULT_LOG_FILTER;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn the_default_filter_drops_openraft_stale_message_notices_and_keeps_real_warnings() {
+        let buffer = Buffer::default();
+        let subscriber = json_subscriber(EnvFilter::new(DEFAULT_LOG_FILTER), buffer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                target: "openraft::core::raft_core",
+                "A message will be ignored because vote changed: when (VoteResponse)"
+            );
+            tracing::error!(target: "openraft::core::raft_core", "core error");
+            tracing::warn!(target: "openraft::replication", "replication warning");
+            tracing::info!(target: "openraft::engine", "vote narration");
+            tracing::warn!(target: "mcp_fleet::raft", "our warning");
+        });
+        let output = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(!output.contains("vote changed"), "{output}");
+        assert!(!output.contains("vote narration"), "{output}");
+        for kept in ["core error", "replication warning", "our warning"] {
+            assert!(output.contains(kept), "{kept} missing:\n{output}");
+        }
+    }
+}

@@ -120,3 +120,16 @@ fn a_legacy_session_answers_and_asks_over_stdio() {
         .unwrap_or_default();
     assert!(text.contains("ada"), "{reply}");
 }
+
+#[test]
+fn the_end_of_input_ends_the_server_with_status_0() {
+    let status = Command::new(env!("CARGO_BIN_EXE_mcp-fleet"))
+        .arg("stdio")
+        .env_remove("MCP_FLEET_BIN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run mcp-fleet stdio");
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,5 +1,7 @@
 //! DNS-rebinding protection: `Origin` and `Host` checks on the MCP endpoint.
 
+use std::net::IpAddr;
+
 use actix_web::HttpRequest;
 
 use super::Config;
@@ -25,9 +27,11 @@ pub(crate) fn origin_allowed(config: &Config, origin: &str) -> bool {
         .any(|allowed| allowed.eq_ignore_ascii_case(origin))
 }
 
-/// Checks a request's `Origin` and, on a loopback listener, its `Host`.
-/// Returns the reason for refusal.
-pub(crate) fn check(config: &Config, loopback: bool, req: &HttpRequest) -> Result<(), String> {
+/// Checks a request's `Origin` and its `Host`: on a listener bound to loopback address
+/// `listen`, `Host` must be a loopback name (`localhost`, `127.0.0.1`, `::1`), `listen`
+/// itself (the URL the node prints), or listed in `http.allowed_hosts`; elsewhere, listed
+/// when the list is not empty. Returns the reason for refusal.
+pub(crate) fn check(config: &Config, listen: IpAddr, req: &HttpRequest) -> Result<(), String> {
     if let Some(origin) = req.headers().get("origin") {
         let origin = origin.to_str().unwrap_or("");
         if !origin_allowed(config, origin) {
@@ -44,7 +48,11 @@ pub(crate) fn check(config: &Config, loopback: bool, req: &HttpRequest) -> Resul
         .allowed_hosts
         .iter()
         .any(|h| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(host_only));
-    if loopback && !is_loopback_host(host_only) && !listed {
+    let loopback = listen.is_loopback();
+    // Only the listener's own address, not any loopback address: a page that reached us
+    // through DNS rebinding names its own host, never an address literal.
+    let own = host_only.parse::<IpAddr>().is_ok_and(|ip| ip == listen);
+    if loopback && !is_loopback_host(host_only) && !own && !listed {
         return Err(format!("Host not allowed: {host}"));
     }
     if !loopback && !config.allowed_hosts.is_empty() && !listed {
@@ -83,6 +91,35 @@ mod tests {
         assert!(!origin_allowed(&c, "null"));
         c.allowed_origins.push("https://app.example.com".into());
         assert!(origin_allowed(&c, "https://app.example.com"));
+    }
+
+    fn host_check(listen: &str, host: &str) -> Result<(), String> {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("host", host))
+            .to_http_request();
+        check(&Config::default(), listen.parse().unwrap(), &req)
+    }
+
+    #[test]
+    fn a_loopback_listener_accepts_its_own_address_and_refuses_foreign_hosts() {
+        assert_eq!(host_check("127.0.0.2", "127.0.0.2:8080"), Ok(()));
+        assert_eq!(host_check("127.0.0.2", "localhost:8080"), Ok(()));
+        assert_eq!(host_check("127.0.0.1", "127.0.0.1:8080"), Ok(()));
+        assert_eq!(host_check("::1", "[::1]:8080"), Ok(()));
+        for (listen, host) in [
+            ("127.0.0.2", "evil.example.com:8080"),
+            ("127.0.0.2", "127.0.0.3:8080"),
+            ("127.0.0.1", "127.0.0.2:8080"),
+            ("127.0.0.2", "127.0.0.2.evil.example.com"),
+        ] {
+            assert_eq!(
+                host_check(listen, host),
+                Err(format!("Host not allowed: {host}")),
+                "{listen} {host}"
+            );
+        }
+        // Off loopback the Host is free unless http.allowed_hosts lists some.
+        assert_eq!(host_check("10.0.0.1", "anything.example.com"), Ok(()));
     }
 
     #[test]

@@ -367,7 +367,7 @@ pub(super) async fn post_batch(
 }
 
 pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    if let Err(reason) = guard::check(&state.config, state.loopback, &req) {
+    if let Err(reason) = guard::check(&state.config, state.listen, &req) {
         return forbidden(reason);
     }
     // 2026-07-28 has no GET stream; only a legacy session has one.
@@ -534,7 +534,7 @@ fn forward_updates(
 }
 
 pub(super) async fn delete(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    if let Err(reason) = guard::check(&state.config, state.loopback, &req) {
+    if let Err(reason) = guard::check(&state.config, state.listen, &req) {
         return forbidden(reason);
     }
     if header(&req, MCP_SESSION_ID).is_none() {

@@ -98,7 +98,7 @@ pub(super) fn forbidden(reason: String) -> HttpResponse {
 }
 
 async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
-    if let Err(reason) = guard::check(&state.config, state.loopback, &req) {
+    if let Err(reason) = guard::check(&state.config, state.listen, &req) {
         return forbidden(reason);
     }
     let principal = match super::auth::authenticate(&req, &state).await {

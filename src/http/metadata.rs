@@ -106,7 +106,7 @@ async fn dev_token(
     let Some(issuer) = &state.dev else {
         return HttpResponse::NotFound().finish();
     };
-    if let Err(reason) = guard::check(&state.config, state.loopback, &req) {
+    if let Err(reason) = guard::check(&state.config, state.listen, &req) {
         tracing::warn!(%reason, "refused a request to the development issuer");
         return HttpResponse::Forbidden()
             .json(json!({ "error": "access_denied", "error_description": reason }));

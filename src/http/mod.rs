@@ -38,8 +38,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Browser origins allowed besides loopback ones (`https://app.example.com`, or `*`).
     pub allowed_origins: Vec<String>,
-    /// Host names allowed in `Host` besides loopback ones. Empty on a non-loopback
-    /// listener means any host.
+    /// Host names allowed in `Host` besides loopback ones (`localhost`, `127.0.0.1`,
+    /// `::1`) and the listener's own address. Empty on a non-loopback listener means any
+    /// host. In the environment, a TOML array:
+    /// `MCP_FLEET_HTTP__ALLOWED_HOSTS='["a.example.com","b.example.com"]'`.
     pub allowed_hosts: Vec<String>,
     /// Interval of keep-alive comments on idle SSE streams.
     #[serde(with = "humantime_serde")]
@@ -181,8 +183,8 @@ pub(crate) struct State {
     /// Open `subscriptions/listen` streams, per principal.
     pub listeners: Arc<listen::Listeners>,
     pub config: Config,
-    /// Whether the listener is on a loopback address (then `Host` is checked).
-    pub loopback: bool,
+    /// The public listener's address; on loopback, `Host` is checked against it.
+    pub listen: std::net::IpAddr,
     /// Who is calling: token validation and challenges.
     pub guard: auth::Guard,
     /// The protected-resource metadata, when authentication is on.
@@ -211,7 +213,7 @@ impl State {
     pub(crate) fn new(
         engine: Engine,
         config: Config,
-        loopback: bool,
+        listen: std::net::IpAddr,
         shutdown: CancellationToken,
         store: Store,
         auth: AuthSetup,
@@ -224,7 +226,7 @@ impl State {
             listeners: listen::Listeners::new(config.max_listen_streams_per_principal, limits),
             engine,
             config,
-            loopback,
+            listen,
             guard: auth.guard,
             metadata: auth.metadata,
             dev: auth.dev,

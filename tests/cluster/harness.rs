@@ -230,13 +230,23 @@ impl Cluster {
     /// `--peers`: it rejoins from what it stored. Waits only until it listens; see
     /// [`Cluster::wait_ready`].
     pub fn restart(&mut self, id: u64) {
+        self.restart_as(id, Some(id));
+    }
+
+    /// Like [`Cluster::restart`], but with only its listeners and data directory: no
+    /// `--node-id`, as a README reader restarts a node.
+    pub fn restart_without_id(&mut self, id: u64) {
+        self.restart_as(id, None);
+    }
+
+    fn restart_as(&mut self, id: u64, node_id: Option<u64>) {
         let node = self
             .nodes
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no node {id}"));
         node.kill();
         let (public, internal) = (node.public, node.internal);
-        if let Err(e) = node.spawn(&self.env, &self.args) {
+        if let Err(e) = node.spawn_as(node_id, &self.env, &self.args) {
             panic!("restarting node {id}: {e}");
         }
         assert_eq!(
@@ -244,6 +254,18 @@ impl Cluster {
             (public, internal),
             "node {id} came back on other ports"
         );
+    }
+
+    /// Runs `serve` for node `id` (stopped) on its data directory and addresses, with
+    /// `--node-id` when `node_id` is given, expecting it to refuse: returns what it did once
+    /// it exits; panics if it is still running after [`READY_DEADLINE`].
+    pub fn serve_refused(&self, id: u64, node_id: Option<u64>) -> Output {
+        let node = self.node(id);
+        assert!(!node.is_running(), "node {id} is running");
+        let cmd = node.serve_command(node_id, &self.env, &self.args);
+        run_bounded(cmd, READY_DEADLINE).unwrap_or_else(|e| {
+            panic!("`serve` for node {id} as {node_id:?}: {e}\n{}", self.logs())
+        })
     }
 
     /// Starts a fresh, uninitialised node `id` and adds it with `cluster join` through the

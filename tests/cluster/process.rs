@@ -117,10 +117,42 @@ impl NodeProc {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// `mcp-fleet serve` on the node's current addresses and data directory, with
+    /// `--node-id` when `node_id` is given, then `args`, with `env`.
+    pub(crate) fn serve_command(
+        &self,
+        node_id: Option<u64>,
+        env: &[(String, String)],
+        args: &[String],
+    ) -> Command {
+        let mut cmd = command();
+        cmd.arg("serve");
+        if let Some(node_id) = node_id {
+            cmd.args(["--node-id", &node_id.to_string()]);
+        }
+        cmd.args(["--listen", &self.public.to_string()])
+            .args(["--raft-listen", &self.internal.to_string()])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
     /// Starts the process on the node's current addresses (port 0 the first time) and waits
     /// until it prints both listeners; records the ports it reports.
     pub(crate) fn spawn(
         &mut self,
+        env: &[(String, String)],
+        args: &[String],
+    ) -> Result<(), String> {
+        self.spawn_as(Some(self.id), env, args)
+    }
+
+    /// Like [`NodeProc::spawn`], with `--node-id` only when `node_id` is given.
+    pub(crate) fn spawn_as(
+        &mut self,
+        node_id: Option<u64>,
         env: &[(String, String)],
         args: &[String],
     ) -> Result<(), String> {
@@ -130,15 +162,8 @@ impl NodeProc {
             .append(true)
             .open(self.log_path())
             .expect("open the node log");
-        let mut child = command()
-            .arg("serve")
-            .args(["--node-id", &self.id.to_string()])
-            .args(["--listen", &self.public.to_string()])
-            .args(["--raft-listen", &self.internal.to_string()])
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+        let mut child = self
+            .serve_command(node_id, env, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -61,6 +61,7 @@ pub fn eventually_or<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>
 /// How to start a server.
 #[derive(Default)]
 pub struct Builder {
+    listen: Option<String>,
     conformance: bool,
     config: Option<String>,
     args: Vec<String>,
@@ -68,6 +69,12 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// Listens on `addr` (`--listen`) instead of `127.0.0.1:0`.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = Some(addr.to_owned());
+        self
+    }
+
     /// Serves the conformance fixtures (`--conformance`).
     pub fn conformance(mut self) -> Self {
         self.conformance = true;
@@ -107,6 +114,7 @@ impl Builder {
         }
         args.extend(self.args);
         let mut server = Server {
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
             data_dir: dir.path().join("data"),
             dir,
             args,
@@ -122,6 +130,7 @@ impl Builder {
 
 /// A running `mcp-fleet dev`; the process is killed when this is dropped.
 pub struct Server {
+    listen: String,
     dir: TempDir,
     data_dir: PathBuf,
     args: Vec<String>,
@@ -148,7 +157,8 @@ impl Server {
         &self.url
     }
 
-    /// The server's origin, `http://127.0.0.1:PORT`, for other paths.
+    /// The server's origin, `http://127.0.0.1:PORT` (or the address given to
+    /// [`Builder::listen`]), for other paths.
     pub fn base(&self) -> &str {
         self.url
             .strip_suffix("/mcp")
@@ -169,6 +179,11 @@ impl Server {
         })
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// The process id of the running server.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("a running server").id()
@@ -180,6 +195,18 @@ impl Server {
         line.strip_prefix("mcp-fleet internal listener on http://")
             .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
             .to_owned()
+    }
+
+    /// Stops the process with SIGTERM (graceful shutdown) and returns its exit status;
+    /// panics if it is still running after `deadline`.
+    pub fn terminate(&mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed: {sent}");
+        wait_exit(&mut child, deadline)
     }
 
     /// Kills the process (no graceful shutdown) and waits for it to exit.
@@ -214,7 +241,7 @@ impl Server {
             .expect("open the server log");
         let mut child = command()
             .arg("dev")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.args)
             // Two workers are plenty for a test and keep many parallel servers light.
@@ -255,7 +282,7 @@ impl Server {
             .strip_prefix("mcp-fleet listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", self.log()));
         assert!(
-            url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
+            url.starts_with("http://127.") && url.ends_with("/mcp"),
             "{url}"
         );
         self.url = url.to_owned();

@@ -97,6 +97,46 @@ fn a_foreign_host_is_403() {
 }
 
 #[test]
+fn a_node_on_another_loopback_address_accepts_its_own_url_and_refuses_foreign_hosts() {
+    let server = Server::builder().listen("127.0.0.2:0").start();
+    let own = server.base().trim_start_matches("http://").to_owned();
+    assert!(own.starts_with("127.0.0.2:"), "{own}");
+    let reply = Modern::new("tools/list", json!({}))
+        .header("Host", &own)
+        .send(server.url());
+    assert_eq!(reply.status, 200, "Host {own}: {reply:?}");
+    let reply = Modern::new("tools/list", json!({}))
+        .header("Host", "evil.example.com")
+        .send(server.url());
+    assert_forbidden(&reply);
+    let port = own.rsplit(':').next().expect("a port");
+    let reply = Modern::new("tools/list", json!({}))
+        .header("Host", &format!("127.0.0.3:{port}"))
+        .send(server.url());
+    assert_forbidden(&reply);
+}
+
+#[test]
+fn allowed_hosts_from_the_environment_take_a_toml_list() {
+    let server = Server::builder()
+        .env(
+            "MCP_FLEET_HTTP__ALLOWED_HOSTS",
+            r#"["a.example.com","b.example.com"]"#,
+        )
+        .start();
+    for host in ["a.example.com", "b.example.com:8080"] {
+        let reply = Modern::new("tools/list", json!({}))
+            .header("Host", host)
+            .send(server.url());
+        assert_eq!(reply.status, 200, "Host {host}: {reply:?}");
+    }
+    let reply = Modern::new("tools/list", json!({}))
+        .header("Host", "c.example.com")
+        .send(server.url());
+    assert_forbidden(&reply);
+}
+
+#[test]
 fn a_preflight_from_a_loopback_origin_allows_the_mcp_headers() {
     let server = Server::start();
     let reply = options(
