@@ -195,6 +195,12 @@ impl Node {
             metrics,
             secret,
             authenticator,
+            issuers: access
+                .auth
+                .issuers
+                .iter()
+                .map(|i| i.issuer.clone())
+                .collect(),
             sessions: engine.sessions().clone(),
             public: state.clone(),
         });

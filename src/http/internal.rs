@@ -15,7 +15,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::actors::SessionHandle;
-use crate::auth::{Authenticator, Revocation};
+use crate::auth::{self, Authenticator, Revocation};
 use crate::metrics::Metrics;
 use crate::raft::network::{path, Reply, POSTCARD};
 use crate::raft::{Command, NodeId, Store};
@@ -56,6 +56,8 @@ pub(crate) struct Internal {
     pub secret: String,
     /// Records revocations; `None` with `--auth none`.
     pub authenticator: Option<Authenticator>,
+    /// The trusted issuers, as configured: revocations must name one of them.
+    pub issuers: Vec<String>,
     /// Ends legacy sessions revoked by id.
     pub sessions: SessionHandle,
     /// The public side's live sessions, where answers forwarded by other nodes go.
@@ -94,6 +96,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
                 .route("/cluster/init", web::post().to(init))
                 .route("/cluster/join", web::post().to(join))
                 .route("/cluster/leave", web::post().to(leave))
+                .route(path::REMOVED, web::post().to(removed))
+                .route(path::MEMBERS, web::get().to(members))
                 .route("/fleet/reseal", web::post().to(reseal))
                 .route("/auth/revoke", web::post().to(revoke))
                 .service(
@@ -126,8 +130,12 @@ async fn require_secret(
             presented = !presented.is_empty(),
             "refused an internal request without the cluster secret"
         );
-        let response = HttpResponse::Unauthorized()
-            .json(json!({ "error": "this listener requires the cluster secret" }));
+        let error = if presented.is_empty() {
+            "this listener requires the cluster secret"
+        } else {
+            "this node refused the cluster secret presented (wrong secret?)"
+        };
+        let response = HttpResponse::Unauthorized().json(json!({ "error": error }));
         return Ok(req.into_response(response));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
@@ -215,8 +223,14 @@ async fn read_index(state: web::Data<Internal>) -> HttpResponse {
     postcard_body(&state.store.read_index().await)
 }
 
+/// This node's own report; see [`super::report::NodeReport`].
 async fn status(state: web::Data<Internal>) -> HttpResponse {
-    HttpResponse::Ok().json(state.store.status())
+    HttpResponse::Ok().json(super::report::own(&state))
+}
+
+/// Every member's own report, asked by this node (`cluster status`).
+async fn members(state: web::Data<Internal>) -> HttpResponse {
+    HttpResponse::Ok().json(super::report::members(&state).await)
 }
 
 /// Prometheus scrapes this node's metrics.
@@ -236,8 +250,41 @@ async fn init(state: web::Data<Internal>, body: web::Json<InitBody>) -> HttpResp
     if body.peers.is_empty() {
         return HttpResponse::BadRequest().json(json!({ "error": "peers is empty" }));
     }
-    match state.store.initialize(body.peers).await {
-        Ok(initialized) => HttpResponse::Ok().json(json!({ "initialized": initialized })),
+    match state.store.initialize(body.peers.clone()).await {
+        Ok(true) => HttpResponse::Ok().json(json!({ "initialized": true })),
+        Ok(false) => {
+            // Formed already: the same voters again is the repeat a deployment script makes
+            // on every node; other voters would be a second group, so say no.
+            let voters: BTreeMap<NodeId, String> = state
+                .store
+                .status()
+                .members
+                .into_iter()
+                .filter(|m| m.voter)
+                .map(|m| (m.id, m.addr))
+                .collect();
+            if voters == body.peers {
+                HttpResponse::Ok().json(json!({ "initialized": false, "already_formed": true }))
+            } else {
+                let list = |peers: &BTreeMap<NodeId, String>| {
+                    peers
+                        .iter()
+                        .map(|(id, addr)| format!("{id}={addr}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                HttpResponse::Conflict().json(json!({
+                    "error": format!(
+                        "this node already belongs to a group whose voters are `{}`, not the \
+                         `{}` given: a formed group changes with `cluster join` and `cluster \
+                         leave`, never `cluster init`",
+                        list(&voters),
+                        list(&body.peers)
+                    ),
+                    "voters": voters,
+                }))
+            }
+        }
         Err(e) => HttpResponse::Conflict().json(json!({ "error": e.to_string() })),
     }
 }
@@ -263,9 +310,33 @@ async fn join(
         return forwarded;
     }
     match state.store.join(body.node_id, body.addr).await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "joined": body.node_id })),
+        Ok(()) => {
+            let voters = state.store.voter_count();
+            let mut answer = json!({ "joined": body.node_id, "voters": voters });
+            if voters % 2 == 0 {
+                let warning = format!(
+                    "the group now has {voters} voters, an even number: it tolerates no more \
+                     failures than {} voters would, and needs {} of them for every write; add \
+                     or remove one voter to make the count odd",
+                    voters - 1,
+                    voters / 2 + 1
+                );
+                tracing::warn!(voters, "{warning}");
+                answer["warning"] = json!(warning);
+            }
+            HttpResponse::Ok().json(answer)
+        }
         Err(e) => HttpResponse::Conflict().json(json!({ "error": e.to_string() })),
     }
+}
+
+/// The leader says `cluster leave` removed this node: stop serving and standing for
+/// election.
+async fn removed(state: web::Data<Internal>) -> HttpResponse {
+    state
+        .store
+        .mark_removed("told by the leader that `cluster leave` removed it");
+    postcard_body(&true)
 }
 
 async fn leave(
@@ -352,9 +423,37 @@ async fn revoke(state: web::Data<Internal>, body: web::Json<RevokeBody>) -> Http
             json!({ "error": "authentication is off on this node: there is nothing to revoke" }),
         );
     };
-    let (revocation, what) = match (body.issuer, body.subject, body.token_id) {
-        (Some(issuer), Some(subject), None) => (Revocation::Subject { issuer, subject }, "subject"),
-        (Some(issuer), None, Some(token_id)) => (Revocation::TokenId { issuer, token_id }, "token"),
+    let (Some(given), subject, token_id) = (body.issuer, body.subject, body.token_id) else {
+        return HttpResponse::BadRequest().json(json!({
+            "error": "give issuer with subject, issuer with token_id, or session"
+        }));
+    };
+    // Stored under any other spelling than the configured one, a revocation would match
+    // no token and the command would report a success that refuses nothing.
+    let issuer = match auth::resolve_issuer(&state.issuers, &given) {
+        Ok(issuer) => issuer,
+        Err(unknown) => {
+            return HttpResponse::BadRequest().json(json!({
+                "error": unknown.to_string(),
+                "configured_issuers": unknown.configured,
+            }))
+        }
+    };
+    let (revocation, what) = match (subject, token_id) {
+        (Some(subject), None) => (
+            Revocation::Subject {
+                issuer: issuer.clone(),
+                subject,
+            },
+            "subject",
+        ),
+        (None, Some(token_id)) => (
+            Revocation::TokenId {
+                issuer: issuer.clone(),
+                token_id,
+            },
+            "token",
+        ),
         _ => {
             return HttpResponse::BadRequest().json(json!({
                 "error": "give issuer with subject, issuer with token_id, or session"
@@ -362,9 +461,21 @@ async fn revoke(state: web::Data<Internal>, body: web::Json<RevokeBody>) -> Http
         }
     };
     match authenticator.revoke(revocation).await {
-        Ok(()) => {
-            tracing::info!(what, "revocation recorded");
-            HttpResponse::Ok().json(json!({ "revoked": what }))
+        Ok(unconfirmed) => {
+            if unconfirmed.is_empty() {
+                tracing::info!(what, "revocation recorded and applied by every member");
+            } else {
+                tracing::warn!(
+                    what,
+                    ?unconfirmed,
+                    "revocation recorded; some members did not confirm they applied it"
+                );
+            }
+            HttpResponse::Ok().json(json!({
+                "revoked": what,
+                "issuer": issuer,
+                "unconfirmed_members": unconfirmed,
+            }))
         }
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }

@@ -11,6 +11,9 @@ use serde::Serialize;
 use super::store::{Error, Store};
 use super::NodeId;
 
+/// How long the leader waits for a removed node to acknowledge it was told.
+const TELL_REMOVED: Duration = Duration::from_secs(2);
+
 /// One node's view of the group, for `/cluster` and readiness.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -82,11 +85,12 @@ impl Store {
         }
     }
 
-    /// Whether this node can serve: it knows a leader (or lost it to an election less than
+    /// Whether this node can serve: it is a member of a group (see
+    /// [`Store::standing`]), knows a leader (or lost it to an election less than
     /// `raft.write_timeout` ago), has applied what it last heard was committed, and its
     /// writes are not stalled (see [`Store::stalled_for`]).
     pub fn is_ready(&self) -> bool {
-        if self.stalled_for().is_some() {
+        if self.standing() != super::Standing::Member || self.stalled_for().is_some() {
             return false;
         }
         let applied = {
@@ -213,9 +217,11 @@ impl Store {
         .await
     }
 
-    /// On the leader: removes `id` from the group.
+    /// On the leader: removes `id` from the group, then tells it so (best effort: a node
+    /// that does not hear it notices once it applies a membership without itself).
     pub async fn leave(&self, id: NodeId) -> Result<(), Error> {
         let raft = self.0.raft.clone();
+        let addr = self.member_addr(id);
         self.on_runtime(async move {
             let voters: BTreeSet<NodeId> = raft
                 .metrics()
@@ -234,7 +240,32 @@ impl Store {
                 .map_err(membership_error)?;
             Ok(())
         })
-        .await
+        .await?;
+        if id == self.0.id {
+            self.mark_removed("removed itself as the leader");
+        } else if let Some(addr) = addr {
+            let told = self
+                .0
+                .client
+                .call::<_, bool>(&addr, super::network::path::REMOVED, &(), TELL_REMOVED)
+                .await;
+            if let Err(e) = told {
+                tracing::warn!(node = id, error = %e, "could not tell a removed node it was removed");
+            }
+        }
+        Ok(())
+    }
+
+    /// How many voters the membership this node holds has.
+    pub fn voter_count(&self) -> usize {
+        self.0
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
     }
 
     /// Hands leadership to the most caught-up voter before this node stops, so the fleet

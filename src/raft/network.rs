@@ -66,10 +66,15 @@ pub(crate) mod path {
     pub const WRITE: &str = "/fleet/write";
     /// A follower asking the leader for the index a linearizable read must wait for.
     pub const READ_INDEX: &str = "/fleet/read-index";
-    /// A member asking another to wait until it has applied a removal.
+    /// A member asking another to wait until it has applied a write (a removal, a
+    /// revocation).
     pub const APPLIED: &str = "/fleet/applied";
     /// A leader about to stop asking a follower to stand for election.
     pub const ELECT: &str = "/raft/elect";
+    /// The leader telling a node that `cluster leave` removed it.
+    pub const REMOVED: &str = "/cluster/removed";
+    /// Every member's own report, gathered by the node asked (`cluster status`).
+    pub const MEMBERS: &str = "/cluster/members";
 }
 
 /// When the sender sent a message, in milliseconds since the epoch: a message that sat
