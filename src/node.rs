@@ -121,6 +121,14 @@ impl Node {
         let metrics = Metrics::new();
         let (store, runtime, secret) =
             open_store(&config, role, ring, internal_addr, metrics.limits()).await?;
+        // What a node waiting for a group names in the commands it suggests.
+        store.set_advertised(
+            config
+                .raft
+                .advertise
+                .clone()
+                .unwrap_or_else(|| internal_addr.to_string()),
+        );
         let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         let mut engine = engine(&config, store.clone(), sealer, &metrics);

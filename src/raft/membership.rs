@@ -11,8 +11,12 @@ use serde::Serialize;
 use super::store::{Error, Store};
 use super::NodeId;
 
-/// How long the leader waits for a removed node to acknowledge it was told.
+/// How long the leader waits for a removed node to acknowledge it was told, and between
+/// two attempts.
 const TELL_REMOVED: Duration = Duration::from_secs(2);
+
+/// How long the leader keeps trying to tell a removed node it cannot reach.
+const TELL_REMOVED_FOR: Duration = Duration::from_secs(600);
 
 /// One node's view of the group, for `/cluster` and readiness.
 #[derive(Debug, Clone, Serialize)]
@@ -244,16 +248,43 @@ impl Store {
         if id == self.0.id {
             self.mark_removed("removed itself as the leader");
         } else if let Some(addr) = addr {
-            let told = self
-                .0
-                .client
-                .call::<_, bool>(&addr, super::network::path::REMOVED, &(), TELL_REMOVED)
-                .await;
-            if let Err(e) = told {
-                tracing::warn!(node = id, error = %e, "could not tell a removed node it was removed");
-            }
+            self.tell_removed(id, addr).await;
         }
         Ok(())
+    }
+
+    /// Tells node `id` at `addr` that it was removed. The leader stops sending it anything
+    /// once it is out, so a node that misses this would never learn it and would stand for
+    /// election for ever: while it cannot be reached, keep trying in the background (for
+    /// [`TELL_REMOVED_FOR`]).
+    async fn tell_removed(&self, id: NodeId, addr: String) {
+        let client = self.0.client.clone();
+        let tell = move || {
+            let client = client.clone();
+            let addr = addr.clone();
+            async move {
+                client
+                    .call::<_, bool>(&addr, super::network::path::REMOVED, &(), TELL_REMOVED)
+                    .await
+            }
+        };
+        let Err(e) = tell().await else { return };
+        tracing::warn!(
+            node = id,
+            error = %e,
+            "could not tell a removed node it was removed; trying again in the background"
+        );
+        self.0.runtime.spawn(async move {
+            let until = std::time::Instant::now() + TELL_REMOVED_FOR;
+            while std::time::Instant::now() < until {
+                tokio::time::sleep(TELL_REMOVED).await;
+                if tell().await.is_ok() {
+                    tracing::info!(node = id, "told a removed node it was removed");
+                    return;
+                }
+            }
+            tracing::warn!(node = id, "gave up telling a removed node it was removed");
+        });
     }
 
     /// How many voters the membership this node holds has.

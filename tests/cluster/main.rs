@@ -28,3 +28,4 @@ mod security;
 mod session_cap;
 mod sessions;
 mod stalled_writes;
+mod standing;
