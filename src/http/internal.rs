@@ -315,9 +315,10 @@ async fn join(
             let mut answer = json!({ "joined": body.node_id, "voters": voters });
             if voters % 2 == 0 {
                 let warning = format!(
-                    "the group now has {voters} voters, an even number: it tolerates no more \
-                     failures than {} voters would, and needs {} of them for every write; add \
-                     or remove one voter to make the count odd",
+                    "the group now has {voters} voters, an even number: it survives the loss \
+                     of {} of them, no more than with {} voters, while every write needs {}; \
+                     add or remove one voter to make the count odd",
+                    (voters - 1) / 2,
                     voters - 1,
                     voters / 2 + 1
                 );
