@@ -54,6 +54,14 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the command line was incomplete or malformed (exit status 2), rather than
+    /// the node unreachable or refusing (exit status 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::NoSecret | Error::NoVia | Error::BadVia(_))
+    }
+}
+
 /// The `error` of a refusal, or the whole answer when it has none.
 fn reason(body: &Value) -> String {
     body["error"]

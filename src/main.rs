@@ -35,7 +35,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-fleet: {e:#}");
-            ExitCode::FAILURE
+            // A `cluster` command given too little to run is a usage error, like clap's.
+            let usage = e
+                .downcast_ref::<cluster::Error>()
+                .is_some_and(cluster::Error::is_usage);
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

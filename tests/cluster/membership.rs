@@ -175,11 +175,11 @@ fn cluster_status_shows_every_member_and_says_which_node_it_asked() {
 
     // Every subcommand needs to be told which node to ask.
     let out = cluster.cli(&["status"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--via is required"), "{stderr}");
     let out = cluster.cli(&["status", "--via", &format!("https://{addr}")]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a usage error");
 }
 
 #[test]
