@@ -185,10 +185,27 @@ async fn append(state: web::Data<Internal>, req: HttpRequest, body: web::Bytes) 
 }
 
 async fn vote(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
-    match decode(&body) {
-        Ok(request) => postcard_body(&Reply(state.store.raft().vote(request).await)),
-        Err(response) => *response,
+    let request: openraft::raft::VoteRequest<NodeId> = match decode(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    if let Some(candidate) = request.vote.leader_id().voted_for() {
+        let last = request.last_log_id.map(|l| l.index);
+        if state.store.is_removed_candidate(candidate, last) {
+            // Tell it (its network layer notes the status) instead of letting its term
+            // disturb the group.
+            tracing::info!(
+                node = candidate,
+                "refused a vote request from a removed node"
+            );
+            return HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(crate::raft::network::NOT_A_MEMBER)
+                    .unwrap_or(actix_web::http::StatusCode::GONE),
+            )
+            .json(json!({ "error": "not a member of this group" }));
+        }
     }
+    postcard_body(&Reply(state.store.raft().vote(request).await))
 }
 
 async fn snapshot(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {

@@ -4,7 +4,7 @@
 //! letting callers wait out `raft.write_timeout` for a leader that will never come.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::store::{Error, Store};
@@ -29,10 +29,12 @@ pub enum Standing {
 }
 
 /// What this node knows of its own standing beyond the membership it holds.
-#[derive(Default)]
 pub(super) struct Watch {
     /// Told it was removed, or saw a membership without it after one with it.
     removed: AtomicBool,
+    /// A member answered its vote request that it is not one (see
+    /// [`Store::is_removed_candidate`]); set by the network.
+    not_member: Arc<AtomicBool>,
     /// It has held a membership that lists it. Until then a membership without it (from a
     /// snapshot older than the entry that added it) is no removal.
     was_member: AtomicBool,
@@ -40,11 +42,28 @@ pub(super) struct Watch {
     advertise: OnceLock<String>,
 }
 
+impl Watch {
+    /// A watch that also heeds members saying, through the network, that this node is not
+    /// one (`not_member`).
+    pub(super) fn new(not_member: Arc<AtomicBool>) -> Self {
+        Self {
+            removed: AtomicBool::new(false),
+            not_member,
+            was_member: AtomicBool::new(false),
+            advertise: OnceLock::new(),
+        }
+    }
+}
+
 impl Store {
     /// Whether this node takes part in a group; see [`Standing`].
     pub fn standing(&self) -> Standing {
         let watch = &self.0.standing;
         if watch.removed.load(Ordering::Acquire) {
+            return Standing::Removed;
+        }
+        if watch.not_member.load(Ordering::Acquire) {
+            self.mark_removed("a member answered its vote request that it is not one");
             return Standing::Removed;
         }
         let metrics = self.0.raft.metrics();
@@ -96,6 +115,31 @@ impl Store {
              list for every node); to add it to a running group, run `mcp-fleet cluster join \
              --via <a member's internal HOST:PORT> --node-id {id} --raft-addr {addr}`"
         )
+    }
+
+    /// Whether a vote request from `candidate`, whose log ends at `last_log_index`, comes
+    /// from a node the group removed that never heard it: openraft stops replicating to a
+    /// removed node at once, so such a node stands for election for ever. Only when this
+    /// node is a member whose membership leaves the candidate out, is committed, and comes
+    /// after the candidate's whole log, so a node added again later is never told off by
+    /// a member that has not heard of it yet.
+    pub(crate) fn is_removed_candidate(
+        &self,
+        candidate: super::NodeId,
+        last_log_index: Option<u64>,
+    ) -> bool {
+        if candidate == self.0.id || self.standing() != Standing::Member {
+            return false;
+        }
+        let metrics = self.0.raft.metrics();
+        let m = metrics.borrow();
+        let held = &m.membership_config;
+        let Some(at) = held.log_id().map(|l| l.index) else {
+            return false;
+        };
+        held.membership().get_node(&candidate).is_none()
+            && self.0.committed.index().is_some_and(|c| c >= at)
+            && last_log_index.is_none_or(|last| last < at)
     }
 
     /// Records the internal address other nodes reach this one at, for the commands a
@@ -150,7 +194,7 @@ impl Store {
                  and stands for no election"
             );
         }
-        let weak = std::sync::Arc::downgrade(&self.0);
+        let weak = Arc::downgrade(&self.0);
         let mut metrics = self.0.raft.metrics();
         self.0.runtime.spawn(async move {
             let mut waited = tokio::time::interval(WAITING_LOG_EVERY);

@@ -273,6 +273,8 @@ impl Store {
             committed.index(),
             Instant::now(),
         ));
+        // Set by the network when a member says this node is no longer one.
+        let not_member = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let network = Network::new(
             client.clone(),
             id,
@@ -281,6 +283,7 @@ impl Store {
                 max_entries: raft_config.max_payload_entries,
                 metrics: append_metrics.clone(),
             },
+            not_member.clone(),
         );
         limits.declare(MAX_ENTRY_BYTES);
         // Raft::new spawns the core on the current runtime: build it inside ours, from a
@@ -322,7 +325,7 @@ impl Store {
             append_metrics,
             pending,
             probing: std::sync::atomic::AtomicBool::new(false),
-            standing: super::standing::Watch::default(),
+            standing: super::standing::Watch::new(not_member),
         }));
         store.spawn_expiry(config.expire_interval);
         store.spawn_watchdog();

@@ -175,3 +175,40 @@ fn a_node_removed_while_cut_off_learns_it_once_back() {
     let (status, message) = call(&cluster, 4);
     assert_eq!(status, 503, "{message}");
 }
+
+#[test]
+fn a_node_removed_while_down_learns_it_from_the_members_it_asks_for_votes() {
+    let mut cluster = Cluster::start(3);
+    cluster.add_node(4);
+    cluster.wait_ready(4);
+    cluster.kill(4);
+    cluster.leave(4);
+    // The leader that could not tell node 4 keeps trying; a restart forgets that, as a
+    // change of leader would.
+    let leader = cluster.leader();
+    cluster.stop(leader);
+    cluster.restart(leader);
+    for id in 1..=3 {
+        cluster.wait_ready(id);
+    }
+
+    // Node 4's log still lists it as a voter: it stands for election, and the members
+    // answer that it is not one of them.
+    cluster.restart(4);
+    cluster.eventually("node 4 to learn it was removed", READY_DEADLINE, || {
+        let (status, body) = ready(&cluster, 4);
+        (status == 503 && body["status"] == "removed from the group").then_some(())
+    });
+    assert!(
+        cluster
+            .node(4)
+            .log_tail(200)
+            .contains("a member answered its vote request that it is not one"),
+        "{}",
+        cluster.node(4).log_tail(40)
+    );
+    let (status, message) = call(&cluster, 4);
+    assert_eq!(status, 503, "{message}");
+    let leader = cluster.leader();
+    assert_ne!(leader, 4);
+}
