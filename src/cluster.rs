@@ -158,9 +158,14 @@ fn body_says_wrong_secret(answer: &Value) -> bool {
         .is_some_and(|e| e.contains("cluster secret"))
 }
 
-/// Repeats on standard error what the answer warns of, where a person running the command
-/// sees it even when standard output goes to a script.
+/// Repeats on standard error which node made a change it was forwarded to, and what the
+/// answer warns of, where a person running the command sees it even when standard output
+/// goes to a script.
 fn warn(answer: &Value) {
+    let forwarded = &answer["forwarded_to"];
+    if let (Some(id), Some(addr)) = (forwarded["node_id"].as_u64(), forwarded["addr"].as_str()) {
+        eprintln!("mcp-fleet: the node asked forwarded it to the leader, node {id} at {addr}");
+    }
     if let Some(warning) = answer["warning"].as_str() {
         eprintln!("mcp-fleet: warning: {warning}");
     }

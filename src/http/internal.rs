@@ -393,11 +393,20 @@ async fn forward_unless_leader<T: Serialize>(
         .json(&addr, &path, Some(&body), MANAGEMENT_TIMEOUT)
         .await;
     Some(match answer {
-        Ok((status, value)) => HttpResponse::build(
+        Ok((status, mut value)) => HttpResponse::build(
             actix_web::http::StatusCode::from_u16(status)
                 .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
         )
-        .json(value),
+        .json({
+            // So the command can say which node made the change.
+            if let Some(object) = value.as_object_mut() {
+                object.insert(
+                    "forwarded_to".to_owned(),
+                    json!({ "node_id": leader, "addr": addr }),
+                );
+            }
+            value
+        }),
         Err(e) => HttpResponse::BadGateway()
             .json(json!({ "error": format!("leader {leader} at {addr}: {e}") })),
     })

@@ -173,6 +173,28 @@ fn cluster_status_shows_every_member_and_says_which_node_it_asked() {
         assert_eq!(member["report"]["standing"], "member", "{member}");
     }
 
+    // A change asked of a follower is made by the leader, and the command says so.
+    let down_arg = down.to_string();
+    let out = cluster.cli(&["leave", "--via", &via, "--node-id", &down_arg]);
+    cluster.assert_success(&out, "cluster leave of the node that is down");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let leader_addr = cluster.node(leader).internal().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "forwarded it to the leader, node {leader} at {leader_addr}"
+        )),
+        "{stderr}"
+    );
+    let out = cluster.cli(&["status", "--via", &via]);
+    cluster.assert_success(&out, "cluster status after the leave");
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let two: Vec<(u64, bool)> = (1..=3)
+        .filter(|&id| id != down)
+        .map(|id| (id, true))
+        .collect();
+    assert_eq!(members(&printed), two, "{printed}");
+    assert_eq!(printed["unreachable"], serde_json::json!([]), "{printed}");
+
     // Every subcommand needs to be told which node to ask.
     let out = cluster.cli(&["status"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
