@@ -113,9 +113,8 @@ async fn require_secret(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
+    let header = req.headers().get(actix_web::http::header::AUTHORIZATION);
+    let presented = header
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
@@ -123,18 +122,18 @@ async fn require_secret(
         .app_data::<web::Data<Internal>>()
         .is_some_and(|i| bool::from(presented.as_bytes().ct_eq(i.secret.as_bytes())));
     if !allowed {
+        // Something was presented (in whatever form): it was wrong, not missing.
+        let error = match header {
+            None => "this listener requires the cluster secret",
+            Some(_) => "this node refused the cluster secret presented (wrong secret?)",
+        };
         // The presented value may be a secret of something else: never log it.
         tracing::warn!(
             peer = ?req.peer_addr(),
             path = req.path(),
-            presented = !presented.is_empty(),
-            "refused an internal request without the cluster secret"
+            presented = header.is_some(),
+            "refused an internal request: {error}"
         );
-        let error = if presented.is_empty() {
-            "this listener requires the cluster secret"
-        } else {
-            "this node refused the cluster secret presented (wrong secret?)"
-        };
         let response = HttpResponse::Unauthorized().json(json!({ "error": error }));
         return Ok(req.into_response(response));
     }
