@@ -150,3 +150,30 @@ fn line(id: NodeId, addr: &str, voter: bool, answer: Result<Value, String>) -> M
         report: Some(report),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(voter: bool, answer: Result<Value, String>) -> String {
+        line(7, "127.0.0.1:7007", voter, answer).state
+    }
+
+    #[test]
+    fn each_member_reads_as_its_role_its_standing_or_unreachable() {
+        let report = |state: &str, standing: &str| {
+            Ok(json!({ "state": state, "standing": standing, "applied_index": 12 }))
+        };
+        assert_eq!(state(true, report("Leader", "member")), "leader");
+        assert_eq!(state(true, report("Follower", "member")), "follower");
+        assert_eq!(state(true, report("Candidate", "member")), "candidate");
+        assert_eq!(state(false, report("Learner", "member")), "learner");
+        assert_eq!(state(false, report("Follower", "member")), "learner");
+        assert_eq!(state(true, report("Follower", "removed")), "removed");
+        assert_eq!(state(true, report("Learner", "waiting")), "waiting");
+        assert_eq!(state(true, Err("refused".into())), "unreachable");
+        let line = line(7, "a:1", true, report("Leader", "member"));
+        assert_eq!(line.applied_index, Some(12));
+        assert!(line.report.is_some() && line.error.is_none());
+    }
+}
