@@ -234,12 +234,14 @@ impl Store {
                 .membership()
                 .voter_ids()
                 .collect();
-            if voters.contains(&id) {
-                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                    .await
-                    .map_err(membership_error)?;
-            }
-            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            // A voter goes in one change (`retain` false drops it as a node too): a leader
+            // that has just removed itself as a voter must not propose again.
+            let change = if voters.contains(&id) {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            raft.change_membership(change, false)
                 .await
                 .map_err(membership_error)?;
             Ok(())

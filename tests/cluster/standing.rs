@@ -212,3 +212,22 @@ fn a_node_removed_while_down_learns_it_from_the_members_it_asks_for_votes() {
     let leader = cluster.leader();
     assert_ne!(leader, 4);
 }
+
+#[test]
+fn a_leader_that_leaves_stops_and_the_others_elect_another() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    cluster.leave(leader);
+    cluster.eventually("the old leader to know it left", READY_DEADLINE, || {
+        let (status, body) = ready(&cluster, leader);
+        (status == 503 && body["status"] == "removed from the group").then_some(())
+    });
+    let next = cluster.leader();
+    assert_ne!(next, leader);
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let session = Session::initialize(&cluster.node(others[0]).mcp_url());
+    assert_eq!(
+        session.echo(&cluster.node(others[1]).mcp_url(), "on"),
+        Ok("on".to_owned())
+    );
+}
