@@ -347,12 +347,17 @@ async fn join(
     }
 }
 
-/// The leader says `cluster leave` removed this node: stop serving and standing for
-/// election.
-async fn removed(state: web::Data<Internal>) -> HttpResponse {
-    state
-        .store
-        .mark_removed("told by the leader that `cluster leave` removed it");
+/// The leader says `cluster leave` removed this node, by the membership at the log index
+/// the body carries: stop serving and standing for election.
+async fn removed(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    let removal: u64 = match decode(&body) {
+        Ok(index) => index,
+        Err(response) => return *response,
+    };
+    state.store.mark_removed_at(
+        "told by the leader that `cluster leave` removed it",
+        removal,
+    );
     postcard_body(&true)
 }
 

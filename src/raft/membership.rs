@@ -250,23 +250,32 @@ impl Store {
         if id == self.0.id {
             self.mark_removed("removed itself as the leader");
         } else if let Some(addr) = addr {
-            self.tell_removed(id, addr).await;
+            let removal = self
+                .0
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .log_id()
+                .map_or(0, |l| l.index);
+            self.tell_removed(id, addr, removal).await;
         }
         Ok(())
     }
 
-    /// Tells node `id` at `addr` that it was removed. The leader stops sending it anything
+    /// Tells node `id` at `addr` that it was removed, by the membership at log index
+    /// `removal`. The leader stops sending it anything
     /// once it is out, so a node that misses this would never learn it and would stand for
     /// election for ever: while it cannot be reached, keep trying in the background (for
     /// [`TELL_REMOVED_FOR`]).
-    async fn tell_removed(&self, id: NodeId, addr: String) {
+    async fn tell_removed(&self, id: NodeId, addr: String, removal: u64) {
         let client = self.0.client.clone();
         let tell = move || {
             let client = client.clone();
             let addr = addr.clone();
             async move {
                 client
-                    .call::<_, bool>(&addr, super::network::path::REMOVED, &(), TELL_REMOVED)
+                    .call::<_, bool>(&addr, super::network::path::REMOVED, &removal, TELL_REMOVED)
                     .await
             }
         };
@@ -276,10 +285,23 @@ impl Store {
             error = %e,
             "could not tell a removed node it was removed; trying again in the background"
         );
+        let raft = self.0.raft.clone();
         self.0.runtime.spawn(async move {
             let until = std::time::Instant::now() + TELL_REMOVED_FOR;
             while std::time::Instant::now() < until {
                 tokio::time::sleep(TELL_REMOVED).await;
+                // Added again meanwhile (a fresh data directory under the same id): the
+                // node at that address is a member now, and must not be told otherwise.
+                let member_again = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .is_some();
+                if member_again {
+                    return;
+                }
                 if tell().await.is_ok() {
                     tracing::info!(node = id, "told a removed node it was removed");
                     return;

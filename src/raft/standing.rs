@@ -3,7 +3,7 @@
 //! seconds, in `/ready`, and to every MCP request (503 with the reason), rather than
 //! letting callers wait out `raft.write_timeout` for a leader that will never come.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub enum Standing {
 pub(super) struct Watch {
     /// Told it was removed, or saw a membership without it after one with it.
     removed: AtomicBool,
+    /// The log index of the membership it held when it was removed: a later one that lists
+    /// it means it was added again.
+    removed_at: AtomicU64,
     /// A member answered its vote request that it is not one (see
     /// [`Store::is_removed_candidate`]); set by the network.
     not_member: Arc<AtomicBool>,
@@ -48,6 +51,7 @@ impl Watch {
     pub(super) fn new(not_member: Arc<AtomicBool>) -> Self {
         Self {
             removed: AtomicBool::new(false),
+            removed_at: AtomicU64::new(0),
             not_member,
             was_member: AtomicBool::new(false),
             advertise: OnceLock::new(),
@@ -90,24 +94,31 @@ impl Store {
         match self.standing() {
             Standing::Member => None,
             Standing::Waiting => Some(self.waiting_reason()),
-            Standing::Removed => Some(format!(
-                "removed from the group: node {} is no longer a member (`mcp-fleet cluster \
-                 leave`), so it serves nothing and stands for no election; to bring it back, \
-                 stop it, empty its data directory, start it and add it again with \
-                 `mcp-fleet cluster join`",
-                self.0.id
-            )),
+            Standing::Removed => {
+                let id = self.0.id;
+                let addr = self.advertised();
+                Some(format!(
+                    "removed from the group: node {id} is no longer a member (`mcp-fleet \
+                     cluster leave`), so it serves nothing and stands for no election; to \
+                     bring it back, run `mcp-fleet cluster join --via <a member's internal \
+                     HOST:PORT> --node-id {id} --raft-addr {addr}`"
+                ))
+            }
         }
+    }
+
+    /// The internal address others reach this node at, or a placeholder.
+    fn advertised(&self) -> &str {
+        self.0
+            .standing
+            .advertise
+            .get()
+            .map_or("<this node's internal HOST:PORT>", String::as_str)
     }
 
     fn waiting_reason(&self) -> String {
         let id = self.0.id;
-        let addr = self
-            .0
-            .standing
-            .advertise
-            .get()
-            .map_or("<this node's internal HOST:PORT>", String::as_str);
+        let addr = self.advertised();
         format!(
             "waiting to be added to a group: node {id} belongs to none yet and serves \
              nothing until it does. To form a new group, run `mcp-fleet cluster init --via \
@@ -151,6 +162,14 @@ impl Store {
     /// Notes that this node is no longer a member (`by` says how it learned it): from now
     /// on, and after restarts, it serves nothing and stands for no election.
     pub fn mark_removed(&self, by: &str) {
+        self.mark_removed_at(by, 0);
+    }
+
+    /// Like [`Store::mark_removed`], knowing that the membership that removed it is at log
+    /// index `removal` (0 when unknown). Only a membership after that one and after the one
+    /// this node holds counts as adding it again: entries from before its removal may
+    /// still arrive late.
+    pub fn mark_removed_at(&self, by: &str, removal: u64) {
         if self.0.standing.removed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -158,8 +177,12 @@ impl Store {
         // would depose their leader.
         self.0.raft.runtime_config().elect(false);
         self.0.raft.runtime_config().heartbeat(false);
+        let at = self.held_membership().1.max(removal);
+        self.0.standing.removed_at.store(at, Ordering::Release);
+        let mut record = at.to_be_bytes().to_vec();
+        record.extend_from_slice(by.as_bytes());
         if let Err(e) = self.0.db.open_tree(STANDING_TREE).and_then(|tree| {
-            tree.insert(REMOVED, by.as_bytes())?;
+            tree.insert(REMOVED, record)?;
             tree.flush().map(drop)
         }) {
             tracing::error!(error = %e, "could not record the removal on disk");
@@ -168,6 +191,50 @@ impl Store {
             node = self.0.id,
             by,
             "this node was removed from the group: it no longer serves or stands for election"
+        );
+    }
+
+    /// Whether the membership this node holds lists it, and that membership's log index
+    /// (0 for none).
+    fn held_membership(&self) -> (bool, u64) {
+        let metrics = self.0.raft.metrics();
+        let m = metrics.borrow();
+        let held = &m.membership_config;
+        (
+            held.membership().get_node(&self.0.id).is_some(),
+            held.log_id().map_or(0, |l| l.index),
+        )
+    }
+
+    /// Ends a removal once a membership newer than the one this node held when it was
+    /// removed lists it again: `cluster join` added it back (with its data directory, as
+    /// it was), so it serves and stands for election again.
+    fn readmit_if_added_again(&self) {
+        let watch = &self.0.standing;
+        if !watch.removed.load(Ordering::Acquire) {
+            return;
+        }
+        let (listed, at) = self.held_membership();
+        if !listed || at <= watch.removed_at.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self
+            .0
+            .db
+            .open_tree(STANDING_TREE)
+            .and_then(|tree| tree.remove(REMOVED).and_then(|_| tree.flush()))
+        {
+            tracing::error!(error = %e, "could not erase the record of a removal");
+            return;
+        }
+        watch.not_member.store(false, Ordering::Release);
+        watch.removed.store(false, Ordering::Release);
+        self.0.raft.runtime_config().heartbeat(true);
+        self.0.raft.runtime_config().elect(true);
+        tracing::warn!(
+            node = self.0.id,
+            membership_index = at,
+            "this node was added to the group again: it serves and stands for election again"
         );
     }
 
@@ -180,16 +247,21 @@ impl Store {
             .db
             .open_tree(STANDING_TREE)
             .map_err(|e| Error::Storage(e.to_string()))?;
-        if let Some(by) = tree
+        if let Some(record) = tree
             .get(REMOVED)
             .map_err(|e| Error::Storage(e.to_string()))?
         {
+            let (at, by) = match record.split_first_chunk::<8>() {
+                Some((at, by)) => (u64::from_be_bytes(*at), by),
+                None => (0, &record[..]),
+            };
+            self.0.standing.removed_at.store(at, Ordering::Release);
             self.0.standing.removed.store(true, Ordering::Release);
             self.0.raft.runtime_config().elect(false);
             self.0.raft.runtime_config().heartbeat(false);
             tracing::error!(
                 node = self.0.id,
-                by = %String::from_utf8_lossy(&by),
+                by = %String::from_utf8_lossy(by),
                 "this node was removed from the group before it stopped: it serves nothing \
                  and stands for no election"
             );
@@ -219,6 +291,7 @@ impl Store {
                 if listed {
                     store.0.standing.was_member.store(true, Ordering::Release);
                 }
+                store.readmit_if_added_again();
                 match store.standing() {
                     // Once only: a node already marked returns at once.
                     Standing::Removed => {

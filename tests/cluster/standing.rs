@@ -231,3 +231,37 @@ fn a_leader_that_leaves_stops_and_the_others_elect_another() {
         Ok("on".to_owned())
     );
 }
+
+#[test]
+fn a_removed_node_joined_again_serves_again() {
+    let mut cluster = Cluster::start(3);
+    cluster.add_node(4);
+    cluster.wait_ready(4);
+    cluster.leave(4);
+    cluster.eventually("node 4 to know it was removed", READY_DEADLINE, || {
+        let (status, body) = ready(&cluster, 4);
+        (status == 503 && body["status"] == "removed from the group").then_some(())
+    });
+    // Added back as it is, data directory and all.
+    let out = cluster.join(4);
+    cluster.assert_success(&out, "cluster join of node 4 again");
+    cluster.wait_ready(4);
+    let (status, message) = call(&cluster, 4);
+    assert_eq!(status, 200, "{message}");
+    assert!(
+        cluster
+            .node(4)
+            .log_tail(200)
+            .contains("added to the group again"),
+        "{}",
+        cluster.node(4).log_tail(40)
+    );
+    // And it stands for election again: with the leader gone, the other three elect one.
+    let leader = cluster.leader();
+    cluster.kill(leader);
+    let next = cluster.leader();
+    assert_ne!(next, leader);
+    // It survives a restart as a member.
+    cluster.restart(4);
+    cluster.wait_ready(4);
+}
