@@ -18,7 +18,7 @@ use crate::actors::SessionHandle;
 use crate::auth::{self, Authenticator, Revocation};
 use crate::metrics::Metrics;
 use crate::raft::network::{path, Reply, POSTCARD};
-use crate::raft::{Command, NodeId, Store};
+use crate::raft::{Command, Formed, NodeId, Store};
 
 /// What a forwarded answer adds to the client's message: the session id and encoding.
 const ANSWER_SLACK: usize = 64 * 1024;
@@ -266,41 +266,28 @@ async fn init(state: web::Data<Internal>, body: web::Json<InitBody>) -> HttpResp
     if body.peers.is_empty() {
         return HttpResponse::BadRequest().json(json!({ "error": "peers is empty" }));
     }
-    match state.store.initialize(body.peers.clone()).await {
-        Ok(true) => HttpResponse::Ok().json(json!({ "initialized": true })),
-        Ok(false) => {
-            // Formed already: the same voters again is the repeat a deployment script makes
-            // on every node; other voters would be a second group, so say no.
-            let voters: BTreeMap<NodeId, String> = state
-                .store
-                .status()
-                .members
-                .into_iter()
-                .filter(|m| m.voter)
-                .map(|m| (m.id, m.addr))
-                .collect();
-            if voters == body.peers {
-                HttpResponse::Ok().json(json!({ "initialized": false, "already_formed": true }))
-            } else {
-                let list = |peers: &BTreeMap<NodeId, String>| {
-                    peers
-                        .iter()
-                        .map(|(id, addr)| format!("{id}={addr}"))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                HttpResponse::Conflict().json(json!({
-                    "error": format!(
-                        "this node already belongs to a group whose voters are `{}`, not the \
-                         `{}` given: a formed group changes with `cluster join` and `cluster \
-                         leave`, never `cluster init`",
-                        list(&voters),
-                        list(&body.peers)
-                    ),
-                    "voters": voters,
-                }))
-            }
+    let list = |peers: &BTreeMap<NodeId, String>| {
+        peers
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match state.store.form(body.peers.clone()).await {
+        Ok(Formed::New) => HttpResponse::Ok().json(json!({ "initialized": true })),
+        Ok(Formed::Already) => {
+            HttpResponse::Ok().json(json!({ "initialized": false, "already_formed": true }))
         }
+        Ok(Formed::Other(voters)) => HttpResponse::Conflict().json(json!({
+            "error": format!(
+                "this node already belongs to a group whose voters are `{}`, not the `{}` \
+                 given: a formed group changes with `cluster join` and `cluster leave`, never \
+                 `cluster init`",
+                list(&voters),
+                list(&body.peers)
+            ),
+            "voters": voters,
+        })),
         Err(e) => HttpResponse::Conflict().json(json!({ "error": e.to_string() })),
     }
 }

@@ -48,6 +48,17 @@ pub struct Status {
     pub stalled_ms: Option<u64>,
 }
 
+/// What [`Store::form`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Formed {
+    /// A new group, with the voters given.
+    New,
+    /// A group with the same voters was formed already.
+    Already,
+    /// This node belongs to a group with these other voters.
+    Other(BTreeMap<NodeId, String>),
+}
+
 /// A member of the group.
 #[derive(Debug, Clone, Serialize)]
 pub struct Member {
@@ -204,6 +215,27 @@ impl Store {
             }
         })
         .await
+    }
+
+    /// `cluster init`: forms a new group whose voters are `peers`, or finds this node
+    /// already in one. The same voters again is the repeat a deployment script makes on
+    /// every node; other voters would make a second group, so they are reported instead.
+    pub async fn form(&self, peers: BTreeMap<NodeId, String>) -> Result<Formed, Error> {
+        if self.initialize(peers.clone()).await? {
+            return Ok(Formed::New);
+        }
+        let voters: BTreeMap<NodeId, String> = self
+            .status()
+            .members
+            .into_iter()
+            .filter(|m| m.voter)
+            .map(|m| (m.id, m.addr))
+            .collect();
+        Ok(if voters == peers {
+            Formed::Already
+        } else {
+            Formed::Other(voters)
+        })
     }
 
     /// On the leader: adds `id` as a learner, waits for it to catch up, makes it a voter.

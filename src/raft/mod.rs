@@ -36,7 +36,7 @@ pub use changes::Changes;
 pub use command::{Change, Command, Op, Outcome, Owner, Record, Table};
 pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES, SNAPSHOT_CHUNK_BYTES};
 pub use log_store::{Committed, LogStore};
-pub use membership::{Member, Status};
+pub use membership::{Formed, Member, Status};
 pub use network::Client;
 pub use snapshot::SnapshotFile;
 pub use standing::Standing;
