@@ -76,14 +76,10 @@ pub struct FleetArgs {
 /// Flags of `cluster`.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Internal address of any node of the fleet.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        global = true,
-        default_value = "127.0.0.1:7000"
-    )]
-    pub via: String,
+    /// Internal address of the node to ask (`HOST:PORT`, or `http://HOST:PORT`): any node of
+    /// the fleet; required.
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub via: Option<String>,
     /// The cluster secret.
     #[arg(
         long,
@@ -100,15 +96,19 @@ pub struct ClusterArgs {
 /// `cluster` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ClusterAction {
-    /// Print the group as the node at `--via` sees it (JSON).
+    /// Print every member (id, address, state, applied index, and each one's own report),
+    /// as asked through the node at `--via`; members that do not answer are shown as
+    /// unreachable (JSON).
     Status,
-    /// Form a new group with these voters (safe to repeat on every node with the same list).
+    /// Form a new group with these voters (safe to repeat on every node with the same list;
+    /// another list on a formed group is an error).
     Init {
         /// The voters: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT` (internal addresses).
         #[arg(long, value_name = "ID=HOST:PORT,...", value_parser = crate::raft::parse_peers)]
         peers: std::collections::BTreeMap<u64, String>,
     },
-    /// Add a started node: it catches up as a learner, then becomes a voter.
+    /// Add a started node: it catches up as a learner, then becomes a voter (warns when
+    /// the voters become an even number).
     Join {
         /// Its id; never the id of a node whose disk was lost.
         #[arg(long)]
@@ -117,7 +117,7 @@ pub enum ClusterAction {
         #[arg(long, value_name = "HOST:PORT")]
         raft_addr: String,
     },
-    /// Remove a node from the group.
+    /// Remove a node from the group; it is told, and stops serving and voting.
     Leave {
         /// Its id.
         #[arg(long)]
@@ -126,9 +126,10 @@ pub enum ClusterAction {
     /// Seal again, with the active key, every record sealed with an older key.
     Reseal,
     /// Refuse a user's tokens issued so far, one token, or one legacy session, on every
-    /// node.
+    /// node; returns once every member that answers has applied it.
     Revoke {
-        /// The issuer of the user or token.
+        /// The issuer of the user or token: one of the configured issuers (a trailing
+        /// slash more or less is tolerated).
         #[arg(long, required_unless_present = "session")]
         issuer: Option<String>,
         /// The user (the subject the issuer names).

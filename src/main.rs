@@ -35,11 +35,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-fleet: {}", describe(&e));
-            // As documented: 2 when the configuration is refused, 1 for any other failure.
+            // As documented: 2 when the configuration is refused or a `cluster` command is
+            // given too little to run (a usage error, like clap's), 1 for any other failure.
             let config = e
                 .downcast_ref::<StartError>()
                 .is_some_and(StartError::is_config);
-            ExitCode::from(if config { 2 } else { 1 })
+            let usage = e
+                .downcast_ref::<cluster::Error>()
+                .is_some_and(cluster::Error::is_usage);
+            ExitCode::from(if config || usage { 2 } else { 1 })
         }
     }
 }

@@ -151,6 +151,14 @@ impl Node {
         let metrics = Metrics::new();
         let (store, runtime, secret) =
             open_store(&config, role, ring, internal_addr, metrics.limits()).await?;
+        // What a node waiting for a group names in the commands it suggests.
+        store.set_advertised(
+            config
+                .raft
+                .advertise
+                .clone()
+                .unwrap_or_else(|| internal_addr.to_string()),
+        );
         let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         record_first_membership(identity, store.clone());
@@ -226,6 +234,12 @@ impl Node {
             metrics,
             secret,
             authenticator,
+            issuers: access
+                .auth
+                .issuers
+                .iter()
+                .map(|i| i.issuer.clone())
+                .collect(),
             sessions: engine.sessions().clone(),
             public: state.clone(),
         });

@@ -222,14 +222,16 @@ impl Authenticator {
         }
     }
 
-    /// Records a revocation through the fleet store; every node enforces it once applied.
-    pub async fn revoke(&self, revocation: Revocation) -> Result<(), raft::Error> {
-        revocation
+    /// Records a revocation through the fleet store; returns once this node and every
+    /// member that answers have applied it (each then refuses what it covers), with the
+    /// members that did not confirm.
+    pub async fn revoke(&self, revocation: Revocation) -> Result<Vec<raft::NodeId>, raft::Error> {
+        let unconfirmed = revocation
             .record(&self.0.store, self.0.revocation_ttl)
             .await?;
-        // The log empties this tier too once applied; do not wait for it here.
+        // Applying it emptied this tier already; a token validated meanwhile goes too.
         self.0.forget_all();
-        Ok(())
+        Ok(unconfirmed)
     }
 
     /// Forgets every validated token this node holds in memory, so the next check of each

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use authenticator::{AuthError, AuthStats, Authenticator};
 pub use config::{ClaimNames, Config, Introspection, IssuerConfig, Preset};
-pub use revocation::Revocation;
+pub use revocation::{resolve_issuer, Revocation, UnknownIssuer};
 
 /// The authenticated caller of a request.
 ///

@@ -50,19 +50,67 @@ impl Revocation {
         }
     }
 
-    /// Stores the revocation for `ttl`; returns once a majority of the fleet has it.
-    pub(crate) async fn record(&self, store: &Store, ttl: Duration) -> Result<(), raft::Error> {
+    /// Stores the revocation for `ttl`; returns once this node and every member that
+    /// answers within a second have applied it (so each refuses what it covers), with the
+    /// members that did not confirm.
+    pub(crate) async fn record(
+        &self,
+        store: &Store,
+        ttl: Duration,
+    ) -> Result<Vec<raft::NodeId>, raft::Error> {
         let now = now_ms();
         let deadline = now.saturating_add(ttl.as_millis() as u64);
         store
-            .put(
+            .put_everywhere(
                 Table::Revocations,
                 &self.key(),
                 &Revoked { at_ms: now },
                 Some(deadline),
             )
             .await
-            .map(drop)
+    }
+}
+
+/// A revocation named an issuer this node does not trust.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{given}` is not a configured issuer; the configured issuers are: {}", list(.configured))]
+pub struct UnknownIssuer {
+    /// The issuer given.
+    pub given: String,
+    /// The issuers this node trusts.
+    pub configured: Vec<String>,
+}
+
+fn list(issuers: &[String]) -> String {
+    if issuers.is_empty() {
+        return "none".to_owned();
+    }
+    issuers
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The configured issuer that `given` names, exactly as tokens from it carry `iss` (and
+/// as principals and revocation records name it). Token validation compares `iss` with
+/// the configured value byte for byte, so a revocation stored under any other spelling
+/// would never match a token: `given` is resolved to the configured spelling, tolerating
+/// only a trailing slash more or less, and refused when it names no configured issuer.
+pub fn resolve_issuer(configured: &[String], given: &str) -> Result<String, UnknownIssuer> {
+    if let Some(exact) = configured.iter().find(|c| *c == given) {
+        return Ok(exact.clone());
+    }
+    let trimmed = given.trim_end_matches('/');
+    let mut near = configured
+        .iter()
+        .filter(|c| c.trim_end_matches('/') == trimmed);
+    match (near.next(), near.next()) {
+        (Some(one), None) => Ok(one.clone()),
+        _ => Err(UnknownIssuer {
+            given: given.to_owned(),
+            configured: configured.to_vec(),
+        }),
     }
 }
 
@@ -105,6 +153,27 @@ mod tests {
     use crate::auth::test_issuer::{now, TestIssuer, TestKey};
     use crate::auth::Authenticator;
     use crate::limits::Limits;
+
+    #[test]
+    fn an_issuer_resolves_to_its_configured_spelling_or_is_refused() {
+        let configured = vec![
+            "https://a.example.com".to_owned(),
+            "https://b.example.com/".to_owned(),
+        ];
+        let resolve = |given: &str| resolve_issuer(&configured, given);
+        assert_eq!(resolve("https://a.example.com").unwrap(), configured[0]);
+        assert_eq!(resolve("https://a.example.com/").unwrap(), configured[0]);
+        assert_eq!(resolve("https://b.example.com").unwrap(), configured[1]);
+        assert_eq!(resolve("https://b.example.com/").unwrap(), configured[1]);
+        let unknown = resolve("https://c.example.com").unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "`https://c.example.com` is not a configured issuer; the configured issuers \
+             are: `https://a.example.com`, `https://b.example.com/`"
+        );
+        assert!(resolve("https://A.example.com").is_err());
+        assert!(resolve_issuer(&[], "https://a.example.com").is_err());
+    }
 
     #[test]
     fn keys_cannot_collide() {

@@ -15,10 +15,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::actors::SessionHandle;
-use crate::auth::{Authenticator, Revocation};
+use crate::auth::{self, Authenticator, Revocation};
 use crate::metrics::Metrics;
 use crate::raft::network::{path, Reply, POSTCARD};
-use crate::raft::{Command, NodeId, Store};
+use crate::raft::{Command, Formed, NodeId, Store};
 
 /// What a forwarded answer adds to the client's message: the session id and encoding.
 const ANSWER_SLACK: usize = 64 * 1024;
@@ -56,6 +56,8 @@ pub(crate) struct Internal {
     pub secret: String,
     /// Records revocations; `None` with `--auth none`.
     pub authenticator: Option<Authenticator>,
+    /// The trusted issuers, as configured: revocations must name one of them.
+    pub issuers: Vec<String>,
     /// Ends legacy sessions revoked by id.
     pub sessions: SessionHandle,
     /// The public side's live sessions, where answers forwarded by other nodes go.
@@ -94,6 +96,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
                 .route("/cluster/init", web::post().to(init))
                 .route("/cluster/join", web::post().to(join))
                 .route("/cluster/leave", web::post().to(leave))
+                .route(path::REMOVED, web::post().to(removed))
+                .route(path::MEMBERS, web::get().to(members))
                 .route("/fleet/reseal", web::post().to(reseal))
                 .route("/auth/revoke", web::post().to(revoke))
                 .service(
@@ -109,9 +113,8 @@ async fn require_secret(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
+    let header = req.headers().get(actix_web::http::header::AUTHORIZATION);
+    let presented = header
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
@@ -119,15 +122,19 @@ async fn require_secret(
         .app_data::<web::Data<Internal>>()
         .is_some_and(|i| bool::from(presented.as_bytes().ct_eq(i.secret.as_bytes())));
     if !allowed {
+        // Something was presented (in whatever form): it was wrong, not missing.
+        let error = match header {
+            None => "this listener requires the cluster secret",
+            Some(_) => "this node refused the cluster secret presented (wrong secret?)",
+        };
         // The presented value may be a secret of something else: never log it.
         tracing::warn!(
             peer = ?req.peer_addr(),
             path = req.path(),
-            presented = !presented.is_empty(),
-            "refused an internal request without the cluster secret"
+            presented = header.is_some(),
+            "refused an internal request: {error}"
         );
-        let response = HttpResponse::Unauthorized()
-            .json(json!({ "error": "this listener requires the cluster secret" }));
+        let response = HttpResponse::Unauthorized().json(json!({ "error": error }));
         return Ok(req.into_response(response));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
@@ -177,10 +184,27 @@ async fn append(state: web::Data<Internal>, req: HttpRequest, body: web::Bytes) 
 }
 
 async fn vote(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
-    match decode(&body) {
-        Ok(request) => postcard_body(&Reply(state.store.raft().vote(request).await)),
-        Err(response) => *response,
+    let request: openraft::raft::VoteRequest<NodeId> = match decode(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    if let Some(candidate) = request.vote.leader_id().voted_for() {
+        let last = request.last_log_id.map(|l| l.index);
+        if state.store.is_removed_candidate(candidate, last) {
+            // Tell it (its network layer notes the status) instead of letting its term
+            // disturb the group.
+            tracing::info!(
+                node = candidate,
+                "refused a vote request from a removed node"
+            );
+            return HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(crate::raft::network::NOT_A_MEMBER)
+                    .unwrap_or(actix_web::http::StatusCode::GONE),
+            )
+            .json(json!({ "error": "not a member of this group" }));
+        }
     }
+    postcard_body(&Reply(state.store.raft().vote(request).await))
 }
 
 async fn snapshot(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
@@ -215,8 +239,14 @@ async fn read_index(state: web::Data<Internal>) -> HttpResponse {
     postcard_body(&state.store.read_index().await)
 }
 
+/// This node's own report; see [`super::report::NodeReport`].
 async fn status(state: web::Data<Internal>) -> HttpResponse {
-    HttpResponse::Ok().json(state.store.status())
+    HttpResponse::Ok().json(super::report::own(&state))
+}
+
+/// Every member's own report, asked by this node (`cluster status`).
+async fn members(state: web::Data<Internal>) -> HttpResponse {
+    HttpResponse::Ok().json(super::report::members(&state).await)
 }
 
 /// Prometheus scrapes this node's metrics.
@@ -236,8 +266,28 @@ async fn init(state: web::Data<Internal>, body: web::Json<InitBody>) -> HttpResp
     if body.peers.is_empty() {
         return HttpResponse::BadRequest().json(json!({ "error": "peers is empty" }));
     }
-    match state.store.initialize(body.peers).await {
-        Ok(initialized) => HttpResponse::Ok().json(json!({ "initialized": initialized })),
+    let list = |peers: &BTreeMap<NodeId, String>| {
+        peers
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match state.store.form(body.peers.clone()).await {
+        Ok(Formed::New) => HttpResponse::Ok().json(json!({ "initialized": true })),
+        Ok(Formed::Already) => {
+            HttpResponse::Ok().json(json!({ "initialized": false, "already_formed": true }))
+        }
+        Ok(Formed::Other(voters)) => HttpResponse::Conflict().json(json!({
+            "error": format!(
+                "this node already belongs to a group whose voters are `{}`, not the `{}` \
+                 given: a formed group changes with `cluster join` and `cluster leave`, never \
+                 `cluster init`",
+                list(&voters),
+                list(&body.peers)
+            ),
+            "voters": voters,
+        })),
         Err(e) => HttpResponse::Conflict().json(json!({ "error": e.to_string() })),
     }
 }
@@ -263,9 +313,39 @@ async fn join(
         return forwarded;
     }
     match state.store.join(body.node_id, body.addr).await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "joined": body.node_id })),
+        Ok(()) => {
+            let voters = state.store.voter_count();
+            let mut answer = json!({ "joined": body.node_id, "voters": voters });
+            if voters % 2 == 0 {
+                let warning = format!(
+                    "the group now has {voters} voters, an even number: it survives the loss \
+                     of {} of them, no more than with {} voters, while every write needs {}; \
+                     add or remove one voter to make the count odd",
+                    (voters - 1) / 2,
+                    voters - 1,
+                    voters / 2 + 1
+                );
+                tracing::warn!(voters, "{warning}");
+                answer["warning"] = json!(warning);
+            }
+            HttpResponse::Ok().json(answer)
+        }
         Err(e) => HttpResponse::Conflict().json(json!({ "error": e.to_string() })),
     }
+}
+
+/// The leader says `cluster leave` removed this node, by the membership at the log index
+/// the body carries: stop serving and standing for election.
+async fn removed(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    let removal: u64 = match decode(&body) {
+        Ok(index) => index,
+        Err(response) => return *response,
+    };
+    state.store.mark_removed_at(
+        "told by the leader that `cluster leave` removed it",
+        removal,
+    );
+    postcard_body(&true)
 }
 
 async fn leave(
@@ -304,11 +384,20 @@ async fn forward_unless_leader<T: Serialize>(
         .json(&addr, &path, Some(&body), MANAGEMENT_TIMEOUT)
         .await;
     Some(match answer {
-        Ok((status, value)) => HttpResponse::build(
+        Ok((status, mut value)) => HttpResponse::build(
             actix_web::http::StatusCode::from_u16(status)
                 .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
         )
-        .json(value),
+        .json({
+            // So the command can say which node made the change.
+            if let Some(object) = value.as_object_mut() {
+                object.insert(
+                    "forwarded_to".to_owned(),
+                    json!({ "node_id": leader, "addr": addr }),
+                );
+            }
+            value
+        }),
         Err(e) => HttpResponse::BadGateway()
             .json(json!({ "error": format!("leader {leader} at {addr}: {e}") })),
     })
@@ -352,9 +441,37 @@ async fn revoke(state: web::Data<Internal>, body: web::Json<RevokeBody>) -> Http
             json!({ "error": "authentication is off on this node: there is nothing to revoke" }),
         );
     };
-    let (revocation, what) = match (body.issuer, body.subject, body.token_id) {
-        (Some(issuer), Some(subject), None) => (Revocation::Subject { issuer, subject }, "subject"),
-        (Some(issuer), None, Some(token_id)) => (Revocation::TokenId { issuer, token_id }, "token"),
+    let (Some(given), subject, token_id) = (body.issuer, body.subject, body.token_id) else {
+        return HttpResponse::BadRequest().json(json!({
+            "error": "give issuer with subject, issuer with token_id, or session"
+        }));
+    };
+    // Stored under any other spelling than the configured one, a revocation would match
+    // no token and the command would report a success that refuses nothing.
+    let issuer = match auth::resolve_issuer(&state.issuers, &given) {
+        Ok(issuer) => issuer,
+        Err(unknown) => {
+            return HttpResponse::BadRequest().json(json!({
+                "error": unknown.to_string(),
+                "configured_issuers": unknown.configured,
+            }))
+        }
+    };
+    let (revocation, what) = match (subject, token_id) {
+        (Some(subject), None) => (
+            Revocation::Subject {
+                issuer: issuer.clone(),
+                subject,
+            },
+            "subject",
+        ),
+        (None, Some(token_id)) => (
+            Revocation::TokenId {
+                issuer: issuer.clone(),
+                token_id,
+            },
+            "token",
+        ),
         _ => {
             return HttpResponse::BadRequest().json(json!({
                 "error": "give issuer with subject, issuer with token_id, or session"
@@ -362,9 +479,21 @@ async fn revoke(state: web::Data<Internal>, body: web::Json<RevokeBody>) -> Http
         }
     };
     match authenticator.revoke(revocation).await {
-        Ok(()) => {
-            tracing::info!(what, "revocation recorded");
-            HttpResponse::Ok().json(json!({ "revoked": what }))
+        Ok(unconfirmed) => {
+            if unconfirmed.is_empty() {
+                tracing::info!(what, "revocation recorded and applied by every member");
+            } else {
+                tracing::warn!(
+                    what,
+                    ?unconfirmed,
+                    "revocation recorded; some members did not confirm they applied it"
+                );
+            }
+            HttpResponse::Ok().json(json!({
+                "revoked": what,
+                "issuer": issuer,
+                "unconfirmed_members": unconfirmed,
+            }))
         }
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }

@@ -34,11 +34,33 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     for path in ["/mcp", "/mcp/"] {
         cfg.service(
             web::resource(path)
+                .wrap(actix_web::middleware::from_fn(refuse_unless_member))
                 .route(web::post().to(post))
                 .route(web::get().to(legacy::get))
                 .route(web::delete().to(legacy::delete)),
         );
     }
+}
+
+/// Answers 503 at once, with the reason as a JSON-RPC error, while this node is not a
+/// member of a group (waiting to be added, or removed): its requests would otherwise wait
+/// `raft.write_timeout` for a leader that is not coming.
+async fn refuse_unless_member(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let reason = req
+        .app_data::<web::Data<State>>()
+        .and_then(|state| state.store.not_serving());
+    if let Some(reason) = reason {
+        let response = rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            &RpcError::new(jsonrpc::INTERNAL_ERROR, reason),
+        );
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 pub(super) fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {

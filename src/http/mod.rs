@@ -15,6 +15,7 @@ mod metadata;
 mod modern;
 mod observe;
 mod ops;
+mod report;
 mod sse;
 
 use std::sync::Arc;

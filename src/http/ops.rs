@@ -14,13 +14,22 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready: this node knows a leader, has applied everything it last heard was committed,
+/// Ready: this node is a member of a group (a node waiting to be added, or removed, says
+/// so and what to do), knows a leader, has applied everything it last heard was committed,
 /// so what it serves is current, and can commit writes: once writes it started have waited
 /// longer than `raft.write_timeout` with no commit advance, it is not ready until commits
 /// advance again, so a load balancer sends its traffic to nodes that can serve it.
 async fn ready(state: web::Data<super::State>) -> HttpResponse {
     if state.draining.load(std::sync::atomic::Ordering::Acquire) {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "draining" }));
+    }
+    if let Some(reason) = state.store.not_serving() {
+        let status = match state.store.standing() {
+            crate::raft::Standing::Removed => "removed from the group",
+            _ => "waiting to be added to a group",
+        };
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": status, "reason": reason }));
     }
     let status = state.store.status();
     let body = json!({

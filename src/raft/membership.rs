@@ -11,6 +11,13 @@ use serde::Serialize;
 use super::store::{Error, Store};
 use super::NodeId;
 
+/// How long the leader waits for a removed node to acknowledge it was told, and between
+/// two attempts.
+const TELL_REMOVED: Duration = Duration::from_secs(2);
+
+/// How long the leader keeps trying to tell a removed node it cannot reach.
+const TELL_REMOVED_FOR: Duration = Duration::from_secs(600);
+
 /// One node's view of the group, for `/cluster` and readiness.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -39,6 +46,17 @@ pub struct Status {
     /// How long, in milliseconds, commits have stood still under this node's pending
     /// writes, once that is longer than `raft.write_timeout`; absent otherwise.
     pub stalled_ms: Option<u64>,
+}
+
+/// What [`Store::form`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Formed {
+    /// A new group, with the voters given.
+    New,
+    /// A group with the same voters was formed already.
+    Already,
+    /// This node belongs to a group with these other voters.
+    Other(BTreeMap<NodeId, String>),
 }
 
 /// A member of the group.
@@ -82,11 +100,12 @@ impl Store {
         }
     }
 
-    /// Whether this node can serve: it knows a leader (or lost it to an election less than
+    /// Whether this node can serve: it is a member of a group (see
+    /// [`Store::standing`]), knows a leader (or lost it to an election less than
     /// `raft.write_timeout` ago), has applied what it last heard was committed, and its
     /// writes are not stalled (see [`Store::stalled_for`]).
     pub fn is_ready(&self) -> bool {
-        if self.stalled_for().is_some() {
+        if self.standing() != super::Standing::Member || self.stalled_for().is_some() {
             return false;
         }
         let applied = {
@@ -198,6 +217,27 @@ impl Store {
         .await
     }
 
+    /// `cluster init`: forms a new group whose voters are `peers`, or finds this node
+    /// already in one. The same voters again is the repeat a deployment script makes on
+    /// every node; other voters would make a second group, so they are reported instead.
+    pub async fn form(&self, peers: BTreeMap<NodeId, String>) -> Result<Formed, Error> {
+        if self.initialize(peers.clone()).await? {
+            return Ok(Formed::New);
+        }
+        let voters: BTreeMap<NodeId, String> = self
+            .status()
+            .members
+            .into_iter()
+            .filter(|m| m.voter)
+            .map(|m| (m.id, m.addr))
+            .collect();
+        Ok(if voters == peers {
+            Formed::Already
+        } else {
+            Formed::Other(voters)
+        })
+    }
+
     /// On the leader: adds `id` as a learner, waits for it to catch up, makes it a voter.
     pub async fn join(&self, id: NodeId, addr: String) -> Result<(), Error> {
         let raft = self.0.raft.clone();
@@ -213,9 +253,11 @@ impl Store {
         .await
     }
 
-    /// On the leader: removes `id` from the group.
+    /// On the leader: removes `id` from the group, then tells it so (best effort: a node
+    /// that does not hear it notices once it applies a membership without itself).
     pub async fn leave(&self, id: NodeId) -> Result<(), Error> {
         let raft = self.0.raft.clone();
+        let addr = self.member_addr(id);
         self.on_runtime(async move {
             let voters: BTreeSet<NodeId> = raft
                 .metrics()
@@ -224,17 +266,93 @@ impl Store {
                 .membership()
                 .voter_ids()
                 .collect();
-            if voters.contains(&id) {
-                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                    .await
-                    .map_err(membership_error)?;
-            }
-            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            // A voter goes in one change (`retain` false drops it as a node too): a leader
+            // that has just removed itself as a voter must not propose again.
+            let change = if voters.contains(&id) {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            raft.change_membership(change, false)
                 .await
                 .map_err(membership_error)?;
             Ok(())
         })
-        .await
+        .await?;
+        if id == self.0.id {
+            self.mark_removed("removed itself as the leader");
+        } else if let Some(addr) = addr {
+            let removal = self
+                .0
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .log_id()
+                .map_or(0, |l| l.index);
+            self.tell_removed(id, addr, removal).await;
+        }
+        Ok(())
+    }
+
+    /// Tells node `id` at `addr` that it was removed, by the membership at log index
+    /// `removal`. The leader stops sending it anything
+    /// once it is out, so a node that misses this would never learn it and would stand for
+    /// election for ever: while it cannot be reached, keep trying in the background (for
+    /// [`TELL_REMOVED_FOR`]).
+    async fn tell_removed(&self, id: NodeId, addr: String, removal: u64) {
+        let client = self.0.client.clone();
+        let tell = move || {
+            let client = client.clone();
+            let addr = addr.clone();
+            async move {
+                client
+                    .call::<_, bool>(&addr, super::network::path::REMOVED, &removal, TELL_REMOVED)
+                    .await
+            }
+        };
+        let Err(e) = tell().await else { return };
+        tracing::warn!(
+            node = id,
+            error = %e,
+            "could not tell a removed node it was removed; trying again in the background"
+        );
+        let raft = self.0.raft.clone();
+        self.0.runtime.spawn(async move {
+            let until = std::time::Instant::now() + TELL_REMOVED_FOR;
+            while std::time::Instant::now() < until {
+                tokio::time::sleep(TELL_REMOVED).await;
+                // Added again meanwhile (a fresh data directory under the same id): the
+                // node at that address is a member now, and must not be told otherwise.
+                let member_again = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .is_some();
+                if member_again {
+                    return;
+                }
+                if tell().await.is_ok() {
+                    tracing::info!(node = id, "told a removed node it was removed");
+                    return;
+                }
+            }
+            tracing::warn!(node = id, "gave up telling a removed node it was removed");
+        });
+    }
+
+    /// How many voters the membership this node holds has.
+    pub fn voter_count(&self) -> usize {
+        self.0
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
     }
 
     /// Hands leadership to the most caught-up voter before this node stops, so the fleet

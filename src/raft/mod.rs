@@ -12,6 +12,7 @@
 //! - `pending` tracks this node's unfinished writes, so readiness can tell a stall.
 //! - `wire` decodes what other nodes send, within bounds whatever the bytes.
 //! - `membership` reports the group's state and changes who belongs to it.
+//! - `standing` tells whether this node is a member, waiting for a group, or removed.
 //! - [`config`] holds the group's settings.
 
 mod budget;
@@ -23,6 +24,7 @@ mod membership;
 pub mod network;
 mod pending;
 mod snapshot;
+mod standing;
 mod state_machine;
 mod store;
 #[cfg(test)]
@@ -34,9 +36,10 @@ pub use changes::Changes;
 pub use command::{Change, Command, Op, Outcome, Owner, Record, Table};
 pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES, SNAPSHOT_CHUNK_BYTES};
 pub use log_store::{Committed, LogStore};
-pub use membership::{Member, Status};
+pub use membership::{Formed, Member, Status};
 pub use network::Client;
 pub use snapshot::SnapshotFile;
+pub use standing::Standing;
 pub use state_machine::{Reader, SnapshotBuilder, StateMachine};
 pub(crate) use store::Refusal;
 pub use store::{now_ms, Error, Found, Runtime, Store, MAX_ENTRY_BYTES};

@@ -35,6 +35,7 @@
 //! are reported as openraft's own `Timeout`, connection failures as `Unreachable`, which
 //! makes openraft back off). `raft.max_entry_bytes` keeps every entry within the budget.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,10 +67,15 @@ pub(crate) mod path {
     pub const WRITE: &str = "/fleet/write";
     /// A follower asking the leader for the index a linearizable read must wait for.
     pub const READ_INDEX: &str = "/fleet/read-index";
-    /// A member asking another to wait until it has applied a removal.
+    /// A member asking another to wait until it has applied a write (a removal, a
+    /// revocation).
     pub const APPLIED: &str = "/fleet/applied";
     /// A leader about to stop asking a follower to stand for election.
     pub const ELECT: &str = "/raft/elect";
+    /// The leader telling a node that `cluster leave` removed it.
+    pub const REMOVED: &str = "/cluster/removed";
+    /// Every member's own report, gathered by the node asked (`cluster status`).
+    pub const MEMBERS: &str = "/cluster/members";
 }
 
 /// When the sender sent a message, in milliseconds since the epoch: a message that sat
@@ -218,17 +224,34 @@ fn causes(error: &dyn std::error::Error) -> String {
     out
 }
 
+/// The status a member answers a vote request with when the candidate is not in the
+/// membership it holds, committed after anything the candidate has: the candidate was
+/// removed and never heard (see `standing`).
+pub(crate) const NOT_A_MEMBER: u16 = 410;
+
 /// Makes a connection to each peer for openraft.
 pub struct Network {
     client: Client,
     id: NodeId,
     budget: Budget,
+    not_member: Arc<AtomicBool>,
 }
 
 impl Network {
-    /// A network for node `id` over `client`, sizing appends by `budget`.
-    pub(super) fn new(client: Client, id: NodeId, budget: Budget) -> Self {
-        Self { client, id, budget }
+    /// A network for node `id` over `client`, sizing appends by `budget`; a member that
+    /// answers [`NOT_A_MEMBER`] sets `not_member`.
+    pub(super) fn new(
+        client: Client,
+        id: NodeId,
+        budget: Budget,
+        not_member: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            client,
+            id,
+            budget,
+            not_member,
+        }
     }
 }
 
@@ -243,6 +266,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             budget: self.budget.clone(),
             window: Window::default(),
+            not_member: self.not_member.clone(),
         }
     }
 }
@@ -255,6 +279,8 @@ pub struct Peer {
     addr: String,
     budget: Budget,
     window: Window,
+    /// Set when this peer says this node is not a member.
+    not_member: Arc<AtomicBool>,
 }
 
 /// How a node answers a Raft message: openraft's own result, so remote errors keep their
@@ -288,6 +314,14 @@ impl Peer {
             .map_err(|e| match e {
                 CallError::Unreachable(_) | CallError::TimedOut(_) => {
                     RPCError::Unreachable(Unreachable::new(&e))
+                }
+                CallError::Status {
+                    status: NOT_A_MEMBER,
+                } => {
+                    if !self.not_member.swap(true, Ordering::AcqRel) {
+                        tracing::warn!(peer = self.target, "a member says this node is not one");
+                    }
+                    RPCError::Network(NetworkError::new(&e))
                 }
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;

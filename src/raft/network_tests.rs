@@ -50,6 +50,7 @@ fn peer(addr: String, max_append_bytes: usize) -> (Peer, AppendMetrics) {
         addr,
         budget,
         window: Window::default(),
+        not_member: Arc::default(),
     };
     (peer, metrics)
 }

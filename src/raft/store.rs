@@ -176,6 +176,8 @@ pub(super) struct Inner {
     pub(super) pending: Arc<Pending>,
     /// Set while a probe write runs for a stalled node; see [`Inner::probe`].
     pub(super) probing: std::sync::atomic::AtomicBool,
+    /// Whether this node is a member, waiting for a group, or removed.
+    pub(super) standing: super::standing::Watch,
 }
 
 /// The last append (or heartbeat) a leader sent this node, and what this node knows of
@@ -271,6 +273,8 @@ impl Store {
             committed.index(),
             Instant::now(),
         ));
+        // Set by the network when a member says this node is no longer one.
+        let not_member = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let network = Network::new(
             client.clone(),
             id,
@@ -279,6 +283,7 @@ impl Store {
                 max_entries: raft_config.max_payload_entries,
                 metrics: append_metrics.clone(),
             },
+            not_member.clone(),
         );
         limits.declare(MAX_ENTRY_BYTES);
         // Raft::new spawns the core on the current runtime: build it inside ours, from a
@@ -320,10 +325,12 @@ impl Store {
             append_metrics,
             pending,
             probing: std::sync::atomic::AtomicBool::new(false),
+            standing: super::standing::Watch::new(not_member),
         }));
         store.spawn_expiry(config.expire_interval);
         store.spawn_watchdog();
         store.spawn_leader_log();
+        store.spawn_standing_watch()?;
         Ok((store, Runtime(Mutex::new(Some(runtime)))))
     }
 
@@ -519,16 +526,52 @@ impl Store {
     /// that does not answer is cut off, so it is not current and asks the leader first.)
     pub async fn delete(&self, table: Table, natural: &[u8]) -> Result<bool, Error> {
         let key = self.key(table, natural);
-        let inner = self.0.clone();
-        let outcome = self
-            .on_runtime(async move {
-                let (outcome, index) = inner.write(Command::Delete { table, key }).await?;
-                inner.applied(index).await?;
-                inner.applied_everywhere(index).await;
-                Ok(outcome)
-            })
+        let (outcome, _) = self
+            .write_everywhere(Command::Delete { table, key })
             .await?;
         Ok(outcome.affected > 0)
+    }
+
+    /// Seals and stores `value` under `natural` like [`Store::put`], and returns only once
+    /// this node and every other member that answers within a second have applied it (as
+    /// [`Store::delete`] does), with the members that did not confirm. For records every
+    /// node must enforce at once, such as revocations.
+    pub async fn put_everywhere<T: Serialize>(
+        &self,
+        table: Table,
+        natural: &[u8],
+        value: &T,
+        deadline_ms: Option<u64>,
+    ) -> Result<Vec<NodeId>, Error> {
+        let key = self.key(table, natural);
+        let sealed = self
+            .0
+            .ring
+            .sealer
+            .seal(&storage_key(table, &key), &encode(value)?);
+        let (_, unconfirmed) = self
+            .write_everywhere(Command::Put {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+            })
+            .await?;
+        Ok(unconfirmed)
+    }
+
+    /// Writes `command`, then waits until this node has applied it and asks every other
+    /// member to confirm it has too; returns the outcome and the members that did not
+    /// confirm within a second.
+    async fn write_everywhere(&self, command: Command) -> Result<(Outcome, Vec<NodeId>), Error> {
+        let inner = self.0.clone();
+        self.on_runtime(async move {
+            let (outcome, index) = inner.write(command).await?;
+            inner.applied(index).await?;
+            let unconfirmed = inner.applied_everywhere(index).await;
+            Ok((outcome, unconfirmed))
+        })
+        .await
     }
 
     /// Proposes `command` through the leader, forwarding it when this node follows, and
@@ -812,8 +855,9 @@ impl Inner {
         }
     }
 
-    /// Asks every other member to wait (up to a second) until it has applied `index`.
-    async fn applied_everywhere(&self, index: u64) {
+    /// Asks every other member to wait (up to a second) until it has applied `index`;
+    /// returns those that did not confirm it.
+    async fn applied_everywhere(&self, index: u64) -> Vec<NodeId> {
         let members: Vec<(NodeId, String)> = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
@@ -829,15 +873,21 @@ impl Inner {
                 .client
                 .call::<_, bool>(addr, path::APPLIED, &index, APPLIED_WAIT)
                 .await;
-            if !matches!(answer, Ok(true)) {
-                tracing::debug!(
-                    node = id,
-                    index,
-                    "a member did not confirm it applied a removal"
-                );
+            if matches!(answer, Ok(true)) {
+                return None;
             }
+            tracing::debug!(
+                node = id,
+                index,
+                "a member did not confirm it applied a write"
+            );
+            Some(*id)
         });
-        futures_util::future::join_all(asks).await;
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Member side of [`Inner::applied_everywhere`]: whether `index` is applied here within

@@ -271,10 +271,21 @@ impl Cluster {
     /// Starts a fresh, uninitialised node `id` and adds it with `cluster join` through the
     /// leader; returns once the command reports it a voter.
     pub fn add_node(&mut self, id: u64) {
+        self.start_unjoined(id);
+        let out = self.join(id);
+        self.assert_success(&out, &format!("cluster join of node {id}"));
+    }
+
+    /// Starts a fresh node `id` that belongs to no group: it waits to be added.
+    pub fn start_unjoined(&mut self, id: u64) {
         assert!(!self.nodes.contains_key(&id), "node {id} already exists");
-        // Before the new node starts: it knows no leader until it has joined.
-        let leader = self.leader();
         self.spawn_new(id);
+    }
+
+    /// Runs `cluster join` of the started node `id` through the leader and returns what the
+    /// command did; the node counts as a member if it succeeded.
+    pub fn join(&mut self, id: u64) -> Output {
+        let leader = self.leader();
         let via = self.node(leader).internal().to_string();
         let raft_addr = self.node(id).internal().to_string();
         let id_arg = id.to_string();
@@ -287,16 +298,22 @@ impl Cluster {
             "--raft-addr",
             &raft_addr,
         ]);
-        self.assert_success(
-            &out,
-            &format!("cluster join of node {id} via node {leader}"),
-        );
-        self.nodes.get_mut(&id).expect("just started").member = true;
+        if out.status.success() {
+            self.nodes.get_mut(&id).expect("started").member = true;
+        }
+        out
     }
 
     /// Removes node `id` from the group with `cluster leave` through the leader, then
     /// kills it: a removed node has no part left to play.
     pub fn remove_node(&mut self, id: u64) {
+        self.leave(id);
+        self.kill(id);
+    }
+
+    /// Removes node `id` from the group with `cluster leave` through the leader and leaves
+    /// its process running.
+    pub fn leave(&mut self, id: u64) {
         let leader = self.leader();
         let via = self.node(leader).internal().to_string();
         let out = self.cli(&["leave", "--via", &via, "--node-id", &id.to_string()]);
@@ -304,12 +321,10 @@ impl Cluster {
             &out,
             &format!("cluster leave of node {id} via node {leader}"),
         );
-        let node = self
-            .nodes
+        self.nodes
             .get_mut(&id)
-            .unwrap_or_else(|| panic!("no node {id}"));
-        node.member = false;
-        node.kill();
+            .unwrap_or_else(|| panic!("no node {id}"))
+            .member = false;
     }
 
     fn spawn_new(&mut self, id: u64) {

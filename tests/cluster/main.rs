@@ -29,3 +29,4 @@ mod security;
 mod session_cap;
 mod sessions;
 mod stalled_writes;
+mod standing;

@@ -83,7 +83,7 @@ fn new_node_catches_up_from_a_snapshot() {
     let made_on_4 = Session::initialize(&url);
     assert_eq!(made_on_4.echo(&urls[0], "from 4"), Ok("from 4".to_owned()));
 
-    // `cluster status` prints the same document as `/cluster`.
+    // `cluster status` lists every member, as the node asked sees them.
     let via = cluster.node(4).internal().to_string();
     let out = cluster.cli(&["status", "--via", &via]);
     cluster.assert_success(&out, "cluster status via node 4");
@@ -119,4 +119,113 @@ fn a_node_that_leaves_drops_out_of_the_membership() {
         session.echo(&cluster.node(3).mcp_url(), "still"),
         Ok("still".to_owned())
     );
+}
+
+#[test]
+fn cluster_status_shows_every_member_and_says_which_node_it_asked() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let asked = if leader == 1 { 2 } else { 1 };
+    let down = (1..=3)
+        .find(|&id| id != leader && id != asked)
+        .expect("a third node");
+    cluster.kill(down);
+
+    // `--via` as a URL, the way the node prints its internal listener.
+    let via = cluster.node(asked).internal_url();
+    let out = cluster.cli(&["status", "--via", &via]);
+    cluster.assert_success(&out, "cluster status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let addr = cluster.node(asked).internal().to_string();
+    assert!(
+        stderr.contains(&format!("asking the node at {addr}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("[{down}] did not answer")),
+        "{stderr}"
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(printed["asked_node"], asked, "{printed}");
+    assert_eq!(
+        printed["unreachable"],
+        serde_json::json!([down]),
+        "{printed}"
+    );
+    let all_voters = vec![(1, true), (2, true), (3, true)];
+    assert_eq!(members(&printed), all_voters, "{printed}");
+    for member in printed["members"].as_array().expect("members") {
+        let id = member["id"].as_u64().expect("an id");
+        assert_eq!(
+            member["addr"],
+            cluster.node(id).internal().to_string(),
+            "{member}"
+        );
+        if id == down {
+            assert_eq!(member["state"], "unreachable", "{member}");
+            continue;
+        }
+        let state = if id == leader { "leader" } else { "follower" };
+        assert_eq!(member["state"], state, "{member}");
+        assert!(member["applied_index"].as_u64().is_some(), "{member}");
+        // Each member's own report, as it answers `/cluster`.
+        assert_eq!(member["report"]["node_id"], id, "{member}");
+        assert_eq!(member["report"]["standing"], "member", "{member}");
+    }
+
+    // A change asked of a follower is made by the leader, and the command says so.
+    let down_arg = down.to_string();
+    let out = cluster.cli(&["leave", "--via", &via, "--node-id", &down_arg]);
+    cluster.assert_success(&out, "cluster leave of the node that is down");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let leader_addr = cluster.node(leader).internal().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "forwarded it to the leader, node {leader} at {leader_addr}"
+        )),
+        "{stderr}"
+    );
+    let out = cluster.cli(&["status", "--via", &via]);
+    cluster.assert_success(&out, "cluster status after the leave");
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let two: Vec<(u64, bool)> = (1..=3)
+        .filter(|&id| id != down)
+        .map(|id| (id, true))
+        .collect();
+    assert_eq!(members(&printed), two, "{printed}");
+    assert_eq!(printed["unreachable"], serde_json::json!([]), "{printed}");
+
+    // Every subcommand needs to be told which node to ask.
+    let out = cluster.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--via is required"), "{stderr}");
+    let out = cluster.cli(&["status", "--via", &format!("https://{addr}")]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}
+
+#[test]
+fn cluster_init_repeats_with_the_same_voters_and_refuses_other_ones() {
+    let cluster = Cluster::start(3);
+    let peers = (1..=3)
+        .map(|id| format!("{id}={}", cluster.node(id).internal()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let via = cluster.node(2).internal().to_string();
+    let out = cluster.cli(&["init", "--via", &via, "--peers", &peers]);
+    cluster.assert_success(&out, "cluster init with the same voters");
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(answer["already_formed"], true, "{answer}");
+
+    let fewer = (1..=2)
+        .map(|id| format!("{id}={}", cluster.node(id).internal()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = cluster.cli(&["init", "--via", &via, "--peers", &fewer]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "init with other voters succeeded: {stderr}"
+    );
+    assert!(stderr.contains("already belongs to a group"), "{stderr}");
 }

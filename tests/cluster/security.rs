@@ -24,6 +24,30 @@ fn requests_without_the_cluster_secret_are_refused() {
 
     let reply = get(&cluster_url, &[]).expect("GET /cluster");
     assert_eq!(reply.status, 401, "/cluster without a secret: {reply:?}");
+    assert!(
+        reply.body.contains("requires the cluster secret"),
+        "{reply:?}"
+    );
+    // Nobody without the secret can tell a node it was removed, or list the members.
+    let removed_url = format!("{}/cluster/removed", node.internal_url());
+    let members_url = format!("{}/cluster/members", node.internal_url());
+    for bearer in ["", "Bearer not-the-cluster-secret"] {
+        let headers: Vec<(&str, &str)> = Some(("Authorization", bearer))
+            .filter(|_| !bearer.is_empty())
+            .into_iter()
+            .collect();
+        let reply = post(&removed_url, &headers, "").expect("POST /cluster/removed");
+        assert_eq!(
+            reply.status, 401,
+            "/cluster/removed with {bearer:?}: {reply:?}"
+        );
+        let reply = get(&members_url, &headers).expect("GET /cluster/members");
+        assert_eq!(
+            reply.status, 401,
+            "/cluster/members with {bearer:?}: {reply:?}"
+        );
+    }
+    assert!(cluster.is_ready(1), "node 1 still serves");
     let reply = post(&append_url, &[], "{}").expect("POST /raft/append");
     assert_eq!(
         reply.status, 401,
@@ -33,6 +57,8 @@ fn requests_without_the_cluster_secret_are_refused() {
         let headers = [("Authorization", bearer.as_str())];
         let reply = get(&cluster_url, &headers).expect("GET /cluster");
         assert_eq!(reply.status, 401, "/cluster with {bearer:?}: {reply:?}");
+        // A secret was presented: the refusal says it was wrong, not missing.
+        assert!(reply.body.contains("(wrong secret?)"), "{reply:?}");
         let reply = post(&append_url, &headers, "{}").expect("POST /raft/append");
         assert_eq!(reply.status, 401, "/raft/append with {bearer:?}: {reply:?}");
     }

@@ -81,5 +81,10 @@ fn revocation_needs_the_cluster_secret() {
         "alice",
     ]);
     assert!(!ok, "revoked with the wrong secret:\n{out}");
+    // A secret was given, so the refusal must not read as if none had been.
+    assert!(
+        out.contains("refused the cluster secret (wrong secret?)"),
+        "the refusal says the secret was wrong:\n{out}"
+    );
     assert_accepted(&server, &alice, "alice");
 }
