@@ -240,6 +240,14 @@ impl Store {
 
     /// On the leader: adds `id` as a learner, waits for it to catch up, makes it a voter.
     pub async fn join(&self, id: NodeId, addr: String) -> Result<(), Error> {
+        // An id names one replica: a member's id given with another address is a new disk
+        // (or another machine) claiming to be that member, which would vote with a log the
+        // group never wrote. Joining a member again at its own address changes nothing.
+        if let Some(known) = self.member_addr(id).filter(|known| *known != addr) {
+            return Err(Error::Membership(format!(
+                "node {id} is already a member at {known}: a node whose disk was lost joins                  under a new id (remove the old one with `cluster leave --node-id {id}`)"
+            )));
+        }
         let raft = self.0.raft.clone();
         self.on_runtime(async move {
             raft.add_learner(id, BasicNode { addr }, true)

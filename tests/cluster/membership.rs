@@ -229,3 +229,39 @@ fn cluster_init_repeats_with_the_same_voters_and_refuses_other_ones() {
     );
     assert!(stderr.contains("already belongs to a group"), "{stderr}");
 }
+
+#[test]
+fn a_join_under_a_members_id_at_another_address_is_refused() {
+    let cluster = Cluster::start(3);
+    let via = cluster.node(1).internal().to_string();
+    // Node 3 again, at its own address: nothing changes, and that is no error.
+    let own = cluster.node(3).internal().to_string();
+    let out = cluster.cli(&["join", "--via", &via, "--node-id", "3", "--raft-addr", &own]);
+    cluster.assert_success(&out, "joining a member again at its own address");
+
+    // A lost disk restarted with its old id, elsewhere: refused, and the group unchanged.
+    let out = cluster.cli(&[
+        "join",
+        "--via",
+        &via,
+        "--node-id",
+        "3",
+        "--raft-addr",
+        "127.0.0.1:9",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the join succeeded: {stderr}");
+    assert!(stderr.contains("node 3 is already a member at"), "{stderr}");
+    let status = cluster.try_status(1).expect("status of node 1");
+    assert_eq!(members(&status), vec![(1, true), (2, true), (3, true)]);
+    let addr = cluster
+        .eventually("node 1 to report node 3's address", READY_DEADLINE, || {
+            cluster
+                .try_status(1)
+                .and_then(|s| s["members"].as_array().cloned())
+        })
+        .iter()
+        .find(|m| m["id"] == 3)
+        .and_then(|m| m["addr"].as_str().map(str::to_owned));
+    assert_eq!(addr.as_deref(), Some(own.as_str()));
+}
