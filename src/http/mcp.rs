@@ -34,6 +34,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     for path in ["/mcp", "/mcp/"] {
         cfg.service(
             web::resource(path)
+                .wrap(actix_web::middleware::from_fn(
+                    super::ops::refuse_without_keys,
+                ))
                 .route(web::post().to(post))
                 .route(web::get().to(legacy::get))
                 .route(web::delete().to(legacy::delete)),

@@ -1,7 +1,13 @@
-//! Operational endpoints: liveness and readiness.
+//! Operational endpoints: liveness and readiness, and the refusal of MCP requests while
+//! this node's key ring has not passed the fleet's key check.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
+
+use crate::mcp::jsonrpc;
+use crate::mcp::RpcError;
+use crate::raft::KeyState;
 
 /// Registers `/health` and `/ready`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -30,12 +36,51 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
         "pending_writes": status.pending_writes,
         "stalled_ms": status.stalled_ms,
     });
+    match state.store.key_state() {
+        KeyState::Verified => {}
+        KeyState::Checking(why) => {
+            return HttpResponse::ServiceUnavailable()
+                .json(json!({ "status": "checking keys", "keys": why, "raft": body }))
+        }
+        KeyState::Failed(why) => {
+            return HttpResponse::ServiceUnavailable().json(
+                json!({ "status": "key ring is not the fleet's", "keys": why, "raft": body }),
+            )
+        }
+    }
     if status.stalled_ms.is_some() {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "writes stalled", "raft": body }))
     } else if state.store.is_ready() {
         HttpResponse::Ok().json(json!({ "status": "ready", "raft": body }))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "raft": body }))
+    }
+}
+
+/// Refuses an MCP request (503, with a JSON-RPC error saying why) while this node's key
+/// ring has not passed the fleet's key check: a ring that is not the fleet's would answer
+/// 404 for sessions it cannot open and miss revocations stored under another index key.
+/// A 503 is what a client retries, and a balancer's next try reaches a node that serves.
+pub(crate) async fn refuse_without_keys(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let problem = req
+        .app_data::<web::Data<super::State>>()
+        .and_then(|s| s.store.key_problem());
+    match problem {
+        None => next.call(req).await,
+        Some(why) => {
+            let response = super::mcp::rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                &RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    format!("this node cannot serve yet, retry shortly: {why}"),
+                ),
+            );
+            Ok(req.into_response(response))
+        }
     }
 }
 

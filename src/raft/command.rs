@@ -32,11 +32,16 @@ pub enum Table {
     Revocations = 6,
     /// Events kept for legacy stream resumption.
     StreamEvents = 7,
+    /// The fleet's key-check record: the index key's fingerprint and one value sealed
+    /// with each key id, so a node can tell before serving whether its ring is the
+    /// fleet's (see `raft::keycheck`). Under fixed keys, not keyed hashes: a node whose
+    /// index key is wrong must still find it.
+    KeyCheck = 8,
 }
 
 impl Table {
     /// Every table, in key order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::AuthSessions,
         Table::McpSessions,
         Table::RequestState,
@@ -44,6 +49,7 @@ impl Table {
         Table::TenantCredentials,
         Table::Revocations,
         Table::StreamEvents,
+        Table::KeyCheck,
     ];
 
     /// The byte that starts this table's keys.
@@ -66,6 +72,7 @@ impl Table {
             Table::TenantCredentials => "tenant_credentials",
             Table::Revocations => "revocations",
             Table::StreamEvents => "stream_events",
+            Table::KeyCheck => "key_check",
         }
     }
 }
@@ -597,7 +604,7 @@ mod tests {
     #[test]
     fn table_bytes_are_stable() {
         let bytes: Vec<u8> = Table::ALL.iter().map(|t| t.byte()).collect();
-        assert_eq!(bytes, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(bytes, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         for t in Table::ALL {
             assert_eq!(Table::from_byte(t.byte()), Some(t));
         }

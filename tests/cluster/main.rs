@@ -17,6 +17,7 @@ mod durability;
 mod elicitation;
 mod failover;
 mod history;
+mod keys;
 mod large_entries;
 mod leader_loss;
 mod membership;
