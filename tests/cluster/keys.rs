@@ -137,6 +137,11 @@ fn a_node_whose_ring_is_not_the_fleets_answers_503_with_the_reason_and_never_acc
         }
         let keys_report = &fleet.cluster.status(3)["keys"];
         assert_eq!(keys_report["verified"], false, "{what}: {keys_report}");
+        let metrics = fleet.cluster.try_metrics(3).expect("node 3's metrics");
+        assert!(
+            metrics.contains("\nmcp_fleet_keys_verified 0\n"),
+            "{what}: {metrics}"
+        );
 
         for _ in 0..RECHECKS {
             for (who, token) in [("carol (revoked)", &carol), ("dave", &dave)] {
