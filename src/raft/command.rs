@@ -159,6 +159,23 @@ pub enum Command {
         /// How many records of `table` the owner may hold.
         limit: u64,
     },
+    /// Stores a record only while none is under `key`; otherwise stores nothing and the
+    /// outcome says it was refused. Of writers racing to create the same record, the
+    /// first in the log wins on every replica (the fleet's key-check record uses it, so a
+    /// node with a wrong ring can never write over what a right one wrote).
+    ///
+    /// Added after `PutOwned` so the postcard variant indexes of the others stay as they
+    /// were.
+    Create {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+        /// When the record ends, in milliseconds since the epoch; `None` never.
+        deadline_ms: Option<u64>,
+        /// The sealed value.
+        sealed: Vec<u8>,
+    },
 }
 
 /// One operation of a [`Command`]: its first five variants. Batches and `PutOwned` are no
@@ -215,7 +232,7 @@ pub enum Op {
 
 impl Command {
     /// The operations this command applies, in order; the command itself when it is a
-    /// `PutOwned`, which has no op.
+    /// `PutOwned` or a `Create`, which have no op.
     pub fn into_ops(self) -> Result<Vec<Op>, Command> {
         let op = match self {
             Command::Put {
@@ -252,7 +269,7 @@ impl Command {
             },
             Command::Expire { now_ms } => Op::Expire { now_ms },
             Command::Batch(ops) => return Ok(ops),
-            owned @ Command::PutOwned { .. } => return Err(owned),
+            single @ (Command::PutOwned { .. } | Command::Create { .. }) => return Err(single),
         };
         Ok(vec![op])
     }
@@ -480,6 +497,21 @@ mod tests {
         expected.extend([0xac, 0x02]);
         assert_eq!(postcard::to_stdvec(&owned).unwrap(), expected);
         assert_eq!(postcard::from_bytes::<Command>(&expected).unwrap(), owned);
+        let create = Command::Create {
+            table: Table::KeyCheck,
+            key: vec![1],
+            deadline_ms: None,
+            sealed: vec![2],
+        };
+        // Variant 7, after PutOwned; then Put's fields.
+        assert_eq!(
+            postcard::to_stdvec(&create).unwrap(),
+            vec![7, 7, 1, 1, 0, 1, 2]
+        );
+        assert_eq!(
+            postcard::from_bytes::<Command>(&[7, 7, 1, 1, 0, 1, 2]).unwrap(),
+            create
+        );
     }
 
     /// `Command` as it was before batches became flat: a batch held commands, and so

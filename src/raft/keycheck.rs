@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::command::storage_key;
 use super::store::{Inner, Store};
-use super::{Command, NodeId, Op, Reader, Table};
+use super::{Command, NodeId, Reader, Table};
 use crate::crypto::{Ring, Sealer};
 
 /// The stored key of the index key's fingerprint.
@@ -201,27 +201,27 @@ fn read(reader: &Reader) -> Result<Record, String> {
     Ok(record)
 }
 
-/// The writes that complete the record for `ring`, by node `writer`.
-fn completion(ring: &Ring, writer: NodeId, verdict: &Verdict) -> Vec<Op> {
-    let mut ops = Vec::new();
+/// The writes that complete the record for `ring`, by node `writer`: creates, so that of
+/// nodes racing to write a piece the first in the log wins everywhere and a later one,
+/// with another ring, fails its check instead of writing over it.
+fn completion(ring: &Ring, writer: NodeId, verdict: &Verdict) -> Vec<Command> {
+    let mut writes = Vec::new();
     if verdict.index_missing {
-        ops.push(put(
-            INDEX.to_vec(),
-            value(writer, &ring.index.fingerprint()),
-        ));
+        let fingerprint = value(writer, &ring.index.fingerprint());
+        writes.push(create(INDEX.to_vec(), fingerprint));
     }
     for &id in &verdict.missing {
         let key = entry_key(id);
         let aad = storage_key(Table::KeyCheck, &key);
         if let Some(sealed) = ring.sealer.seal_with(id, &aad, CHECK_PLAINTEXT) {
-            ops.push(put(key, value(writer, &sealed)));
+            writes.push(create(key, value(writer, &sealed)));
         }
     }
-    ops
+    writes
 }
 
-fn put(key: Vec<u8>, sealed: Vec<u8>) -> Op {
-    Op::Put {
+fn create(key: Vec<u8>, sealed: Vec<u8>) -> Command {
+    Command::Create {
         table: Table::KeyCheck,
         key,
         deadline_ms: None,
@@ -287,17 +287,19 @@ impl Inner {
         if verdict.complete() {
             return KeyState::Verified;
         }
-        let ops = completion(&self.ring, self.id, &verdict);
         tracing::info!(
             index = verdict.index_missing,
             key_ids = ?verdict.missing,
             "adding to the fleet's key-check record"
         );
-        if let Err(e) = self.write(Command::Batch(ops)).await {
-            return KeyState::Checking(format!(
-                "could not add key ids {:?} to the fleet's key-check record: {e}",
-                verdict.missing
-            ));
+        for write in completion(&self.ring, self.id, &verdict) {
+            // A refusal means another node created that piece first: checked below.
+            if let Err(e) = self.write(write).await {
+                return KeyState::Checking(format!(
+                    "could not add key ids {:?} to the fleet's key-check record: {e}",
+                    verdict.missing
+                ));
+            }
         }
         match read(&self.reader) {
             Ok(record) => {
@@ -432,17 +434,18 @@ mod tests {
         record
     }
 
-    fn apply(record: &mut Record, ops: Vec<Op>) {
-        for op in ops {
-            let Op::Put { key, sealed, .. } = op else {
-                panic!("only puts")
+    fn apply(record: &mut Record, writes: Vec<Command>) {
+        for write in writes {
+            let Command::Create { key, sealed, .. } = write else {
+                panic!("only creates")
             };
             let piece = parse(&sealed).expect("a check value");
+            // As the log applies a create: the first piece stays.
             if key == INDEX {
-                record.index = Some(piece);
+                record.index.get_or_insert(piece);
             } else {
                 let id = u32::from_be_bytes(key[ENTRY_PREFIX.len()..].try_into().unwrap());
-                record.entries.insert(id, piece);
+                record.entries.entry(id).or_insert(piece);
             }
         }
     }
