@@ -23,7 +23,8 @@ async fn health() -> HttpResponse {
 /// Ready: this node knows a leader, has applied everything it last heard was committed,
 /// so what it serves is current, and can commit writes: once writes it started have waited
 /// longer than `raft.write_timeout` with no commit advance, it is not ready until commits
-/// advance again, so a load balancer sends its traffic to nodes that can serve it.
+/// advance again, so a load balancer sends its traffic to nodes that can serve it. And its
+/// key ring has passed the fleet's key check (see `raft::keycheck`).
 async fn ready(state: web::Data<super::State>) -> HttpResponse {
     if state.draining.load(std::sync::atomic::Ordering::Acquire) {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "draining" }));
@@ -36,24 +37,23 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
         "pending_writes": status.pending_writes,
         "stalled_ms": status.stalled_ms,
     });
-    match state.store.key_state() {
-        KeyState::Verified => {}
-        KeyState::Checking(why) => {
-            return HttpResponse::ServiceUnavailable()
-                .json(json!({ "status": "checking keys", "keys": why, "raft": body }))
-        }
-        KeyState::Failed(why) => {
-            return HttpResponse::ServiceUnavailable().json(
-                json!({ "status": "key ring is not the fleet's", "keys": why, "raft": body }),
-            )
-        }
+    // A ring that is not the fleet's is said first, whatever else holds; a check still
+    // under way only once nothing else keeps the node out (it may be waiting for a
+    // leader, and saying so helps more).
+    let keys = state.store.key_state();
+    if let KeyState::Failed(why) = &keys {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "key ring is not the fleet's", "keys": why, "raft": body }));
     }
     if status.stalled_ms.is_some() {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "writes stalled", "raft": body }))
-    } else if state.store.is_ready() {
-        HttpResponse::Ok().json(json!({ "status": "ready", "raft": body }))
-    } else {
+    } else if !state.store.is_ready() {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "raft": body }))
+    } else if let KeyState::Checking(why) = keys {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "checking keys", "keys": why, "raft": body }))
+    } else {
+        HttpResponse::Ok().json(json!({ "status": "ready", "raft": body }))
     }
 }
 

@@ -294,6 +294,20 @@ fn a_two_phase_key_rotation_under_load_loses_no_session_and_fails_nothing_past_a
         .cluster
         .assert_success(&index, "mcp-fleet keys index-key");
     let index = String::from_utf8_lossy(&index.stdout).trim().to_owned();
+    // The same from a configuration file, as `serve --config` reads keys.
+    let config = dir.path().join("fleet.toml");
+    std::fs::write(&config, format!("encryption_key = \"{active}\"\n")).expect("config");
+    let config = config.to_str().expect("a UTF-8 path");
+    let from_config = fleet.cluster.keys(&["index-key", "--config", config], &[]);
+    fleet
+        .cluster
+        .assert_success(&from_config, "mcp-fleet keys index-key --config");
+    assert_eq!(String::from_utf8_lossy(&from_config.stdout).trim(), index);
+    assert_eq!(index.len(), 64, "keys index-key printed {index:?}");
+    assert_ne!(
+        index, k1,
+        "the index key is derived from key 1, not key 1 itself"
+    );
     let retired = ring_file(dir.path(), "d.toml", 2, &[(2, &k2)], Some(&index));
     fleet.cluster.set_env(ENCRYPTION_KEY, &retired);
     phases.push(("d", roll(&mut fleet, &load, "d")));
