@@ -190,6 +190,11 @@ impl Server {
         }
     }
 
+    /// The data directory, kept across restarts (`dev` keeps its key there).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// Kills the process and starts a new one on the same data directory and arguments.
     /// The new process listens on a new port; see [`Server::url`].
     pub fn restart(&mut self) {
