@@ -4,7 +4,8 @@
 //! why in its log again and again, and never accepts a user the fleet revoked; with the
 //! right ring it serves again. A rotation done as the README says — add the new key as
 //! readable, make it active, reseal, retire the old key — keeps clients behind HAProxy
-//! working throughout: no 404, nothing that a retry of a 503 does not fix.
+//! working throughout: no 404, nothing that a retry of a 503 does not fix, and no node
+//! ever meets a record sealed with a key it does not hold.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use serde_json::json;
 use crate::client::{modern_call, Session};
 use crate::fleet::Fleet;
 use crate::harness::{random_hex, READY_DEADLINE};
-use crate::load::{Kind, Load};
+use crate::load::{Kind, Load, Outcome};
 
 /// How many times a refusing node is asked again, to show it keeps refusing.
 const RECHECKS: usize = 5;
@@ -325,10 +326,18 @@ fn a_two_phase_key_rotation_under_load_loses_no_session_and_fails_nothing_past_a
         report.sessions.len()
     );
     assert_eq!(report.with_status(404), 0, "no 404, ever");
-    let failures = report.failures();
+    // Only 503s, each retried to success below. HAProxy answers 503 itself, rarely, when its
+    // health checks caught every node out at once: followers under this load are briefly
+    // "not ready" (applied one entry short of the commit index they just heard), and nine
+    // restarts give that more chances than one roll does.
+    let failures: Vec<_> = report
+        .failures()
+        .into_iter()
+        .filter(|(_, attempt)| !matches!(attempt.outcome, Outcome::Status { status: 503, .. }))
+        .collect();
     assert!(
         failures.is_empty(),
-        "{} requests failed other than with a 503 from a node, e.g. {:?}\n{}",
+        "{} requests failed other than with a 503, e.g. {:?}\n{}",
         failures.len(),
         failures.first(),
         fleet.logs()
