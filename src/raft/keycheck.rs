@@ -271,7 +271,13 @@ impl Inner {
             return KeyState::Verified;
         }
         // Absent here may only mean not applied yet: write nothing before a read barrier
-        // shows this replica holds everything the fleet committed.
+        // shows this replica holds everything the fleet committed. (It can take up to
+        // `raft.write_timeout`; say meanwhile what is awaited.)
+        if matches!(self.keys.get(), KeyState::Checking(_)) {
+            self.keys.set(KeyState::Checking(
+                "catching up with the fleet to read its key-check record".to_owned(),
+            ));
+        }
         if let Err(e) = self.shared_read_barrier().await {
             return KeyState::Checking(format!(
                 "waiting to read the fleet's key-check record: {e}"
