@@ -32,6 +32,28 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Serve the same tools over standard input and output.
     Stdio(StdioArgs),
+    /// Make a key, or print the index key to pin before a key rotation retires the key it
+    /// is derived from. Reads keys as `serve` does: `--config`, `MCP_FLEET_ENCRYPTION_KEY`.
+    Keys(KeysArgs),
+}
+
+/// Flags of `keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeysAction,
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum KeysAction {
+    /// Print a new random key (64 hex characters) for `encryption_key` or a key ring.
+    Generate,
+    /// Print the index key of the configured ring (64 hex characters), the value of
+    /// `index_key` that pins it. Without `index_key` it is derived from the key with the
+    /// lowest id, so run this before that key leaves the ring.
+    IndexKey,
 }
 
 /// What `serve --help` adds after the flags: the settings only the environment (or the
@@ -263,7 +285,7 @@ impl Cli {
                 },
                 ..args.serve.overrides()
             },
-            Command::Cluster(_) => Overrides::default(),
+            Command::Cluster(_) | Command::Keys(_) => Overrides::default(),
             Command::Stdio(args) => Overrides {
                 conformance: args.conformance.then_some(true),
                 ..Overrides::default()

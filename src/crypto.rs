@@ -69,6 +69,15 @@ impl Key {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// A one-way fingerprint of the key: HMAC-SHA-256 under the key of a fixed label, so
+    /// two nodes can compare keys without either showing one.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length");
+        mac.update(b"mcp-fleet key fingerprint v1");
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl fmt::Debug for Key {
@@ -133,6 +142,8 @@ pub fn fill_random(buf: &mut [u8]) {
 #[derive(Clone)]
 pub struct Sealer {
     keys: BTreeMap<u32, Aes256GcmSiv>,
+    /// Each key's fingerprint (see [`Key::fingerprint`]), to tell rings apart without keys.
+    fingerprints: BTreeMap<u32, [u8; 32]>,
     active: u32,
 }
 
@@ -148,14 +159,21 @@ impl fmt::Debug for Sealer {
 impl Sealer {
     /// A ring of `(key id, key)` pairs sealing new data with `active`.
     pub fn new(keys: impl IntoIterator<Item = (u32, Key)>, active: u32) -> Result<Self, Error> {
-        let keys: BTreeMap<u32, Aes256GcmSiv> = keys
-            .into_iter()
-            .map(|(id, key)| (id, Aes256GcmSiv::new(&key.0.into())))
-            .collect();
+        let keys: BTreeMap<u32, Key> = keys.into_iter().collect();
         if !keys.contains_key(&active) {
             return Err(Error::EmptyRing);
         }
-        Ok(Self { keys, active })
+        Ok(Self {
+            fingerprints: keys
+                .iter()
+                .map(|(id, key)| (*id, key.fingerprint()))
+                .collect(),
+            keys: keys
+                .iter()
+                .map(|(id, key)| (*id, Aes256GcmSiv::new(&key.0.into())))
+                .collect(),
+            active,
+        })
     }
 
     /// A ring holding one key, with id 1.
@@ -165,7 +183,14 @@ impl Sealer {
 
     /// Seals `plaintext`, binding it to `aad` (which is authenticated but not stored).
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let cipher = &self.keys[&self.active];
+        self.seal_with(self.active, aad, plaintext)
+            .expect("the active key is always in the ring")
+    }
+
+    /// Seals `plaintext` with key `key_id` rather than the active one (key-check records
+    /// hold one value sealed with each key); `None` when the ring lacks that key.
+    pub fn seal_with(&self, key_id: u32, aad: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
+        let cipher = self.keys.get(&key_id)?;
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
         let ciphertext = cipher
@@ -179,15 +204,25 @@ impl Sealer {
             .expect("AES-GCM-SIV encryption cannot fail for in-memory buffers");
         let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
         out.push(FORMAT_V1);
-        out.extend_from_slice(&self.active.to_be_bytes());
+        out.extend_from_slice(&key_id.to_be_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
-        out
+        Some(out)
     }
 
     /// The id of the key new data is sealed with.
     pub fn active(&self) -> u32 {
         self.active
+    }
+
+    /// The ids of every key this ring opens with, in order.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.keys().copied()
+    }
+
+    /// The fingerprint of each key, by id (see [`Key::fingerprint`]).
+    pub fn fingerprints(&self) -> &BTreeMap<u32, [u8; 32]> {
+        &self.fingerprints
     }
 
     /// The id of the key `sealed` was sealed with, when it has a known format.
@@ -220,7 +255,11 @@ impl Sealer {
 /// A keyed hash (HMAC-SHA-256) turning tokens and ids into stored keys, so the store can be
 /// looked up by them without ever holding them.
 #[derive(Clone)]
-pub struct IndexKey(Hmac<Sha256>);
+pub struct IndexKey {
+    mac: Hmac<Sha256>,
+    /// The key itself, for `mcp-fleet keys index-key` to print so it can be pinned.
+    key: Key,
+}
 
 impl fmt::Debug for IndexKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -239,14 +278,28 @@ impl IndexKey {
     }
 
     fn from_key(key: &Key) -> Self {
-        Self(
-            <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC accepts keys of any length"),
-        )
+        Self {
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&key.0)
+                .expect("HMAC accepts keys of any length"),
+            key: key.clone(),
+        }
+    }
+
+    /// The index key as 64 hex characters: the value of `index_key` in a key-ring file
+    /// that pins it.
+    pub fn to_hex(&self) -> String {
+        self.key.to_hex()
+    }
+
+    /// A one-way fingerprint of the index key, to compare it across nodes without
+    /// showing it. (One part longer than a table byte: never equal to a stored key.)
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.hash(&[b"mcp-fleet index key fingerprint v1"])
     }
 
     /// The keyed hash of `parts`, each length-prefixed so no two inputs collide.
     pub fn hash(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut mac = self.0.clone();
+        let mut mac = self.mac.clone();
         for part in parts {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
@@ -275,6 +328,22 @@ struct RingFile {
 }
 
 impl Ring {
+    /// A one-way fingerprint of the whole ring: which key is active, every key by id, and
+    /// the index key. Two nodes with equal fingerprints seal, open and index alike; no key
+    /// can be learnt from it.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut digest = Sha256::new();
+        digest.update(b"mcp-fleet ring fingerprint v1");
+        digest.update(self.sealer.active().to_be_bytes());
+        for (id, fingerprint) in self.sealer.fingerprints() {
+            digest.update(id.to_be_bytes());
+            digest.update(fingerprint);
+        }
+        digest.update(self.index.fingerprint());
+        digest.finalize().into()
+    }
+
     /// A ring of one key (id 1), whose index key is derived from it.
     pub fn single(key: Key) -> Self {
         Self {
@@ -286,7 +355,9 @@ impl Ring {
     /// Reads `value`: 64 hex characters (one key), or the path of a key-ring file.
     ///
     /// A key-ring file is TOML: `active = 2`, a `[keys]` table of `id = "64 hex"`, and an
-    /// optional `index_key = "64 hex"`. Without `index_key` the index key is derived from the
+    /// optional `index_key = "64 hex"`. Every key in `[keys]` opens records; only `active`
+    /// seals new ones, so a key listed but not active is readable only (the first phase
+    /// of a rotation). Without `index_key` the index key is derived from the
     /// key with the lowest id, so that key must stay in the ring, or its derived index key be
     /// pinned as `index_key`, for as long as the fleet's data lives.
     pub fn from_config(value: &str) -> Result<Self, Error> {
@@ -417,5 +488,27 @@ mod tests {
         );
         assert!(Ring::from_ring_file("active = 1\n[keys]\n").is_err());
         assert!(Ring::from_config("/no/such/ring.toml").is_err());
+    }
+
+    #[test]
+    fn a_key_listed_but_not_active_opens_but_never_seals() {
+        let (k1, k2) = (Key::generate(), Key::generate());
+        let readable = Ring::from_ring_file(&format!(
+            "active = 1\n[keys]\n1 = \"{}\"\n2 = \"{}\"\n",
+            k1.to_hex(),
+            k2.to_hex()
+        ))
+        .unwrap();
+        let active = Ring::from_ring_file(&format!(
+            "active = 2\n[keys]\n1 = \"{}\"\n2 = \"{}\"\n",
+            k1.to_hex(),
+            k2.to_hex()
+        ))
+        .unwrap();
+        assert_eq!(Sealer::key_id(&readable.sealer.seal(b"", b"v")), Some(1));
+        let sealed_by_new = active.sealer.seal(b"", b"v");
+        assert_eq!(readable.sealer.open(b"", &sealed_by_new).unwrap(), b"v");
+        assert_ne!(readable.fingerprint(), active.fingerprint());
+        assert_eq!(readable.index.to_hex(), Ring::single(k1).index.to_hex());
     }
 }

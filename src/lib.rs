@@ -7,7 +7,8 @@
 //! - [`actors`] holds the session and tool actors behind typed handles.
 //! - [`tools`] is the API for writing tools, resources and prompts, and the built-ins.
 //! - [`raft`] is the fleet store: sealed records replicated by openraft over sled.
-//! - [`crypto`] seals records and hashes the keys they are stored under.
+//! - [`crypto`] seals records and hashes the keys they are stored under; [`keys`] is the
+//!   `keys` command over it.
 //! - `identity` records which member a data directory belongs to.
 //! - [`limits`] caps what a caller can make a node hold, and says how refusals look.
 //! - [`metrics`] is what Prometheus scrapes from a node; [`telemetry`] sets up its logs.
@@ -24,6 +25,7 @@ pub mod crypto;
 pub mod fuzzing;
 pub mod http;
 mod identity;
+pub mod keys;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;

@@ -16,6 +16,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Keys(args) = &cli.command {
+        return match mcp_fleet::keys::run(args.action, config.encryption_key.as_ref()) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcp-fleet: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     telemetry::init(&config.log);
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command {
@@ -24,6 +36,7 @@ fn main() -> ExitCode {
             Command::Cluster(args) => cluster::run(&args, config.cluster_secret.as_deref())
                 .await
                 .map_err(anyhow::Error::from),
+            Command::Keys(_) => unreachable!("answered before the runtime starts"),
             Command::Stdio(_) => {
                 mcp_fleet::stdio::serve(&config, tokio::io::stdin(), tokio::io::stdout())
                     .await

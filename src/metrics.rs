@@ -308,6 +308,18 @@ impl Collector for StoreCollector {
             "1 while this node leads the group, else 0",
             &ConstGauge::new(i64::from(status.leader_id == Some(status.node_id))),
         )?;
+        single(
+            &mut encoder,
+            "keys_verified",
+            "1 once this node's key ring passed the fleet's key check (it serves), else 0",
+            &ConstGauge::new(i64::from(self.0.key_problem().is_none())),
+        )?;
+        single(
+            &mut encoder,
+            "keys_active",
+            "The id of the key this node seals new records with",
+            &ConstGauge::new(i64::from(self.0.key_report().active_key)),
+        )?;
         let mut records = encoder.encode_descriptor(
             "store_records",
             "Records on this replica by table, expired ones not yet removed included",

@@ -20,6 +20,10 @@ use crate::{http, tools, Config};
 /// Page cache of the replica.
 const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How long a node of one waits for its key check before it listens anyway (its requests
+/// are refused with the reason until the check passes).
+const KEY_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// HTTP workers of the internal listener.
 const INTERNAL_WORKERS: usize = 2;
 
@@ -159,6 +163,12 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| internal_addr.to_string()),
         );
+        store.check_keys();
+        if role == Role::Single {
+            // A group of one decides at once; serving only after it keeps the first
+            // requests from meeting a 503 for a check nobody else could slow down.
+            store.keys_decided(KEY_CHECK_WAIT).await;
+        }
         let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         record_first_membership(identity, store.clone());

@@ -410,14 +410,9 @@ impl SessionHandle {
             let session = cached.session;
             return Ok((!session.is_expired(now)).then_some(session));
         }
-        let found = match self.store.get_stored::<Stored>(Table::McpSessions, &key) {
-            Ok(found) => found,
-            Err(raft::Error::Sealed { .. }) => {
-                tracing::error!("a stored session failed authentication; treating it as absent");
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        // A session this ring cannot open is an error, never absent: a 404 would make the
+        // client drop a session that other nodes still serve.
+        let found = self.store.get_stored::<Stored>(Table::McpSessions, &key)?;
         let Some(found) = found else {
             return Ok(None);
         };

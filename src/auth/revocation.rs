@@ -247,4 +247,47 @@ mod tests {
         claims["jti"] = json!("bob-2");
         a.authenticate(&rsa1.sign(&claims)).await.unwrap();
     }
+
+    #[actix_web::test]
+    async fn a_revocation_this_ring_cannot_open_refuses_as_unavailable_not_accepted() {
+        use crate::crypto::{Key, Sealer};
+        use crate::raft::command::storage_key;
+        use crate::raft::Command;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _rt) = store(dir.path()).await;
+        let issuer = "https://issuer.example";
+        let facts = Facts {
+            token_id: Some("t-1".into()),
+            issued_at: Some(now() - 10),
+            expires_at: None,
+        };
+        assert!(check(&store, issuer, "erin", &facts).is_ok());
+        // Erin's revocation as a node with another key sealed it, under this ring's key.
+        let key = store.key(Table::Revocations, &natural("sub", issuer, "erin"));
+        let value = [
+            &[1u8][..],
+            &postcard::to_stdvec(&Revoked { at_ms: now_ms() }).unwrap(),
+        ]
+        .concat();
+        let sealed =
+            Sealer::single(Key::generate()).seal(&storage_key(Table::Revocations, &key), &value);
+        store
+            .write(Command::Put {
+                table: Table::Revocations,
+                key,
+                deadline_ms: None,
+                sealed,
+            })
+            .await
+            .unwrap();
+        match check(&store, issuer, "erin", &facts) {
+            Err(AuthError::Unavailable(why)) => {
+                assert!(why.contains("failed authentication"), "{why}")
+            }
+            other => panic!("a revocation that cannot be read must refuse, got {other:?}"),
+        }
+        // Nobody else is affected.
+        assert!(check(&store, issuer, "frank", &facts).is_ok());
+    }
 }

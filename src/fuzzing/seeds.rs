@@ -136,6 +136,13 @@ pub(super) fn all() -> Vec<Seed> {
         limit: 1000,
     };
     add("command", "put-owned", encode(&owned));
+    let create = Command::Create {
+        table: Table::KeyCheck,
+        key: b"index".to_vec(),
+        deadline_ms: None,
+        sealed: vec![1; 41],
+    };
+    add("command", "create", encode(&create));
 
     let vote = Vote::new_committed(3, 1);
     let heartbeat = AppendEntriesRequest::<TypeConfig> {

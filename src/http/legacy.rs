@@ -159,6 +159,13 @@ async fn load_session(
             tracing::warn!(reason = %why, "could not confirm a session with the leader");
             Err(SessionRefusal::Unavailable)
         }
+        Err(crate::raft::Error::Sealed { .. }) => {
+            tracing::error!(
+                "a stored session failed authentication with this node's key ring; \
+                 answering 503, not 404, so the client keeps it for a node that can open it"
+            );
+            Err(SessionRefusal::Unavailable)
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not read a session");
             Err(SessionRefusal::Store)

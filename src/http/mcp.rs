@@ -34,6 +34,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     for path in ["/mcp", "/mcp/"] {
         cfg.service(
             web::resource(path)
+                // The last wrap runs first: a node outside any group says so, before
+                // the key check, which it cannot finish without a group.
+                .wrap(actix_web::middleware::from_fn(
+                    super::ops::refuse_without_keys,
+                ))
                 .wrap(actix_web::middleware::from_fn(refuse_unless_member))
                 .route(web::post().to(post))
                 .route(web::get().to(legacy::get))

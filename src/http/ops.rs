@@ -1,7 +1,13 @@
-//! Operational endpoints: liveness and readiness.
+//! Operational endpoints: liveness and readiness, and the refusal of MCP requests while
+//! this node's key ring has not passed the fleet's key check.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
+
+use crate::mcp::jsonrpc;
+use crate::mcp::RpcError;
+use crate::raft::KeyState;
 
 /// Registers `/health` and `/ready`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -18,7 +24,8 @@ async fn health() -> HttpResponse {
 /// so and what to do), knows a leader, has applied everything it last heard was committed,
 /// so what it serves is current, and can commit writes: once writes it started have waited
 /// longer than `raft.write_timeout` with no commit advance, it is not ready until commits
-/// advance again, so a load balancer sends its traffic to nodes that can serve it.
+/// advance again, so a load balancer sends its traffic to nodes that can serve it. And its
+/// key ring has passed the fleet's key check (see `raft::keycheck`).
 async fn ready(state: web::Data<super::State>) -> HttpResponse {
     if state.draining.load(std::sync::atomic::Ordering::Acquire) {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "draining" }));
@@ -39,12 +46,50 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
         "pending_writes": status.pending_writes,
         "stalled_ms": status.stalled_ms,
     });
+    // A ring that is not the fleet's is said first, whatever else holds; a check still
+    // under way only once nothing else keeps the node out (it may be waiting for a
+    // leader, and saying so helps more).
+    let keys = state.store.key_state();
+    if let KeyState::Failed(why) = &keys {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "key ring is not the fleet's", "keys": why, "raft": body }));
+    }
     if status.stalled_ms.is_some() {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "writes stalled", "raft": body }))
-    } else if state.store.is_ready() {
-        HttpResponse::Ok().json(json!({ "status": "ready", "raft": body }))
-    } else {
+    } else if !state.store.is_ready() {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "raft": body }))
+    } else if let KeyState::Checking(why) = keys {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "checking keys", "keys": why, "raft": body }))
+    } else {
+        HttpResponse::Ok().json(json!({ "status": "ready", "raft": body }))
+    }
+}
+
+/// Refuses an MCP request (503, with a JSON-RPC error saying why) while this node's key
+/// ring has not passed the fleet's key check: a ring that is not the fleet's would answer
+/// 404 for sessions it cannot open and miss revocations stored under another index key.
+/// A 503 is what a client retries, and a balancer's next try reaches a node that serves.
+pub(crate) async fn refuse_without_keys(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let problem = req
+        .app_data::<web::Data<super::State>>()
+        .and_then(|s| s.store.key_problem());
+    match problem {
+        None => next.call(req).await,
+        Some(why) => {
+            let response = super::mcp::rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                &RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    format!("this node cannot serve yet, retry shortly: {why}"),
+                ),
+            );
+            Ok(req.into_response(response))
+        }
     }
 }
 

@@ -32,11 +32,16 @@ pub enum Table {
     Revocations = 6,
     /// Events kept for legacy stream resumption.
     StreamEvents = 7,
+    /// The fleet's key-check record: the index key's fingerprint and one value sealed
+    /// with each key id, so a node can tell before serving whether its ring is the
+    /// fleet's (see `raft::keycheck`). Under fixed keys, not keyed hashes: a node whose
+    /// index key is wrong must still find it.
+    KeyCheck = 8,
 }
 
 impl Table {
     /// Every table, in key order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::AuthSessions,
         Table::McpSessions,
         Table::RequestState,
@@ -44,6 +49,7 @@ impl Table {
         Table::TenantCredentials,
         Table::Revocations,
         Table::StreamEvents,
+        Table::KeyCheck,
     ];
 
     /// The byte that starts this table's keys.
@@ -66,6 +72,7 @@ impl Table {
             Table::TenantCredentials => "tenant_credentials",
             Table::Revocations => "revocations",
             Table::StreamEvents => "stream_events",
+            Table::KeyCheck => "key_check",
         }
     }
 }
@@ -152,6 +159,23 @@ pub enum Command {
         /// How many records of `table` the owner may hold.
         limit: u64,
     },
+    /// Stores a record only while none is under `key`; otherwise stores nothing and the
+    /// outcome says it was refused. Of writers racing to create the same record, the
+    /// first in the log wins on every replica (the fleet's key-check record uses it, so a
+    /// node with a wrong ring can never write over what a right one wrote).
+    ///
+    /// Added after `PutOwned` so the postcard variant indexes of the others stay as they
+    /// were.
+    Create {
+        /// The table.
+        table: Table,
+        /// The stored key.
+        key: Vec<u8>,
+        /// When the record ends, in milliseconds since the epoch; `None` never.
+        deadline_ms: Option<u64>,
+        /// The sealed value.
+        sealed: Vec<u8>,
+    },
 }
 
 /// One operation of a [`Command`]: its first five variants. Batches and `PutOwned` are no
@@ -208,7 +232,7 @@ pub enum Op {
 
 impl Command {
     /// The operations this command applies, in order; the command itself when it is a
-    /// `PutOwned`, which has no op.
+    /// `PutOwned` or a `Create`, which have no op.
     pub fn into_ops(self) -> Result<Vec<Op>, Command> {
         let op = match self {
             Command::Put {
@@ -245,7 +269,7 @@ impl Command {
             },
             Command::Expire { now_ms } => Op::Expire { now_ms },
             Command::Batch(ops) => return Ok(ops),
-            owned @ Command::PutOwned { .. } => return Err(owned),
+            single @ (Command::PutOwned { .. } | Command::Create { .. }) => return Err(single),
         };
         Ok(vec![op])
     }
@@ -473,6 +497,21 @@ mod tests {
         expected.extend([0xac, 0x02]);
         assert_eq!(postcard::to_stdvec(&owned).unwrap(), expected);
         assert_eq!(postcard::from_bytes::<Command>(&expected).unwrap(), owned);
+        let create = Command::Create {
+            table: Table::KeyCheck,
+            key: vec![1],
+            deadline_ms: None,
+            sealed: vec![2],
+        };
+        // Variant 7, after PutOwned; then Put's fields.
+        assert_eq!(
+            postcard::to_stdvec(&create).unwrap(),
+            vec![7, 7, 1, 1, 0, 1, 2]
+        );
+        assert_eq!(
+            postcard::from_bytes::<Command>(&[7, 7, 1, 1, 0, 1, 2]).unwrap(),
+            create
+        );
     }
 
     /// `Command` as it was before batches became flat: a batch held commands, and so
@@ -597,7 +636,7 @@ mod tests {
     #[test]
     fn table_bytes_are_stable() {
         let bytes: Vec<u8> = Table::ALL.iter().map(|t| t.byte()).collect();
-        assert_eq!(bytes, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(bytes, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         for t in Table::ALL {
             assert_eq!(Table::from_byte(t.byte()), Some(t));
         }

@@ -46,6 +46,8 @@ pub struct Status {
     /// How long, in milliseconds, commits have stood still under this node's pending
     /// writes, once that is longer than `raft.write_timeout`; absent otherwise.
     pub stalled_ms: Option<u64>,
+    /// This node's keys: active and readable key ids, ring fingerprint, key check.
+    pub keys: super::KeyReport,
 }
 
 /// What [`Store::form`] found.
@@ -97,6 +99,7 @@ impl Store {
             purged_index: m.purged.map(|l| l.index),
             pending_writes: self.pending_writes(),
             stalled_ms: self.stalled_for().map(|d| d.as_millis() as u64),
+            keys: self.key_report(),
         }
     }
 

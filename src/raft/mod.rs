@@ -9,6 +9,7 @@
 //! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes,
 //!   each AppendEntries within a byte budget.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
+//! - `keycheck` shows, before a node serves, that its key ring is the fleet's.
 //! - `pending` tracks this node's unfinished writes, so readiness can tell a stall.
 //! - `wire` decodes what other nodes send, within bounds whatever the bytes.
 //! - `membership` reports the group's state and changes who belongs to it.
@@ -19,6 +20,7 @@ mod budget;
 mod changes;
 pub mod command;
 mod config;
+mod keycheck;
 mod log_store;
 mod membership;
 pub mod network;
@@ -35,6 +37,7 @@ pub(crate) mod wire;
 pub use changes::Changes;
 pub use command::{Change, Command, Op, Outcome, Owner, Record, Table};
 pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES, SNAPSHOT_CHUNK_BYTES};
+pub use keycheck::{KeyReport, KeyState};
 pub use log_store::{Committed, LogStore};
 pub use membership::{Formed, Member, Status};
 pub use network::Client;

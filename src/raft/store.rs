@@ -178,6 +178,8 @@ pub(super) struct Inner {
     pub(super) probing: std::sync::atomic::AtomicBool,
     /// Whether this node is a member, waiting for a group, or removed.
     pub(super) standing: super::standing::Watch,
+    /// Where this node's ring stands against the fleet's key-check record.
+    pub(super) keys: super::keycheck::Keys,
 }
 
 /// The last append (or heartbeat) a leader sent this node, and what this node knows of
@@ -326,6 +328,7 @@ impl Store {
             pending,
             probing: std::sync::atomic::AtomicBool::new(false),
             standing: super::standing::Watch::new(not_member),
+            keys: Default::default(),
         }));
         store.spawn_expiry(config.expire_interval);
         store.spawn_watchdog();
@@ -633,7 +636,8 @@ impl Store {
     pub async fn reseal(&self) -> Result<u64, Error> {
         let active = self.0.ring.sealer.active();
         let mut ops = Vec::new();
-        for table in Table::ALL {
+        // Key-check values are sealed with each key on purpose: never re-sealed.
+        for table in Table::ALL.into_iter().filter(|t| *t != Table::KeyCheck) {
             for (key, record) in self.0.reader.scan(table)? {
                 if Sealer::key_id(&record.sealed) == Some(active) {
                     continue;
@@ -931,7 +935,7 @@ impl Inner {
     /// Proposes `command` through the leader (forwarding it when this node follows) until
     /// it commits or `raft.write_timeout` passes. A write that times out without the
     /// commit index moving at all leaves a probe behind (see [`Inner::probe`]).
-    async fn write(self: &Arc<Self>, command: Command) -> Result<(Outcome, u64), Error> {
+    pub(super) async fn write(self: &Arc<Self>, command: Command) -> Result<(Outcome, u64), Error> {
         self.check_size(&command)?;
         let pending = self.pending.begin(Instant::now());
         let committed = self.committed.index();
@@ -1018,7 +1022,7 @@ impl Inner {
     /// node, and one that began after a caller arrived serves that caller too. A flood of
     /// unknown session ids therefore costs the leader one confirmation round at a time,
     /// not one per request.
-    async fn shared_read_barrier(&self) -> Result<(), Error> {
+    pub(super) async fn shared_read_barrier(&self) -> Result<(), Error> {
         let ticket = self.barriers.arrived.fetch_add(1, Ordering::SeqCst) + 1;
         let _turn = self.barriers.turn.lock().await;
         if self.barriers.covered.load(Ordering::SeqCst) >= ticket {

@@ -544,3 +544,21 @@ async fn damaged_log_bytes_are_an_error() {
         .expect("insert");
     assert!(log.read_vote().await.is_err());
 }
+
+#[tokio::test]
+async fn a_create_stores_only_where_nothing_is_and_the_first_wins() {
+    let mut m = Machine::new();
+    let create = |sealed: &[u8]| Command::Create {
+        table: Table::KeyCheck,
+        key: b"index".to_vec(),
+        deadline_ms: None,
+        sealed: sealed.to_vec(),
+    };
+    assert_eq!(m.outcome(create(b"first")).await, Outcome::default());
+    let second = m.outcome(create(b"second")).await;
+    assert!(second.refused && second.affected == 0, "{second:?}");
+    assert_eq!(
+        m.get(Table::KeyCheck, b"index").map(|r| r.sealed),
+        Some(b"first".to_vec())
+    );
+}

@@ -421,8 +421,29 @@ impl Trees {
                     refused: false,
                 })
             }
+            Err(Command::Create {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+            }) => {
+                let skey = storage_key(table, &key);
+                if self.record(&skey)?.is_some() {
+                    return Ok(Outcome {
+                        affected: 0,
+                        refused: true,
+                    });
+                }
+                let new = Record {
+                    deadline_ms,
+                    sealed,
+                    owner: None,
+                };
+                self.store((table, &key, &skey), None, &new, changes)?;
+                Ok(Outcome::default())
+            }
             Err(_) => Err(write_err(AnyError::error(
-                "a command that is neither ops nor a capped put",
+                "a command that is neither ops, a capped put nor a create",
             ))),
         }
     }

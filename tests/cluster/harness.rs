@@ -268,6 +268,52 @@ impl Cluster {
         })
     }
 
+    /// Like [`Cluster::restart`], with `env` added to (or replacing entries of) what
+    /// every node gets, for this start only: a node restarted with other keys.
+    pub fn restart_with(&mut self, id: u64, env: &[(&str, &str)]) {
+        let mut own = self.env.clone();
+        own.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        node.kill();
+        if let Err(e) = node.spawn(&own, &self.args) {
+            panic!("restarting node {id}: {e}");
+        }
+    }
+
+    /// Sets environment variable `key` for every node started or restarted from now on
+    /// (a rolling restart onto a new key ring).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The value of `key` in what every node gets, e.g. `MCP_FLEET_ENCRYPTION_KEY`.
+    pub fn env_value(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Runs `mcp-fleet keys ARGS…` with `env` and nothing else configured; panics if it
+    /// runs past a deadline.
+    pub fn keys(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = command();
+        cmd.arg("keys").args(args).envs(env.iter().copied());
+        run_bounded(cmd, CLI_DEADLINE)
+            .unwrap_or_else(|e| panic!("`mcp-fleet keys {}`: {e}", args.join(" ")))
+    }
+
+    /// `/ready` of node `id`: its status and body, or `None` when it does not answer.
+    pub fn readiness(&self, id: u64) -> Option<(u16, String)> {
+        let url = format!("{}/ready", self.node(id).base());
+        client::get(&url, &[]).ok().map(|r| (r.status, r.body))
+    }
+
     /// Starts a fresh, uninitialised node `id` and adds it with `cluster join` through the
     /// leader; returns once the command reports it a voter.
     pub fn add_node(&mut self, id: u64) {

@@ -18,6 +18,7 @@ mod elicitation;
 mod failover;
 mod history;
 mod identity;
+mod keys;
 mod large_entries;
 mod leader_loss;
 mod membership;

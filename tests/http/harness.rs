@@ -179,11 +179,6 @@ impl Server {
         })
     }
 
-    /// The server's data directory.
-    pub fn data_dir(&self) -> &std::path::Path {
-        &self.data_dir
-    }
-
     /// The process id of the running server.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("a running server").id()
@@ -215,6 +210,11 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The data directory, kept across restarts (`dev` keeps its key there).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Kills the process and starts a new one on the same data directory and arguments.

@@ -10,6 +10,7 @@ mod auth;
 
 mod config;
 mod jsonrpc;
+mod keys;
 mod limits;
 mod metrics;
 mod modern;

@@ -56,6 +56,9 @@ fn metrics_move_with_calls_and_need_the_cluster_secret() {
     let ok_calls = "mcp_fleet_tool_calls_total{tool=\"echo\",outcome=\"ok\"}";
     assert_eq!(sample(&before, ok_calls), Some(0.0), "{before}");
     assert_eq!(sample(&before, "mcp_fleet_raft_is_leader"), Some(1.0));
+    // A node of one checks its key before it listens.
+    assert_eq!(sample(&before, "mcp_fleet_keys_verified"), Some(1.0));
+    assert_eq!(sample(&before, "mcp_fleet_keys_active"), Some(1.0));
 
     let reply = Modern::call("echo", json!({ "text": "counted" }))
         .header("Authorization", &bearer)

@@ -11,7 +11,11 @@ use crate::raft::SnapshotFile;
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
-/// A leader with a record in every table, some with deadlines, one deleted: 16 entries.
+/// The index of the last entry [`leader`] applies.
+const LEADER_LAST: u64 = 2 * Table::ALL.len() as u64 + 2;
+
+/// A leader with a record in every table, some with deadlines, one deleted: a membership,
+/// two puts per table and a delete ([`LEADER_LAST`] entries).
 async fn leader() -> Machine {
     let mut leader = Machine::new();
     leader.apply(EntryPayload::Membership(membership())).await;
@@ -104,7 +108,7 @@ async fn applied_state_and_snapshot_survive_reopen() {
 async fn snapshot_transfers_the_whole_state() {
     let mut leader = leader().await;
     let snapshot = leader.build().await;
-    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 16)));
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, LEADER_LAST)));
 
     let mut follower = Machine::new();
     follower
@@ -125,7 +129,7 @@ async fn snapshot_transfers_the_whole_state() {
         follower.sm.applied_state().await.expect("follower"),
         leader.sm.applied_state().await.expect("leader"),
     );
-    assert_eq!(follower.sm.reader().applied_index(), Some(16));
+    assert_eq!(follower.sm.reader().applied_index(), Some(LEADER_LAST));
     assert_eq!(follower.drain_changes(), vec![Change::Reset]);
     let current = follower
         .sm
@@ -338,7 +342,7 @@ async fn a_build_racing_with_an_install_never_replaces_a_newer_snapshot() {
     // The build reads the state at index 1 ...
     let (built, name) = builder.capture().expect("capture");
     assert_eq!(built.last_log_id, Some(log_id(1, 1)));
-    // ... an install of index 16 lands before the build names its file ...
+    // ... an install of index LEADER_LAST lands before the build names its file ...
     let received = receive(&mut follower, &newer.snapshot.bytes()).await;
     follower
         .sm
