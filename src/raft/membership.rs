@@ -209,6 +209,16 @@ impl Store {
             .map(|(id, addr)| (id, BasicNode { addr }))
             .collect();
         self.on_runtime(async move {
+            // openraft refuses (and logs an ERROR) once the node has a vote or a log: the
+            // usual case on every node but the first, which has already heard from it.
+            let formed = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                m.last_log_index.is_some() || m.vote != openraft::Vote::default()
+            };
+            if formed {
+                return Ok(false);
+            }
             match raft.initialize(nodes).await {
                 Ok(()) => Ok(true),
                 Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
@@ -487,7 +497,12 @@ impl Store {
                         Some(leader) => {
                             tracing::info!(node = id, leader, term, state = ?state, "leader known")
                         }
-                        None => tracing::warn!(node = id, term, state = ?state, "no leader known"),
+                        // Losing a leader is worth a warning; not having met one yet, at
+                        // every start while the first election runs, is not.
+                        None if known.is_some() => {
+                            tracing::warn!(node = id, term, state = ?state, "no leader known")
+                        }
+                        None => tracing::info!(node = id, term, state = ?state, "no leader yet"),
                     }
                 }
             }

@@ -41,3 +41,25 @@ fn session_on_one_node_is_served_by_all() {
     let reply = session.delete(&url(1)).expect("DELETE via node 1");
     assert_eq!(reply.status, 404, "a second DELETE via node 1: {reply:?}");
 }
+
+/// An operator reads WARN and ERROR as "something is wrong": a fleet forming, electing its
+/// first leader and serving a session is not.
+#[test]
+fn a_normal_start_logs_no_warning_or_error() {
+    let cluster = Cluster::start(3);
+    let session = Session::initialize(&cluster.node(1).mcp_url());
+    for id in [2, 3] {
+        assert_eq!(
+            session.echo(&cluster.node(id).mcp_url(), "hi"),
+            Ok("hi".to_owned())
+        );
+    }
+    for id in cluster.ids() {
+        let log = cluster.node(id).log_tail(usize::MAX);
+        let loud: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+            .collect();
+        assert!(loud.is_empty(), "node {id} logged:\n{}", loud.join("\n"));
+    }
+}
