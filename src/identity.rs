@@ -101,6 +101,10 @@ struct Record {
     /// The members (id → internal address) when this node first found itself among them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     first_membership: Option<BTreeMap<NodeId, String>>,
+    /// The id of the group this data directory belongs to, once the node has learnt it
+    /// (the first node to check its keys draws it; see `raft::keycheck`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group_id: Option<String>,
 }
 
 /// A node's settled identity and where it is recorded.
@@ -110,6 +114,8 @@ pub struct Identity {
     node_id: NodeId,
     /// Whether the record holds the first membership already.
     has_first_membership: bool,
+    /// The group this data directory belongs to, once recorded.
+    group_id: Option<String>,
 }
 
 impl Identity {
@@ -134,6 +140,7 @@ impl Identity {
                     path,
                     node_id: record.node_id,
                     has_first_membership: record.first_membership.is_some(),
+                    group_id: record.group_id,
                 }),
             };
         }
@@ -152,6 +159,7 @@ impl Identity {
                 version: VERSION,
                 node_id,
                 first_membership: None,
+                group_id: None,
             },
         )?;
         if has_replica {
@@ -163,6 +171,7 @@ impl Identity {
             path,
             node_id,
             has_first_membership: false,
+            group_id: None,
         })
     }
 
@@ -174,6 +183,30 @@ impl Identity {
     /// Whether the first membership is recorded already.
     pub fn has_first_membership(&self) -> bool {
         self.has_first_membership
+    }
+
+    /// The group this data directory belongs to, once recorded.
+    pub fn group_id(&self) -> Option<&str> {
+        self.group_id.as_deref()
+    }
+
+    /// Records `group` as the group this data directory belongs to, unless one is recorded
+    /// already (which is never replaced). Returns whether it wrote.
+    pub fn record_group(&mut self, group: &str) -> Result<bool, Error> {
+        if self.group_id.is_some() {
+            return Ok(false);
+        }
+        let mut record = read(&self.path)?.ok_or_else(|| Error::Corrupt {
+            path: self.path.display().to_string(),
+            message: "the record disappeared".to_owned(),
+        })?;
+        let wrote = record.group_id.is_none();
+        if wrote {
+            record.group_id = Some(group.to_owned());
+            write(&self.path, &record)?;
+        }
+        self.group_id = record.group_id;
+        Ok(wrote)
     }
 
     /// Records `members` as the first membership this node found itself in, unless one is
@@ -320,6 +353,19 @@ mod tests {
         let mut again = Identity::settle(dir.path(), None, None).unwrap();
         assert!(again.has_first_membership());
         assert!(!again.record_first_membership(BTreeMap::new()).unwrap());
+    }
+
+    #[test]
+    fn the_group_is_recorded_once_and_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut identity = Identity::settle(dir.path(), Some(2), None).unwrap();
+        assert_eq!(identity.group_id(), None);
+        assert!(identity.record_group("aa").unwrap());
+        assert!(!identity.record_group("bb").unwrap());
+        assert_eq!(identity.group_id(), Some("aa"));
+        let again = Identity::settle(dir.path(), None, None).unwrap();
+        assert_eq!(again.group_id(), Some("aa"));
+        assert_eq!(again.node_id(), 2);
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| internal_addr.to_string()),
         );
+        store.expect_group(identity.group_id().map(str::to_owned));
         store.check_keys();
         if role == Role::Single {
             // A group of one decides at once; serving only after it keeps the first
@@ -356,21 +357,44 @@ fn settle_identity(config: &mut Config, role: Role) -> Result<Identity, StartErr
 /// node that is a member already (a node of one, a restarted member) records it now,
 /// before it serves; one waiting to be joined watches until it is.
 fn record_first_membership(mut identity: Identity, store: Store) {
-    if identity.has_first_membership() {
+    if identity.has_first_membership() && identity.group_id().is_some() {
         return;
     }
-    if record_membership_if_member(&mut identity, &store) {
+    if record_membership_if_member(&mut identity, &store) && record_group(&mut identity, &store) {
         return;
     }
     actix_web::rt::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             every.tick().await;
-            if record_membership_if_member(&mut identity, &store) {
+            let member = record_membership_if_member(&mut identity, &store);
+            if record_group(&mut identity, &store) && member {
                 return;
             }
         }
     });
+}
+
+/// Records the group's id once this node's key check has read it; returns whether it is
+/// settled. Only a key check that passed names it: a node that failed its check (a ring
+/// that is not the fleet's, or another group's replica) never records a group.
+fn record_group(identity: &mut Identity, store: &Store) -> bool {
+    if identity.group_id().is_some() {
+        return true;
+    }
+    let Some(group) = store.group_id().filter(|_| store.key_problem().is_none()) else {
+        return false;
+    };
+    match identity.record_group(&group) {
+        Ok(wrote) => {
+            if wrote {
+                tracing::info!(group = %group, "recorded the group this data directory belongs to");
+            }
+            store.expect_group(Some(group));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot record the group's id"),
+    }
+    true
 }
 
 /// Records the membership if this node belongs to it; returns whether it is settled.

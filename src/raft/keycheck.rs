@@ -6,7 +6,10 @@
 //! So the fleet keeps a key-check record in the replicated store, in its own table under
 //! fixed keys that any ring can find:
 //! - `index`: the fingerprint of the index key (a keyed hash of a label, never the key);
-//! - `key/<id>`: a fixed value sealed with key `id`, one per key id any ring ever held.
+//! - `key/<id>`: a fixed value sealed with key `id`, one per key id any ring ever held;
+//! - `group`: the group's id, random, written once by the first node to check its keys. Each
+//!   node records it in its data directory (`identity.json`) and refuses to serve a
+//!   replica of another group, as it refuses a ring that is not the fleet's.
 //!
 //! Each piece also names the node that wrote it. A node checks the record against its ring
 //! every few seconds (see [`Store::check_keys`]): the index fingerprint must be its own,
@@ -31,6 +34,8 @@ use crate::crypto::{Ring, Sealer};
 
 /// The stored key of the index key's fingerprint.
 const INDEX: &[u8] = b"index";
+/// The stored key of the group's id.
+const GROUP: &[u8] = b"group";
 /// What every stored key of a key id's entry starts with; the id follows, big-endian.
 const ENTRY_PREFIX: &[u8] = b"key/";
 /// Format byte of a key-check value: then the writer's id (8 bytes, big-endian), then the
@@ -82,6 +87,16 @@ struct Record {
     index: Option<(NodeId, Vec<u8>)>,
     /// Each key id's sealed check value and who wrote it.
     entries: BTreeMap<u32, (NodeId, Vec<u8>)>,
+    /// The group's id (hex text) and who wrote it.
+    group: Option<(NodeId, Vec<u8>)>,
+}
+
+impl Record {
+    /// The group's id, when it is written and readable.
+    fn group_id(&self) -> Option<String> {
+        let (_, id) = self.group.as_ref()?;
+        String::from_utf8(id.clone()).ok()
+    }
 }
 
 /// How a ring compares with the record.
@@ -95,11 +110,25 @@ struct Verdict {
     failing: Vec<(u32, NodeId)>,
     /// Key ids of this ring without an entry.
     missing: Vec<u32>,
+    /// There is no group id yet.
+    group_missing: bool,
+    /// The group this node's data directory belongs to, when the record names another:
+    /// (the data directory's, the replica's).
+    group_differs: Option<(String, String)>,
 }
 
 impl Verdict {
-    fn of(ring: &Ring, record: &Record) -> Verdict {
+    /// How `ring` compares with `record`, for a node whose data directory belongs to the
+    /// group `expected_group` (`None` before it has learnt one).
+    fn of(ring: &Ring, record: &Record, expected_group: Option<&str>) -> Verdict {
         let mut verdict = Verdict::default();
+        match (record.group_id(), expected_group) {
+            (None, _) => verdict.group_missing = true,
+            (Some(found), Some(expected)) if found != expected => {
+                verdict.group_differs = Some((expected.to_owned(), found));
+            }
+            _ => {}
+        }
         match &record.index {
             None => verdict.index_missing = true,
             Some((writer, fingerprint)) => {
@@ -138,11 +167,19 @@ impl Verdict {
                  that still holds that key)"
             ));
         }
+        if let Some((expected, found)) = &self.group_differs {
+            reasons.push(format!(
+                "this data directory belongs to group {expected} (identity.json) but its \
+                 replica is of group {found}: the replica was replaced or the node joined \
+                 another fleet; give this node the data directory of its own group, or an \
+                 empty one and a new id"
+            ));
+        }
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     fn complete(&self) -> bool {
-        !self.index_missing && self.missing.is_empty()
+        !self.index_missing && !self.group_missing && self.missing.is_empty()
     }
 }
 
@@ -191,6 +228,8 @@ fn read(reader: &Reader) -> Result<Record, String> {
         };
         if key == INDEX {
             record.index = Some(piece);
+        } else if key == GROUP {
+            record.group = Some(piece);
         } else if let Some(id) = key
             .strip_prefix(ENTRY_PREFIX)
             .and_then(|id| <[u8; 4]>::try_from(id).ok())
@@ -209,6 +248,10 @@ fn completion(ring: &Ring, writer: NodeId, verdict: &Verdict) -> Vec<Command> {
     if verdict.index_missing {
         let fingerprint = value(writer, &ring.index.fingerprint());
         writes.push(create(INDEX.to_vec(), fingerprint));
+    }
+    if verdict.group_missing {
+        let group = crate::crypto::random_hex(16);
+        writes.push(create(GROUP.to_vec(), value(writer, group.as_bytes())));
     }
     for &id in &verdict.missing {
         let key = entry_key(id);
@@ -229,20 +272,31 @@ fn create(key: Vec<u8>, sealed: Vec<u8>) -> Command {
     }
 }
 
-/// Where this node's keys stand, shared between the checker and readers.
-pub(super) struct Keys(RwLock<KeyState>);
+/// Where this node's keys stand, shared between the checker and readers, and the group
+/// its data directory belongs to.
+pub(super) struct Keys {
+    state: RwLock<KeyState>,
+    /// The group the data directory belongs to, once recorded there.
+    expected_group: RwLock<Option<String>>,
+    /// The group's id as the applied record names it.
+    group: RwLock<Option<String>>,
+}
 
 impl Default for Keys {
     fn default() -> Self {
-        Keys(RwLock::new(KeyState::Checking(
-            "the fleet's key-check record has not been checked yet".to_owned(),
-        )))
+        Keys {
+            state: RwLock::new(KeyState::Checking(
+                "the fleet's key-check record has not been checked yet".to_owned(),
+            )),
+            expected_group: RwLock::new(None),
+            group: RwLock::new(None),
+        }
     }
 }
 
 impl Keys {
     fn get(&self) -> KeyState {
-        self.0
+        self.state
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -250,9 +304,22 @@ impl Keys {
 
     fn set(&self, state: KeyState) -> KeyState {
         std::mem::replace(
-            &mut self.0.write().unwrap_or_else(PoisonError::into_inner),
+            &mut self.state.write().unwrap_or_else(PoisonError::into_inner),
             state,
         )
+    }
+
+    fn expected_group(&self) -> Option<String> {
+        self.expected_group
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Notes the group `record` names and compares `ring` with it.
+    fn judge(&self, ring: &Ring, record: &Record) -> Verdict {
+        *self.group.write().unwrap_or_else(PoisonError::into_inner) = record.group_id();
+        Verdict::of(ring, record, self.expected_group().as_deref())
     }
 }
 
@@ -261,7 +328,7 @@ impl Inner {
     /// holds what it lacks and nothing fails.
     async fn check_keys_once(self: &Arc<Self>) -> KeyState {
         let verdict = match read(&self.reader) {
-            Ok(record) => Verdict::of(&self.ring, &record),
+            Ok(record) => self.keys.judge(&self.ring, &record),
             Err(e) => return KeyState::Checking(e),
         };
         if let Some(why) = verdict.failure() {
@@ -284,7 +351,7 @@ impl Inner {
             ));
         }
         let verdict = match read(&self.reader) {
-            Ok(record) => Verdict::of(&self.ring, &record),
+            Ok(record) => self.keys.judge(&self.ring, &record),
             Err(e) => return KeyState::Checking(e),
         };
         if let Some(why) = verdict.failure() {
@@ -295,6 +362,7 @@ impl Inner {
         }
         tracing::info!(
             index = verdict.index_missing,
+            group = verdict.group_missing,
             key_ids = ?verdict.missing,
             "adding to the fleet's key-check record"
         );
@@ -309,7 +377,7 @@ impl Inner {
         }
         match read(&self.reader) {
             Ok(record) => {
-                let verdict = Verdict::of(&self.ring, &record);
+                let verdict = self.keys.judge(&self.ring, &record);
                 match verdict.failure() {
                     Some(why) => KeyState::Failed(why),
                     None if verdict.complete() => KeyState::Verified,
@@ -382,6 +450,28 @@ impl Store {
         }
     }
 
+    /// Makes the key check also require the group `group` (the one this node's data
+    /// directory belongs to): a replica of another group fails it. Call before
+    /// [`Store::check_keys`].
+    pub fn expect_group(&self, group: Option<String>) {
+        *self
+            .0
+            .keys
+            .expected_group
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = group;
+    }
+
+    /// The group's id as this replica's key-check record names it, once written.
+    pub fn group_id(&self) -> Option<String> {
+        self.0
+            .keys
+            .group
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Where this node's keys stand against the fleet's key-check record.
     pub fn key_state(&self) -> KeyState {
         self.0.keys.get()
@@ -435,7 +525,7 @@ mod tests {
     /// The record `ring` writes on an empty store, as node `writer`.
     fn written(ring: &Ring, writer: NodeId) -> Record {
         let mut record = Record::default();
-        let ops = completion(ring, writer, &Verdict::of(ring, &record));
+        let ops = completion(ring, writer, &Verdict::of(ring, &record, None));
         apply(&mut record, ops);
         record
     }
@@ -449,6 +539,8 @@ mod tests {
             // As the log applies a create: the first piece stays.
             if key == INDEX {
                 record.index.get_or_insert(piece);
+            } else if key == GROUP {
+                record.group.get_or_insert(piece);
             } else {
                 let id = u32::from_be_bytes(key[ENTRY_PREFIX.len()..].try_into().unwrap());
                 record.entries.entry(id).or_insert(piece);
@@ -460,7 +552,7 @@ mod tests {
     fn the_ring_that_wrote_the_record_passes_it() {
         let ring = Ring::single(Key::generate());
         let record = written(&ring, 1);
-        let verdict = Verdict::of(&ring, &record);
+        let verdict = Verdict::of(&ring, &record, None);
         assert!(
             verdict.complete() && verdict.failure().is_none(),
             "{verdict:?}"
@@ -472,7 +564,7 @@ mod tests {
         let ring = Ring::single(Key::generate());
         let record = written(&ring, 1);
         let other = Ring::single(Key::generate());
-        let why = Verdict::of(&other, &record).failure().expect("fails");
+        let why = Verdict::of(&other, &record, None).failure().expect("fails");
         assert!(why.contains("key 1 does not open"), "{why}");
         assert!(why.contains("index key differs"), "{why}");
         assert!(!why.contains(&other.index.to_hex()), "{why}");
@@ -484,10 +576,12 @@ mod tests {
         let both = ring_file(2, &[(1, &k1), (2, &k2)], None);
         let record = written(&both, 1);
         let dropped = ring_file(2, &[(2, &k2)], None);
-        let why = Verdict::of(&dropped, &record).failure().expect("fails");
+        let why = Verdict::of(&dropped, &record, None)
+            .failure()
+            .expect("fails");
         assert!(why.contains("index key differs") && !why.contains("key 2 does not"));
         let pinned = ring_file(2, &[(2, &k2)], Some(&both.index.to_hex()));
-        let verdict = Verdict::of(&pinned, &record);
+        let verdict = Verdict::of(&pinned, &record, None);
         assert!(
             verdict.failure().is_none() && verdict.complete(),
             "{verdict:?}"
@@ -500,15 +594,15 @@ mod tests {
         let one = ring_file(1, &[(1, &k1)], None);
         let mut record = written(&one, 1);
         let added = ring_file(1, &[(1, &k1), (2, &k2)], None);
-        let verdict = Verdict::of(&added, &record);
+        let verdict = Verdict::of(&added, &record, None);
         assert_eq!(verdict.missing, vec![2]);
         assert!(verdict.failure().is_none());
         apply(&mut record, completion(&added, 2, &verdict));
-        assert!(Verdict::of(&added, &record).complete());
+        assert!(Verdict::of(&added, &record, None).complete());
         // The old ring still passes: it checks only the ids it holds.
-        assert!(Verdict::of(&one, &record).complete());
+        assert!(Verdict::of(&one, &record, None).complete());
         let retired = ring_file(2, &[(2, &k2)], Some(&one.index.to_hex()));
-        let verdict = Verdict::of(&retired, &record);
+        let verdict = Verdict::of(&retired, &record, None);
         assert!(
             verdict.complete() && verdict.failure().is_none(),
             "{verdict:?}"
@@ -519,7 +613,9 @@ mod tests {
             &[(1, &Key::generate()), (2, &k2)],
             Some(&one.index.to_hex()),
         );
-        let why = Verdict::of(&reused, &record).failure().expect("fails");
+        let why = Verdict::of(&reused, &record, None)
+            .failure()
+            .expect("fails");
         assert!(
             why.contains("key 1 does not open") && why.contains("node 1"),
             "{why}"
@@ -533,7 +629,37 @@ mod tests {
         let mut record = written(&ring, 1);
         let moved = record.entries[&1].clone();
         record.entries.insert(2, moved);
-        let verdict = Verdict::of(&ring, &record);
+        let verdict = Verdict::of(&ring, &record, None);
         assert_eq!(verdict.failing, vec![(2, 1)]);
+    }
+
+    #[test]
+    fn the_first_check_writes_a_group_id_and_another_group_fails() {
+        let ring = Ring::single(Key::generate());
+        let record = written(&ring, 1);
+        let group = record.group_id().expect("a group id");
+        assert_eq!(group.len(), 32, "{group}");
+        let same = Verdict::of(&ring, &record, Some(&group));
+        assert!(same.complete() && same.failure().is_none(), "{same:?}");
+        let other = Verdict::of(&ring, &record, Some("0123456789abcdef0123456789abcdef"));
+        let why = other.failure().expect("fails");
+        assert!(
+            why.contains("belongs to group 0123456789abcdef") && why.contains(&group),
+            "{why}"
+        );
+        // A second writer's group id never replaces the first one.
+        let mut again = record;
+        apply(
+            &mut again,
+            completion(
+                &ring,
+                2,
+                &Verdict {
+                    group_missing: true,
+                    ..Verdict::default()
+                },
+            ),
+        );
+        assert_eq!(again.group_id(), Some(group));
     }
 }

@@ -48,6 +48,8 @@ pub struct Status {
     pub stalled_ms: Option<u64>,
     /// This node's keys: active and readable key ids, ring fingerprint, key check.
     pub keys: super::KeyReport,
+    /// The group's id, as this node's replica names it (random, drawn once per fleet).
+    pub group_id: Option<String>,
 }
 
 /// What [`Store::form`] found.
@@ -100,6 +102,7 @@ impl Store {
             pending_writes: self.pending_writes(),
             stalled_ms: self.stalled_for().map(|d| d.as_millis() as u64),
             keys: self.key_report(),
+            group_id: self.group_id(),
         }
     }
 

@@ -87,3 +87,67 @@ fn a_node_given_another_id_refuses_to_start_naming_both_and_its_data_dir() {
     cluster.wait_ready(2);
     assert_eq!(cluster.status(2)["node_id"], 2);
 }
+
+/// Every node records the group's id beside its own; a node whose data directory belongs
+/// to another group refuses to serve (503 with the reason) instead of serving a replica
+/// that is not its own.
+#[test]
+fn every_node_records_the_group_and_refuses_a_replica_of_another() {
+    let mut cluster = Cluster::start(3);
+    let group = |cluster: &Cluster, id: u64| {
+        cluster
+            .try_status(id)
+            .and_then(|s| s["group_id"].as_str().map(str::to_owned))
+    };
+    let recorded = |id: u64, cluster: &Cluster| -> Option<String> {
+        let path = cluster.node(id).data_dir().join("identity.json");
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        record["group_id"].as_str().map(str::to_owned)
+    };
+    let id1 = cluster.eventually("node 1 to know its group", READY_DEADLINE, || {
+        group(&cluster, 1)
+    });
+    assert_eq!(id1.len(), 32, "{id1}");
+    for id in 1..=3 {
+        cluster.eventually(
+            &format!("node {id} to record group {id1}"),
+            READY_DEADLINE,
+            || (group(&cluster, id)? == id1 && recorded(id, &cluster)? == id1).then_some(()),
+        );
+    }
+
+    // Node 3's data directory now says it belongs to another group.
+    cluster.kill(3);
+    let path = cluster.node(3).data_dir().join("identity.json");
+    let original = std::fs::read_to_string(&path).expect("identity.json");
+    let other = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&path, original.replace(&id1, other)).expect("rewrite identity.json");
+    cluster.restart(3);
+    let base = cluster.node(3).base();
+    let body = cluster.eventually(
+        "node 3 to refuse another group's replica",
+        READY_DEADLINE,
+        || {
+            let reply = crate::client::get(&format!("{base}/ready"), &[]).ok()?;
+            (reply.status == 503 && reply.body.contains("belongs to group")).then_some(reply.body)
+        },
+    );
+    assert!(body.contains(other) && body.contains(&id1), "{body}");
+    let reply = Session::open_as(&cluster.node(3).mcp_url(), "someone", None).expect("reply");
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(reply.body.contains("belongs to group"), "{reply:?}");
+    // The record is never rewritten to match.
+    assert_eq!(recorded(3, &cluster).as_deref(), Some(other));
+
+    // Its own group again: it serves.
+    cluster.kill(3);
+    std::fs::write(&path, original).expect("restore identity.json");
+    cluster.restart(3);
+    cluster.wait_ready(3);
+    let session = Session::initialize(&cluster.node(3).mcp_url());
+    assert_eq!(
+        session.echo(&cluster.node(1).mcp_url(), "back"),
+        Ok("back".to_owned())
+    );
+}
