@@ -11,6 +11,11 @@ use serde::Serialize;
 use super::store::{Error, Store};
 use super::NodeId;
 
+/// How many committed entries a ready node may not have applied yet and stay ready (see
+/// [`Store::is_ready`]): far more than one moment of load leaves unapplied, far less than
+/// a node restarted or cut off has to catch up on.
+const READY_LAG: u64 = 64;
+
 /// How long the leader waits for a removed node to acknowledge it was told, and between
 /// two attempts.
 const TELL_REMOVED: Duration = Duration::from_secs(2);
@@ -122,13 +127,25 @@ impl Store {
             }
             m.last_applied.map(|l| l.index)
         };
-        let caught_up = match self.0.committed.index() {
-            None => true,
-            Some(committed) => applied.is_some_and(|a| a >= committed),
+        use std::sync::atomic::Ordering;
+        let (caught_up, close) = match self.0.committed.index() {
+            None => (true, true),
+            Some(committed) => (
+                applied.is_some_and(|a| a >= committed),
+                applied.unwrap_or(0).saturating_add(READY_LAG) >= committed,
+            ),
         };
+        if caught_up {
+            self.0.caught_up_once.store(true, Ordering::Release);
+            return true;
+        }
+        // Under load, applying trails hearing of a commit by a few entries all the time;
+        // a node that has caught up once stays in rotation while it is that close, or a
+        // balancer's health checks would catch every node out at once. A node that has
+        // not caught up since it started (restarted, far behind) stays out until it does.
         // Not `is_current`: requests on a node that is not current catch up with the leader
         // first (see `SessionHandle::get_fresh`), so the node can stay in rotation.
-        caught_up
+        close && self.0.caught_up_once.load(Ordering::Acquire)
     }
 
     /// Whether this node lost sight of its leader less than `raft.write_timeout` ago: an

@@ -176,6 +176,9 @@ pub(super) struct Inner {
     pub(super) pending: Arc<Pending>,
     /// Set while a probe write runs for a stalled node; see [`Inner::probe`].
     pub(super) probing: std::sync::atomic::AtomicBool,
+    /// Set once this node has applied everything it knew to be committed; see
+    /// [`Store::is_ready`].
+    pub(super) caught_up_once: std::sync::atomic::AtomicBool,
     /// Whether this node is a member, waiting for a group, or removed.
     pub(super) standing: super::standing::Watch,
     /// Where this node's ring stands against the fleet's key-check record.
@@ -327,6 +330,7 @@ impl Store {
             append_metrics,
             pending,
             probing: std::sync::atomic::AtomicBool::new(false),
+            caught_up_once: std::sync::atomic::AtomicBool::new(false),
             standing: super::standing::Watch::new(not_member),
             keys: Default::default(),
         }));
