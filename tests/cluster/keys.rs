@@ -326,10 +326,9 @@ fn a_two_phase_key_rotation_under_load_loses_no_session_and_fails_nothing_past_a
         report.sessions.len()
     );
     assert_eq!(report.with_status(404), 0, "no 404, ever");
-    // Only 503s, each retried to success below. HAProxy answers 503 itself, rarely, when its
-    // health checks caught every node out at once: followers under this load are briefly
-    // "not ready" (applied one entry short of the commit index they just heard), and nine
-    // restarts give that more chances than one roll does.
+    // Only 503s, each retried to success below: the issue's measure ("no request that still
+    // fails after the client's ordinary retry of a 503"). A node stopping or restarting
+    // refuses what reached it in the moment before the balancer took it out.
     let failures: Vec<_> = report
         .failures()
         .into_iter()
