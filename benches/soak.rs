@@ -25,6 +25,9 @@
 #[path = "../tests/cluster/client.rs"]
 mod client;
 #[allow(dead_code)]
+#[path = "../tests/support/examples.rs"]
+mod examples;
+#[allow(dead_code)]
 #[path = "../tests/cluster/fleet.rs"]
 mod fleet;
 #[allow(dead_code)]

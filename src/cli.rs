@@ -194,9 +194,6 @@ pub struct ServeArgs {
     /// default: `http://<listen address>/mcp`.
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
-    /// Serve the MCP conformance suite's fixtures.
-    #[arg(long)]
-    pub conformance: bool,
 }
 
 impl ServeArgs {
@@ -226,7 +223,6 @@ impl ServeArgs {
                 issuers,
             },
             public_url: self.public_url.clone(),
-            conformance: self.conformance.then_some(true),
             ..Overrides::default()
         }
     }
@@ -247,13 +243,9 @@ pub enum PresetArg {
     Entra,
 }
 
-/// Flags of `stdio`.
+/// Flags of `stdio` (none yet).
 #[derive(Debug, Args)]
-pub struct StdioArgs {
-    /// Serve the MCP conformance suite's fixtures.
-    #[arg(long)]
-    pub conformance: bool,
-}
+pub struct StdioArgs {}
 
 /// `--auth` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -285,11 +277,7 @@ impl Cli {
                 },
                 ..args.serve.overrides()
             },
-            Command::Cluster(_) | Command::Keys(_) => Overrides::default(),
-            Command::Stdio(args) => Overrides {
-                conformance: args.conformance.then_some(true),
-                ..Overrides::default()
-            },
+            Command::Cluster(_) | Command::Keys(_) | Command::Stdio(_) => Overrides::default(),
         }
     }
 }

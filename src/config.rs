@@ -145,8 +145,6 @@ struct Raw {
     #[serde(default)]
     public_url: Option<String>,
     #[serde(default)]
-    conformance: bool,
-    #[serde(default)]
     encryption_key: Option<String>,
     #[serde(default)]
     cluster_secret: Option<String>,
@@ -187,9 +185,6 @@ pub struct Overrides {
     /// `--public-url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
-    /// `--conformance`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub conformance: Option<bool>,
     /// `--node-id`, `--raft-listen`, `--peers`.
     #[serde(skip_serializing_if = "RaftOverrides::is_empty")]
     pub raft: RaftOverrides,
@@ -250,8 +245,6 @@ pub struct Config {
     /// The public URL of the MCP endpoint (the OAuth resource); when absent,
     /// `http://<listen address>/mcp`.
     pub public_url: Option<String>,
-    /// Whether the conformance fixtures are served.
-    pub conformance: bool,
     /// The sealing key ring; when absent, dev mode generates a key into the data directory.
     pub encryption_key: Option<Ring>,
     /// The secret nodes present to each other's internal listeners.
@@ -294,9 +287,10 @@ impl Config {
         }
         figment = figment
             .merge(
-                // MCP_FLEET_CONFIG names the file; MCP_FLEET_BIN is the test harness's.
+                // MCP_FLEET_CONFIG names the file; MCP_FLEET_BIN and
+                // MCP_FLEET_CONFORMANCE_BIN name binaries for the test scripts.
                 Env::prefixed("MCP_FLEET_")
-                    .ignore(&["config", "bin"])
+                    .ignore(&["config", "bin", "conformance_bin"])
                     .split("__"),
             )
             .merge(Serialized::defaults(overrides));
@@ -532,7 +526,6 @@ impl Config {
             data_dir: raw.data_dir,
             auth: raw.auth,
             public_url: raw.public_url,
-            conformance: raw.conformance,
             encryption_key,
             cluster_secret: raw.cluster_secret,
             configured_node_id: node_id_given.then_some(raw.raft.node_id),

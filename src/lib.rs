@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+mod app;
 pub mod auth;
 pub mod cli;
 pub mod cluster;
@@ -35,5 +36,6 @@ pub mod stdio;
 pub mod telemetry;
 pub mod tools;
 
+pub use app::App;
 pub use config::Config;
-pub use node::{Node, NodeHandle, Role, StartError, Stopper};
+pub use node::{Node, NodeBuilder, NodeHandle, Role, StartError, Stopper};

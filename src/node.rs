@@ -81,29 +81,67 @@ pub enum StartError {
     /// An HTTP server could not use its listener.
     #[error("listener: {0}")]
     Listen(std::io::Error),
+    /// A listener could not be opened on its configured address.
+    #[error("cannot open the {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener, and the settings that name its address.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The tools, resources and prompts cannot be served as given.
+    #[error(transparent)]
+    Registry(#[from] tools::RegistryError),
 }
 
 impl StartError {
     /// Whether the configuration is at fault (exit status 2), rather than the machine.
     pub fn is_config(&self) -> bool {
         match self {
-            StartError::Missing(_) | StartError::DevAuthInFleet => true,
+            StartError::Missing(_) | StartError::DevAuthInFleet | StartError::Registry(_) => true,
             StartError::Identity(e) => e.is_config(),
             _ => false,
         }
     }
 }
 
+/// What a server offers and how it introduces itself: its tools, resources and prompts,
+/// and the name and version in `serverInfo`.
+#[derive(Clone)]
+pub(crate) struct Catalog {
+    /// The tools, resources and prompts.
+    pub(crate) registry: tools::Registry,
+    /// The name and version clients see.
+    pub(crate) info: ServerInfo,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self {
+            registry: tools::Registry::new(),
+            info: ServerInfo::default(),
+        }
+    }
+}
+
 /// Builds the protocol engine: tool actors, sessions, sealing key.
 /// Must be called inside an actix system.
-pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Metrics) -> Engine {
-    let registry = tools::default_registry(config.conformance);
+pub(crate) fn engine(
+    config: &Config,
+    catalog: &Catalog,
+    store: Store,
+    sealer: Sealer,
+    metrics: &Metrics,
+) -> Engine {
+    let registry = catalog.registry.clone();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
     let sessions = SessionHandle::start(store, &config.sessions, metrics.limits());
     sessions.observe_cap(metrics.limits());
     Engine::new(
-        ServerInfo::default(),
+        catalog.info.clone(),
         config.mcp.clone(),
         registry,
         pool,
@@ -127,19 +165,106 @@ fn create_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A running node.
+/// A node of a fleet (or a node of one), built with [`Node::builder`].
 pub struct Node;
 
 impl Node {
-    /// Starts a node on already-bound listeners (port 0 is fine; see
+    /// A node from `config`, serving nothing until given a registry; a node of one
+    /// ([`Role::Single`]) unless told otherwise.
+    pub fn builder(config: Config) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            role: Role::Single,
+            catalog: Catalog::default(),
+        }
+    }
+}
+
+/// Sets up a node: its configuration, role, tools and name; then starts it on listeners.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), mcp_fleet::StartError> {
+/// use std::net::TcpListener;
+/// use mcp_fleet::{tools::Registry, Config, Node, Role};
+///
+/// let config = Config::from_toml("data_dir = \"/tmp/acme\"").expect("a valid config");
+/// let mut registry = Registry::new();
+/// registry.tool(mcp_fleet::tools::builtin::Echo);
+/// let node = Node::builder(config)
+///     .role(Role::Single)
+///     .registry(registry)
+///     .server_info("acme-mcp", "1.0.0")
+///     .start(
+///         TcpListener::bind("127.0.0.1:0").expect("a port"),
+///         TcpListener::bind("127.0.0.1:0").expect("a port"),
+///     )
+///     .await?;
+/// println!("serving on {}", node.mcp_url());
+/// node.stop().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct NodeBuilder {
+    config: Config,
+    role: Role,
+    catalog: Catalog,
+}
+
+impl NodeBuilder {
+    /// How the node finds its group (default [`Role::Single`]).
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// The tools, resources and prompts the node serves.
+    pub fn registry(mut self, registry: tools::Registry) -> Self {
+        self.catalog.registry = registry;
+        self
+    }
+
+    /// The server name and version clients see in `serverInfo` (default: mcp-fleet's).
+    pub fn server_info(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.catalog.info = ServerInfo {
+            name: name.into(),
+            version: version.into(),
+        };
+        self
+    }
+
+    pub(crate) fn catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// Binds the configured addresses (`listen`, `raft.listen`) and starts there.
+    /// Must be called inside an actix system.
+    pub async fn bind(self) -> Result<NodeHandle, StartError> {
+        let bind = |what, addr: SocketAddr| {
+            TcpListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let listener = bind("public listener (--listen, `listen`)", self.config.listen)?;
+        let internal = bind(
+            "internal listener (--raft-listen, `raft.listen`)",
+            self.config.raft_listen,
+        )?;
+        self.start(listener, internal).await
+    }
+
+    /// Starts the node on already-bound listeners (port 0 is fine; see
     /// [`NodeHandle::addr`]): `listener` serves MCP, `internal` serves Raft and cluster
     /// status. Must be called inside an actix system.
     pub async fn start(
-        mut config: Config,
-        role: Role,
+        self,
         listener: TcpListener,
         internal: TcpListener,
     ) -> Result<NodeHandle, StartError> {
+        let NodeBuilder {
+            mut config,
+            role,
+            catalog,
+        } = self;
+        catalog.registry.check()?;
         if role == Role::Fleet && config.auth.mode == auth::Mode::Dev {
             return Err(StartError::DevAuthInFleet);
         }
@@ -173,7 +298,7 @@ impl Node {
         let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         record_first_membership(identity, store.clone());
-        let mut engine = engine(&config, store.clone(), sealer, &metrics);
+        let mut engine = engine(&config, &catalog, store.clone(), sealer, &metrics);
         if access.auth.mode != auth::Mode::None {
             engine = engine.with_access(access.auth.clone());
         }
@@ -533,6 +658,25 @@ impl NodeHandle {
         self.task
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// Serves until `shutdown` completes, then stops as [`Stopper::stop`] does; or until
+    /// the server stops on its own.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let stopper = self.stopper();
+        let wait = self.wait();
+        tokio::pin!(wait);
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down: draining in-flight requests");
+                stopper.stop().await;
+                wait.await
+            }
+            result = &mut wait => result,
+        }
     }
 }
 

@@ -28,8 +28,9 @@ pub enum Error {
 }
 
 /// Serves MCP on `input`/`output` until `input` ends. Must be called inside an actix system.
-pub async fn serve(
+pub(crate) async fn serve(
     config: &Config,
+    catalog: &crate::node::Catalog,
     input: impl AsyncRead + Unpin,
     output: impl AsyncWrite + Unpin + Send + 'static,
 ) -> Result<(), Error> {
@@ -44,7 +45,7 @@ pub async fn serve(
     let (store, _runtime) = Store::open_single(dir.path(), ring.clone()).await?;
     // Nothing scrapes a stdio server: its calls are counted into a registry of its own.
     let metrics = crate::metrics::Metrics::new();
-    let engine = crate::node::engine(config, store.clone(), ring.sealer, &metrics);
+    let engine = crate::node::engine(config, catalog, store.clone(), ring.sealer, &metrics);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         let mut output = output;

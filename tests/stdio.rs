@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-/// A running `mcp-fleet stdio`, killed on drop.
+#[path = "support/examples.rs"]
+mod examples;
+
+/// A running `stdio` of `examples/conformance` (the built-ins plus the fixtures), killed
+/// on drop.
 struct StdioServer {
     child: Child,
     stdin: ChildStdin,
@@ -17,8 +21,8 @@ struct StdioServer {
 
 impl StdioServer {
     fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-fleet"))
-            .args(["stdio", "--conformance"])
+        let mut child = Command::new(examples::conformance())
+            .arg("stdio")
             .env_remove("MCP_FLEET_BIN")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

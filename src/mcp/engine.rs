@@ -599,7 +599,15 @@ mod tests {
             .unwrap();
         let config = crate::Config::from_toml(toml).unwrap();
         let metrics = crate::metrics::Metrics::new();
-        let engine = crate::node::engine(&config, store, ring.sealer, &metrics);
+        let catalog = crate::node::Catalog {
+            registry: {
+                let mut registry = crate::tools::Registry::new();
+                crate::tools::builtin::register(&mut registry);
+                registry
+            },
+            ..Default::default()
+        };
+        let engine = crate::node::engine(&config, &catalog, store, ring.sealer, &metrics);
         (engine, dir, runtime)
     }
 

@@ -6,12 +6,13 @@ use serde_json::json;
 
 use super::{Context, Error, NoArgs, Output, Registry, Tool, ToolInfo};
 
-pub(super) fn register(registry: &mut Registry) {
+/// Registers `whoami` and `echo`.
+pub fn register(registry: &mut Registry) {
     registry.tool(WhoAmI).tool(Echo);
 }
 
-/// Returns the caller's principal and tenant.
-struct WhoAmI;
+/// `whoami`: returns the caller's principal and tenant.
+pub struct WhoAmI;
 
 impl Tool for WhoAmI {
     type Args = NoArgs;
@@ -53,13 +54,13 @@ impl Tool for WhoAmI {
 /// Arguments of `echo`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EchoArgs {
+pub struct EchoArgs {
     /// The text to send back.
-    text: String,
+    pub text: String,
 }
 
-/// Returns its input.
-struct Echo;
+/// `echo`: returns its input.
+pub struct Echo;
 
 impl Tool for Echo {
     type Args = EchoArgs;
@@ -74,5 +75,55 @@ impl Tool for Echo {
 
     async fn call(&self, _ctx: Context, args: EchoArgs) -> Result<Output, Error> {
         Ok(Output::text(args.text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::future::BoxFuture;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::tools::Peer;
+
+    /// A client that is never asked anything by these tools.
+    struct Silent;
+
+    impl Peer for Silent {
+        fn notify(&self, _method: &str, _params: Value) {}
+
+        fn request(
+            &self,
+            _method: &str,
+            _params: Value,
+        ) -> BoxFuture<'static, Result<Value, Error>> {
+            Box::pin(async { Err(Error::Client("not in this test".into())) })
+        }
+    }
+
+    fn context() -> Context {
+        Context::for_test(Arc::new(Silent), json!({}), None, None)
+    }
+
+    #[tokio::test]
+    async fn echo_returns_its_text_unchanged() {
+        let args = EchoArgs {
+            text: "hello, fleet".into(),
+        };
+        let output = Echo.call(context(), args).await.expect("echo answers");
+        assert_eq!(output.to_value()["content"][0]["text"], "hello, fleet");
+    }
+
+    #[tokio::test]
+    async fn whoami_names_the_anonymous_caller_without_a_tenant() {
+        let output = WhoAmI
+            .call(context(), NoArgs {})
+            .await
+            .expect("whoami answers");
+        let structured = &output.to_value()["structuredContent"];
+        assert_eq!(structured["tenant"], Value::Null);
+        assert!(structured["scopes"].is_array(), "{structured}");
     }
 }

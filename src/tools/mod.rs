@@ -4,11 +4,8 @@
 //! is generated), receives a [`Context`] with the caller's principal, and can report
 //! progress, log, ask the client for input, and notice cancellation.
 
-mod builtin;
-mod conformance;
-mod conformance_2026;
+pub mod builtin;
 mod context;
-mod fixtures;
 mod header_param;
 mod prompt;
 mod registry;
@@ -19,25 +16,13 @@ mod updates;
 pub use context::{Context, InputRequest, LogLevel, Peer};
 pub use header_param::HeaderParam;
 pub use prompt::{Prompt, PromptArgument};
-pub use registry::{Config, Limits, Registry};
+pub use registry::{Config, Duplicate, Limits, Registry, RegistryError};
 pub use resource::{Resource, ResourceTemplate};
 pub use tool::{Content, Error, FnTool, NoArgs, Output, Tool, ToolInfo};
 pub use updates::Updates;
 
 pub(crate) use context::Scope;
 pub(crate) use tool::DynTool;
-
-/// The registry with the built-in tools, plus the conformance fixtures when asked.
-pub fn default_registry(conformance: bool) -> Registry {
-    let mut registry = Registry::new();
-    builtin::register(&mut registry);
-    if conformance {
-        conformance::register(&mut registry);
-        conformance_2026::register(&mut registry);
-        fixtures::register(&mut registry);
-    }
-    registry
-}
 
 /// Completion values offered for an argument: a function of the argument's name, its
 /// current value, and the other arguments already given.

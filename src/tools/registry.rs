@@ -53,6 +53,42 @@ pub struct Registry {
     pub(crate) resources: Vec<Resource>,
     pub(crate) templates: Vec<ResourceTemplate>,
     pub(crate) prompts: Vec<Prompt>,
+    /// Where each tool came from (its Rust type), to name both sides of a duplicate.
+    origins: HashMap<String, &'static str>,
+    /// Tools registered under a name already taken; refused when a server starts.
+    duplicates: Vec<Duplicate>,
+}
+
+/// A tool name registered twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The name both tools claim.
+    pub name: String,
+    /// The type registered first.
+    pub first: &'static str,
+    /// The type registered second.
+    pub second: &'static str,
+}
+
+/// Why a registry cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Two tools claim one name: a client could not tell which one it calls.
+    #[error("{}", describe(.0))]
+    DuplicateTools(Vec<Duplicate>),
+}
+
+fn describe(duplicates: &[Duplicate]) -> String {
+    let each: Vec<String> = duplicates
+        .iter()
+        .map(|d| {
+            format!(
+                "tool `{}` is registered twice: by {} and by {}",
+                d.name, d.first, d.second
+            )
+        })
+        .collect();
+    each.join("; ")
 }
 
 impl Registry {
@@ -61,7 +97,8 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds a tool, replacing one of the same name.
+    /// Adds a tool. A second tool of a name already registered is kept out, and
+    /// [`Registry::check`] (run when a server starts) refuses the registry, naming both.
     ///
     /// # Panics
     ///
@@ -70,7 +107,17 @@ impl Registry {
     pub fn tool<T: Tool>(&mut self, tool: T) -> &mut Self {
         let adapter = Adapter::new(tool).unwrap_or_else(|e| panic!("{e}"));
         let adapter: Arc<dyn DynTool> = Arc::new(adapter);
-        self.tools.retain(|t| t.info().name != adapter.info().name);
+        let name = adapter.info().name.clone();
+        let origin = std::any::type_name::<T>();
+        if let Some(first) = self.origins.get(&name) {
+            self.duplicates.push(Duplicate {
+                name,
+                first,
+                second: origin,
+            });
+            return self;
+        }
+        self.origins.insert(name, origin);
         self.tools.push(adapter);
         // Deterministic order for `tools/list`, whatever the registration order.
         self.tools.sort_by(|a, b| a.info().name.cmp(&b.info().name));
@@ -97,8 +144,68 @@ impl Registry {
         self
     }
 
+    /// Refuses a registry a server cannot offer: two tools of one name.
+    pub fn check(&self) -> Result<(), RegistryError> {
+        if self.duplicates.is_empty() {
+            Ok(())
+        } else {
+            Err(RegistryError::DuplicateTools(self.duplicates.clone()))
+        }
+    }
+
     /// Names of the registered tools, in listing order.
     pub fn tool_names(&self) -> Vec<&str> {
         self.tools.iter().map(|t| t.info().name.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::{Context, Error, NoArgs, Output, ToolInfo};
+
+    struct First;
+    struct Second;
+
+    impl Tool for First {
+        type Args = NoArgs;
+        fn info(&self) -> ToolInfo {
+            ToolInfo::new("same", "The first.")
+        }
+        async fn call(&self, _ctx: Context, _args: NoArgs) -> Result<Output, Error> {
+            Ok(Output::text("first"))
+        }
+    }
+
+    impl Tool for Second {
+        type Args = NoArgs;
+        fn info(&self) -> ToolInfo {
+            ToolInfo::new("same", "The second.")
+        }
+        async fn call(&self, _ctx: Context, _args: NoArgs) -> Result<Output, Error> {
+            Ok(Output::text("second"))
+        }
+    }
+
+    #[test]
+    fn a_tool_name_registered_twice_is_refused_naming_both_registrations() {
+        let mut registry = Registry::new();
+        registry.tool(First).tool(Second);
+        let error = registry
+            .check()
+            .expect_err("a duplicate is refused")
+            .to_string();
+        assert!(error.contains("tool `same` is registered twice"), "{error}");
+        assert!(
+            error.contains("First") && error.contains("Second"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn distinct_tool_names_pass_the_check() {
+        let mut registry = Registry::new();
+        registry.tool(First);
+        registry.check().expect("one tool of each name");
     }
 }

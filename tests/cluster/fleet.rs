@@ -36,10 +36,10 @@ impl FleetBuilder {
         self
     }
 
-    /// Serves the conformance suite's fixtures (`--conformance`), such as
-    /// `test_elicitation`.
+    /// Runs `examples/conformance` (the built-ins plus the conformance fixtures, such as
+    /// `test_elicitation`) on every node instead of `mcp-fleet`.
     pub fn conformance(mut self) -> Self {
-        self.cluster = self.cluster.args(&["--conformance"]);
+        self.cluster = self.cluster.program(crate::examples::conformance());
         self
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,7 @@ pub fn poll<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Opti
 pub struct Builder {
     env: Vec<(String, String)>,
     args: Vec<String>,
+    program: Option<PathBuf>,
 }
 
 impl Builder {
@@ -71,6 +73,13 @@ impl Builder {
     /// including nodes added or restarted later.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Runs `program` (an example with mcp-fleet's command line) on every node instead of
+    /// `mcp-fleet`.
+    pub fn program(mut self, program: PathBuf) -> Self {
+        self.program = Some(program);
         self
     }
 
@@ -91,6 +100,9 @@ impl Builder {
             secret,
             env,
             args: self.args,
+            program: self
+                .program
+                .unwrap_or_else(|| PathBuf::from(process::binary())),
         };
         for id in 1..=n {
             cluster.spawn_new(id);
@@ -127,6 +139,8 @@ pub struct Cluster {
     env: Vec<(String, String)>,
     /// What every node gets on its command line after the harness's own flags.
     args: Vec<String>,
+    /// The program every node runs: `mcp-fleet` or an example.
+    program: PathBuf,
 }
 
 impl Cluster {
@@ -374,7 +388,7 @@ impl Cluster {
     }
 
     fn spawn_new(&mut self, id: u64) {
-        let mut node = NodeProc::new(id);
+        let mut node = NodeProc::new(id, self.program.clone());
         if let Err(e) = node.spawn(&self.env, &self.args) {
             panic!("starting node {id}: {e}");
         }

@@ -5,6 +5,8 @@
 //! real HAProxy, a real token issuer, and the official Python SDK as a client.
 
 mod client;
+#[path = "../support/examples.rs"]
+mod examples;
 mod fleet;
 mod harness;
 #[path = "../support/issuer.rs"]

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,12 @@ pub fn binary() -> &'static str {
 /// A command for the binary with no `MCP_FLEET_*` setting inherited from the caller's
 /// environment, so every node sees exactly the configuration the harness gives.
 pub(crate) fn command() -> Command {
-    let mut cmd = Command::new(binary());
+    command_for(Path::new(binary()))
+}
+
+/// [`command`] for another program with mcp-fleet's command line (an example).
+pub(crate) fn command_for(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("MCP_FLEET_") {
             cmd.env_remove(key);
@@ -37,6 +42,8 @@ pub(crate) fn command() -> Command {
 /// One `mcp-fleet serve` process and the directory that outlives it across restarts.
 pub struct NodeProc {
     pub(crate) id: u64,
+    /// The program run: `mcp-fleet` or an example with its command line.
+    program: PathBuf,
     pub(crate) dir: TempDir,
     /// The public listener; port 0 until the first start reports the real one.
     pub(crate) public: SocketAddr,
@@ -50,10 +57,11 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    pub(crate) fn new(id: u64) -> Self {
+    pub(crate) fn new(id: u64, program: PathBuf) -> Self {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
         Self {
             id,
+            program,
             dir: tempfile::tempdir().expect("a temporary directory"),
             public: any,
             internal: any,
@@ -125,7 +133,7 @@ impl NodeProc {
         env: &[(String, String)],
         args: &[String],
     ) -> Command {
-        let mut cmd = command();
+        let mut cmd = command_for(&self.program);
         cmd.arg("serve");
         if let Some(node_id) = node_id {
             cmd.args(["--node-id", &node_id.to_string()]);

@@ -1,7 +1,7 @@
 //! A real `mcp-fleet dev` process on a free port with its own data directory.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +19,12 @@ pub fn binary() -> &'static str {
 /// A command for the binary with no `MCP_FLEET_*` settings inherited from the caller's
 /// environment, so every test sees exactly the configuration it gives.
 pub fn command() -> Command {
-    let mut cmd = Command::new(binary());
+    command_for(Path::new(binary()))
+}
+
+/// [`command`] for another program with mcp-fleet's command line (an example).
+pub fn command_for(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("MCP_FLEET_") {
             cmd.env_remove(key);
@@ -75,7 +80,8 @@ impl Builder {
         self
     }
 
-    /// Serves the conformance fixtures (`--conformance`).
+    /// Runs `examples/conformance` (the built-ins plus the conformance fixtures) instead
+    /// of `mcp-fleet`.
     pub fn conformance(mut self) -> Self {
         self.conformance = true;
         self
@@ -109,11 +115,13 @@ impl Builder {
             args.push("--config".into());
             args.push(path.display().to_string());
         }
-        if self.conformance {
-            args.push("--conformance".into());
-        }
         args.extend(self.args);
         let mut server = Server {
+            program: if self.conformance {
+                crate::examples::conformance()
+            } else {
+                PathBuf::from(binary())
+            },
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
             data_dir: dir.path().join("data"),
             dir,
@@ -130,6 +138,8 @@ impl Builder {
 
 /// A running `mcp-fleet dev`; the process is killed when this is dropped.
 pub struct Server {
+    /// The program run: `mcp-fleet` or an example.
+    program: PathBuf,
     listen: String,
     dir: TempDir,
     data_dir: PathBuf,
@@ -239,7 +249,7 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .expect("open the server log");
-        let mut child = command()
+        let mut child = command_for(&self.program)
             .arg("dev")
             .args(["--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)

@@ -2,6 +2,8 @@
 //! and JSON-RPC error, and leaves the server serving.
 
 mod client;
+#[path = "../support/examples.rs"]
+mod examples;
 mod harness;
 #[path = "../support/issuer.rs"]
 mod issuer;

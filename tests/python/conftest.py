@@ -1,7 +1,9 @@
 """Fixtures for the Python SDK tests: real `mcp-fleet` processes on port 0.
 
 The binary comes from `MCP_FLEET_BIN` (default `<repo>/target/debug/mcp-fleet`; build it
-with `cargo build`). Each server gets its own temporary data directory; its stderr (the
+with `cargo build`); the server with the conformance fixtures from
+`MCP_FLEET_CONFORMANCE_BIN` (default `<repo>/target/debug/examples/conformance`; build it
+with `cargo build --examples`). Each server gets its own temporary data directory; its stderr (the
 logs) goes to a file there and is shown when a test fails.
 """
 
@@ -81,6 +83,12 @@ def fleet_bin() -> Path:
     return Path(os.environ.get("MCP_FLEET_BIN", REPO / "target" / "debug" / "mcp-fleet"))
 
 
+def conformance_bin() -> Path:
+    """The example server with the conformance fixtures (`examples/conformance`)."""
+    default = REPO / "target" / "debug" / "examples" / "conformance"
+    return Path(os.environ.get("MCP_FLEET_CONFORMANCE_BIN", default))
+
+
 @pytest.fixture(scope="session")
 def mcp_fleet_bin() -> Path:
     path = fleet_bin()
@@ -89,13 +97,23 @@ def mcp_fleet_bin() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def mcp_fleet_conformance_bin() -> Path:
+    path = conformance_bin()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"conformance example not found at {path}: run `cargo build --examples` or set MCP_FLEET_CONFORMANCE_BIN"
+        )
+    return path
+
+
 def server_env() -> dict[str, str]:
-    """The environment for a server: ours, minus MCP_FLEET_BIN.
+    """The environment for a server: ours, minus MCP_FLEET_BIN and MCP_FLEET_CONFORMANCE_BIN.
 
     The server reads every `MCP_FLEET_*` variable as configuration and refuses unknown
-    keys, so the variable that names the binary must not reach it.
+    keys, so the variables that name the binaries must not reach it.
     """
-    env = {k: v for k, v in os.environ.items() if k != "MCP_FLEET_BIN"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MCP_FLEET_BIN", "MCP_FLEET_CONFORMANCE_BIN")}
     env["NO_COLOR"] = "1"
     return env
 
@@ -181,10 +199,10 @@ def fleet(mcp_fleet_bin: Path, tmp_path_factory: pytest.TempPathFactory, request
 
 @pytest.fixture(scope="session")
 def fleet_conformance(
-    mcp_fleet_bin: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    mcp_fleet_conformance_bin: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ):
-    """An `mcp-fleet dev --conformance` server (built-ins plus the conformance fixtures)."""
-    yield from _serve(mcp_fleet_bin, tmp_path_factory.mktemp("fleet-conformance"), request, "--conformance")
+    """An `examples/conformance dev` server (built-ins plus the conformance fixtures)."""
+    yield from _serve(mcp_fleet_conformance_bin, tmp_path_factory.mktemp("fleet-conformance"), request)
 
 
 @pytest.fixture(scope="session")

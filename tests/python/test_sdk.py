@@ -172,7 +172,7 @@ async def test_legacy_session_is_reused_then_ended(fleet) -> None:
 
             names = {t.name for t in (await client.list_tools()).tools}
             assert {"echo", "whoami"} <= names, names
-            assert "test_simple_text" not in names, "fixtures are served only with --conformance"
+            assert "test_simple_text" not in names, "fixtures are served only by examples/conformance"
 
             result = await client.call_tool("echo", {"text": "hello fleet"})
             assert not result.is_error

@@ -1,10 +1,10 @@
 //! The conformance fixture pack: the tools, resources and prompts that the official MCP
 //! conformance suite (`@modelcontextprotocol/conformance`, server mode) calls by name.
 //!
-//! It is registered only when the server runs with `--conformance`; it is test scaffolding,
-//! not something to offer real users. The suite checks shapes more than values, but a few
-//! values matter: `audio/wav`, the id in the template's text, the prompt arguments echoed
-//! back, the elicitation schemas and the JSON Schema 2020-12 keywords.
+//! Only `examples/conformance` serves it; it is test scaffolding, not something to offer
+//! real users. The suite checks shapes more than values, but a few values matter:
+//! `audio/wav`, the id in the template's text, the prompt arguments echoed back, the
+//! elicitation schemas and the JSON Schema 2020-12 keywords.
 
 use std::collections::HashMap;
 use std::future::ready;
@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{
+use mcp_fleet::tools::{
     Content, Context, Error, FnTool, LogLevel, NoArgs, Output, Prompt, PromptArgument, Registry,
     Resource, ResourceTemplate, Tool, ToolInfo,
 };
@@ -29,7 +29,7 @@ const TEST_IMAGE_BASE64: &str =
 const TEST_AUDIO_BASE64: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
 
 /// Adds every fixture to `registry`.
-pub(super) fn register(registry: &mut Registry) {
+pub fn register(registry: &mut Registry) {
     let text = Output::text("This is a simple text response for testing.");
     let image = Output::new(vec![Content::image(TEST_IMAGE_BASE64, "image/png")]);
     let audio = Output::new(vec![Content::audio(TEST_AUDIO_BASE64, "audio/wav")]);
@@ -457,181 +457,4 @@ fn with_image(_: &Map<String, Value>) -> Result<Value, Error> {
         Content::image(TEST_IMAGE_BASE64, "image/png"),
         Content::text("Please analyze the image above."),
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-    use crate::tools::Peer;
-
-    /// Records what a tool sends, and answers every request with `answer`.
-    #[derive(Default)]
-    struct Recorder {
-        sent: Mutex<Vec<(String, Value)>>,
-        answer: Value,
-    }
-
-    impl Peer for Recorder {
-        fn notify(&self, method: &str, params: Value) {
-            let mut sent = self.sent.lock().expect("lock");
-            sent.push((method.to_owned(), params));
-        }
-
-        fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, Error>> {
-            self.notify(method, params);
-            ready(Ok(self.answer.clone())).boxed()
-        }
-    }
-
-    fn context(peer: &Arc<Recorder>) -> Context {
-        Context::for_test(
-            peer.clone(),
-            json!({ "sampling": {}, "elicitation": {} }),
-            Some(json!(1)),
-            Some(LogLevel::Debug),
-        )
-    }
-
-    fn registry() -> Registry {
-        let mut registry = Registry::new();
-        register(&mut registry);
-        registry
-    }
-
-    async fn call(peer: &Arc<Recorder>, name: &str, args: Value) -> Value {
-        let registry = registry();
-        let tool = registry.tools.iter().find(|t| t.info().name == name);
-        let output = tool.expect("tool").clone().call(context(peer), args).await;
-        output.expect("call").to_value()
-    }
-
-    #[test]
-    fn registers_every_fixture() {
-        let registry = registry();
-        let expected = "json_schema_2020_12_tool test_audio_content test_elicitation \
-            test_elicitation_sep1034_defaults test_elicitation_sep1330_enums \
-            test_embedded_resource test_error_handling test_image_content \
-            test_multiple_content_types test_reconnection test_sampling test_simple_text \
-            test_tool_with_logging test_tool_with_progress";
-        let expected: Vec<&str> = expected.split_whitespace().collect();
-        assert_eq!(registry.tool_names(), expected);
-        for listing in registry.tools.iter().map(|t| t.listing()) {
-            assert_ne!(listing["description"], "");
-            assert_eq!(listing["inputSchema"]["type"], "object");
-        }
-        let schema = &registry.tools[0].listing()["inputSchema"];
-        assert_eq!(
-            schema["$schema"],
-            "https://json-schema.org/draft/2020-12/schema"
-        );
-        assert!(schema["$defs"]["address"].is_object());
-        assert_eq!(schema["additionalProperties"], false);
-        assert_eq!(schema["$defs"]["address"]["$anchor"], "addressDef");
-        assert!(schema["allOf"][0]["anyOf"].is_array());
-        assert!(
-            schema["if"].is_object() && schema["then"].is_object() && schema["else"].is_object()
-        );
-
-        let prompts: Vec<&str> = registry.prompts.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(prompts.len(), 4);
-        assert!(prompts.contains(&"test_prompt_with_embedded_resource"));
-        assert!(registry
-            .prompts
-            .iter()
-            .all(|p| p.listing["description"] != ""));
-        let uris: Vec<&str> = registry.resources.iter().map(|r| r.uri.as_str()).collect();
-        let expected = [
-            "test://static-text",
-            "test://static-binary",
-            "test://watched-resource",
-        ];
-        assert_eq!(uris, expected);
-    }
-
-    #[tokio::test]
-    async fn resources_and_template_read() {
-        let (registry, ctx) = (registry(), context(&Arc::default()));
-        let binary = &registry.resources[1];
-        let contents = (binary.read)(ctx.clone(), binary.uri.clone(), HashMap::new()).await;
-        assert_eq!(contents.expect("read")[0]["blob"], TEST_IMAGE_BASE64);
-        let template = &registry.templates[0];
-        let uri = "test://template/123/data";
-        let vars = template.matches(uri).expect("matches");
-        assert_eq!(vars["id"], "123");
-        let contents = (template.read)(ctx, uri.to_owned(), vars)
-            .await
-            .expect("read");
-        assert_eq!(contents[0]["uri"], uri);
-        assert!(contents[0]["text"]
-            .as_str()
-            .expect("text")
-            .contains("\"123\""));
-    }
-
-    #[tokio::test]
-    async fn prompts_substitute_and_complete() {
-        let (registry, ctx) = (registry(), context(&Arc::default()));
-        let prompt = &registry.prompts[1];
-        let args = json!({ "arg1": "testValue1", "arg2": "testValue2" });
-        let args = args.as_object().cloned().unwrap_or_default();
-        let result = (prompt.get)(ctx.clone(), args).await.expect("get");
-        let text = "Prompt with arguments: arg1='testValue1', arg2='testValue2'";
-        assert_eq!(result["messages"][0]["content"]["text"], text);
-        assert!((prompt.get)(ctx, Map::new()).await.is_err());
-        let complete = prompt.complete.as_ref().expect("completion");
-        assert_eq!(complete("arg1", "testV", &Map::new()), ["testValue1"]);
-        assert_eq!(complete("arg1", "test", &Map::new()).len(), 3);
-    }
-
-    #[tokio::test]
-    async fn tools_return_and_notify() {
-        let peer = Arc::default();
-        let audio = call(&peer, "test_audio_content", json!({})).await;
-        assert_eq!(audio["content"][0]["mimeType"], "audio/wav");
-        assert_eq!(
-            call(&peer, "test_error_handling", json!({})).await["isError"],
-            true
-        );
-        call(&peer, "test_tool_with_logging", json!({})).await;
-        call(&peer, "test_tool_with_progress", json!({})).await;
-        let sent = peer.sent.lock().expect("lock");
-        let logs = sent.iter().filter(|(m, _)| m == "notifications/message");
-        assert_eq!(logs.count(), 3);
-        let progress: Vec<f64> = sent
-            .iter()
-            .filter_map(|(_, p)| p["progress"].as_f64())
-            .collect();
-        assert_eq!(progress, [0.0, 50.0, 100.0]);
-    }
-
-    #[tokio::test]
-    async fn sampling_and_elicitation_ask_the_client() {
-        let answer = json!({ "role": "assistant", "content": [{ "type": "text", "text": "hi" }] });
-        let peer = Arc::new(Recorder {
-            answer,
-            ..Recorder::default()
-        });
-        let result = call(&peer, "test_sampling", json!({ "prompt": "p" })).await;
-        assert_eq!(result["content"][0]["text"], "LLM response: hi");
-        let (method, params) = peer.sent.lock().expect("lock")[0].clone();
-        assert_eq!(method, "sampling/createMessage");
-        assert_eq!(params["maxTokens"], 100);
-
-        let answer = json!({ "action": "accept", "content": { "name": "Jane" } });
-        let peer = Arc::new(Recorder {
-            answer,
-            ..Recorder::default()
-        });
-        let result = call(&peer, "test_elicitation_sep1034_defaults", json!({})).await;
-        let text = r#"Elicitation completed: action=accept, content={"name":"Jane"}"#;
-        assert_eq!(result["content"][0]["text"], text);
-        let (method, params) = peer.sent.lock().expect("lock")[0].clone();
-        assert_eq!(method, "elicitation/create");
-        assert_eq!(
-            params["requestedSchema"]["properties"]["score"]["default"],
-            95.5
-        );
-    }
 }

@@ -1,15 +1,15 @@
-//! Fixtures for the project's own tests, served with the conformance pack
-//! (`--conformance`): a tool that panics, a tool that sleeps, a tool whose parameters are
-//! mirrored into `Mcp-Param-*` headers, and a tool that announces a resource update.
+//! Fixtures for the project's own tests, served with the conformance packs: a tool that
+//! panics, a tool that sleeps, a tool whose parameters are mirrored into `Mcp-Param-*`
+//! headers, and a tool that announces a resource update.
 
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Context, Error, FnTool, NoArgs, Output, Registry, Tool, ToolInfo};
+use mcp_fleet::tools::{Context, Error, FnTool, NoArgs, Output, Registry, Tool, ToolInfo};
 
-pub(super) fn register(registry: &mut Registry) {
+pub fn register(registry: &mut Registry) {
     registry
         .tool(Panic)
         .tool(Sleep)

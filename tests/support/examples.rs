@@ -1,0 +1,45 @@
+//! The programs under `examples/` that tests run as servers. Cargo gives examples no
+//! `CARGO_BIN_EXE_` path, so each is built once per test run (a no-op when it is up to
+//! date, and never stale after `cargo test --test …` builds only the suite) and found
+//! beside the `mcp-fleet` binary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// `examples/conformance`: the built-ins plus the conformance fixtures, with the same
+/// command line as `mcp-fleet`.
+pub fn conformance() -> PathBuf {
+    example("conformance")
+}
+
+/// Builds example `name` (once per test process) and returns its path.
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_mcp-fleet"))
+        .parent()
+        .expect("the binary's directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|d| d == "release") {
+        cmd.arg("--release");
+    }
+    let output = cmd.output().expect("run cargo build --example");
+    assert!(
+        output.status.success(),
+        "cargo build --example {name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.is_file(), "no example binary at {}", path.display());
+    built.insert(name.to_owned(), path.clone());
+    path
+}
