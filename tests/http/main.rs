@@ -11,6 +11,7 @@ mod issuer;
 mod auth;
 
 mod config;
+mod embed;
 mod jsonrpc;
 mod keys;
 mod limits;

@@ -29,6 +29,24 @@ pub fn example(name: &str) -> PathBuf {
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "--example", name])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // `cargo test` gives this process the variables it sets for our crate; a build script
+    // (ring's) watches some of them, so a nested build inheriting them would rebuild it,
+    // and the next ordinary build would rebuild it back. Cargo's own settings stay.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let per_crate = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&key.as_str());
+        if per_crate {
+            cmd.env_remove(key);
+        }
+    }
     if profile_dir.file_name().is_some_and(|d| d == "release") {
         cmd.arg("--release");
     }
