@@ -78,7 +78,7 @@ fn main() {
         println!("append: smoke run (pass --bench, as `cargo bench` does, for the full run)");
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let heartbeat = mcp_fleet::raft::Config::default().heartbeat_interval;
+    let heartbeat = mcp_fleet::internals::raft::Config::default().heartbeat_interval;
     println!(
         "append: {cores} cores; heartbeat_interval {heartbeat:?}, so {:?} per append",
         heartbeat * 3 / 4

@@ -10,10 +10,10 @@ mod test_issuer;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use mcp_fleet::auth::{Authenticator, Config, Introspection, IssuerConfig};
-use mcp_fleet::crypto::{Key, Ring};
-use mcp_fleet::limits::Limits;
-use mcp_fleet::raft::Store;
+use mcp_fleet::internals::auth::{Authenticator, Config, Introspection, IssuerConfig};
+use mcp_fleet::internals::crypto::{Key, Ring};
+use mcp_fleet::internals::limits::Limits;
+use mcp_fleet::internals::raft::Store;
 use serde_json::json;
 use test_issuer::{TestIssuer, TestKey, CLIENT_ID, CLIENT_SECRET};
 
@@ -163,7 +163,7 @@ async fn random_bearers(store: &Store, n: usize, at_once: usize, delay: Duration
     for chunk in tokens.chunks(at_once) {
         for result in join_all(chunk.iter().map(|t| auth.authenticate(t))).await {
             match result {
-                Err(mcp_fleet::auth::AuthError::Unavailable(_)) => busy += 1,
+                Err(mcp_fleet::internals::auth::AuthError::Unavailable(_)) => busy += 1,
                 Err(_) => refused += 1,
                 Ok(_) => unreachable!("no token is active"),
             }
@@ -200,6 +200,6 @@ async fn run() {
 }
 
 fn main() {
-    mcp_fleet::actors::install_tls_provider();
+    mcp_fleet::internals::actors::install_tls_provider();
     actix::System::new().block_on(run());
 }

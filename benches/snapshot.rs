@@ -23,10 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use mcp_fleet::auth::Principal;
-use mcp_fleet::crypto::{Key, Ring};
-use mcp_fleet::raft::command::storage_key;
-use mcp_fleet::raft::{Changes, Command, LogStore, NodeId, StateMachine, Table, TypeConfig};
+use mcp_fleet::internals::auth::Principal;
+use mcp_fleet::internals::crypto::{Key, Ring};
+use mcp_fleet::internals::raft::command::storage_key;
+use mcp_fleet::internals::raft::{
+    Changes, Command, LogStore, NodeId, StateMachine, Table, TypeConfig,
+};
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{

@@ -1,41 +1,93 @@
 //! mcp-fleet: host MCP tools for many users on a fleet of instances.
 //!
-//! The crate is laid out by responsibility:
-//! - [`mcp`] is the protocol engine: JSON-RPC, versions, dispatch, Multi Round-Trip Requests.
-//! - [`http`] is the Streamable HTTP transport and the operational endpoints.
-//! - [`stdio`] serves the same engine over standard input and output.
-//! - [`actors`] holds the session and tool actors behind typed handles.
+//! A team's MCP server is a binary that hands its tools, resources and prompts to an
+//! [`App`], which runs the whole mcp-fleet command line (`dev`, `serve`, `stdio`,
+//! `cluster …`, `keys …`) with them:
+//!
+//! ```no_run
+//! use mcp_fleet::tools::builtin::{Echo, WhoAmI};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     mcp_fleet::App::new("acme-mcp", env!("CARGO_PKG_VERSION"))
+//!         .tool(WhoAmI)
+//!         .tool(Echo)
+//!         .run()
+//! }
+//! ```
+//!
+//! What a user of the crate reaches:
+//! - [`App`] runs the command line; [`Node::builder`] starts one node from a [`Config`] on
+//!   given listeners and returns a [`NodeHandle`] that stops it (for tests and for
+//!   embedding in a program of one's own).
 //! - [`tools`] is the API for writing tools, resources and prompts, and the built-ins.
-//! - [`raft`] is the fleet store: sealed records replicated by openraft over sled.
-//! - [`crypto`] seals records and hashes the keys they are stored under; [`keys`] is the
-//!   `keys` command over it.
-//! - `identity` records which member a data directory belongs to.
-//! - [`limits`] caps what a caller can make a node hold, and says how refusals look.
-//! - [`metrics`] is what Prometheus scrapes from a node; [`telemetry`] sets up its logs.
+//! - [`Principal`] is the authenticated caller a tool sees; [`config`] is the settings.
+//!
+//! Inside, by responsibility (not public): `mcp` is the protocol engine, `http` the
+//! Streamable HTTP transport and operational endpoints, `stdio` the same engine over
+//! standard input and output, `actors` the session and tool actors, `raft` the fleet store
+//! (sealed records replicated by openraft over sled), `crypto` sealing, `keys` the `keys`
+//! command, `identity` which member a data directory belongs to, `limits` the caps,
+//! `metrics` what Prometheus scrapes, `telemetry` the logs.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-pub mod actors;
+pub(crate) mod actors;
 mod app;
-pub mod auth;
-pub mod cli;
-pub mod cluster;
+pub(crate) mod auth;
+pub(crate) mod cli;
+pub(crate) mod cluster;
 pub mod config;
-pub mod crypto;
+pub(crate) mod crypto;
 // For the fuzz targets in `fuzz/` (a crate of its own) and the test replaying their corpus.
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
+pub(crate) mod http;
 mod identity;
-pub mod keys;
-pub mod limits;
-pub mod mcp;
-pub mod metrics;
+pub(crate) mod keys;
+pub(crate) mod limits;
+pub(crate) mod mcp;
+pub(crate) mod metrics;
 mod node;
-pub mod raft;
-pub mod stdio;
-pub mod telemetry;
+pub(crate) mod raft;
+pub(crate) mod stdio;
+pub(crate) mod telemetry;
 pub mod tools;
 
 pub use app::App;
+pub use auth::Principal;
 pub use config::Config;
 pub use node::{Node, NodeBuilder, NodeHandle, Role, StartError, Stopper};
+
+/// What this crate's benchmarks (`benches/`) and integration tests reach below the public
+/// API: not part of it, and free to change with any release.
+#[doc(hidden)]
+pub mod internals {
+    /// The session and tool actors.
+    pub mod actors {
+        pub use crate::actors::install_tls_provider;
+    }
+    /// Token validation.
+    pub mod auth {
+        pub use crate::auth::{
+            AuthError, Authenticator, Config, Introspection, IssuerConfig, Principal,
+        };
+    }
+    /// Sealing keys.
+    pub mod crypto {
+        pub use crate::crypto::{Key, Ring};
+    }
+    /// Caps.
+    pub mod limits {
+        pub use crate::limits::Limits;
+    }
+    /// The replicated store.
+    pub mod raft {
+        pub use crate::raft::{
+            Changes, Command, Config, LogStore, NodeId, StateMachine, Store, Table, TypeConfig,
+        };
+        /// Commands and their storage keys.
+        pub mod command {
+            pub use crate::raft::command::storage_key;
+        }
+    }
+}

@@ -95,11 +95,6 @@ impl DevIssuer {
         })
     }
 
-    /// The issuer identifier (`iss`).
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
     /// How the authenticator should trust this issuer.
     pub fn config(&self) -> IssuerConfig {
         let mut config = IssuerConfig::new(self.issuer.clone());

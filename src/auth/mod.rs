@@ -22,9 +22,9 @@ pub(crate) mod test_issuer;
 
 use serde::{Deserialize, Serialize};
 
-pub use authenticator::{AuthError, AuthStats, Authenticator};
-pub use config::{ClaimNames, Config, Introspection, IssuerConfig, Preset};
-pub use revocation::{resolve_issuer, Revocation, UnknownIssuer};
+pub use authenticator::{AuthError, Authenticator};
+pub use config::{Config, Introspection, IssuerConfig, Preset};
+pub use revocation::{resolve_issuer, Revocation};
 
 /// The authenticated caller of a request.
 ///

@@ -196,14 +196,6 @@ impl Message {
             (None, None) => Err((None, RpcError::invalid_request("missing method"))),
         }
     }
-
-    /// The method of a request or notification.
-    pub fn method(&self) -> Option<&str> {
-        match self {
-            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
-            Message::Response { .. } => None,
-        }
-    }
 }
 
 fn parse_error_object(error: &Value) -> RpcError {

@@ -9,19 +9,15 @@ pub(crate) mod mrtr;
 mod requests;
 mod version;
 
-pub use engine::{
-    Call, Config, Engine, Era, ModernMeta, ServerInfo, MAX_REQUEST_STATE_BYTES, MAX_URI_BYTES,
-};
+pub use engine::{Call, Config, Engine, Era, ModernMeta, ServerInfo, MAX_URI_BYTES};
 pub use jsonrpc::{Message, RpcError};
-pub use requests::{Answer, Inflight, Outbound, MAX_PENDING_REQUESTS};
+pub use requests::{Inflight, Outbound, MAX_PENDING_REQUESTS};
 pub use version::Version;
 
 /// `_meta` key carrying the protocol version of a 2026-07-28 request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// `_meta` key carrying the client's capabilities on a 2026-07-28 request.
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-/// `_meta` key carrying the client's identity on a 2026-07-28 request.
-pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 /// `_meta` key carrying the requested log level on a 2026-07-28 request.
 pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 /// `_meta` key carrying the server's identity on a 2026-07-28 result.

@@ -28,9 +28,6 @@ impl Version {
     /// one we do not speak.
     pub const LATEST_LEGACY: Version = Version::V2025_11_25;
 
-    /// The newest version.
-    pub const LATEST: Version = Version::V2026_07_28;
-
     /// Parses a version string.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)

@@ -80,7 +80,7 @@ impl Table {
 /// A change to the store, proposed through Raft and applied identically on every node.
 ///
 /// Keys are already hashed and values already sealed: nothing in a command is plaintext.
-/// The first five variants are the [`Op`]s, in the same order with the same fields, so a
+/// The first five variants are the `Op`s, in the same order with the same fields, so a
 /// command and an op that say the same thing have the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -135,7 +135,7 @@ pub enum Command {
     /// Flat on purpose: a batch holds ops, never commands, so its bytes cannot nest. A
     /// nested batch, as an older type allowed, would decode by one stack frame per level,
     /// and a 400 KB body nested 200,000 deep overflowed the stack and aborted the node.
-    /// Those bytes now fail to decode (variant 5 is no [`Op`]); flat batches already in a
+    /// Those bytes now fail to decode (variant 5 is no `Op`); flat batches already in a
     /// log or snapshot decode as before.
     Batch(Vec<Op>),
     /// Stores a record owned by `owner`, like `Put`, only while `owner` holds fewer than
@@ -154,7 +154,7 @@ pub enum Command {
         deadline_ms: Option<u64>,
         /// The sealed value.
         sealed: Vec<u8>,
-        /// The owner tag (see [`Owner`]).
+        /// The owner tag (see `Owner`).
         owner: Owner,
         /// How many records of `table` the owner may hold.
         limit: u64,

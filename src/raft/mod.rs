@@ -36,16 +36,16 @@ pub(crate) mod wire;
 
 pub use changes::Changes;
 pub use command::{Change, Command, Op, Outcome, Owner, Record, Table};
-pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES, SNAPSHOT_CHUNK_BYTES};
+pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES};
 pub use keycheck::{KeyReport, KeyState};
 pub use log_store::{Committed, LogStore};
-pub use membership::{Formed, Member, Status};
+pub use membership::{Formed, Status};
 pub use network::Client;
 pub use snapshot::SnapshotFile;
 pub use standing::Standing;
-pub use state_machine::{Reader, SnapshotBuilder, StateMachine};
+pub use state_machine::{Reader, StateMachine};
 pub(crate) use store::Refusal;
-pub use store::{now_ms, Error, Found, Runtime, Store, MAX_ENTRY_BYTES};
+pub use store::{now_ms, Error, Runtime, Store};
 
 openraft::declare_raft_types!(
     /// The types of the fleet's Raft group.

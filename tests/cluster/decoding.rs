@@ -1,7 +1,7 @@
 //! What the internal listener decodes cannot crash a node: a hostile body from a holder of
 //! the cluster secret is refused with 400, and the node keeps serving.
 
-use mcp_fleet::raft::{Command, TypeConfig};
+use mcp_fleet::internals::raft::{Command, TypeConfig};
 use openraft::raft::AppendEntriesRequest;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
 
