@@ -378,6 +378,13 @@ impl NodeBuilder {
                 .collect(),
             sessions: engine.sessions().clone(),
             public: state.clone(),
+            holdings: http::Holdings {
+                server: http::ServerLine {
+                    name: catalog.info.name.clone(),
+                    version: catalog.info.version.clone(),
+                },
+                catalog: catalog.registry.digest(),
+            },
         });
         let body_limits = http::BodyLimits::new(&config);
         let internal_server = HttpServer::new(move || {

@@ -62,6 +62,8 @@ pub(crate) struct Internal {
     pub sessions: SessionHandle,
     /// The public side's live sessions, where answers forwarded by other nodes go.
     pub public: web::Data<super::State>,
+    /// What this node serves, for its report on `/cluster`.
+    pub holdings: super::report::Holdings,
 }
 
 /// Where a node sends a client's answer that belongs to a request another node asked.

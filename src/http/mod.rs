@@ -16,6 +16,7 @@ mod modern;
 mod observe;
 mod ops;
 mod report;
+pub(crate) use report::{Holdings, ServerLine};
 mod sse;
 
 use std::sync::Arc;

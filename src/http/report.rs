@@ -32,12 +32,26 @@ pub(crate) struct NodeReport {
 /// What a node holds that every node of a fleet must agree on, so that `cluster status`
 /// shows a roll that is out of step: the sealing keys in force (active key id, ring
 /// fingerprint) and the catalog's digest go here, filled in by [`holdings`].
-#[derive(Debug, Default, Serialize)]
-pub(crate) struct Holdings {}
+#[derive(Debug, Default, Serialize, Clone)]
+pub(crate) struct Holdings {
+    /// The server's name and version, as `serverInfo` gives them.
+    pub server: ServerLine,
+    /// A digest of the tools, resources and prompts this node offers.
+    pub catalog: String,
+}
+
+/// A server's name and version.
+#[derive(Debug, Default, Serialize, Clone, PartialEq, Eq)]
+pub(crate) struct ServerLine {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+}
 
 /// What this node holds that must agree across the fleet, for its own report.
-fn holdings(_state: &Internal) -> Holdings {
-    Holdings::default()
+fn holdings(state: &Internal) -> Holdings {
+    state.holdings.clone()
 }
 
 /// This node's own report.
@@ -105,18 +119,64 @@ pub(crate) async fn members(state: &Internal) -> Value {
         .filter(|l| l.state == "unreachable")
         .map(|l| l.id)
         .collect();
+    let differing = differing_catalogs(&lines);
     let mut answer = json!({
         "asked_node": me,
         "leader_id": status.leader_id,
         "term": status.term,
         "members": lines,
         "unreachable": unreachable,
+        "catalogs_agree": differing.is_none(),
     });
+    if let Some(differing) = differing {
+        // A rolling upgrade shows here while it lasts; each node keeps serving its own.
+        answer["catalog_warning"] = json!(differing);
+    }
     if status.members.is_empty() {
         // A node outside any group has no members to ask: show what it says of itself.
         answer["asked_report"] = own;
     }
     answer
+}
+
+/// When the members that answered do not all serve the same server version and catalog:
+/// which node serves what.
+fn differing_catalogs(lines: &[MemberLine]) -> Option<String> {
+    let offers: Vec<(NodeId, String, String, String)> = lines
+        .iter()
+        .filter_map(|l| {
+            let report = l.report.as_ref()?;
+            let catalog = report["catalog"].as_str()?;
+            let name = report["server"]["name"].as_str().unwrap_or_default();
+            let version = report["server"]["version"].as_str().unwrap_or_default();
+            Some((
+                l.id,
+                name.to_owned(),
+                version.to_owned(),
+                catalog.to_owned(),
+            ))
+        })
+        .collect();
+    let first = offers.first()?;
+    if offers
+        .iter()
+        .all(|o| (&o.1, &o.2, &o.3) == (&first.1, &first.2, &first.3))
+    {
+        return None;
+    }
+    let each: Vec<String> = offers
+        .iter()
+        .map(|(id, name, version, catalog)| {
+            format!(
+                "node {id}: {name} {version}, catalog {}",
+                &catalog[..catalog.len().min(12)]
+            )
+        })
+        .collect();
+    Some(format!(
+        "the nodes serve different versions or catalogs: {}",
+        each.join("; ")
+    ))
 }
 
 fn line(id: NodeId, addr: &str, voter: bool, answer: Result<Value, String>) -> MemberLine {
@@ -175,5 +235,32 @@ mod tests {
         let line = line(7, "a:1", true, report("Leader", "member"));
         assert_eq!(line.applied_index, Some(12));
         assert!(line.report.is_some() && line.error.is_none());
+    }
+
+    fn offering(id: NodeId, version: &str, catalog: &str) -> MemberLine {
+        let report = json!({ "state": "Follower", "standing": "member",
+            "server": { "name": "acme-mcp", "version": version }, "catalog": catalog });
+        line(id, "a:1", true, Ok(report))
+    }
+
+    #[test]
+    fn a_fleet_whose_nodes_serve_different_catalogs_is_flagged_naming_each() {
+        let same = [offering(1, "1.0", "aaaa"), offering(2, "1.0", "aaaa")];
+        assert_eq!(differing_catalogs(&same), None);
+        let rolling = [offering(1, "1.0", "aaaa"), offering(2, "1.1", "bbbb")];
+        let warning = differing_catalogs(&rolling).expect("flagged");
+        assert!(
+            warning.contains("node 1: acme-mcp 1.0, catalog aaaa"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("node 2: acme-mcp 1.1, catalog bbbb"),
+            "{warning}"
+        );
+        let unreachable = [
+            offering(1, "1.0", "aaaa"),
+            line(2, "a:2", true, Err("x".into())),
+        ];
+        assert_eq!(differing_catalogs(&unreachable), None);
     }
 }

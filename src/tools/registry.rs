@@ -153,6 +153,29 @@ impl Registry {
         }
     }
 
+    /// A digest of what `tools/list`, `resources/list`, `resources/templates/list` and
+    /// `prompts/list` show (64 hex characters): nodes serving the same offer agree on it.
+    pub(crate) fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut resources: Vec<&serde_json::Value> =
+            self.resources.iter().map(|r| &r.listing).collect();
+        resources.sort_by_key(|r| r["uri"].to_string());
+        let mut templates: Vec<&serde_json::Value> =
+            self.templates.iter().map(|t| &t.listing).collect();
+        templates.sort_by_key(|t| t["uriTemplate"].to_string());
+        let mut prompts: Vec<&serde_json::Value> =
+            self.prompts.iter().map(|p| &p.listing).collect();
+        prompts.sort_by_key(|p| p["name"].to_string());
+        let tools: Vec<&serde_json::Value> = self.tools.iter().map(|t| t.listing()).collect();
+        let offer = serde_json::json!({
+            "tools": tools,
+            "resources": resources,
+            "resourceTemplates": templates,
+            "prompts": prompts,
+        });
+        hex::encode(Sha256::digest(offer.to_string().as_bytes()))
+    }
+
     /// Names of the registered tools, in listing order.
     pub fn tool_names(&self) -> Vec<&str> {
         self.tools.iter().map(|t| t.info().name.as_str()).collect()
@@ -200,6 +223,44 @@ mod tests {
             error.contains("First") && error.contains("Second"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_digest_changes_with_the_offer_and_not_with_registration_order() {
+        let mut one = Registry::new();
+        one.tool(First)
+            .resource(crate::tools::Resource::text(
+                "a://1",
+                "one",
+                "text/plain",
+                "1",
+            ))
+            .resource(crate::tools::Resource::text(
+                "a://2",
+                "two",
+                "text/plain",
+                "2",
+            ));
+        let mut other = Registry::new();
+        other
+            .resource(crate::tools::Resource::text(
+                "a://2",
+                "two",
+                "text/plain",
+                "2",
+            ))
+            .resource(crate::tools::Resource::text(
+                "a://1",
+                "one",
+                "text/plain",
+                "1",
+            ))
+            .tool(First);
+        assert_eq!(one.digest(), other.digest());
+        let mut fewer = Registry::new();
+        fewer.tool(First);
+        assert_ne!(one.digest(), fewer.digest());
+        assert_eq!(one.digest().len(), 64);
     }
 
     #[test]
