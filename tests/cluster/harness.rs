@@ -247,6 +247,16 @@ impl Cluster {
         self.restart_as(id, Some(id));
     }
 
+    /// Like [`Cluster::restart`], running `program` from now on (a build with another
+    /// catalog or version): one step of a rolling upgrade.
+    pub fn restart_program(&mut self, id: u64, program: PathBuf) {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+            .program = program;
+        self.restart_as(id, Some(id));
+    }
+
     /// Like [`Cluster::restart`], but with only its listeners and data directory: no
     /// `--node-id`, as a README reader restarts a node.
     pub fn restart_without_id(&mut self, id: u64) {

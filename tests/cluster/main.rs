@@ -14,6 +14,7 @@ mod issuer;
 mod lb;
 mod load;
 
+mod catalog;
 mod decoding;
 mod durability;
 mod elicitation;

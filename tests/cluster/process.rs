@@ -43,7 +43,7 @@ pub(crate) fn command_for(program: &Path) -> Command {
 pub struct NodeProc {
     pub(crate) id: u64,
     /// The program run: `mcp-fleet` or an example with its command line.
-    program: PathBuf,
+    pub(crate) program: PathBuf,
     pub(crate) dir: TempDir,
     /// The public listener; port 0 until the first start reports the real one.
     pub(crate) public: SocketAddr,
