@@ -1,17 +1,11 @@
-//! The smallest mcp-fleet server: one typed tool, one resource, one prompt, and the whole
-//! mcp-fleet command line (`dev`, `serve`, `stdio`, `cluster …`, `keys …`).
-//!
-//! ```text
-//! cargo run --example quickstart -- dev            # a node of one on 127.0.0.1:8080
-//! cargo run --example quickstart -- dev --auth dev # with a development issuer and token
-//! ```
-
-use std::sync::Arc;
+//! The smallest mcp-fleet server: one typed tool, one resource, one prompt, with the whole
+//! mcp-fleet command line. `cargo run --example quickstart -- dev` serves it on
+//! 127.0.0.1:8080 (add `--auth dev` for a development issuer and a token).
 
 use mcp_fleet::tools::{Context, Error, Output, Prompt, PromptArgument, Resource, Tool, ToolInfo};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Arguments of `greet`; the doc comments become the schema's descriptions.
 #[derive(Deserialize, JsonSchema)]
@@ -31,44 +25,32 @@ impl Tool for Greet {
     }
 
     async fn call(&self, ctx: Context, args: GreetArgs) -> Result<Output, Error> {
-        let caller = &ctx.principal().subject;
-        Ok(Output::text(format!(
-            "Hello, {}! (from {caller})",
-            args.name
-        )))
+        let greeting = format!("Hello, {}, from {}!", args.name, ctx.principal().subject);
+        Ok(Output::text(greeting))
     }
 }
 
 fn main() -> std::process::ExitCode {
     let topic = PromptArgument {
         name: "topic".into(),
-        description: Some("What to write about.".into()),
+        description: Some("What the haiku is about.".into()),
         required: true,
     };
     let haiku = Prompt::new(
         "haiku",
         "Asks for a haiku.",
         vec![topic],
-        Arc::new(|_ctx, args| {
+        std::sync::Arc::new(|_, args| {
             let topic = args
                 .get("topic")
-                .and_then(|t| t.as_str())
-                .unwrap_or("the sea")
-                .to_owned();
+                .and_then(Value::as_str)
+                .unwrap_or("the sea");
             let text = format!("Write a haiku about {topic}.");
-            Box::pin(async move {
-                Ok(
-                    json!({ "messages": [{ "role": "user", "content": { "type": "text", "text": text } }] }),
-                )
-            })
+            let message = json!({ "role": "user", "content": { "type": "text", "text": text } });
+            Box::pin(async move { Ok(json!({ "messages": [message] })) })
         }),
     );
-    let readme = Resource::text(
-        "docs://readme",
-        "readme",
-        "text/plain",
-        "Say hello with `greet`.",
-    );
+    let readme = Resource::text("docs://readme", "readme", "text/plain", "Try `greet`.");
     mcp_fleet::App::new("quickstart", env!("CARGO_PKG_VERSION"))
         .tool(Greet)
         .resource(readme)

@@ -1,6 +1,6 @@
 //! The embedding API in process: a node built from a config and a registry, started on
 //! listeners the test bound, serves that registry under the given name and stops by its
-//! handle; the conformance example, built on the public API, names itself.
+//! handle; the examples, built on the public API, serve what their `App` gives.
 
 use std::net::TcpListener;
 
@@ -96,5 +96,38 @@ fn the_conformance_example_introduces_itself_by_the_name_its_app_gives() {
     assert_eq!(
         reply.result()["serverInfo"]["name"],
         "mcp-fleet-conformance"
+    );
+}
+
+#[test]
+fn the_quickstart_example_serves_its_tool_resource_and_prompt() {
+    let server = Server::builder().example("quickstart").start();
+    let url = server.url();
+    let session = Session::initialize(url, "2025-11-25");
+    let greeted = session.send(
+        url,
+        "tools/call",
+        json!({ "name": "greet", "arguments": { "name": "Ada" } }),
+    );
+    assert_eq!(
+        greeted.result()["content"][0]["text"],
+        "Hello, Ada, from anonymous!"
+    );
+    let listed = session.send(url, "tools/list", json!({})).result();
+    assert_eq!(
+        listed["tools"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    let read = session.send(url, "resources/read", json!({ "uri": "docs://readme" }));
+    assert_eq!(read.result()["contents"][0]["text"], "Try `greet`.");
+    let prompt = session.send(
+        url,
+        "prompts/get",
+        json!({ "name": "haiku", "arguments": { "topic": "rafts" } }),
+    );
+    assert_eq!(
+        prompt.result()["messages"][0]["content"]["text"],
+        "Write a haiku about rafts."
     );
 }

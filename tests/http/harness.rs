@@ -67,7 +67,7 @@ pub fn eventually_or<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>
 #[derive(Default)]
 pub struct Builder {
     listen: Option<String>,
-    conformance: bool,
+    example: Option<&'static str>,
     config: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -82,8 +82,14 @@ impl Builder {
 
     /// Runs `examples/conformance` (the built-ins plus the conformance fixtures) instead
     /// of `mcp-fleet`.
-    pub fn conformance(mut self) -> Self {
-        self.conformance = true;
+    pub fn conformance(self) -> Self {
+        self.example("conformance")
+    }
+
+    /// Runs the program `examples/<name>` (which has mcp-fleet's command line) instead of
+    /// `mcp-fleet`.
+    pub fn example(mut self, name: &'static str) -> Self {
+        self.example = Some(name);
         self
     }
 
@@ -117,10 +123,9 @@ impl Builder {
         }
         args.extend(self.args);
         let mut server = Server {
-            program: if self.conformance {
-                crate::examples::conformance()
-            } else {
-                PathBuf::from(binary())
+            program: match self.example {
+                Some(name) => crate::examples::example(name),
+                None => PathBuf::from(binary()),
             },
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
             data_dir: dir.path().join("data"),
