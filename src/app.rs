@@ -242,7 +242,9 @@ mod tests {
     fn two_tools_of_one_name_stop_the_command_line_before_it_serves_with_status_2() {
         let app = App::new("acme-mcp", "1.0.0").tool(Echo).tool(Echo);
         let error = app.registry().check().expect_err("a duplicate");
-        assert!(error.to_string().contains("tool `echo` is registered twice"));
+        assert!(error
+            .to_string()
+            .contains("tool `echo` is registered twice"));
         // `stdio` would serve standard input; the check refuses before anything is read.
         let status = app.run_from(["acme-mcp", "stdio"]);
         assert_eq!(format!("{status:?}"), format!("{:?}", ExitCode::from(2)));

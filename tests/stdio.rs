@@ -21,7 +21,7 @@ struct StdioServer {
 
 impl StdioServer {
     fn start() -> Self {
-        let mut child = Command::new(examples::conformance())
+        let mut child = Command::new(examples::example("conformance"))
             .arg("stdio")
             .env_remove("MCP_FLEET_BIN")
             .stdin(Stdio::piped())

@@ -34,7 +34,7 @@ fn cluster_status_flags_a_node_serving_another_catalog_while_each_serves_its_own
         "{before}"
     );
 
-    cluster.restart_program(3, crate::examples::conformance());
+    cluster.restart_program(3, crate::examples::example("conformance"));
     cluster.wait_ready(3);
     let after = cluster.eventually(
         "cluster status to flag node 3",

@@ -39,7 +39,9 @@ impl FleetBuilder {
     /// Runs `examples/conformance` (the built-ins plus the conformance fixtures, such as
     /// `test_elicitation`) on every node instead of `mcp-fleet`.
     pub fn conformance(mut self) -> Self {
-        self.cluster = self.cluster.program(crate::examples::conformance());
+        self.cluster = self
+            .cluster
+            .program(crate::examples::example("conformance"));
         self
     }
 

@@ -8,13 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// `examples/conformance`: the built-ins plus the conformance fixtures, with the same
-/// command line as `mcp-fleet`.
-pub fn conformance() -> PathBuf {
-    example("conformance")
-}
-
-/// Builds example `name` (once per test process) and returns its path.
+/// Builds example `name` (once per test process) and returns its path: `conformance` is
+/// the built-ins plus the conformance fixtures, with the same command line as `mcp-fleet`.
 pub fn example(name: &str) -> PathBuf {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
