@@ -185,6 +185,7 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 async fn serve(config: Config, role: Role, catalog: Catalog) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let name = catalog.info.name.clone();
     let node = Node::builder(config)
         .role(role)
@@ -208,29 +209,39 @@ async fn serve(config: Config, role: Role, catalog: Catalog) -> anyhow::Result<(
         println!("mcp-fleet client config: {snippet}");
     }
     tracing::info!(addr = %node.addr(), internal = %node.internal_addr(), "serving");
-    node.run_until(shutdown_signal()).await?;
+    node.run_until(shutdown).await?;
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when it is first awaited: a signal sent as soon as the endpoint is printed (as test
+/// harnesses and process managers do) must stop the node cleanly, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let handlers = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        async move {
+            match handlers {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[cfg(test)]
