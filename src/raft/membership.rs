@@ -11,6 +11,10 @@ use serde::Serialize;
 use super::store::{Error, Store};
 use super::NodeId;
 
+/// How long `cluster init` on a node that has heard from a just-formed group waits for
+/// its membership entry before answering.
+const FORM_MEMBERSHIP_WAIT: Duration = Duration::from_secs(5);
+
 /// How many committed entries a ready node may not have applied yet and stay ready (see
 /// [`Store::is_ready`]): far more than one moment of load leaves unapplied, far less than
 /// a node restarted or cut off has to catch up on.
@@ -257,18 +261,30 @@ impl Store {
         if self.initialize(peers.clone()).await? {
             return Ok(Formed::New);
         }
-        let voters: BTreeMap<NodeId, String> = self
-            .status()
-            .members
-            .into_iter()
-            .filter(|m| m.voter)
-            .map(|m| (m.id, m.addr))
-            .collect();
+        // A node that has granted a vote to the node `init` formed the group on, but not
+        // yet received the membership entry, knows no voters for a moment: wait for them
+        // (bounded) rather than report a group of none as another group.
+        let until = tokio::time::Instant::now() + FORM_MEMBERSHIP_WAIT;
+        let mut voters = self.voters();
+        while voters.is_empty() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            voters = self.voters();
+        }
         Ok(if voters == peers {
             Formed::Already
         } else {
             Formed::Other(voters)
         })
+    }
+
+    /// The voters of the membership this node holds, with their addresses.
+    fn voters(&self) -> BTreeMap<NodeId, String> {
+        self.status()
+            .members
+            .into_iter()
+            .filter(|m| m.voter)
+            .map(|m| (m.id, m.addr))
+            .collect()
     }
 
     /// On the leader: adds `id` as a learner, waits for it to catch up, makes it a voter.
