@@ -257,13 +257,23 @@ impl Store {
         if self.initialize(peers.clone()).await? {
             return Ok(Formed::New);
         }
-        let voters: BTreeMap<NodeId, String> = self
-            .status()
-            .members
-            .into_iter()
-            .filter(|m| m.voter)
-            .map(|m| (m.id, m.addr))
-            .collect();
+        // A node may have voted in the first election (so it cannot initialise) before the
+        // leader's first append brings it the membership: wait for that, within the write
+        // timeout, rather than report a group without voters.
+        let until = std::time::Instant::now() + self.0.write_timeout;
+        let voters = loop {
+            let voters: BTreeMap<NodeId, String> = self
+                .status()
+                .members
+                .into_iter()
+                .filter(|m| m.voter)
+                .map(|m| (m.id, m.addr))
+                .collect();
+            if !voters.is_empty() || std::time::Instant::now() >= until {
+                break voters;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         Ok(if voters == peers {
             Formed::Already
         } else {
@@ -278,7 +288,8 @@ impl Store {
         // group never wrote. Joining a member again at its own address changes nothing.
         if let Some(known) = self.member_addr(id).filter(|known| *known != addr) {
             return Err(Error::Membership(format!(
-                "node {id} is already a member at {known}: a node whose disk was lost joins                  under a new id (remove the old one with `cluster leave --node-id {id}`)"
+                "node {id} is already a member at {known}: a node whose disk was lost joins \
+                 under a new id (remove the old one with `cluster leave --node-id {id}`)"
             )));
         }
         let raft = self.0.raft.clone();
