@@ -412,6 +412,31 @@ impl Config {
                     format!("`{}` is not an http(s) URL", issuer.issuer),
                 ));
             }
+            if issuer.forward_token && issuer.token_exchange.is_some() {
+                return Err(invalid(
+                    "auth.issuers.forward_token",
+                    format!(
+                        "issuer `{}` both forwards callers' tokens and exchanges them; choose one",
+                        issuer.issuer
+                    ),
+                ));
+            }
+            if let Some(exchange) = &issuer.token_exchange {
+                if exchange.client_id.is_empty() {
+                    return Err(invalid(
+                        "auth.issuers.token_exchange.client_id",
+                        "must not be empty",
+                    ));
+                }
+                if let Some(url) = &exchange.endpoint {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(invalid(
+                            "auth.issuers.token_exchange.endpoint",
+                            format!("`{url}` is not an http(s) URL"),
+                        ));
+                    }
+                }
+            }
             for alg in &issuer.algorithms {
                 if !auth::ALGORITHMS.contains(&alg.as_str()) {
                     return Err(invalid(
@@ -518,6 +543,24 @@ impl Config {
             return Err(invalid("mcp.page_size", "must be greater than 0"));
         }
         Self::validate_limits(&raw)?;
+        let http = &raw.tools.http;
+        for (key, timeout) in [
+            ("tools.http.connect_timeout", http.connect_timeout),
+            ("tools.http.timeout", http.timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(invalid(
+                    key,
+                    "must be greater than 0 (0 would mean no timeout)",
+                ));
+            }
+        }
+        if http.max_response_bytes == 0 {
+            return Err(invalid(
+                "tools.http.max_response_bytes",
+                "must be greater than 0",
+            ));
+        }
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
             if limit.concurrency == 0 {

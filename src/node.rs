@@ -184,6 +184,15 @@ impl Node {
         if let Some(authenticator) = &authenticator {
             metrics.observe_auth(authenticator);
         }
+        // Tools reach upstreams through their own client; under --auth none there is no
+        // caller token, so no exchanger.
+        let exchanger = (access.auth.mode != auth::Mode::None)
+            .then(|| auth::Exchanger::new(&access.auth, store.clone()));
+        engine = engine.with_upstream(tools::Upstream::new(
+            config.tools.http,
+            metrics.limits().clone(),
+            exchanger,
+        ));
         let guard = http::Guard::new(
             authenticator.clone(),
             &access.resource,
