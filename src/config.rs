@@ -661,6 +661,50 @@ mod tests {
     }
 
     #[test]
+    fn upstream_settings_are_read_and_nonsense_is_refused_by_key() {
+        let c = Config::from_toml(
+            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+             [auth.issuers.token_exchange]\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             [tools.http]\ntimeout = \"3s\"\nmax_response_bytes = 100",
+        )
+        .unwrap();
+        let exchange = c.auth.issuers[0].token_exchange.as_ref().unwrap();
+        assert_eq!(
+            (exchange.client_id.as_str(), exchange.endpoint.as_deref()),
+            ("c", None)
+        );
+        assert!(!c.auth.issuers[0].forward_token, "off unless asked for");
+        assert_eq!(c.tools.http.timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.tools.http.max_response_bytes, 100);
+        for (toml, key) in [
+            (
+                "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+                 forward_token = true\n[auth.issuers.token_exchange]\nclient_id = \"c\"\n\
+                 client_secret = \"s\"",
+                "auth.issuers.forward_token",
+            ),
+            (
+                "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+                 [auth.issuers.token_exchange]\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+                 endpoint = \"ftp://i/token\"",
+                "auth.issuers.token_exchange.endpoint",
+            ),
+            ("[tools.http]\ntimeout = \"0s\"", "tools.http.timeout"),
+            (
+                "[tools.http]\nconnect_timeout = \"0s\"",
+                "tools.http.connect_timeout",
+            ),
+            (
+                "[tools.http]\nmax_response_bytes = 0",
+                "tools.http.max_response_bytes",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn read_errors_name_the_key_without_internal_prefixes() {
         let err = Config::from_toml("[http]\nmax_body_bytes = \"big\"")
             .unwrap_err()

@@ -449,6 +449,54 @@ mod tests {
         }
     }
 
+    #[actix_web::test]
+    async fn forwarding_is_opt_in_per_issuer_and_other_issuers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _runtime) = crate::auth::authenticator::tests::store(dir.path()).await;
+        let mut forwarding = crate::auth::IssuerConfig::new("https://id.example.com");
+        forwarding.forward_token = true;
+        let config = Config {
+            issuers: vec![
+                forwarding,
+                crate::auth::IssuerConfig::new("https://plain.example.com"),
+            ],
+            ..Config::default()
+        };
+        let exchanger = Exchanger::new(&config, store);
+        let alice = principal(None, "alice");
+        assert_eq!(
+            exchanger
+                .token_for(&alice, "callers-token", "https://api.test")
+                .await
+                .unwrap(),
+            "callers-token"
+        );
+        let plain = Principal {
+            issuer: Some("https://plain.example.com".into()),
+            ..alice.clone()
+        };
+        let refused = exchanger
+            .token_for(&plain, "callers-token", "https://api.test")
+            .await;
+        assert!(
+            matches!(refused, Err(ExchangeError::NotConfigured(_))),
+            "{refused:?}"
+        );
+        let anonymous = exchanger
+            .token_for(&Principal::anonymous(), "t", "https://api.test")
+            .await;
+        assert!(
+            matches!(anonymous, Err(ExchangeError::NoIssuer)),
+            "{anonymous:?}"
+        );
+        let empty = exchanger.token_for(&alice, "t", "").await;
+        assert!(
+            matches!(empty, Err(ExchangeError::BadAudience)),
+            "{empty:?}"
+        );
+        assert_eq!(exchanger.sent(), 0);
+    }
+
     #[test]
     fn each_caller_and_audience_has_its_own_key_and_none_is_a_bearer_token() {
         let alice = principal(Some("acme"), "alice");
