@@ -111,7 +111,7 @@ impl Upstream {
     ) -> Result<AccessToken, Error> {
         let (Some(exchanger), Some(token)) = (&self.exchanger, token) else {
             return Err(Error::Failed(
-                "no caller token to exchange: authentication is off (--auth none), so \
+                "no caller token to exchange: authentication is off (--auth none, or stdio), so \
                  ctx.token_for cannot act on the caller's behalf"
                     .to_owned(),
             ));
