@@ -188,6 +188,9 @@ impl Node {
         // caller token, so no exchanger.
         let exchanger = (access.auth.mode != auth::Mode::None)
             .then(|| auth::Exchanger::new(&access.auth, store.clone()));
+        if let Some(exchanger) = &exchanger {
+            metrics.observe_exchanges(exchanger);
+        }
         engine = engine.with_upstream(tools::Upstream::new(
             config.tools.http,
             metrics.limits().clone(),

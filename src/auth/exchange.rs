@@ -117,6 +117,21 @@ struct Inner {
     next_flight: AtomicU64,
     /// Exchanges sent to issuers.
     sent: AtomicU64,
+    /// Tokens found in the fleet store instead.
+    reused: AtomicU64,
+    /// Exchanges that failed (refused, or the issuer unreachable).
+    failed: AtomicU64,
+}
+
+/// Counters of an [`Exchanger`], for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExchangeStats {
+    /// Exchanges sent to issuers.
+    pub sent: u64,
+    /// Tokens found in the fleet store, no exchange needed.
+    pub reused: u64,
+    /// Exchanges that failed.
+    pub failed: u64,
 }
 
 /// The token exchange clients of every issuer that has one; cheap to clone.
@@ -168,12 +183,23 @@ impl Exchanger {
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }))
     }
 
     /// Exchanges sent to issuers by this node so far.
     pub fn sent(&self) -> u64 {
         self.0.sent.load(Ordering::Relaxed)
+    }
+
+    /// This node's counters.
+    pub fn stats(&self) -> ExchangeStats {
+        ExchangeStats {
+            sent: self.0.sent.load(Ordering::Relaxed),
+            reused: self.0.reused.load(Ordering::Relaxed),
+            failed: self.0.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// A token for `audience` on behalf of `principal`, whose own token is `subject`.
@@ -199,6 +225,7 @@ impl Exchanger {
         }
         let natural = natural_key(principal, audience);
         if let Some(token) = self.0.cached(&natural) {
+            self.0.reused.fetch_add(1, Ordering::Relaxed);
             return Ok(token);
         }
         let digest: [u8; 32] = Sha256::digest(&natural).into();
@@ -207,7 +234,15 @@ impl Exchanger {
             let issuer = issuer.to_owned();
             let subject = subject.to_owned();
             let audience = audience.to_owned();
-            async move { inner.resolve(&issuer, natural, &subject, &audience).await }.boxed()
+            async move {
+                let result = inner.resolve(&issuer, natural, &subject, &audience).await;
+                if let Err(e) = &result {
+                    inner.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%issuer, error = %e, "token exchange failed");
+                }
+                result
+            }
+            .boxed()
         });
         flight.await.map(|token| token.to_string())
     }
@@ -305,6 +340,7 @@ impl Inner {
         match self.store.read_barrier().await {
             Ok(()) => {
                 if let Some(token) = self.cached(&natural) {
+                    self.reused.fetch_add(1, Ordering::Relaxed);
                     return Ok(token.into());
                 }
             }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use authenticator::{AuthError, AuthStats, Authenticator};
 pub use config::{ClaimNames, Config, Introspection, IssuerConfig, Preset, TokenExchange};
-pub use exchange::{ExchangeError, Exchanger};
+pub use exchange::{ExchangeError, ExchangeStats, Exchanger};
 pub use revocation::{resolve_issuer, Revocation, UnknownIssuer};
 
 /// The authenticated caller of a request.
