@@ -111,6 +111,12 @@ pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Me
         sealer,
         metrics.limits().clone(),
     )
+    // Without a token exchanger: a node with authentication gives it one (Node::start).
+    .with_upstream(tools::Upstream::new(
+        config.tools.http,
+        metrics.limits().clone(),
+        None,
+    ))
 }
 
 /// Creates the data directory, owner-only when this creates it: it holds the sealing key.

@@ -2,7 +2,7 @@
 //! Exchange (RFC 8693) at the caller's issuer, the caller's token as the subject.
 //!
 //! An exchanged token is shared fleet-wide: sealed in the store's `AuthSessions` table
-//! under a key derived from the caller (issuer, tenant, subject) and the audience, kept
+//! under a key derived from the caller (issuer, tenant, subject, scopes) and the audience, kept
 //! until shortly before it expires. Its natural key starts with a NUL byte, which no
 //! bearer token (the other natural keys of that table) can contain, so the two never meet.
 //! Concurrent calls for one caller and audience on a node share one exchange; a node
@@ -298,13 +298,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The natural key of `principal`'s token for `audience`: a NUL byte (never in a bearer
-/// token), a label, then the principal's binding and the audience, each length-prefixed
-/// so that no two pairs share a key.
+/// token), a label, then the principal's binding, its scopes and the audience, each
+/// length-prefixed so that no two triples share a key. The scopes are part of it because
+/// an issuer may grant an exchanged token no more than its subject token held: a caller
+/// whose token holds fewer scopes than one exchanged earlier gets a token of its own.
 fn natural_key(principal: &Principal, audience: &str) -> Vec<u8> {
     let binding = principal.binding();
-    let mut key = Vec::with_capacity(binding.len() + audience.len() + 32);
+    let mut scopes: Vec<&str> = principal.scopes.iter().map(String::as_str).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    let scopes = scopes.join(" ");
+    let mut key = Vec::with_capacity(binding.len() + scopes.len() + audience.len() + 40);
     key.extend_from_slice(b"\0token-exchange\0");
-    for part in [binding.as_str(), audience] {
+    for part in [binding.as_str(), scopes.as_str(), audience] {
         key.extend_from_slice(part.len().to_string().as_bytes());
         key.push(b':');
         key.extend_from_slice(part.as_bytes());
@@ -541,6 +547,13 @@ mod tests {
             natural_key(&alice, "https://api.other.test"),
             natural_key(&principal(Some("acme"), "bob"), "https://api.acme.test"),
             natural_key(&principal(None, "alice"), "https://api.acme.test"),
+            natural_key(
+                &Principal {
+                    scopes: vec!["write".into()],
+                    ..alice.clone()
+                },
+                "https://api.acme.test",
+            ),
             // A subject ending like an audience cannot borrow another pair's key.
             natural_key(&principal(Some("acme"), "alice5:https"), "://api.acme.test"),
         ];
