@@ -412,6 +412,31 @@ impl Config {
                     format!("`{}` is not an http(s) URL", issuer.issuer),
                 ));
             }
+            if issuer.forward_token && issuer.token_exchange.is_some() {
+                return Err(invalid(
+                    "auth.issuers.forward_token",
+                    format!(
+                        "issuer `{}` both forwards callers' tokens and exchanges them; choose one",
+                        issuer.issuer
+                    ),
+                ));
+            }
+            if let Some(exchange) = &issuer.token_exchange {
+                if exchange.client_id.is_empty() {
+                    return Err(invalid(
+                        "auth.issuers.token_exchange.client_id",
+                        "must not be empty",
+                    ));
+                }
+                if let Some(url) = &exchange.endpoint {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(invalid(
+                            "auth.issuers.token_exchange.endpoint",
+                            format!("`{url}` is not an http(s) URL"),
+                        ));
+                    }
+                }
+            }
             for alg in &issuer.algorithms {
                 if !auth::ALGORITHMS.contains(&alg.as_str()) {
                     return Err(invalid(
@@ -518,6 +543,24 @@ impl Config {
             return Err(invalid("mcp.page_size", "must be greater than 0"));
         }
         Self::validate_limits(&raw)?;
+        let http = &raw.tools.http;
+        for (key, timeout) in [
+            ("tools.http.connect_timeout", http.connect_timeout),
+            ("tools.http.timeout", http.timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(invalid(
+                    key,
+                    "must be greater than 0 (0 would mean no timeout)",
+                ));
+            }
+        }
+        if http.max_response_bytes == 0 {
+            return Err(invalid(
+                "tools.http.max_response_bytes",
+                "must be greater than 0",
+            ));
+        }
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
             if limit.concurrency == 0 {
@@ -615,6 +658,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sessions.max_per_principal"), "{err}");
+    }
+
+    #[test]
+    fn upstream_settings_are_read_and_nonsense_is_refused_by_key() {
+        let c = Config::from_toml(
+            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+             [auth.issuers.token_exchange]\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             [tools.http]\ntimeout = \"3s\"\nmax_response_bytes = 100",
+        )
+        .unwrap();
+        let exchange = c.auth.issuers[0].token_exchange.as_ref().unwrap();
+        assert_eq!(
+            (exchange.client_id.as_str(), exchange.endpoint.as_deref()),
+            ("c", None)
+        );
+        assert!(!c.auth.issuers[0].forward_token, "off unless asked for");
+        assert_eq!(c.tools.http.timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.tools.http.max_response_bytes, 100);
+        for (toml, key) in [
+            (
+                "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+                 forward_token = true\n[auth.issuers.token_exchange]\nclient_id = \"c\"\n\
+                 client_secret = \"s\"",
+                "auth.issuers.forward_token",
+            ),
+            (
+                "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+                 [auth.issuers.token_exchange]\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+                 endpoint = \"ftp://i/token\"",
+                "auth.issuers.token_exchange.endpoint",
+            ),
+            ("[tools.http]\ntimeout = \"0s\"", "tools.http.timeout"),
+            (
+                "[tools.http]\nconnect_timeout = \"0s\"",
+                "tools.http.connect_timeout",
+            ),
+            (
+                "[tools.http]\nmax_response_bytes = 0",
+                "tools.http.max_response_bytes",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
     }
 
     #[test]

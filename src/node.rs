@@ -111,6 +111,12 @@ pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Me
         sealer,
         metrics.limits().clone(),
     )
+    // Without a token exchanger: a node with authentication gives it one (Node::start).
+    .with_upstream(tools::Upstream::new(
+        config.tools.http,
+        metrics.limits().clone(),
+        None,
+    ))
 }
 
 /// Creates the data directory, owner-only when this creates it: it holds the sealing key.
@@ -184,6 +190,18 @@ impl Node {
         if let Some(authenticator) = &authenticator {
             metrics.observe_auth(authenticator);
         }
+        // Tools reach upstreams through their own client; under --auth none there is no
+        // caller token, so no exchanger.
+        let exchanger = (access.auth.mode != auth::Mode::None)
+            .then(|| auth::Exchanger::new(&access.auth, store.clone()));
+        if let Some(exchanger) = &exchanger {
+            metrics.observe_exchanges(exchanger);
+        }
+        engine = engine.with_upstream(tools::Upstream::new(
+            config.tools.http,
+            metrics.limits().clone(),
+            exchanger,
+        ));
         let guard = http::Guard::new(
             authenticator.clone(),
             &access.resource,

@@ -140,6 +140,8 @@ pub async fn serve(
                     }),
                     era,
                     cancel,
+                    // One local user and no bearer token: ctx.token_for says so.
+                    caller: Default::default(),
                 };
                 let engine = engine.clone();
                 let out = out_tx.clone();

@@ -133,3 +133,24 @@ fn the_end_of_input_ends_the_server_with_status_0() {
         .expect("run mcp-fleet stdio");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_tool_asking_for_an_upstream_token_under_stdio_gets_a_clear_tool_error() {
+    let mut server = StdioServer::start();
+    let meta = json!({ "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                       "io.modelcontextprotocol/clientCapabilities": {} });
+    // Nothing listens on port 1: the call must fail before it is sent.
+    let call = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": { "name": "test_upstream_call", "_meta": meta,
+                    "arguments": { "url": "http://127.0.0.1:1/", "audience": "https://api.test" } } });
+    server.send(&call.to_string());
+    let reply = server.next();
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("no caller token") && text.contains("stdio"),
+        "{reply}"
+    );
+}

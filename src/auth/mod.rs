@@ -8,12 +8,14 @@
 //! - `jwt` verifies signed tokens against keys from the JWKS actor.
 //! - `introspect` asks an issuer about opaque tokens (RFC 7662).
 //! - [`Authenticator`] ties them together behind tiers chosen by cost.
+//! - [`Exchanger`] gets tokens for upstream APIs on a caller's behalf (RFC 8693).
 //! - [`dev`] is the development issuer of `--auth dev`.
 
 mod authenticator;
 mod claims;
 pub mod config;
 pub mod dev;
+mod exchange;
 mod introspect;
 pub(crate) mod jwt;
 mod revocation;
@@ -23,7 +25,8 @@ pub(crate) mod test_issuer;
 use serde::{Deserialize, Serialize};
 
 pub use authenticator::{AuthError, AuthStats, Authenticator};
-pub use config::{ClaimNames, Config, Introspection, IssuerConfig, Preset};
+pub use config::{ClaimNames, Config, Introspection, IssuerConfig, Preset, TokenExchange};
+pub use exchange::{ExchangeError, ExchangeStats, Exchanger};
 pub use revocation::{resolve_issuer, Revocation, UnknownIssuer};
 
 /// The authenticated caller of a request.

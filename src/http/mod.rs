@@ -241,7 +241,7 @@ impl State {
 pub(crate) use auth::Guard;
 pub(crate) use internal::{configure as configure_internal, BodyLimits, Internal};
 pub(crate) use metadata::document as metadata_document;
-pub(crate) use observe::Observe;
+pub(crate) use observe::{Observe, RequestId};
 pub(crate) use ops::close_when_draining;
 
 /// Counts each connection of the public listener while it is open.

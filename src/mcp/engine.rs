@@ -161,6 +161,9 @@ pub struct Call {
     pub peer: Arc<dyn Peer>,
     /// Cancelled when the client cancels or goes away.
     pub cancel: CancellationToken,
+    /// The caller's bearer token and the request id, for tools acting on its behalf
+    /// upstream; empty under stdio and `--auth none`.
+    pub(crate) caller: tools::Caller,
 }
 
 /// The protocol engine shared by every transport.
@@ -181,6 +184,8 @@ pub(super) struct Inner {
     pub(super) access: Option<crate::auth::Config>,
     /// Refusal counters and in-use gauges of the caps.
     pub(super) limits: crate::limits::Limits,
+    /// The shared upstream client and token exchanger handed to every tool call.
+    pub(super) upstream: Arc<tools::Upstream>,
 }
 
 impl Engine {
@@ -207,6 +212,11 @@ impl Engine {
                 sealer,
                 updates: Updates::default(),
                 access: None,
+                upstream: Arc::new(tools::Upstream::new(
+                    tools::HttpConfig::default(),
+                    limits.clone(),
+                    None,
+                )),
                 limits,
             }),
         }
@@ -217,6 +227,15 @@ impl Engine {
     pub fn with_access(mut self, access: crate::auth::Config) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.access = Some(access);
+        }
+        self
+    }
+
+    /// Gives tool calls `upstream` (`ctx.http()`, `ctx.token_for`) instead of a default
+    /// client without token exchange. Call before sharing the engine.
+    pub(crate) fn with_upstream(mut self, upstream: tools::Upstream) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.upstream = Arc::new(upstream);
         }
         self
     }
@@ -456,6 +475,8 @@ impl Engine {
             client_capabilities,
             cancel: call.cancel.clone(),
             updates: self.inner.updates.clone(),
+            upstream: self.inner.upstream.clone(),
+            caller: call.caller.clone(),
         })
     }
 
@@ -609,6 +630,7 @@ mod tests {
             era,
             peer: Arc::new(Silent),
             cancel: CancellationToken::new(),
+            caller: tools::Caller::default(),
         }
     }
 

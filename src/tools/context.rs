@@ -90,6 +90,10 @@ pub(crate) struct Scope {
     pub client_capabilities: Arc<Value>,
     pub cancel: CancellationToken,
     pub updates: super::Updates,
+    /// The node's shared upstream client and token exchanger (`upstream.rs`).
+    pub upstream: Arc<super::upstream::Upstream>,
+    /// The caller's token and request id, for acting on its behalf upstream.
+    pub caller: super::upstream::Caller,
 }
 
 impl Context {
@@ -212,6 +216,30 @@ impl Context {
         self.inner.updates.resource_updated(uri);
     }
 
+    /// The HTTP client tools share, for calling upstream APIs: with timeouts, a response
+    /// size cap and this request's id (see [`Http`](super::Http)).
+    pub fn http(&self) -> super::Http {
+        self.inner
+            .upstream
+            .http(self.inner.caller.request_id.clone())
+    }
+
+    /// An access token for the upstream API known to the caller's issuer as `audience`,
+    /// on the caller's behalf: obtained by OAuth 2.0 Token Exchange (RFC 8693) with the
+    /// caller's token, and shared by every node until shortly before it expires. A tool
+    /// error when authentication is off, or the caller's issuer is not configured for
+    /// it (`[auth.issuers.token_exchange]`, or `forward_token = true`).
+    pub async fn token_for(&self, audience: &str) -> Result<super::AccessToken, Error> {
+        self.inner
+            .upstream
+            .token_for(
+                &self.inner.principal,
+                self.inner.caller.token.as_ref(),
+                audience,
+            )
+            .await
+    }
+
     /// Whether the call has been cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
@@ -238,6 +266,12 @@ impl Context {
             client_capabilities: Arc::new(client_capabilities),
             cancel: CancellationToken::new(),
             updates: super::Updates::default(),
+            upstream: Arc::new(super::upstream::Upstream::new(
+                super::HttpConfig::default(),
+                crate::limits::Limits::default(),
+                None,
+            )),
+            caller: super::upstream::Caller::default(),
         })
     }
 

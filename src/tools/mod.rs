@@ -15,6 +15,7 @@ mod registry;
 mod resource;
 mod tool;
 mod updates;
+mod upstream;
 
 pub use context::{Context, InputRequest, LogLevel, Peer};
 pub use header_param::HeaderParam;
@@ -23,9 +24,11 @@ pub use registry::{Config, Limits, Registry};
 pub use resource::{Resource, ResourceTemplate};
 pub use tool::{Content, Error, FnTool, NoArgs, Output, Tool, ToolInfo};
 pub use updates::Updates;
+pub use upstream::{AccessToken, Http, HttpConfig, HttpRequest, HttpResponse, MAX_RESPONSE_BYTES};
 
 pub(crate) use context::Scope;
 pub(crate) use tool::DynTool;
+pub(crate) use upstream::{Bearer, Caller, Upstream};
 
 /// The registry with the built-in tools, plus the conformance fixtures when asked.
 pub fn default_registry(conformance: bool) -> Registry {

@@ -11,6 +11,8 @@ mod harness;
 mod issuer;
 mod lb;
 mod load;
+#[path = "../support/upstream.rs"]
+mod upstream;
 
 mod decoding;
 mod durability;
@@ -31,3 +33,4 @@ mod session_cap;
 mod sessions;
 mod stalled_writes;
 mod standing;
+mod upstream_calls;
