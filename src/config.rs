@@ -162,6 +162,12 @@ struct Raw {
     mcp: crate::mcp::Config,
     #[serde(default)]
     tools: crate::tools::Config,
+    #[serde(default)]
+    secrets: crate::tools::SecretsConfig,
+    #[serde(default)]
+    tool_state: crate::tools::StateConfig,
+    #[serde(default)]
+    stdio: crate::stdio::Config,
 }
 
 fn default_listen() -> String {
@@ -275,6 +281,12 @@ pub struct Config {
     pub mcp: crate::mcp::Config,
     /// Tool limits.
     pub tools: crate::tools::Config,
+    /// Tenant secrets' caps.
+    pub secrets: crate::tools::SecretsConfig,
+    /// Tool state's caps and lifetime.
+    pub tool_state: crate::tools::StateConfig,
+    /// Where `stdio` keeps its single user's secrets and state.
+    pub stdio: crate::stdio::Config,
 }
 
 impl Config {
@@ -518,6 +530,7 @@ impl Config {
             return Err(invalid("mcp.page_size", "must be greater than 0"));
         }
         Self::validate_limits(&raw)?;
+        check_storage_caps(&raw)?;
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
             if limit.concurrency == 0 {
@@ -543,8 +556,57 @@ impl Config {
             sessions: raw.sessions,
             mcp: raw.mcp,
             tools: raw.tools,
+            secrets: raw.secrets,
+            tool_state: raw.tool_state,
+            stdio: raw.stdio,
         })
     }
+}
+
+/// Tenant secrets' and tool state's caps: none may be zero (nothing could be stored), and
+/// one value must fit one log entry with room for its key and envelope.
+fn check_storage_caps(raw: &Raw) -> Result<(), Error> {
+    let s = &raw.secrets;
+    let t = &raw.tool_state;
+    for (key, value) in [
+        ("secrets.max_name_bytes", s.max_name_bytes),
+        ("secrets.max_tenant_bytes", s.max_tenant_bytes),
+        ("secrets.max_value_bytes", s.max_value_bytes),
+        ("secrets.max_per_tenant", s.max_per_tenant),
+        ("tool_state.max_key_bytes", t.max_key_bytes),
+        ("tool_state.max_value_bytes", t.max_value_bytes),
+        (
+            "tool_state.max_keys_per_principal",
+            t.max_keys_per_principal,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    if t.ttl.is_zero() {
+        return Err(invalid("tool_state.ttl", "must be greater than 0"));
+    }
+    // A sealed record carries its names and value plus about a kilobyte of envelope.
+    let room = raw.raft.max_entry_bytes.saturating_sub(4096);
+    for (key, value) in [
+        (
+            "secrets.max_value_bytes",
+            s.max_value_bytes + s.max_name_bytes + s.max_tenant_bytes,
+        ),
+        (
+            "tool_state.max_value_bytes",
+            t.max_value_bytes + t.max_key_bytes,
+        ),
+    ] {
+        if value > room {
+            return Err(invalid(
+                key,
+                format!("must leave a record within raft.max_entry_bytes ({room} bytes with keys)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Largest `raft.max_append_bytes` accepted: one AppendEntries must complete within a

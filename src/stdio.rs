@@ -14,7 +14,6 @@ use crate::mcp::jsonrpc::{self, error_response, notification, reply, response};
 use crate::mcp::{Call, Era, Inflight, Message, ModernMeta, Outbound, RpcError};
 use crate::raft::Store;
 use crate::tools::{self, Peer};
-use crate::Config;
 
 /// Why stdio serving stopped.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +28,7 @@ pub enum Error {
 
 /// Serves MCP on `input`/`output` until `input` ends. Must be called inside an actix system.
 pub async fn serve(
-    config: &Config,
+    config: &crate::Config,
     input: impl AsyncRead + Unpin,
     output: impl AsyncWrite + Unpin + Send + 'static,
 ) -> Result<(), Error> {
@@ -191,4 +190,20 @@ impl Peer for StdioPeer {
         let cancel = self.cancel.clone();
         Box::pin(async move { outbound.wait(&id, answer, &cancel).await })
     }
+}
+
+/// Where `stdio` keeps its single local user's secrets and tool state (`[stdio]`), so a
+/// tool reads them as it does on a fleet.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// A TOML file of `name = "value"` lines: the secrets `ctx.secret` reads. Default none.
+    pub secrets_file: Option<std::path::PathBuf>,
+    /// Environment variables named with this prefix are secrets too, by the rest of their
+    /// name (`ACME_SECRET_crm_key` is `crm_key` with prefix `ACME_SECRET_`); they win over
+    /// the file. Default none.
+    pub secrets_env_prefix: Option<String>,
+    /// Where tool state persists between runs (needs `encryption_key`). Default none: state
+    /// lives in memory, in a store of its own, for as long as the process.
+    pub data_dir: Option<std::path::PathBuf>,
 }

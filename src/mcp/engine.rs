@@ -181,6 +181,8 @@ pub(super) struct Inner {
     pub(super) access: Option<crate::auth::Config>,
     /// Refusal counters and in-use gauges of the caps.
     pub(super) limits: crate::limits::Limits,
+    /// Tenant secrets and tool state, handed to every call.
+    pub(super) storage: tools::Storage,
 }
 
 impl Engine {
@@ -208,6 +210,7 @@ impl Engine {
                 updates: Updates::default(),
                 access: None,
                 limits,
+                storage: tools::Storage::default(),
             }),
         }
     }
@@ -217,6 +220,14 @@ impl Engine {
     pub fn with_access(mut self, access: crate::auth::Config) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.access = Some(access);
+        }
+        self
+    }
+
+    /// Gives tool calls `storage` (secrets, state). Call before sharing the engine.
+    pub fn with_storage(mut self, storage: tools::Storage) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.storage = storage;
         }
         self
     }
@@ -456,6 +467,8 @@ impl Engine {
             client_capabilities,
             cancel: call.cancel.clone(),
             updates: self.inner.updates.clone(),
+            storage: self.inner.storage.clone(),
+            tool: Arc::from(params.get("name").and_then(Value::as_str).unwrap_or("")),
         })
     }
 

@@ -9,10 +9,14 @@ mod conformance;
 mod conformance_2026;
 mod context;
 mod fixtures;
+mod fixtures_storage;
 mod header_param;
 mod prompt;
 mod registry;
 mod resource;
+mod secrets;
+mod state;
+mod storage;
 mod tool;
 mod updates;
 
@@ -21,6 +25,9 @@ pub use header_param::HeaderParam;
 pub use prompt::{Prompt, PromptArgument};
 pub use registry::{Config, Limits, Registry};
 pub use resource::{Resource, ResourceTemplate};
+pub use secrets::{Listed, Secret, SecretError, Secrets, SecretsConfig};
+pub use state::{State, StateConfig, StateStore};
+pub use storage::Storage;
 pub use tool::{Content, Error, FnTool, NoArgs, Output, Tool, ToolInfo};
 pub use updates::Updates;
 

@@ -397,6 +397,22 @@ impl Cluster {
         })
     }
 
+    /// Runs `mcp-fleet secrets ARGS…` with the cluster secret and returns what it did;
+    /// panics if it runs past a deadline.
+    pub fn secrets(&self, args: &[&str]) -> Output {
+        let mut cmd = command();
+        cmd.arg("secrets")
+            .args(args)
+            .env("MCP_FLEET_CLUSTER_SECRET", &self.secret);
+        run_bounded(cmd, CLI_DEADLINE).unwrap_or_else(|e| {
+            panic!(
+                "`mcp-fleet secrets {}`: {e}\n{}",
+                args.join(" "),
+                self.logs()
+            )
+        })
+    }
+
     /// Panics, with the command's output and the nodes' logs, unless `out` is a success.
     #[track_caller]
     pub fn assert_success(&self, out: &Output, what: &str) {
