@@ -680,6 +680,33 @@ mod tests {
     }
 
     #[test]
+    fn secrets_and_state_caps_are_checked_naming_the_key() {
+        for (toml, key) in [
+            ("[secrets]\nmax_value_bytes = 0", "secrets.max_value_bytes"),
+            ("[secrets]\nmax_per_tenant = 0", "secrets.max_per_tenant"),
+            (
+                "[tool_state]\nmax_keys_per_principal = 0",
+                "tool_state.max_keys_per_principal",
+            ),
+            ("[tool_state]\nttl = \"0s\"", "tool_state.ttl"),
+            (
+                "[tool_state]\nmax_value_bytes = 300000",
+                "tool_state.max_value_bytes",
+            ),
+            (
+                "[secrets]\nmax_value_bytes = 300000",
+                "secrets.max_value_bytes",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c = Config::from_toml("[stdio]\nsecrets_env_prefix = \"ACME_\"").unwrap();
+        assert_eq!(c.stdio.secrets_env_prefix.as_deref(), Some("ACME_"));
+        assert_eq!(c.secrets.max_per_tenant, 100);
+    }
+
+    #[test]
     fn read_errors_name_the_key_without_internal_prefixes() {
         let err = Config::from_toml("[http]\nmax_body_bytes = \"big\"")
             .unwrap_err()

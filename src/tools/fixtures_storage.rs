@@ -46,6 +46,18 @@ pub(super) fn register(registry: &mut Registry) {
                         value
                     }
                     StateOp::Delete => Value::Bool(state.delete(&args.key).await?),
+                    // The design not taken, for `cargo bench --bench state`.
+                    StateOp::SetMajority => {
+                        let value = args
+                            .value
+                            .ok_or_else(|| Error::InvalidArguments("set needs a value".into()))?;
+                        state.set_majority_only(&args.key, &value).await?;
+                        value
+                    }
+                    StateOp::GetBarrier => state
+                        .get_after_barrier::<Value>(&args.key)
+                        .await?
+                        .unwrap_or(Value::Null),
                 };
                 Ok(Output::text(answer.to_string()))
             },
@@ -62,11 +74,15 @@ struct SecretArgs {
 
 /// What `test_state` does.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum StateOp {
     Get,
     Set,
     Delete,
+    /// A write acknowledged by a majority only (benchmark of the design not taken).
+    SetMajority,
+    /// A read after a read barrier (benchmark of the design not taken).
+    GetBarrier,
 }
 
 /// Arguments of `test_state`.

@@ -350,3 +350,89 @@ fn truncated(name: &str) -> String {
     }
     format!("{}…", &name[..end])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Key, Ring};
+
+    fn principal(tenant: Option<&str>) -> Principal {
+        Principal {
+            tenant: tenant.map(str::to_owned),
+            ..Principal::anonymous()
+        }
+    }
+
+    async fn secrets(dir: &std::path::Path, config: SecretsConfig) -> (Secrets, raft::Runtime) {
+        crate::actors::install_tls_provider();
+        let (store, runtime) = Store::open_single(dir, Ring::single(Key::generate()))
+            .await
+            .unwrap();
+        (Secrets::fleet(store, config, Limits::default()), runtime)
+    }
+
+    #[actix_web::test]
+    async fn a_tenant_reads_its_own_secrets_and_no_one_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secrets, _rt) = secrets(dir.path(), SecretsConfig::default()).await;
+        secrets.set("acme", "key", "a-1").await.unwrap();
+        // A tenant and name that would run together without the length prefix.
+        secrets.set("acm", "ekey", "b-1").await.unwrap();
+        let acme = principal(Some("acme"));
+        assert_eq!(secrets.get(&acme, "key").await.unwrap().expose(), "a-1");
+        assert_eq!(
+            secrets
+                .get(&principal(Some("acm")), "ekey")
+                .await
+                .unwrap()
+                .expose(),
+            "b-1"
+        );
+        let missing = secrets
+            .get(&principal(Some("globex")), "key")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "secret `key` is not set for this tenant"
+        );
+        let none = secrets.get(&principal(None), "key").await.unwrap_err();
+        assert!(matches!(none, SecretError::NoTenant(_)), "{none}");
+
+        secrets.set("acme", "key", "a-2").await.unwrap();
+        assert_eq!(secrets.get(&acme, "key").await.unwrap().expose(), "a-2");
+        let listed = secrets.list("acme").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "key");
+        assert!(secrets.delete("acme", "key").await.unwrap());
+        assert!(!secrets.delete("acme", "key").await.unwrap());
+        assert!(secrets.get(&acme, "key").await.is_err());
+        assert_eq!(format!("{:?}", Secret("hidden".into())), "Secret(..)");
+    }
+
+    #[actix_web::test]
+    async fn caps_refuse_naming_the_key_and_count_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SecretsConfig {
+            max_per_tenant: 2,
+            max_value_bytes: 8,
+            ..SecretsConfig::default()
+        };
+        let (secrets, _rt) = secrets(dir.path(), config).await;
+        let too_big = secrets.set("acme", "a", "123456789").await.unwrap_err();
+        assert!(too_big.to_string().contains(MAX_VALUE_BYTES), "{too_big}");
+        assert!(!too_big.to_string().contains("123456789"), "{too_big}");
+        let long = "n".repeat(129);
+        let err = secrets.set("acme", &long, "v").await.unwrap_err();
+        assert!(err.to_string().contains(MAX_NAME_BYTES), "{err}");
+        let err = secrets.set("", "a", "v").await.unwrap_err();
+        assert_eq!(err.to_string(), "the secret's tenant is empty");
+        secrets.set("acme", "a", "v").await.unwrap();
+        secrets.set("acme", "b", "v").await.unwrap();
+        let full = secrets.set("acme", "c", "v").await.unwrap_err();
+        assert!(matches!(full, SecretError::TooMany { cap: 2 }), "{full}");
+        // Overwriting one it holds is not one more, and another tenant has its own count.
+        secrets.set("acme", "a", "w").await.unwrap();
+        secrets.set("globex", "c", "v").await.unwrap();
+    }
+}

@@ -194,6 +194,47 @@ impl State {
             .map_err(failed)
     }
 
+    /// The design not taken, kept for `cargo bench --bench state` to measure against: a
+    /// write acknowledged once a majority has it (no wait for every member)...
+    #[doc(hidden)]
+    pub async fn set_majority_only<T: Serialize>(&self, key: &str, value: &T) -> Result<(), Error> {
+        let (store, natural, owner) = self.locate(key)?;
+        let json = serde_json::to_string(value)
+            .map_err(|e| Error::Failed(format!("state `{key}`: {e}")))?;
+        let deadline = raft::now_ms().saturating_add(store.config.ttl.as_millis() as u64);
+        store
+            .store
+            .put_owned(
+                Table::ToolState,
+                &natural,
+                &Stored { json },
+                Some(deadline),
+                store.store.owner(&owner),
+                store.config.max_keys_per_principal as u64,
+            )
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    /// ...and a read that asks the leader for a read index on every call.
+    #[doc(hidden)]
+    pub async fn get_after_barrier<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, Error> {
+        let (store, natural, _) = self.locate(key)?;
+        store.store.read_barrier().await.map_err(failed)?;
+        let found = store
+            .store
+            .get::<Stored>(Table::ToolState, &natural)
+            .map_err(failed)?;
+        found
+            .map(|f| serde_json::from_str(&f.value.json))
+            .transpose()
+            .map_err(|e| Error::Failed(format!("state `{key}` is not of the type asked: {e}")))
+    }
+
     /// The store, the natural key of `key` and the owner binding it is counted under.
     fn locate(&self, key: &str) -> Result<(&StateStore, Vec<u8>, Vec<u8>), Error> {
         let store = self
@@ -237,4 +278,74 @@ impl State {
 
 fn failed(e: raft::Error) -> Error {
     Error::Failed(format!("tool state: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Key, Ring};
+
+    fn principal(subject: &str, tenant: &str) -> Arc<Principal> {
+        Arc::new(Principal {
+            subject: subject.to_owned(),
+            tenant: Some(tenant.to_owned()),
+            ..Principal::anonymous()
+        })
+    }
+
+    #[actix_web::test]
+    async fn state_ends_after_its_ttl_and_belongs_to_its_tool_and_caller() {
+        crate::actors::install_tls_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _rt) = Store::open_single(dir.path(), Ring::single(Key::generate()))
+            .await
+            .unwrap();
+        let config = StateConfig {
+            max_keys_per_principal: 2,
+            ..StateConfig::default()
+        };
+        let states = StateStore::new(store, config, Limits::default());
+        let alice = principal("alice", "acme");
+        let state = |tool: &str, who: &Arc<Principal>| {
+            State::new(Some(states.clone()), Arc::from(tool), who.clone())
+        };
+        state("a", &alice).set("k", &1).await.unwrap();
+        assert_eq!(state("a", &alice).get::<u32>("k").await.unwrap(), Some(1));
+        assert_eq!(
+            state("b", &alice).get::<u32>("k").await.unwrap(),
+            None,
+            "another tool"
+        );
+        let bob = principal("bob", "acme");
+        assert_eq!(
+            state("a", &bob).get::<u32>("k").await.unwrap(),
+            None,
+            "another caller"
+        );
+
+        let too_long = state("a", &alice)
+            .set_for("t", &1, Some(Duration::from_secs(8 * 24 * 3600)))
+            .await
+            .unwrap_err();
+        assert!(
+            too_long.to_string().contains("tool_state.ttl"),
+            "{too_long}"
+        );
+        state("a", &alice)
+            .set_for("short", &1, Some(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(state("a", &alice).get::<u32>("short").await.unwrap(), None);
+
+        // The cap counts keys across tools: with `short` deleted, alice holds `k` of tool a
+        // and `k2` of tool b, and a third is refused.
+        state("a", &alice).delete("short").await.unwrap();
+        state("b", &alice).set("k2", &2).await.unwrap();
+        let full = state("a", &alice).set("k3", &3).await.unwrap_err();
+        assert!(full.to_string().contains(MAX_KEYS_PER_PRINCIPAL), "{full}");
+        // Overwriting a key held is no new key; bob has his own count.
+        state("a", &alice).set("k", &4).await.unwrap();
+        state("a", &bob).set("k3", &3).await.unwrap();
+    }
 }
