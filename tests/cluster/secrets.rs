@@ -36,7 +36,7 @@ fn value_file(dir: &Path, value: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Every file under `dir`, read whole.
+/// Every file under `dir` that contains `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -107,20 +107,21 @@ fn a_secret_set_or_deleted_through_one_node_is_what_every_other_node_uses_at_onc
         "{text}"
     );
 
-    // Rotated through node 2: node 1 never uses the old value after the command returns.
+    // Rotated through node 2, the value on standard input with the newline `echo` adds:
+    // node 1 never uses the old value after the command returns.
     let rotated = format!("rotated-{}", random_hex(16));
-    let path = value_file(files.path(), &rotated);
-    let out = fleet.cluster.secrets(&[
-        "set",
-        "--via",
-        &via(ids[1]),
-        "--tenant",
-        "acme",
-        "--name",
-        "crm_key",
-        "--from-file",
-        &path,
-    ]);
+    let out = fleet.cluster.secrets_with_input(
+        &[
+            "set",
+            "--via",
+            &via(ids[1]),
+            "--tenant",
+            "acme",
+            "--name",
+            "crm_key",
+        ],
+        &format!("{rotated}\n"),
+    );
     fleet.cluster.assert_success(&out, "secrets set (rotation)");
     for &id in &ids {
         assert_eq!(
@@ -173,12 +174,22 @@ fn a_secret_set_or_deleted_through_one_node_is_what_every_other_node_uses_at_onc
         "{text}"
     );
 
-    // Canary: neither value reached a data directory unsealed, a log or /metrics.
+    // Canary: neither value reached a data directory unsealed, a log or /metrics. Each
+    // node's directory holds its data directory and its whole log.
+    let through = [ids[0], ids[1]];
     for &id in &ids {
-        let dir = fleet.cluster.node(id).data_dir();
+        let data = fleet.cluster.node(id).data_dir();
+        let dir = data.parent().expect("the node's directory");
         for value in [&canary, &rotated] {
-            let found = files_containing(&dir, value.as_bytes());
+            let found = files_containing(dir, value.as_bytes());
             assert!(found.is_empty(), "node {id}: {value} in {found:?}");
+        }
+        if through.contains(&id) {
+            let logged = files_containing(dir, b"a tenant secret was set");
+            assert!(
+                !logged.is_empty(),
+                "node {id} logs the set (the grep reads its log)"
+            );
         }
         let metrics = fleet.cluster.try_metrics(id).expect("metrics");
         assert!(!metrics.contains(&canary) && !metrics.contains(&rotated));
