@@ -563,8 +563,8 @@ impl Config {
     }
 }
 
-/// Tenant secrets' and tool state's caps: none may be zero (nothing could be stored), and
-/// one value must fit one log entry with room for its key and envelope.
+/// Tenant secrets' and tool state's caps: none may be zero (nothing could be stored). A
+/// value that passes its cap but not `raft.max_entry_bytes` is refused by the store.
 fn check_storage_caps(raw: &Raw) -> Result<(), Error> {
     let s = &raw.secrets;
     let t = &raw.tool_state;
@@ -586,25 +586,6 @@ fn check_storage_caps(raw: &Raw) -> Result<(), Error> {
     }
     if t.ttl.is_zero() {
         return Err(invalid("tool_state.ttl", "must be greater than 0"));
-    }
-    // A sealed record carries its names and value plus about a kilobyte of envelope.
-    let room = raw.raft.max_entry_bytes.saturating_sub(4096);
-    for (key, value) in [
-        (
-            "secrets.max_value_bytes",
-            s.max_value_bytes + s.max_name_bytes + s.max_tenant_bytes,
-        ),
-        (
-            "tool_state.max_value_bytes",
-            t.max_value_bytes + t.max_key_bytes,
-        ),
-    ] {
-        if value > room {
-            return Err(invalid(
-                key,
-                format!("must leave a record within raft.max_entry_bytes ({room} bytes with keys)"),
-            ));
-        }
     }
     Ok(())
 }
@@ -689,14 +670,6 @@ mod tests {
                 "tool_state.max_keys_per_principal",
             ),
             ("[tool_state]\nttl = \"0s\"", "tool_state.ttl"),
-            (
-                "[tool_state]\nmax_value_bytes = 300000",
-                "tool_state.max_value_bytes",
-            ),
-            (
-                "[secrets]\nmax_value_bytes = 300000",
-                "secrets.max_value_bytes",
-            ),
         ] {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{toml}: {err}");

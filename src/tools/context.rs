@@ -230,8 +230,8 @@ impl Context {
             .map_err(|e| Error::Failed(e.to_string()))
     }
 
-    /// This tool's small key-value state for the caller and the caller's tenant,
-    /// read back the same from every node once a write returns.
+    /// This tool's small key-value state for the caller (`.tenant()` for state shared by
+    /// the caller's tenant), read back the same from every node once a write returns.
     pub fn state(&self) -> super::State {
         super::State::new(
             self.inner.storage.state.clone(),
