@@ -162,6 +162,12 @@ struct Raw {
     mcp: crate::mcp::Config,
     #[serde(default)]
     tools: crate::tools::Config,
+    #[serde(default)]
+    secrets: crate::tools::SecretsConfig,
+    #[serde(default)]
+    tool_state: crate::tools::StateConfig,
+    #[serde(default)]
+    stdio: crate::stdio::Config,
 }
 
 fn default_listen() -> String {
@@ -275,6 +281,12 @@ pub struct Config {
     pub mcp: crate::mcp::Config,
     /// Tool limits.
     pub tools: crate::tools::Config,
+    /// Tenant secrets' caps.
+    pub secrets: crate::tools::SecretsConfig,
+    /// Tool state's caps and lifetime.
+    pub tool_state: crate::tools::StateConfig,
+    /// Where `stdio` keeps its single user's secrets and state.
+    pub stdio: crate::stdio::Config,
 }
 
 impl Config {
@@ -561,6 +573,7 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        check_storage_caps(&raw)?;
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
             if limit.concurrency == 0 {
@@ -586,8 +599,38 @@ impl Config {
             sessions: raw.sessions,
             mcp: raw.mcp,
             tools: raw.tools,
+            secrets: raw.secrets,
+            tool_state: raw.tool_state,
+            stdio: raw.stdio,
         })
     }
+}
+
+/// Tenant secrets' and tool state's caps: none may be zero (nothing could be stored). A
+/// value that passes its cap but not `raft.max_entry_bytes` is refused by the store.
+fn check_storage_caps(raw: &Raw) -> Result<(), Error> {
+    let s = &raw.secrets;
+    let t = &raw.tool_state;
+    for (key, value) in [
+        ("secrets.max_name_bytes", s.max_name_bytes),
+        ("secrets.max_tenant_bytes", s.max_tenant_bytes),
+        ("secrets.max_value_bytes", s.max_value_bytes),
+        ("secrets.max_per_tenant", s.max_per_tenant),
+        ("tool_state.max_key_bytes", t.max_key_bytes),
+        ("tool_state.max_value_bytes", t.max_value_bytes),
+        (
+            "tool_state.max_keys_per_principal",
+            t.max_keys_per_principal,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    if t.ttl.is_zero() {
+        return Err(invalid("tool_state.ttl", "must be greater than 0"));
+    }
+    Ok(())
 }
 
 /// Largest `raft.max_append_bytes` accepted: one AppendEntries must complete within a
@@ -702,6 +745,25 @@ mod tests {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn secrets_and_state_caps_are_checked_naming_the_key() {
+        for (toml, key) in [
+            ("[secrets]\nmax_value_bytes = 0", "secrets.max_value_bytes"),
+            ("[secrets]\nmax_per_tenant = 0", "secrets.max_per_tenant"),
+            (
+                "[tool_state]\nmax_keys_per_principal = 0",
+                "tool_state.max_keys_per_principal",
+            ),
+            ("[tool_state]\nttl = \"0s\"", "tool_state.ttl"),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c = Config::from_toml("[stdio]\nsecrets_env_prefix = \"ACME_\"").unwrap();
+        assert_eq!(c.stdio.secrets_env_prefix.as_deref(), Some("ACME_"));
+        assert_eq!(c.secrets.max_per_tenant, 100);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod mcp;
 pub mod metrics;
 mod node;
 pub mod raft;
+pub mod secrets;
 pub mod stdio;
 pub mod telemetry;
 pub mod tools;

@@ -36,6 +36,11 @@ fn main() -> ExitCode {
             Command::Cluster(args) => cluster::run(&args, config.cluster_secret.as_deref())
                 .await
                 .map_err(anyhow::Error::from),
+            Command::Secrets(args) => {
+                mcp_fleet::secrets::run(&args, config.cluster_secret.as_deref())
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
             Command::Keys(_) => unreachable!("answered before the runtime starts"),
             Command::Stdio(_) => {
                 mcp_fleet::stdio::serve(&config, tokio::io::stdin(), tokio::io::stdout())
@@ -55,7 +60,9 @@ fn main() -> ExitCode {
                 .is_some_and(StartError::is_config);
             let usage = e
                 .downcast_ref::<cluster::Error>()
-                .is_some_and(cluster::Error::is_usage);
+                .is_some_and(cluster::Error::is_usage)
+                || e.downcast_ref::<mcp_fleet::secrets::Error>()
+                    .is_some_and(mcp_fleet::secrets::Error::is_usage);
             ExitCode::from(if config || usage { 2 } else { 1 })
         }
     }

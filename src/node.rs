@@ -100,6 +100,18 @@ pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Me
     let registry = tools::default_registry(config.conformance);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
+    let storage = tools::Storage {
+        secrets: Some(tools::Secrets::fleet(
+            store.clone(),
+            config.secrets.clone(),
+            metrics.limits().clone(),
+        )),
+        state: Some(tools::StateStore::new(
+            store.clone(),
+            config.tool_state.clone(),
+            metrics.limits().clone(),
+        )),
+    };
     let sessions = SessionHandle::start(store, &config.sessions, metrics.limits());
     sessions.observe_cap(metrics.limits());
     Engine::new(
@@ -117,6 +129,7 @@ pub(crate) fn engine(config: &Config, store: Store, sealer: Sealer, metrics: &Me
         metrics.limits().clone(),
         None,
     ))
+    .with_storage(storage)
 }
 
 /// Creates the data directory, owner-only when this creates it: it holds the sealing key.
@@ -272,10 +285,16 @@ impl Node {
             sessions: engine.sessions().clone(),
             public: state.clone(),
         });
+        let internal_secrets = web::Data::new(tools::Secrets::fleet(
+            store.clone(),
+            config.secrets.clone(),
+            internal_state.metrics.limits().clone(),
+        ));
         let body_limits = http::BodyLimits::new(&config);
         let internal_server = HttpServer::new(move || {
             App::new()
                 .app_data(internal_state.clone())
+                .app_data(internal_secrets.clone())
                 .configure(|cfg| http::configure_internal(cfg, body_limits))
         })
         .workers(INTERNAL_WORKERS)

@@ -16,6 +16,7 @@ mod modern;
 mod observe;
 mod ops;
 mod report;
+mod secrets;
 mod sse;
 
 use std::sync::Arc;
@@ -239,6 +240,10 @@ impl State {
 }
 
 pub(crate) use auth::Guard;
+/// The internal routes of `mcp-fleet secrets`.
+pub(crate) mod secrets_path {
+    pub(crate) use super::secrets::{DELETE, LIST, SET};
+}
 pub(crate) use internal::{configure as configure_internal, BodyLimits, Internal};
 pub(crate) use metadata::document as metadata_document;
 pub(crate) use observe::{Observe, RequestId};

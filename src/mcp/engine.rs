@@ -186,6 +186,8 @@ pub(super) struct Inner {
     pub(super) limits: crate::limits::Limits,
     /// The shared upstream client and token exchanger handed to every tool call.
     pub(super) upstream: Arc<tools::Upstream>,
+    /// Tenant secrets and tool state, handed to every call.
+    pub(super) storage: tools::Storage,
 }
 
 impl Engine {
@@ -218,6 +220,7 @@ impl Engine {
                     None,
                 )),
                 limits,
+                storage: tools::Storage::default(),
             }),
         }
     }
@@ -236,6 +239,14 @@ impl Engine {
     pub(crate) fn with_upstream(mut self, upstream: tools::Upstream) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.upstream = Arc::new(upstream);
+        }
+        self
+    }
+
+    /// Gives tool calls `storage` (secrets, state). Call before sharing the engine.
+    pub fn with_storage(mut self, storage: tools::Storage) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.storage = storage;
         }
         self
     }
@@ -477,6 +488,8 @@ impl Engine {
             updates: self.inner.updates.clone(),
             upstream: self.inner.upstream.clone(),
             caller: call.caller.clone(),
+            storage: self.inner.storage.clone(),
+            tool: Arc::from(params.get("name").and_then(Value::as_str).unwrap_or("")),
         })
     }
 

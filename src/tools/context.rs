@@ -94,6 +94,10 @@ pub(crate) struct Scope {
     pub upstream: Arc<super::upstream::Upstream>,
     /// The caller's token and request id, for acting on its behalf upstream.
     pub caller: super::upstream::Caller,
+    /// Tenant secrets and tool state (see [`super::Storage`]).
+    pub storage: super::Storage,
+    /// The tool being called, which owns the state [`Context::state`] reaches.
+    pub tool: Arc<str>,
 }
 
 impl Context {
@@ -240,6 +244,30 @@ impl Context {
             .await
     }
 
+    /// The caller's tenant's secret `name` (under stdio, the local user's), as the
+    /// operator last set it on any node. A missing secret is a tool error naming it.
+    pub async fn secret(&self, name: &str) -> Result<super::Secret, Error> {
+        let Some(secrets) = &self.inner.storage.secrets else {
+            return Err(Error::Failed(format!(
+                "secret `{name}`: this server keeps no secrets"
+            )));
+        };
+        secrets
+            .get(&self.inner.principal, name)
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))
+    }
+
+    /// This tool's small key-value state for the caller (`.tenant()` for state shared by
+    /// the caller's tenant), read back the same from every node once a write returns.
+    pub fn state(&self) -> super::State {
+        super::State::new(
+            self.inner.storage.state.clone(),
+            self.inner.tool.clone(),
+            self.inner.principal.clone(),
+        )
+    }
+
     /// Whether the call has been cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
@@ -272,6 +300,8 @@ impl Context {
                 None,
             )),
             caller: super::upstream::Caller::default(),
+            storage: super::Storage::default(),
+            tool: Arc::from("test"),
         })
     }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::{Context, Error, FnTool, NoArgs, Output, Registry, Tool, ToolInfo};
 
 pub(super) fn register(registry: &mut Registry) {
+    super::fixtures_storage::register(registry);
     registry
         .tool(Panic)
         .tool(Sleep)

@@ -44,6 +44,12 @@ impl FleetBuilder {
         self
     }
 
+    /// Passes `args` to every node's `serve`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.cluster = self.cluster.args(args);
+        self
+    }
+
     /// Serves the conformance suite's fixtures (`--conformance`), such as
     /// `test_elicitation`.
     pub fn conformance(mut self) -> Self {
@@ -159,6 +165,17 @@ impl Fleet {
             .token(Key::Rsa1, &self.resource)
             .subject(subject)
             .scope(SCOPE)
+            .sign()
+    }
+
+    /// A signed token for `subject` of tenant `tenant` (the `org_id` claim, as the
+    /// `workos` and `auth0` presets read it), holding [`SCOPE`].
+    pub fn token_in(&self, tenant: &str, subject: &str) -> String {
+        self.issuer
+            .token(Key::Rsa1, &self.resource)
+            .subject(subject)
+            .scope(SCOPE)
+            .set("org_id", tenant)
             .sign()
     }
 
