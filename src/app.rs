@@ -144,6 +144,11 @@ impl App {
                 Command::Cluster(args) => cluster::run(&args, config.cluster_secret.as_deref())
                     .await
                     .map_err(anyhow::Error::from),
+                Command::Secrets(args) => {
+                    crate::secrets::run(&args, config.cluster_secret.as_deref())
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
                 Command::Keys(_) => unreachable!("answered before the runtime starts"),
                 Command::Stdio(_) => {
                     crate::stdio::serve(&config, &catalog, tokio::io::stdin(), tokio::io::stdout())
@@ -164,7 +169,9 @@ impl App {
                     .is_some_and(StartError::is_config);
                 let usage = e
                     .downcast_ref::<cluster::Error>()
-                    .is_some_and(cluster::Error::is_usage);
+                    .is_some_and(cluster::Error::is_usage)
+                    || e.downcast_ref::<crate::secrets::Error>()
+                        .is_some_and(crate::secrets::Error::is_usage);
                 ExitCode::from(if config || usage { 2 } else { 1 })
             }
         }

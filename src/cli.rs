@@ -30,6 +30,8 @@ pub enum Command {
     Serve(FleetArgs),
     /// Look at or change a running fleet through any node's internal listener.
     Cluster(ClusterArgs),
+    /// Set, list or delete tenants' secrets through any node's internal listener.
+    Secrets(SecretsArgs),
     /// Serve the same tools over standard input and output.
     Stdio(StdioArgs),
     /// Make a key, or print the index key to pin before a key rotation retires the key it
@@ -113,6 +115,60 @@ pub struct ClusterArgs {
     /// What to do.
     #[command(subcommand)]
     pub action: ClusterAction,
+}
+
+/// Flags of `secrets`.
+#[derive(Debug, Args)]
+pub struct SecretsArgs {
+    /// Internal address of the node to ask (`HOST:PORT`, or `http://HOST:PORT`): any node of
+    /// the fleet; required.
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub via: Option<String>,
+    /// The cluster secret.
+    #[arg(
+        long,
+        env = "MCP_FLEET_CLUSTER_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub cluster_secret: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SecretsAction,
+}
+
+/// `secrets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Set a tenant's secret, replacing any; the value is read from standard input (one
+    /// trailing newline dropped) or `--from-file`, never from the command line. Returns once
+    /// every member that answers has applied it.
+    Set {
+        /// The tenant (the organisation claim of its users' tokens).
+        #[arg(long)]
+        tenant: String,
+        /// The secret's name, as tools ask for it.
+        #[arg(long)]
+        name: String,
+        /// Read the value from this file instead of standard input.
+        #[arg(long, value_name = "PATH")]
+        from_file: Option<PathBuf>,
+    },
+    /// Print a tenant's secret names and when each was set (never values), as JSON.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete a tenant's secret; returns once every member that answers has applied it.
+    Delete {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The secret's name.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// `cluster` subcommands.
@@ -277,7 +333,9 @@ impl Cli {
                 },
                 ..args.serve.overrides()
             },
-            Command::Cluster(_) | Command::Keys(_) | Command::Stdio(_) => Overrides::default(),
+            Command::Cluster(_) | Command::Secrets(_) | Command::Keys(_) | Command::Stdio(_) => {
+                Overrides::default()
+            }
         }
     }
 }

@@ -125,9 +125,27 @@ pub async fn run(args: &ClusterArgs, configured_secret: Option<&str>) -> Result<
             ("/auth/revoke", Some(Value::Object(body)))
         }
     };
+    let answer = ask(&client, &via, path, body.as_ref()).await?;
+    warn(&answer);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&answer).unwrap_or_else(|_| answer.to_string())
+    );
+    Ok(())
+}
+
+/// Asks the node at `via` (already checked by [`via_addr`]) to run `path` with `body`;
+/// the node's JSON answer, or why it failed (a refused cluster secret said as such).
+pub(crate) async fn ask(
+    client: &Client,
+    via: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, Error> {
+    let via = via.to_owned();
     eprintln!("mcp-fleet: asking the node at {via}");
     let (status, answer) = client
-        .json(&via, path, body.as_ref(), TIMEOUT)
+        .json(&via, path, body, TIMEOUT)
         .await
         .map_err(|error| Error::Call {
             via: via.clone(),
@@ -143,12 +161,7 @@ pub async fn run(args: &ClusterArgs, configured_secret: Option<&str>) -> Result<
             body: answer,
         });
     }
-    warn(&answer);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&answer).unwrap_or_else(|_| answer.to_string())
-    );
-    Ok(())
+    Ok(answer)
 }
 
 /// Whether a 401 is the internal listener refusing the secret presented (not a proxy's).

@@ -160,6 +160,12 @@ struct Raw {
     mcp: crate::mcp::Config,
     #[serde(default)]
     tools: crate::tools::Config,
+    #[serde(default)]
+    secrets: crate::tools::SecretsConfig,
+    #[serde(default)]
+    tool_state: crate::tools::StateConfig,
+    #[serde(default)]
+    stdio: crate::stdio::Config,
 }
 
 fn default_listen() -> String {
@@ -268,6 +274,12 @@ pub struct Config {
     pub mcp: crate::mcp::Config,
     /// Tool limits.
     pub tools: crate::tools::Config,
+    /// Tenant secrets' caps.
+    pub secrets: crate::tools::SecretsConfig,
+    /// Tool state's caps and lifetime.
+    pub tool_state: crate::tools::StateConfig,
+    /// Where `stdio` keeps its single user's secrets and state.
+    pub stdio: crate::stdio::Config,
 }
 
 impl Config {
@@ -406,6 +418,31 @@ impl Config {
                     format!("`{}` is not an http(s) URL", issuer.issuer),
                 ));
             }
+            if issuer.forward_token && issuer.token_exchange.is_some() {
+                return Err(invalid(
+                    "auth.issuers.forward_token",
+                    format!(
+                        "issuer `{}` both forwards callers' tokens and exchanges them; choose one",
+                        issuer.issuer
+                    ),
+                ));
+            }
+            if let Some(exchange) = &issuer.token_exchange {
+                if exchange.client_id.is_empty() {
+                    return Err(invalid(
+                        "auth.issuers.token_exchange.client_id",
+                        "must not be empty",
+                    ));
+                }
+                if let Some(url) = &exchange.endpoint {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(invalid(
+                            "auth.issuers.token_exchange.endpoint",
+                            format!("`{url}` is not an http(s) URL"),
+                        ));
+                    }
+                }
+            }
             for alg in &issuer.algorithms {
                 if !auth::ALGORITHMS.contains(&alg.as_str()) {
                     return Err(invalid(
@@ -512,6 +549,25 @@ impl Config {
             return Err(invalid("mcp.page_size", "must be greater than 0"));
         }
         Self::validate_limits(&raw)?;
+        let http = &raw.tools.http;
+        for (key, timeout) in [
+            ("tools.http.connect_timeout", http.connect_timeout),
+            ("tools.http.timeout", http.timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(invalid(
+                    key,
+                    "must be greater than 0 (0 would mean no timeout)",
+                ));
+            }
+        }
+        if http.max_response_bytes == 0 {
+            return Err(invalid(
+                "tools.http.max_response_bytes",
+                "must be greater than 0",
+            ));
+        }
+        check_storage_caps(&raw)?;
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
             if limit.concurrency == 0 {
@@ -536,8 +592,38 @@ impl Config {
             sessions: raw.sessions,
             mcp: raw.mcp,
             tools: raw.tools,
+            secrets: raw.secrets,
+            tool_state: raw.tool_state,
+            stdio: raw.stdio,
         })
     }
+}
+
+/// Tenant secrets' and tool state's caps: none may be zero (nothing could be stored). A
+/// value that passes its cap but not `raft.max_entry_bytes` is refused by the store.
+fn check_storage_caps(raw: &Raw) -> Result<(), Error> {
+    let s = &raw.secrets;
+    let t = &raw.tool_state;
+    for (key, value) in [
+        ("secrets.max_name_bytes", s.max_name_bytes),
+        ("secrets.max_tenant_bytes", s.max_tenant_bytes),
+        ("secrets.max_value_bytes", s.max_value_bytes),
+        ("secrets.max_per_tenant", s.max_per_tenant),
+        ("tool_state.max_key_bytes", t.max_key_bytes),
+        ("tool_state.max_value_bytes", t.max_value_bytes),
+        (
+            "tool_state.max_keys_per_principal",
+            t.max_keys_per_principal,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    if t.ttl.is_zero() {
+        return Err(invalid("tool_state.ttl", "must be greater than 0"));
+    }
+    Ok(())
 }
 
 /// Largest `raft.max_append_bytes` accepted: one AppendEntries must complete within a
@@ -608,6 +694,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sessions.max_per_principal"), "{err}");
+    }
+
+    #[test]
+    fn upstream_settings_are_read_and_nonsense_is_refused_by_key() {
+        let c = Config::from_toml(
+            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+             [auth.issuers.token_exchange]\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             [tools.http]\ntimeout = \"3s\"\nmax_response_bytes = 100",
+        )
+        .unwrap();
+        let exchange = c.auth.issuers[0].token_exchange.as_ref().unwrap();
+        assert_eq!(
+            (exchange.client_id.as_str(), exchange.endpoint.as_deref()),
+            ("c", None)
+        );
+        assert!(!c.auth.issuers[0].forward_token, "off unless asked for");
+        assert_eq!(c.tools.http.timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.tools.http.max_response_bytes, 100);
+        for (toml, key) in [
+            (
+                "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+                 forward_token = true\n[auth.issuers.token_exchange]\nclient_id = \"c\"\n\
+                 client_secret = \"s\"",
+                "auth.issuers.forward_token",
+            ),
+            (
+                "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
+                 [auth.issuers.token_exchange]\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+                 endpoint = \"ftp://i/token\"",
+                "auth.issuers.token_exchange.endpoint",
+            ),
+            ("[tools.http]\ntimeout = \"0s\"", "tools.http.timeout"),
+            (
+                "[tools.http]\nconnect_timeout = \"0s\"",
+                "tools.http.connect_timeout",
+            ),
+            (
+                "[tools.http]\nmax_response_bytes = 0",
+                "tools.http.max_response_bytes",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_state_caps_are_checked_naming_the_key() {
+        for (toml, key) in [
+            ("[secrets]\nmax_value_bytes = 0", "secrets.max_value_bytes"),
+            ("[secrets]\nmax_per_tenant = 0", "secrets.max_per_tenant"),
+            (
+                "[tool_state]\nmax_keys_per_principal = 0",
+                "tool_state.max_keys_per_principal",
+            ),
+            ("[tool_state]\nttl = \"0s\"", "tool_state.ttl"),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c = Config::from_toml("[stdio]\nsecrets_env_prefix = \"ACME_\"").unwrap();
+        assert_eq!(c.stdio.secrets_env_prefix.as_deref(), Some("ACME_"));
+        assert_eq!(c.secrets.max_per_tenant, 100);
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub(crate) mod mcp;
 pub(crate) mod metrics;
 mod node;
 pub(crate) mod raft;
+pub(crate) mod secrets;
 pub(crate) mod stdio;
 pub(crate) mod telemetry;
 pub mod tools;

@@ -187,6 +187,12 @@ impl Metrics {
             .register_collector(Box::new(AuthCollector(authenticator.clone())));
     }
 
+    /// Exports `exchanger`'s counters: `mcp_fleet_token_exchanges_total{result}`.
+    pub fn observe_exchanges(&self, exchanger: &crate::auth::Exchanger) {
+        self.registry()
+            .register_collector(Box::new(ExchangeCollector(exchanger.clone())));
+    }
+
     /// The refusal counters and in-use gauges of this node's caps.
     pub fn limits(&self) -> &crate::limits::Limits {
         &self.0.limits
@@ -369,6 +375,30 @@ impl Collector for AuthCollector {
             "Key set fetches started",
             &ConstCounter::new(stats.jwks_fetches),
         )
+    }
+}
+
+#[derive(Debug)]
+struct ExchangeCollector(crate::auth::Exchanger);
+
+impl Collector for ExchangeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        let mut family = encoder.encode_descriptor(
+            "token_exchanges",
+            "Tokens tools asked for with ctx.token_for: exchanged at an issuer, reused from \
+             the fleet store, or failed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, count) in [
+            ("exchanged", stats.sent),
+            ("reused", stats.reused),
+            ("failed", stats.failed),
+        ] {
+            ConstCounter::new(count).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        Ok(())
     }
 }
 

@@ -138,6 +138,18 @@ pub(crate) fn engine(
     let registry = catalog.registry.clone();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
+    let storage = tools::Storage {
+        secrets: Some(tools::Secrets::fleet(
+            store.clone(),
+            config.secrets.clone(),
+            metrics.limits().clone(),
+        )),
+        state: Some(tools::StateStore::new(
+            store.clone(),
+            config.tool_state.clone(),
+            metrics.limits().clone(),
+        )),
+    };
     let sessions = SessionHandle::start(store, &config.sessions, metrics.limits());
     sessions.observe_cap(metrics.limits());
     Engine::new(
@@ -149,6 +161,13 @@ pub(crate) fn engine(
         sealer,
         metrics.limits().clone(),
     )
+    // Without a token exchanger: a node with authentication gives it one (Node::start).
+    .with_upstream(tools::Upstream::new(
+        config.tools.http,
+        metrics.limits().clone(),
+        None,
+    ))
+    .with_storage(storage)
 }
 
 /// Creates the data directory, owner-only when this creates it: it holds the sealing key.
@@ -309,6 +328,18 @@ impl NodeBuilder {
         if let Some(authenticator) = &authenticator {
             metrics.observe_auth(authenticator);
         }
+        // Tools reach upstreams through their own client; under --auth none there is no
+        // caller token, so no exchanger.
+        let exchanger = (access.auth.mode != auth::Mode::None)
+            .then(|| auth::Exchanger::new(&access.auth, store.clone()));
+        if let Some(exchanger) = &exchanger {
+            metrics.observe_exchanges(exchanger);
+        }
+        engine = engine.with_upstream(tools::Upstream::new(
+            config.tools.http,
+            metrics.limits().clone(),
+            exchanger,
+        ));
         let guard = http::Guard::new(
             authenticator.clone(),
             &access.resource,
@@ -386,10 +417,16 @@ impl NodeBuilder {
                 catalog: catalog.registry.digest(),
             },
         });
+        let internal_secrets = web::Data::new(tools::Secrets::fleet(
+            store.clone(),
+            config.secrets.clone(),
+            internal_state.metrics.limits().clone(),
+        ));
         let body_limits = http::BodyLimits::new(&config);
         let internal_server = HttpServer::new(move || {
             App::new()
                 .app_data(internal_state.clone())
+                .app_data(internal_secrets.clone())
                 .configure(|cfg| http::configure_internal(cfg, body_limits))
         })
         .workers(INTERNAL_WORKERS)

@@ -14,7 +14,6 @@ use crate::mcp::jsonrpc::{self, error_response, notification, reply, response};
 use crate::mcp::{Call, Era, Inflight, Message, ModernMeta, Outbound, RpcError};
 use crate::raft::Store;
 use crate::tools::{self, Peer};
-use crate::Config;
 
 /// Why stdio serving stopped.
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +24,19 @@ pub enum Error {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] crate::raft::Error),
+    /// `[stdio]` names something that cannot be used.
+    #[error("{key}: {reason}")]
+    Config {
+        /// The configuration key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Serves MCP on `input`/`output` until `input` ends. Must be called inside an actix system.
 pub(crate) async fn serve(
-    config: &Config,
+    config: &crate::Config,
     catalog: &crate::node::Catalog,
     input: impl AsyncRead + Unpin,
     output: impl AsyncWrite + Unpin + Send + 'static,
@@ -45,7 +52,9 @@ pub(crate) async fn serve(
     let (store, _runtime) = Store::open_single(dir.path(), ring.clone()).await?;
     // Nothing scrapes a stdio server: its calls are counted into a registry of its own.
     let metrics = crate::metrics::Metrics::new();
-    let engine = crate::node::engine(config, catalog, store.clone(), ring.sealer, &metrics);
+    let storage = local_storage(config, &store, &metrics).await?;
+    let engine = crate::node::engine(config, catalog, store.clone(), ring.sealer, &metrics)
+        .with_storage(storage.tools);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         let mut output = output;
@@ -141,6 +150,8 @@ pub(crate) async fn serve(
                     }),
                     era,
                     cancel,
+                    // One local user and no bearer token: ctx.token_for says so.
+                    caller: Default::default(),
                 };
                 let engine = engine.clone();
                 let out = out_tx.clone();
@@ -155,8 +166,92 @@ pub(crate) async fn serve(
     }
     drop(out_tx);
     let _ = writer.await;
+    if let Some((state_store, _runtime)) = storage.own_store {
+        state_store.shutdown().await;
+    }
     store.shutdown().await;
     Ok(())
+}
+
+/// What `stdio` gives its tools, and the state store it opened, if any.
+struct LocalStorage {
+    tools: tools::Storage,
+    own_store: Option<(Store, crate::raft::Runtime)>,
+}
+
+/// The single local user's secrets (`stdio.secrets_file`, then variables named with
+/// `stdio.secrets_env_prefix`) and tool state (in `stdio.data_dir`, or in `store`, which
+/// lives as long as the process), so tools call `ctx.secret` and `ctx.state` as on a fleet.
+async fn local_storage(
+    config: &crate::Config,
+    store: &Store,
+    metrics: &crate::metrics::Metrics,
+) -> Result<LocalStorage, Error> {
+    let mut secrets = std::collections::BTreeMap::new();
+    if let Some(path) = &config.stdio.secrets_file {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            key: "stdio.secrets_file",
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        // Never quote the file in the error: it holds secrets.
+        let table: std::collections::BTreeMap<String, String> = figment::Figment::from(
+            <figment::providers::Toml as figment::providers::Format>::string(&text),
+        )
+        .extract()
+        .map_err(|_| Error::Config {
+            key: "stdio.secrets_file",
+            reason: format!(
+                "{}: expected TOML lines of `name = \"value\"`",
+                path.display()
+            ),
+        })?;
+        secrets.extend(table);
+    }
+    if let Some(prefix) = config
+        .stdio
+        .secrets_env_prefix
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        // The configuration names these variables; the process environment is the source
+        // a local MCP client (Claude Desktop's `env`, say) gives a stdio server.
+        for (key, value) in std::env::vars() {
+            if let Some(name) = key.strip_prefix(prefix).filter(|n| !n.is_empty()) {
+                secrets.insert(name.to_owned(), value);
+            }
+        }
+    }
+    let limits = metrics.limits().clone();
+    let own_store = match &config.stdio.data_dir {
+        None => None,
+        Some(dir) => {
+            let ring = config.encryption_key.clone().ok_or(Error::Config {
+                key: "stdio.data_dir",
+                reason: "state kept between runs is sealed: set encryption_key too".into(),
+            })?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::Config {
+                key: "stdio.data_dir",
+                reason: format!("{}: {e}", dir.display()),
+            })?;
+            Some(Store::open_single(dir, ring).await?)
+        }
+    };
+    let state_store = own_store.as_ref().map_or(store, |(s, _)| s).clone();
+    Ok(LocalStorage {
+        tools: tools::Storage {
+            secrets: Some(tools::Secrets::local(
+                secrets,
+                config.secrets.clone(),
+                limits.clone(),
+            )),
+            state: Some(tools::StateStore::new(
+                state_store,
+                config.tool_state.clone(),
+                limits,
+            )),
+        },
+        own_store,
+    })
 }
 
 /// Reaches the client over stdout; answers to server requests arrive on stdin.
@@ -192,4 +287,20 @@ impl Peer for StdioPeer {
         let cancel = self.cancel.clone();
         Box::pin(async move { outbound.wait(&id, answer, &cancel).await })
     }
+}
+
+/// Where `stdio` keeps its single local user's secrets and tool state (`[stdio]`), so a
+/// tool reads them as it does on a fleet.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// A TOML file of `name = "value"` lines: the secrets `ctx.secret` reads. Default none.
+    pub secrets_file: Option<std::path::PathBuf>,
+    /// Environment variables named with this prefix are secrets too, by the rest of their
+    /// name (`ACME_SECRET_crm_key` is `crm_key` with prefix `ACME_SECRET_`); they win over
+    /// the file. Default none.
+    pub secrets_env_prefix: Option<String>,
+    /// Where tool state persists between runs (needs `encryption_key`). Default none: state
+    /// lives in memory, in a store of its own, for as long as the process.
+    pub data_dir: Option<std::path::PathBuf>,
 }

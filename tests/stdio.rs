@@ -21,9 +21,17 @@ struct StdioServer {
 
 impl StdioServer {
     fn start() -> Self {
-        let mut child = Command::new(examples::example("conformance"))
+        Self::start_with(&[])
+    }
+
+    /// Starts it with `env` added to its environment.
+    fn start_with(env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(examples::example("conformance"));
+        command
             .arg("stdio")
             .env_remove("MCP_FLEET_BIN")
+            .envs(env.iter().copied());
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -136,4 +144,90 @@ fn the_end_of_input_ends_the_server_with_status_0() {
         .status()
         .expect("run mcp-fleet stdio");
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_tool_asking_for_an_upstream_token_under_stdio_gets_a_clear_tool_error() {
+    let mut server = StdioServer::start();
+    let meta = json!({ "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                       "io.modelcontextprotocol/clientCapabilities": {} });
+    // Nothing listens on port 1: the call must fail before it is sent.
+    let call = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": { "name": "test_upstream_call", "_meta": meta,
+                    "arguments": { "url": "http://127.0.0.1:1/", "audience": "https://api.test" } } });
+    server.send(&call.to_string());
+    let reply = server.next();
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("no caller token") && text.contains("stdio"),
+        "{reply}"
+    );
+}
+
+/// A `tools/call` of `tool` with `arguments` as a 2026-07-28 request (no session); the
+/// result's text and whether it is a tool error.
+fn modern_call(server: &mut StdioServer, id: u64, tool: &str, arguments: Value) -> (String, bool) {
+    let meta = json!({ "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {} });
+    let call = json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": { "name": tool, "arguments": arguments, "_meta": meta } });
+    server.send(&call.to_string());
+    let reply = server.next();
+    assert_eq!(reply["id"], id, "{reply}");
+    let result = &reply["result"];
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    (text.to_owned(), result["isError"] == json!(true))
+}
+
+#[test]
+fn secrets_and_state_work_over_stdio_from_local_configuration() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("secrets.toml");
+    std::fs::write(&file, "crm_key = \"from-the-file\"\nother = \"x\"\n").expect("write");
+    let file = file.to_string_lossy().into_owned();
+    let mut server = StdioServer::start_with(&[
+        ("MCP_FLEET_STDIO__SECRETS_FILE", &file),
+        ("MCP_FLEET_STDIO__SECRETS_ENV_PREFIX", "ACME_SECRET_"),
+        ("ACME_SECRET_other", "from-the-environment"),
+    ]);
+    let secret = |server: &mut StdioServer, id, name: &str| {
+        modern_call(server, id, "test_secret", json!({ "name": name }))
+    };
+    assert_eq!(
+        secret(&mut server, 1, "crm_key"),
+        ("from-the-file".into(), false)
+    );
+    assert_eq!(
+        secret(&mut server, 2, "other"),
+        ("from-the-environment".into(), false),
+        "the environment wins over the file"
+    );
+    let (text, is_error) = secret(&mut server, 3, "missing");
+    assert!(is_error && text.contains("missing"), "{text}");
+
+    let state =
+        |server: &mut StdioServer, id, args: Value| modern_call(server, id, "test_state", args);
+    assert_eq!(
+        state(
+            &mut server,
+            4,
+            json!({ "op": "set", "key": "k", "value": [1, 2] })
+        ),
+        ("[1,2]".into(), false)
+    );
+    assert_eq!(
+        state(&mut server, 5, json!({ "op": "get", "key": "k" })),
+        ("[1,2]".into(), false)
+    );
+    assert_eq!(
+        state(&mut server, 6, json!({ "op": "delete", "key": "k" })),
+        ("true".into(), false)
+    );
+    assert_eq!(
+        state(&mut server, 7, json!({ "op": "get", "key": "k" })),
+        ("null".into(), false)
+    );
 }

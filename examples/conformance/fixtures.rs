@@ -1,6 +1,7 @@
 //! Fixtures for the project's own tests, served with the conformance packs: a tool that
 //! panics, a tool that sleeps, a tool whose parameters are mirrored into `Mcp-Param-*`
-//! headers, and a tool that announces a resource update.
+//! headers, a tool that announces a resource update, and a tool that calls an upstream API
+//! with a token for it (`ctx.http()`, `ctx.token_for`).
 
 use std::time::Duration;
 
@@ -10,10 +11,12 @@ use serde::Deserialize;
 use mcp_fleet::tools::{Context, Error, FnTool, NoArgs, Output, Registry, Tool, ToolInfo};
 
 pub fn register(registry: &mut Registry) {
+    super::fixtures_storage::register(registry);
     registry
         .tool(Panic)
         .tool(Sleep)
         .tool(Mirrored)
+        .tool(UpstreamCall)
         .tool(FnTool::new(
             ToolInfo::new(
                 "test_update_resource",
@@ -117,4 +120,42 @@ impl Tool for Mirrored {
 struct UpdateArgs {
     /// The resource that changed.
     uri: String,
+}
+
+/// Arguments of `test_upstream_call`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct UpstreamArgs {
+    /// The URL to `GET`.
+    url: String,
+    /// When given, the request carries a token for this audience, from `ctx.token_for`.
+    audience: Option<String>,
+}
+
+/// Calls an upstream API on the caller's behalf, as a team's tool would.
+struct UpstreamCall;
+
+impl Tool for UpstreamCall {
+    type Args = UpstreamArgs;
+
+    fn info(&self) -> ToolInfo {
+        ToolInfo::new(
+            "test_upstream_call",
+            "GETs `url` with the shared HTTP client, carrying a token for `audience` when \
+             given; answers the status and the body.",
+        )
+    }
+
+    async fn call(&self, ctx: Context, args: UpstreamArgs) -> Result<Output, Error> {
+        let mut request = ctx.http().get(&args.url);
+        if let Some(audience) = &args.audience {
+            request = request.bearer(&ctx.token_for(audience).await?);
+        }
+        let response = request.send().await?;
+        Ok(Output::text(format!(
+            "status {}: {}",
+            response.status(),
+            response.text()
+        )))
+    }
 }

@@ -14,6 +14,7 @@
 use std::process::ExitCode;
 
 mod fixtures;
+mod fixtures_storage;
 mod pack_2025;
 mod pack_2026;
 

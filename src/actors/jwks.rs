@@ -413,15 +413,25 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> 
 
 /// The `jwks_uri` from the issuer's metadata; the metadata must name the same issuer.
 async fn discover(client: &reqwest::Client, issuer: &str) -> Result<String, String> {
+    metadata_field(client, issuer, "jwks_uri").await
+}
+
+/// The string `field` of the issuer's metadata (`jwks_uri`, `token_endpoint`); the
+/// metadata must name the same issuer.
+pub(crate) async fn metadata_field(
+    client: &reqwest::Client,
+    issuer: &str,
+    field: &str,
+) -> Result<String, String> {
     let mut errors = Vec::new();
     for url in metadata_urls(issuer) {
         match get_json(client, &url).await {
             Ok(metadata) if metadata.get("issuer").and_then(Value::as_str) != Some(issuer) => {
                 errors.push(format!("{url}: names another issuer"));
             }
-            Ok(metadata) => match metadata.get("jwks_uri").and_then(Value::as_str) {
+            Ok(metadata) => match metadata.get(field).and_then(Value::as_str) {
                 Some(uri) => return Ok(uri.to_owned()),
-                None => errors.push(format!("{url}: no jwks_uri")),
+                None => errors.push(format!("{url}: no {field}")),
             },
             Err(e) => errors.push(e),
         }

@@ -152,6 +152,18 @@ pub struct IssuerConfig {
     /// How to ask about tokens that are not JWTs (RFC 7662).
     #[serde(default)]
     pub introspection: Option<Introspection>,
+    /// How tools get tokens for upstream APIs on behalf of this issuer's callers
+    /// (`ctx.token_for`, RFC 8693 token exchange). None by default: `ctx.token_for` is a
+    /// tool error for them.
+    #[serde(default)]
+    pub token_exchange: Option<TokenExchange>,
+    /// Whether `ctx.token_for` hands tools the caller's own token, unchanged, instead of
+    /// exchanging it. Default `false`: the MCP security guidance calls token passthrough
+    /// an anti-pattern, since the upstream then accepts a token that was not issued for
+    /// it (its audience is this server). Only for an upstream that is, on purpose, in
+    /// this server's audience. Cannot be combined with `token_exchange`.
+    #[serde(default)]
+    pub forward_token: bool,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -173,6 +185,8 @@ impl IssuerConfig {
             required_claims: Vec::new(),
             tenant: None,
             introspection: None,
+            token_exchange: None,
+            forward_token: false,
         }
     }
 
@@ -337,6 +351,41 @@ impl std::fmt::Debug for Introspection {
     }
 }
 
+/// An RFC 8693 token exchange client: how this server trades a caller's token for one
+/// meant for an upstream API.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchange {
+    /// The token endpoint; by default the `token_endpoint` of the issuer's metadata.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Our client id at the issuer (sent with HTTP Basic).
+    pub client_id: String,
+    /// Our client secret at the issuer; never logged.
+    pub client_secret: String,
+}
+
+impl TokenExchange {
+    /// A client with these credentials, at the endpoint the issuer's metadata names.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Self {
+            endpoint: None,
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenExchange")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +429,8 @@ mod tests {
         assert_eq!(config.scopes_for_tool("echo"), vec!["mcp"]);
         assert_eq!(config.all_scopes(), vec!["mcp", "admin"]);
         let secret = Introspection::new("e", "c", "hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        let secret = TokenExchange::new("c", "hunter2");
         assert!(!format!("{secret:?}").contains("hunter2"));
     }
 }

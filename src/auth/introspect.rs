@@ -83,7 +83,7 @@ impl Drop for Slot<'_> {
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
-fn form_encode(value: &str) -> String {
+pub(super) fn form_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         match byte {

@@ -8,12 +8,14 @@
 //! - `jwt` verifies signed tokens against keys from the JWKS actor.
 //! - `introspect` asks an issuer about opaque tokens (RFC 7662).
 //! - [`Authenticator`] ties them together behind tiers chosen by cost.
+//! - [`Exchanger`] gets tokens for upstream APIs on a caller's behalf (RFC 8693).
 //! - [`dev`] is the development issuer of `--auth dev`.
 
 mod authenticator;
 mod claims;
 pub mod config;
 pub mod dev;
+mod exchange;
 mod introspect;
 pub(crate) mod jwt;
 mod revocation;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use authenticator::{AuthError, Authenticator};
 pub use config::{Config, Introspection, IssuerConfig, Preset};
+pub use exchange::Exchanger;
 pub use revocation::{resolve_issuer, Revocation};
 
 /// The authenticated caller of a request.

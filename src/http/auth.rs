@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use actix_web::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use super::mcp::rpc_error;
 use super::State;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::mcp::jsonrpc;
 use crate::mcp::RpcError;
+use crate::tools;
 
 /// What the HTTP layer needs to authenticate requests.
 pub(crate) struct Guard {
@@ -72,16 +73,7 @@ pub(super) async fn authenticate(
     let Some(authenticator) = &guard.authenticator else {
         return Ok(guard.anonymous.clone());
     };
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
+    let Some(token) = bearer_token(req) else {
         return Err(challenge(guard, &AuthError::Missing));
     };
     // A node that may have fallen behind could hold tokens the fleet has since revoked:
@@ -111,6 +103,34 @@ pub(super) async fn authenticate(
             Err(challenge(guard, &e))
         }
     }
+}
+
+/// The token of an `Authorization: Bearer` header, when there is one.
+fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+}
+
+/// What a tool needs to act for the caller of `req` upstream: its bearer token (when
+/// authentication is on; `req` has passed [`authenticate`]) and the request id.
+pub(super) fn caller(req: &HttpRequest, state: &State) -> tools::Caller {
+    let token = state
+        .guard
+        .authenticator
+        .as_ref()
+        .and_then(|_| bearer_token(req))
+        .map(tools::Bearer::new);
+    let request_id = req
+        .extensions()
+        .get::<super::RequestId>()
+        .map(|id| id.0.clone());
+    tools::Caller { token, request_id }
 }
 
 /// 401 (or 503 when tokens cannot be checked right now) with the challenge that tells a

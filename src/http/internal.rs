@@ -84,7 +84,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
     cfg.app_data(web::PayloadConfig::new(limits.raft))
         .app_data(web::JsonConfig::default().limit(1 << 20))
         .service(
-            web::scope("")
+            super::secrets::routes(web::scope(""))
                 .wrap(from_fn(require_secret))
                 .route(path::APPEND, web::post().to(append))
                 .route(path::VOTE, web::post().to(vote))

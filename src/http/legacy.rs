@@ -219,6 +219,7 @@ pub(super) async fn post(
                     cancel: cancel.clone(),
                 }),
                 cancel,
+                caller: super::auth::caller(req, state),
             };
             let engine = state.engine.clone();
             let task_live = live.clone();
@@ -351,6 +352,7 @@ pub(super) async fn post_batch(
                     era: Era::Legacy(session.clone()),
                     peer: Arc::new(ChannelPeer { tx, sse: false }),
                     cancel: CancellationToken::new(),
+                    caller: super::auth::caller(req, state),
                 };
                 responses.push(reply(
                     &id,

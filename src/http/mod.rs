@@ -17,6 +17,7 @@ mod observe;
 mod ops;
 mod report;
 pub(crate) use report::{Holdings, ServerLine};
+mod secrets;
 mod sse;
 
 use std::sync::Arc;
@@ -240,9 +241,13 @@ impl State {
 }
 
 pub(crate) use auth::Guard;
+/// The internal routes of `mcp-fleet secrets`.
+pub(crate) mod secrets_path {
+    pub(crate) use super::secrets::{DELETE, LIST, SET};
+}
 pub(crate) use internal::{configure as configure_internal, BodyLimits, Internal};
 pub(crate) use metadata::document as metadata_document;
-pub(crate) use observe::Observe;
+pub(crate) use observe::{Observe, RequestId};
 pub(crate) use ops::close_when_draining;
 
 /// Counts each connection of the public listener while it is open.

@@ -187,6 +187,7 @@ pub(super) async fn post(
             sse: sse_ok,
         }),
         cancel: cancel.clone(),
+        caller: super::auth::caller(req, state),
     };
     let engine = state.engine.clone();
     actix_web::rt::spawn(

@@ -12,12 +12,17 @@ use std::time::Instant;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::Method;
+use actix_web::HttpMessage;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
 
 /// The header carrying the request id, in both directions.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id of the request being served, in its extensions.
+#[derive(Clone)]
+pub(crate) struct RequestId(pub std::sync::Arc<str>);
 
 /// Longest incoming request id that is kept; a longer one is replaced.
 const MAX_REQUEST_ID: usize = 64;
@@ -74,6 +79,8 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
         let id = request_id(req.headers());
+        // Handlers hand it on to what they call for the request (tools' upstream calls).
+        req.extensions_mut().insert(RequestId(id.as_str().into()));
         let method = method_label(req.method());
         let span = tracing::info_span!(
             "request",

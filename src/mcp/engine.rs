@@ -163,6 +163,9 @@ pub struct Call {
     pub peer: Arc<dyn Peer>,
     /// Cancelled when the client cancels or goes away.
     pub cancel: CancellationToken,
+    /// The caller's bearer token and the request id, for tools acting on its behalf
+    /// upstream; empty under stdio and `--auth none`.
+    pub(crate) caller: tools::Caller,
 }
 
 /// The protocol engine shared by every transport.
@@ -183,6 +186,10 @@ pub(super) struct Inner {
     pub(super) access: Option<crate::auth::Config>,
     /// Refusal counters and in-use gauges of the caps.
     pub(super) limits: crate::limits::Limits,
+    /// The shared upstream client and token exchanger handed to every tool call.
+    pub(super) upstream: Arc<tools::Upstream>,
+    /// Tenant secrets and tool state, handed to every call.
+    pub(super) storage: tools::Storage,
 }
 
 impl Engine {
@@ -209,7 +216,13 @@ impl Engine {
                 sealer,
                 updates: Updates::default(),
                 access: None,
+                upstream: Arc::new(tools::Upstream::new(
+                    tools::HttpConfig::default(),
+                    limits.clone(),
+                    None,
+                )),
                 limits,
+                storage: tools::Storage::default(),
             }),
         }
     }
@@ -219,6 +232,23 @@ impl Engine {
     pub fn with_access(mut self, access: crate::auth::Config) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.access = Some(access);
+        }
+        self
+    }
+
+    /// Gives tool calls `upstream` (`ctx.http()`, `ctx.token_for`) instead of a default
+    /// client without token exchange. Call before sharing the engine.
+    pub(crate) fn with_upstream(mut self, upstream: tools::Upstream) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.upstream = Arc::new(upstream);
+        }
+        self
+    }
+
+    /// Gives tool calls `storage` (secrets, state). Call before sharing the engine.
+    pub fn with_storage(mut self, storage: tools::Storage) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.storage = storage;
         }
         self
     }
@@ -458,6 +488,10 @@ impl Engine {
             client_capabilities,
             cancel: call.cancel.clone(),
             updates: self.inner.updates.clone(),
+            upstream: self.inner.upstream.clone(),
+            caller: call.caller.clone(),
+            storage: self.inner.storage.clone(),
+            tool: Arc::from(params.get("name").and_then(Value::as_str).unwrap_or("")),
         })
     }
 
@@ -619,6 +653,7 @@ mod tests {
             era,
             peer: Arc::new(Silent),
             cancel: CancellationToken::new(),
+            caller: tools::Caller::default(),
         }
     }
 

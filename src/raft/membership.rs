@@ -11,10 +11,6 @@ use serde::Serialize;
 use super::store::{Error, Store};
 use super::NodeId;
 
-/// How long `cluster init` on a node that has heard from a just-formed group waits for
-/// its membership entry before answering.
-const FORM_MEMBERSHIP_WAIT: Duration = Duration::from_secs(5);
-
 /// How many committed entries a ready node may not have applied yet and stay ready (see
 /// [`Store::is_ready`]): far more than one moment of load leaves unapplied, far less than
 /// a node restarted or cut off has to catch up on.
@@ -261,30 +257,28 @@ impl Store {
         if self.initialize(peers.clone()).await? {
             return Ok(Formed::New);
         }
-        // A node that has granted a vote to the node `init` formed the group on, but not
-        // yet received the membership entry, knows no voters for a moment: wait for them
-        // (bounded) rather than report a group of none as another group.
-        let until = tokio::time::Instant::now() + FORM_MEMBERSHIP_WAIT;
-        let mut voters = self.voters();
-        while voters.is_empty() && tokio::time::Instant::now() < until {
+        // A node may have voted in the first election (so it cannot initialise) before the
+        // leader's first append brings it the membership: wait for that, within the write
+        // timeout, rather than report a group without voters.
+        let until = std::time::Instant::now() + self.0.write_timeout;
+        let voters = loop {
+            let voters: BTreeMap<NodeId, String> = self
+                .status()
+                .members
+                .into_iter()
+                .filter(|m| m.voter)
+                .map(|m| (m.id, m.addr))
+                .collect();
+            if !voters.is_empty() || std::time::Instant::now() >= until {
+                break voters;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
-            voters = self.voters();
-        }
+        };
         Ok(if voters == peers {
             Formed::Already
         } else {
             Formed::Other(voters)
         })
-    }
-
-    /// The voters of the membership this node holds, with their addresses.
-    fn voters(&self) -> BTreeMap<NodeId, String> {
-        self.status()
-            .members
-            .into_iter()
-            .filter(|m| m.voter)
-            .map(|m| (m.id, m.addr))
-            .collect()
     }
 
     /// On the leader: adds `id` as a learner, waits for it to catch up, makes it a voter.
@@ -294,7 +288,8 @@ impl Store {
         // group never wrote. Joining a member again at its own address changes nothing.
         if let Some(known) = self.member_addr(id).filter(|known| *known != addr) {
             return Err(Error::Membership(format!(
-                "node {id} is already a member at {known}: a node whose disk was lost joins                  under a new id (remove the old one with `cluster leave --node-id {id}`)"
+                "node {id} is already a member at {known}: a node whose disk was lost joins \
+                 under a new id (remove the old one with `cluster leave --node-id {id}`)"
             )));
         }
         let raft = self.0.raft.clone();

@@ -20,6 +20,7 @@ mod budget;
 mod changes;
 pub mod command;
 mod config;
+mod fleetwide;
 mod keycheck;
 mod log_store;
 mod membership;

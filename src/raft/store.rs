@@ -570,7 +570,10 @@ impl Store {
     /// Writes `command`, then waits until this node has applied it and asks every other
     /// member to confirm it has too; returns the outcome and the members that did not
     /// confirm within a second.
-    async fn write_everywhere(&self, command: Command) -> Result<(Outcome, Vec<NodeId>), Error> {
+    pub(super) async fn write_everywhere(
+        &self,
+        command: Command,
+    ) -> Result<(Outcome, Vec<NodeId>), Error> {
         let inner = self.0.clone();
         self.on_runtime(async move {
             let (outcome, index) = inner.write(command).await?;
@@ -1100,13 +1103,13 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     let mut out = vec![VALUE_V1];
     out.extend(postcard::to_stdvec(value).map_err(|e| Error::Encoding(e.to_string()))?);
     Ok(out)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     match bytes.split_first() {
         Some((&VALUE_V1, rest)) => {
             postcard::from_bytes(rest).map_err(|e| Error::Encoding(e.to_string()))

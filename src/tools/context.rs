@@ -90,6 +90,14 @@ pub(crate) struct Scope {
     pub client_capabilities: Arc<Value>,
     pub cancel: CancellationToken,
     pub updates: super::Updates,
+    /// The node's shared upstream client and token exchanger (`upstream.rs`).
+    pub upstream: Arc<super::upstream::Upstream>,
+    /// The caller's token and request id, for acting on its behalf upstream.
+    pub caller: super::upstream::Caller,
+    /// Tenant secrets and tool state (see [`super::Storage`]).
+    pub storage: super::Storage,
+    /// The tool being called, which owns the state [`Context::state`] reaches.
+    pub tool: Arc<str>,
 }
 
 impl Context {
@@ -212,6 +220,54 @@ impl Context {
         self.inner.updates.resource_updated(uri);
     }
 
+    /// The HTTP client tools share, for calling upstream APIs: with timeouts, a response
+    /// size cap and this request's id (see [`Http`](super::Http)).
+    pub fn http(&self) -> super::Http {
+        self.inner
+            .upstream
+            .http(self.inner.caller.request_id.clone())
+    }
+
+    /// An access token for the upstream API known to the caller's issuer as `audience`,
+    /// on the caller's behalf: obtained by OAuth 2.0 Token Exchange (RFC 8693) with the
+    /// caller's token, and shared by every node until shortly before it expires. A tool
+    /// error when authentication is off, or the caller's issuer is not configured for
+    /// it (`[auth.issuers.token_exchange]`, or `forward_token = true`).
+    pub async fn token_for(&self, audience: &str) -> Result<super::AccessToken, Error> {
+        self.inner
+            .upstream
+            .token_for(
+                &self.inner.principal,
+                self.inner.caller.token.as_ref(),
+                audience,
+            )
+            .await
+    }
+
+    /// The caller's tenant's secret `name` (under stdio, the local user's), as the
+    /// operator last set it on any node. A missing secret is a tool error naming it.
+    pub async fn secret(&self, name: &str) -> Result<super::Secret, Error> {
+        let Some(secrets) = &self.inner.storage.secrets else {
+            return Err(Error::Failed(format!(
+                "secret `{name}`: this server keeps no secrets"
+            )));
+        };
+        secrets
+            .get(&self.inner.principal, name)
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))
+    }
+
+    /// This tool's small key-value state for the caller (`.tenant()` for state shared by
+    /// the caller's tenant), read back the same from every node once a write returns.
+    pub fn state(&self) -> super::State {
+        super::State::new(
+            self.inner.storage.state.clone(),
+            self.inner.tool.clone(),
+            self.inner.principal.clone(),
+        )
+    }
+
     /// Whether the call has been cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
@@ -238,6 +294,14 @@ impl Context {
             client_capabilities: Arc::new(client_capabilities),
             cancel: CancellationToken::new(),
             updates: super::Updates::default(),
+            upstream: Arc::new(super::upstream::Upstream::new(
+                super::HttpConfig::default(),
+                crate::limits::Limits::default(),
+                None,
+            )),
+            caller: super::upstream::Caller::default(),
+            storage: super::Storage::default(),
+            tool: Arc::from("test"),
         })
     }
 

@@ -10,19 +10,28 @@ mod header_param;
 mod prompt;
 mod registry;
 mod resource;
+mod secrets;
+mod state;
+mod storage;
 mod tool;
 mod updates;
+mod upstream;
 
 pub use context::{Context, InputRequest, LogLevel, Peer};
 pub use header_param::HeaderParam;
 pub use prompt::{Prompt, PromptArgument};
 pub use registry::{Config, Duplicate, Limits, Registry, RegistryError};
 pub use resource::{Resource, ResourceTemplate};
+pub use secrets::{Listed, Secret, SecretError, Secrets, SecretsConfig};
+pub use state::{State, StateConfig, StateStore};
+pub use storage::Storage;
 pub use tool::{Content, Error, FnTool, NoArgs, Output, Tool, ToolInfo};
 pub use updates::Updates;
+pub use upstream::{AccessToken, Http, HttpConfig, HttpRequest, HttpResponse, MAX_RESPONSE_BYTES};
 
 pub(crate) use context::Scope;
 pub(crate) use tool::DynTool;
+pub(crate) use upstream::{Bearer, Caller, Upstream};
 
 /// Completion values offered for an argument: a function of the argument's name, its
 /// current value, and the other arguments already given.

@@ -37,6 +37,8 @@ pub struct Config {
     pub default: Limits,
     /// Overrides by tool name.
     pub per_tool: HashMap<String, Limits>,
+    /// The HTTP client tools share (`ctx.http()`): `[tools.http]`.
+    pub http: super::HttpConfig,
 }
 
 impl Config {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::harness::{Builder, Cluster, READY_DEADLINE};
-use crate::issuer::{Issuer, Key};
+use crate::issuer::{Issuer, Key, CLIENT_ID, CLIENT_SECRET};
 use crate::lb::{self, Lb, Reservation};
 
 /// The scope every token the fleet's clients get holds.
@@ -20,6 +20,7 @@ const UNBALANCED_RESOURCE: &str = "https://mcp.fleet.test/mcp";
 pub struct FleetBuilder {
     cluster: Builder,
     balanced: bool,
+    token_exchange: bool,
 }
 
 impl FleetBuilder {
@@ -33,6 +34,19 @@ impl FleetBuilder {
     /// Sets environment variable `key` on every node; see [`Builder::env`].
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.cluster = self.cluster.env(key, value);
+        self
+    }
+
+    /// Configures the issuer for token exchange (`[auth.issuers.token_exchange]`, the
+    /// endpoint read from its metadata), so tools can call `ctx.token_for`.
+    pub fn token_exchange(mut self) -> Self {
+        self.token_exchange = true;
+        self
+    }
+
+    /// Passes `args` to every node's `serve`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.cluster = self.cluster.args(args);
         self
     }
 
@@ -77,11 +91,22 @@ impl FleetBuilder {
             Some(r) => format!("http://127.0.0.1:{}/mcp", r.port()),
             None => UNBALANCED_RESOURCE.to_owned(),
         };
-        let cluster = self
-            .cluster
-            .args(&["--auth", "jwt", "--issuer", issuer.url()])
-            .args(&["--public-url", &resource])
-            .start(n);
+        let cluster = if self.token_exchange {
+            // No flag configures token exchange: the issuer list comes from the
+            // environment, as an operator without a config file would write it.
+            let issuers = format!(
+                "[{{issuer=\"{}\", token_exchange={{client_id=\"{CLIENT_ID}\", \
+                 client_secret=\"{CLIENT_SECRET}\"}}}}]",
+                issuer.url()
+            );
+            self.cluster
+                .env("MCP_FLEET_AUTH__ISSUERS", &issuers)
+                .args(&["--auth", "jwt"])
+        } else {
+            self.cluster
+                .args(&["--auth", "jwt", "--issuer", issuer.url()])
+        };
+        let cluster = cluster.args(&["--public-url", &resource]).start(n);
         let lb = haproxy.zip(reservation).map(|(binary, reservation)| {
             let backends: Vec<_> = cluster
                 .ids()
@@ -122,6 +147,7 @@ impl Fleet {
         FleetBuilder {
             cluster: Cluster::builder(),
             balanced: true,
+            token_exchange: false,
         }
     }
 
@@ -141,6 +167,17 @@ impl Fleet {
             .token(Key::Rsa1, &self.resource)
             .subject(subject)
             .scope(SCOPE)
+            .sign()
+    }
+
+    /// A signed token for `subject` of tenant `tenant` (the `org_id` claim, as the
+    /// `workos` and `auth0` presets read it), holding [`SCOPE`].
+    pub fn token_in(&self, tenant: &str, subject: &str) -> String {
+        self.issuer
+            .token(Key::Rsa1, &self.resource)
+            .subject(subject)
+            .scope(SCOPE)
+            .set("org_id", tenant)
             .sign()
     }
 

@@ -421,6 +421,58 @@ impl Cluster {
         })
     }
 
+    /// Runs `mcp-fleet secrets ARGS…` with the cluster secret and returns what it did;
+    /// panics if it runs past a deadline.
+    pub fn secrets(&self, args: &[&str]) -> Output {
+        let mut cmd = command();
+        cmd.arg("secrets")
+            .args(args)
+            .env("MCP_FLEET_CLUSTER_SECRET", &self.secret);
+        run_bounded(cmd, CLI_DEADLINE).unwrap_or_else(|e| {
+            panic!(
+                "`mcp-fleet secrets {}`: {e}\n{}",
+                args.join(" "),
+                self.logs()
+            )
+        })
+    }
+
+    /// [`Cluster::secrets`] with `input` on standard input.
+    pub fn secrets_with_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = command()
+            .arg("secrets")
+            .args(args)
+            .env("MCP_FLEET_CLUSTER_SECRET", &self.secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcp-fleet secrets");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write standard input");
+        drop(stdin);
+        let id = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(CLI_DEADLINE) {
+            Ok(out) => out.expect("mcp-fleet secrets"),
+            Err(_) => {
+                send_signal(id, "KILL");
+                panic!(
+                    "`mcp-fleet secrets {}` ran past {CLI_DEADLINE:?}\n{}",
+                    args.join(" "),
+                    self.logs()
+                )
+            }
+        }
+    }
+
     /// Panics, with the command's output and the nodes' logs, unless `out` is a success.
     #[track_caller]
     pub fn assert_success(&self, out: &Output, what: &str) {

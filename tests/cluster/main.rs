@@ -13,6 +13,8 @@ mod harness;
 mod issuer;
 mod lb;
 mod load;
+#[path = "../support/upstream.rs"]
+mod upstream;
 
 mod catalog;
 mod decoding;
@@ -29,8 +31,11 @@ mod partition;
 mod revocation;
 mod rolling;
 mod round_robin;
+mod secrets;
 mod security;
 mod session_cap;
 mod sessions;
 mod stalled_writes;
 mod standing;
+mod tool_state;
+mod upstream_calls;

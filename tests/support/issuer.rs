@@ -7,7 +7,9 @@
 //! - [`Key`]: the fixture signing keys (`tests/fixtures/keys/`), their JWKs and signing.
 //! - [`Issuer`]: the server. Tests choose which keys it publishes (rotation), make it
 //!   answer 503 or stop ([`Issuer::set_down`], [`Issuer::stop`]), register opaque tokens
-//!   for introspection, and count the requests it served per path.
+//!   for introspection, and count the requests it served per path. Its token endpoint
+//!   does RFC 8693 token exchange: a subject token it issued (checked) becomes a token
+//!   naming the same `sub` and the requested audience ([`Issuer::exchanges`] counts them).
 //! - [`Token`]: a JWT to sign, with sensible claims to start from.
 //! - [`forge`]: tokens a resource server must refuse (`alg: none`, HMAC keyed with a
 //!   public key, a payload changed after signing).
@@ -46,6 +48,14 @@ pub const OPENID_PATH: &str = "/.well-known/openid-configuration";
 pub const OAUTH_PATH: &str = "/.well-known/oauth-authorization-server";
 /// Path of the introspection endpoint.
 pub const INTROSPECT_PATH: &str = "/introspect";
+/// Path of the token endpoint (RFC 8693 token exchange only).
+pub const TOKEN_PATH: &str = "/token";
+/// Lifetime of exchanged tokens.
+pub const EXCHANGED_LIFETIME: Duration = Duration::from_secs(600);
+/// The grant type of RFC 8693.
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The RFC 8693 type of an access token.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -319,6 +329,7 @@ impl Issuer {
                             .route(OAUTH_PATH, web::get().to(metadata))
                             .route(JWKS_PATH, web::get().to(jwks))
                             .route(INTROSPECT_PATH, web::post().to(introspect))
+                            .route(TOKEN_PATH, web::post().to(exchange))
                             .default_service(web::to(not_found))
                     })
                     .workers(1)
@@ -410,6 +421,16 @@ impl Issuer {
         lock(&self.state).requests.get(path).copied().unwrap_or(0)
     }
 
+    /// The token endpoint's URL.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}{TOKEN_PATH}", self.url)
+    }
+
+    /// How many token exchanges were asked for (refused ones included).
+    pub fn exchanges(&self) -> usize {
+        self.requests(TOKEN_PATH)
+    }
+
     /// Registers a new opaque token that introspects as active with `claims` (`active` is
     /// added), and returns it.
     pub fn opaque(&self, claims: Value) -> String {
@@ -497,6 +518,90 @@ async fn introspect(
         }
         _ => HttpResponse::Ok().json(json!({ "active": false })),
     }
+}
+
+/// RFC 8693 token exchange: the client authenticates with HTTP Basic; the subject token
+/// must be an access token this issuer signed (with a key it publishes) or registered as
+/// opaque, unexpired; the answer is a token signed with `Rsa1` naming the subject's `sub`,
+/// the requested `audience` (or `resource`), this issuer, and the client as `act`.
+async fn exchange(
+    state: web::Data<Shared>,
+    req: HttpRequest,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    if let Some(refused) = gate(&state, &req) {
+        return refused;
+    }
+    let refuse = |error: &str, description: &str| {
+        HttpResponse::BadRequest().json(json!({ "error": error, "error_description": description }))
+    };
+    if !client_authenticated(&req) {
+        return HttpResponse::Unauthorized().json(json!({ "error": "invalid_client" }));
+    }
+    if form.get("grant_type").map(String::as_str) != Some(TOKEN_EXCHANGE) {
+        return refuse("unsupported_grant_type", "only token exchange");
+    }
+    if form.get("subject_token_type").map(String::as_str) != Some(ACCESS_TOKEN_TYPE) {
+        return refuse(
+            "invalid_request",
+            "subject_token_type must be an access token",
+        );
+    }
+    let Some(audience) = form.get("audience").or_else(|| form.get("resource")) else {
+        return refuse("invalid_target", "audience or resource is required");
+    };
+    let subject_claims = form
+        .get("subject_token")
+        .and_then(|token| subject_claims(&state, token));
+    let Some(subject) = subject_claims else {
+        return refuse("invalid_grant", "the subject token is not valid");
+    };
+    let now = now();
+    let (issuer, sub) = (lock(&state).issuer.clone(), subject["sub"].clone());
+    let claims = json!({
+        "iss": issuer,
+        "sub": sub,
+        "aud": audience,
+        "iat": now,
+        "exp": now + EXCHANGED_LIFETIME.as_secs() as i64,
+        "jti": unique("exchanged"),
+        "act": { "sub": CLIENT_ID },
+    });
+    HttpResponse::Ok().json(json!({
+        "access_token": Key::Rsa1.sign(Some(Key::Rsa1.kid()), &claims),
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": "Bearer",
+        "expires_in": EXCHANGED_LIFETIME.as_secs(),
+    }))
+}
+
+/// The claims of `token` when this issuer vouches for it now: a registered opaque token,
+/// or a JWT signed by a published key, naming this issuer, unexpired.
+fn subject_claims(state: &Shared, token: &str) -> Option<Value> {
+    let (issuer, published, opaque) = {
+        let state = lock(state);
+        (
+            state.issuer.clone(),
+            state.published.clone(),
+            state.opaque.get(token).cloned(),
+        )
+    };
+    if opaque.is_some() {
+        return opaque;
+    }
+    let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+    let (key, _) = published.iter().find(|(_, k)| *k == kid)?;
+    let verifier = match key.alg() {
+        Algorithm::ES256 => jsonwebtoken::DecodingKey::from_ec_pem(key.public_pem().as_bytes()),
+        _ => jsonwebtoken::DecodingKey::from_rsa_pem(key.public_pem().as_bytes()),
+    }
+    .ok()?;
+    let mut validation = jsonwebtoken::Validation::new(key.alg());
+    validation.validate_aud = false;
+    validation.set_issuer(&[issuer]);
+    jsonwebtoken::decode::<Value>(token, &verifier, &validation)
+        .ok()
+        .map(|data| data.claims)
 }
 
 fn client_authenticated(req: &HttpRequest) -> bool {
@@ -616,6 +721,32 @@ mod tests {
         issuer.deactivate(&opaque);
         assert_eq!(introspect(&issuer, &opaque, &good).1["active"], false);
         assert_eq!(issuer.requests(INTROSPECT_PATH), 4);
+
+        assert_eq!(metadata["token_endpoint"], issuer.token_endpoint().as_str());
+        let basic = format!("Basic {}", STANDARD.encode(&good));
+        let exchange = |subject: &str| {
+            let body = format!(
+                "grant_type={TOKEN_EXCHANGE}&subject_token={subject}\
+                 &subject_token_type={ACCESS_TOKEN_TYPE}&audience=https://api.test"
+            );
+            let headers = [
+                ("Authorization", basic.as_str()),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ];
+            send("POST", &issuer.token_endpoint(), &headers, &body)
+        };
+        let subject = issuer.token(Key::Rsa2, audience).subject("dora").sign();
+        let (status, answer) = exchange(&subject);
+        assert_eq!(status, 200, "{answer}");
+        let exchanged = forge::claims_of(answer["access_token"].as_str().unwrap());
+        assert_eq!(
+            (&exchanged["sub"], &exchanged["aud"]),
+            (&json!("dora"), &json!("https://api.test"))
+        );
+        assert_eq!(answer["expires_in"], EXCHANGED_LIFETIME.as_secs());
+        let forged = forge::tampered(&subject, |c| c["sub"] = json!("mallory"));
+        assert_eq!(exchange(&forged).1["error"], "invalid_grant");
+        assert_eq!(issuer.exchanges(), 2);
 
         issuer.set_down(true);
         assert_eq!(send("GET", &issuer.jwks_uri(), &[], "").0, 503);
