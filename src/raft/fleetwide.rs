@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::command::storage_key;
-use super::store::{decode, encode, Error};
+use super::store::{decode, Error};
 use super::{Command, NodeId, Owner, Store, Table};
 
 impl Store {
@@ -29,12 +29,7 @@ impl Store {
         owner: Owner,
         limit: u64,
     ) -> Result<(bool, Vec<NodeId>), Error> {
-        let key = self.key(table, natural);
-        let sealed = self
-            .0
-            .ring
-            .sealer
-            .seal(&storage_key(table, &key), &encode(value)?);
+        let (key, sealed) = self.key_and_sealed(table, natural, value)?;
         let (outcome, unconfirmed) = self
             .write_everywhere(Command::PutOwned {
                 table,

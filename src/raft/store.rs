@@ -438,6 +438,23 @@ impl Store {
         }))
     }
 
+    /// The stored key of `natural` in `table`, and `value` sealed under it: what every
+    /// write of a record proposes.
+    pub(super) fn key_and_sealed<T: Serialize>(
+        &self,
+        table: Table,
+        natural: &[u8],
+        value: &T,
+    ) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        let key = self.key(table, natural);
+        let sealed = self
+            .0
+            .ring
+            .sealer
+            .seal(&storage_key(table, &key), &encode(value)?);
+        Ok((key, sealed))
+    }
+
     /// Seals and stores `value` under `natural`; returns once a majority has it on disk.
     pub async fn put<T: Serialize>(
         &self,
@@ -446,12 +463,7 @@ impl Store {
         value: &T,
         deadline_ms: Option<u64>,
     ) -> Result<Outcome, Error> {
-        let key = self.key(table, natural);
-        let sealed = self
-            .0
-            .ring
-            .sealer
-            .seal(&storage_key(table, &key), &encode(value)?);
+        let (key, sealed) = self.key_and_sealed(table, natural, value)?;
         self.write(Command::Put {
             table,
             key,
@@ -480,12 +492,7 @@ impl Store {
         owner: Owner,
         limit: u64,
     ) -> Result<bool, Error> {
-        let key = self.key(table, natural);
-        let sealed = self
-            .0
-            .ring
-            .sealer
-            .seal(&storage_key(table, &key), &encode(value)?);
+        let (key, sealed) = self.key_and_sealed(table, natural, value)?;
         let outcome = self
             .write(Command::PutOwned {
                 table,
@@ -550,12 +557,7 @@ impl Store {
         value: &T,
         deadline_ms: Option<u64>,
     ) -> Result<Vec<NodeId>, Error> {
-        let key = self.key(table, natural);
-        let sealed = self
-            .0
-            .ring
-            .sealer
-            .seal(&storage_key(table, &key), &encode(value)?);
+        let (key, sealed) = self.key_and_sealed(table, natural, value)?;
         let (_, unconfirmed) = self
             .write_everywhere(Command::Put {
                 table,
