@@ -19,6 +19,7 @@ mod metrics;
 mod modern;
 mod mrtr;
 mod ops;
+mod own_server;
 mod security;
 mod session_cap;
 mod sessions;

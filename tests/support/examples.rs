@@ -20,13 +20,31 @@ pub fn example(name: &str) -> PathBuf {
     let profile_dir = Path::new(env!("CARGO_BIN_EXE_mcp-fleet"))
         .parent()
         .expect("the binary's directory");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo();
     cmd.args(["build", "--quiet", "--example", name])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-    // `cargo test` gives this process the variables it sets for our crate; a build script
-    // (ring's) watches some of them, so a nested build inheriting them would rebuild it,
-    // and the next ordinary build would rebuild it back. Cargo's own settings stay.
+    if profile_dir.file_name().is_some_and(|d| d == "release") {
+        cmd.arg("--release");
+    }
+    let output = cmd.output().expect("run cargo build --example");
+    assert!(
+        output.status.success(),
+        "cargo build --example {name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.is_file(), "no example binary at {}", path.display());
+    built.insert(name.to_owned(), path.clone());
+    path
+}
+
+/// A `cargo` command (the one running these tests) for a nested build. `cargo test` gives
+/// this process the variables it sets for our crate; a build script (ring's) watches some
+/// of them, so a nested build inheriting them would rebuild it, and the next ordinary
+/// build would rebuild it back. Cargo's own settings stay.
+pub fn cargo() -> Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         let per_crate = [
@@ -42,17 +60,5 @@ pub fn example(name: &str) -> PathBuf {
             cmd.env_remove(key);
         }
     }
-    if profile_dir.file_name().is_some_and(|d| d == "release") {
-        cmd.arg("--release");
-    }
-    let output = cmd.output().expect("run cargo build --example");
-    assert!(
-        output.status.success(),
-        "cargo build --example {name} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let path = profile_dir.join("examples").join(name);
-    assert!(path.is_file(), "no example binary at {}", path.display());
-    built.insert(name.to_owned(), path.clone());
-    path
+    cmd
 }
