@@ -568,6 +568,7 @@ impl Config {
             ));
         }
         check_storage_caps(&raw)?;
+        check_stdio_tokens(&raw.stdio)?;
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
             if limit.concurrency == 0 {
@@ -597,6 +598,44 @@ impl Config {
             stdio: raw.stdio,
         })
     }
+}
+
+/// `[stdio.tokens]`: each audience is one `ctx.token_for` may ask for (1 to 1024 bytes,
+/// as on a fleet), and each names exactly one place to read its token from.
+fn check_stdio_tokens(stdio: &crate::stdio::Config) -> Result<(), Error> {
+    for (audience, source) in &stdio.tokens {
+        if audience.is_empty() || audience.len() > 1024 {
+            return Err(invalid(
+                "stdio.tokens",
+                format!("the audience `{audience}` must be 1 to 1024 bytes"),
+            ));
+        }
+        match (&source.env, &source.file) {
+            (Some(var), None) if var.is_empty() => {
+                return Err(invalid(
+                    "stdio.tokens",
+                    format!("audience `{audience}`: env must name a variable"),
+                ))
+            }
+            (None, Some(path)) if path.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "stdio.tokens",
+                    format!("audience `{audience}`: file must name a file"),
+                ))
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return Err(invalid(
+                    "stdio.tokens",
+                    format!(
+                        "audience `{audience}` needs exactly one of env = \"VARIABLE\" and \
+                         file = \"PATH\" (the token itself never goes in the configuration)"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Tenant secrets' and tool state's caps: none may be zero (nothing could be stored). A
@@ -757,6 +796,43 @@ mod tests {
         let c = Config::from_toml("[stdio]\nsecrets_env_prefix = \"ACME_\"").unwrap();
         assert_eq!(c.stdio.secrets_env_prefix.as_deref(), Some("ACME_"));
         assert_eq!(c.secrets.max_per_tenant, 100);
+    }
+
+    #[test]
+    fn stdio_tokens_are_named_not_given_and_nonsense_is_refused_by_key() {
+        let c = Config::from_toml(
+            "[stdio.tokens]\n\"https://api.acme.com\" = { env = \"ACME_API_TOKEN\" }\n\
+             crm = { file = \"crm-token\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            c.stdio.tokens["https://api.acme.com"].env.as_deref(),
+            Some("ACME_API_TOKEN")
+        );
+        assert_eq!(
+            c.stdio.tokens["crm"].file.as_deref(),
+            Some(std::path::Path::new("crm-token"))
+        );
+        for toml in [
+            "[stdio.tokens]\n\"\" = { env = \"T\" }",
+            "[stdio.tokens]\napi = { env = \"\" }",
+            "[stdio.tokens]\napi = { file = \"\" }",
+            "[stdio.tokens]\napi = {}",
+            "[stdio.tokens]\napi = { env = \"T\", file = \"t\" }",
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains("`stdio.tokens`"), "{toml}: {err}");
+        }
+        let too_long = format!(
+            "[stdio.tokens]\n\"{}\" = {{ env = \"T\" }}",
+            "a".repeat(1025)
+        );
+        assert!(Config::from_toml(&too_long).is_err());
+        // The token itself has no key to go under.
+        let err = Config::from_toml("[stdio.tokens]\napi = { value = \"s3cret\" }")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -126,30 +126,19 @@ impl Default for Catalog {
     }
 }
 
-/// Builds the protocol engine: tool actors, sessions, sealing key.
-/// Must be called inside an actix system.
+/// Builds the protocol engine: tool actors, sessions, sealing key, and what tool calls
+/// are given (`services`). Must be called inside an actix system.
 pub(crate) fn engine(
     config: &Config,
     catalog: &Catalog,
     store: Store,
     sealer: Sealer,
     metrics: &Metrics,
+    services: crate::mcp::Services,
 ) -> Engine {
     let registry = catalog.registry.clone();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
-    let storage = tools::Storage {
-        secrets: Some(tools::Secrets::fleet(
-            store.clone(),
-            config.secrets.clone(),
-            metrics.limits().clone(),
-        )),
-        state: Some(tools::StateStore::new(
-            store.clone(),
-            config.tool_state.clone(),
-            metrics.limits().clone(),
-        )),
-    };
     let sessions = SessionHandle::start(store, &config.sessions, metrics.limits());
     sessions.observe_cap(metrics.limits());
     Engine::new(
@@ -160,14 +149,24 @@ pub(crate) fn engine(
         sessions,
         sealer,
         metrics.limits().clone(),
+        services,
     )
-    // Without a token exchanger: a node with authentication gives it one (Node::start).
-    .with_upstream(tools::Upstream::new(
-        config.tools.http,
-        metrics.limits().clone(),
-        None,
-    ))
-    .with_storage(storage)
+}
+
+/// A fleet's tenant secrets and tool state, both in the replicated store.
+pub(crate) fn fleet_storage(config: &Config, store: &Store, metrics: &Metrics) -> tools::Storage {
+    tools::Storage {
+        secrets: Some(tools::Secrets::fleet(
+            store.clone(),
+            config.secrets.clone(),
+            metrics.limits().clone(),
+        )),
+        state: Some(tools::StateStore::new(
+            store.clone(),
+            config.tool_state.clone(),
+            metrics.limits().clone(),
+        )),
+    }
 }
 
 /// Creates the data directory, owner-only when this creates it: it holds the sealing key.
@@ -317,11 +316,8 @@ impl NodeBuilder {
         let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         record_first_membership(identity, store.clone());
-        let mut engine = engine(&config, &catalog, store.clone(), sealer, &metrics);
-        if access.auth.mode != auth::Mode::None {
-            engine = engine.with_access(access.auth.clone());
-        }
-        let authenticator = (access.auth.mode != auth::Mode::None).then(|| {
+        let authenticated = access.auth.mode != auth::Mode::None;
+        let authenticator = authenticated.then(|| {
             let limits = metrics.limits().clone();
             Authenticator::start(&access.auth, &access.resource, store.clone(), limits)
         });
@@ -330,16 +326,19 @@ impl NodeBuilder {
         }
         // Tools reach upstreams through their own client; under --auth none there is no
         // caller token, so no exchanger.
-        let exchanger = (access.auth.mode != auth::Mode::None)
-            .then(|| auth::Exchanger::new(&access.auth, store.clone()));
-        if let Some(exchanger) = &exchanger {
-            metrics.observe_exchanges(exchanger);
-        }
-        engine = engine.with_upstream(tools::Upstream::new(
-            config.tools.http,
-            metrics.limits().clone(),
-            exchanger,
-        ));
+        let tokens = if authenticated {
+            let exchanger = auth::Exchanger::new(&access.auth, store.clone());
+            metrics.observe_exchanges(&exchanger);
+            tools::Tokens::Exchange(exchanger)
+        } else {
+            tools::Tokens::None
+        };
+        let services = crate::mcp::Services {
+            access: authenticated.then(|| access.auth.clone()),
+            upstream: tools::Upstream::new(config.tools.http, metrics.limits().clone(), tokens),
+            storage: fleet_storage(&config, &store, &metrics),
+        };
+        let engine = engine(&config, &catalog, store.clone(), sealer, &metrics, services);
         let guard = http::Guard::new(
             authenticator.clone(),
             &access.resource,

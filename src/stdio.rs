@@ -53,8 +53,23 @@ pub(crate) async fn serve(
     // Nothing scrapes a stdio server: its calls are counted into a registry of its own.
     let metrics = crate::metrics::Metrics::new();
     let storage = local_storage(config, &store, &metrics).await?;
-    let engine = crate::node::engine(config, catalog, store.clone(), ring.sealer, &metrics)
-        .with_storage(storage.tools);
+    let services = crate::mcp::Services {
+        access: None,
+        upstream: tools::Upstream::new(
+            config.tools.http,
+            metrics.limits().clone(),
+            tools::Tokens::Local(config.stdio.tokens.clone()),
+        ),
+        storage: storage.tools,
+    };
+    let engine = crate::node::engine(
+        config,
+        catalog,
+        store.clone(),
+        ring.sealer,
+        &metrics,
+        services,
+    );
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         let mut output = output;
@@ -150,7 +165,8 @@ pub(crate) async fn serve(
                     }),
                     era,
                     cancel,
-                    // One local user and no bearer token: ctx.token_for says so.
+                    // One local user and no bearer token: ctx.token_for reads
+                    // [stdio.tokens] instead.
                     caller: Default::default(),
                 };
                 let engine = engine.clone();
@@ -289,8 +305,8 @@ impl Peer for StdioPeer {
     }
 }
 
-/// Where `stdio` keeps its single local user's secrets and tool state (`[stdio]`), so a
-/// tool reads them as it does on a fleet.
+/// Where `stdio` keeps its single local user's secrets, tool state and tokens for
+/// upstream APIs (`[stdio]`), so a tool reads them as it does on a fleet.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -303,4 +319,82 @@ pub struct Config {
     /// Where tool state persists between runs (needs `encryption_key`). Default none: state
     /// lives in memory, in a store of its own, for as long as the process.
     pub data_dir: Option<std::path::PathBuf>,
+    /// The token `ctx.token_for(audience)` returns, by audience: the single local user's
+    /// own tokens for the team's upstream APIs, named here and kept elsewhere (an
+    /// environment variable or a file), so no token sits in a configuration file that may
+    /// be committed. Default none: `ctx.token_for` is a tool error naming this key.
+    pub tokens: std::collections::BTreeMap<String, TokenSource>,
+}
+
+/// Where `stdio` reads the token for one audience (`[stdio.tokens]`): exactly one of
+/// `env` and `file`. It is read at each call, so a token refreshed in its file or
+/// variable's source is used at once; whitespace around it is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSource {
+    /// An environment variable holding the token.
+    pub env: Option<String>,
+    /// A file holding the token.
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl TokenSource {
+    /// The token, or why there is none. Errors name the variable or the file, never what
+    /// either holds.
+    pub(crate) fn read(&self, audience: &str) -> Result<String, String> {
+        let (token, source) = match (&self.env, &self.file) {
+            (Some(var), _) => (
+                std::env::var(var).unwrap_or_default(),
+                format!("environment variable {var}"),
+            ),
+            (None, Some(path)) => {
+                let source = format!("file {}", path.display());
+                match std::fs::read_to_string(path) {
+                    Ok(text) => (text, source),
+                    // An I/O error's text says what failed, not what the file holds.
+                    Err(e) => {
+                        return Err(format!(
+                            "the token for audience `{audience}` (stdio.tokens): {source}: {e}"
+                        ))
+                    }
+                }
+            }
+            (None, None) => (
+                String::new(),
+                "an entry with neither env nor file".to_owned(),
+            ),
+        };
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(format!(
+                "the token for audience `{audience}` (stdio.tokens): {source} is unset or empty"
+            ));
+        }
+        Ok(token.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenSource;
+
+    #[test]
+    fn a_token_file_is_read_trimmed_and_its_errors_name_the_file_not_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let source = TokenSource {
+            env: None,
+            file: Some(path.clone()),
+        };
+        let missing = source.read("https://api.test").unwrap_err();
+        assert!(
+            missing.contains("https://api.test") && missing.contains(&path.display().to_string()),
+            "{missing}"
+        );
+        std::fs::write(&path, "  s3cret-token\n").unwrap();
+        assert_eq!(source.read("https://api.test").unwrap(), "s3cret-token");
+        std::fs::write(&path, "\n").unwrap();
+        let empty = source.read("https://api.test").unwrap_err();
+        assert!(empty.contains("is unset or empty"), "{empty}");
+    }
 }

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 
 #[path = "support/examples.rs"]
 mod examples;
+#[path = "support/upstream.rs"]
+mod upstream;
 
 /// A running `stdio` of `examples/conformance` (the built-ins plus the fixtures), killed
 /// on drop.
@@ -17,6 +19,8 @@ struct StdioServer {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
+    /// Holds the server's log (its standard error).
+    dir: tempfile::TempDir,
 }
 
 impl StdioServer {
@@ -31,10 +35,12 @@ impl StdioServer {
             .arg("stdio")
             .env_remove("MCP_FLEET_BIN")
             .envs(env.iter().copied());
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = std::fs::File::create(dir.path().join("stderr")).expect("a log file");
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start mcp-fleet stdio");
         let stdin = child.stdin.take().expect("stdin");
@@ -51,7 +57,13 @@ impl StdioServer {
             child,
             stdin,
             lines,
+            dir,
         }
+    }
+
+    /// What the server logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
     }
 
     fn send(&mut self, line: &str) {
@@ -162,9 +174,88 @@ fn a_tool_asking_for_an_upstream_token_under_stdio_gets_a_clear_tool_error() {
         .as_str()
         .unwrap_or_default();
     assert!(
-        text.contains("no caller token") && text.contains("stdio"),
-        "{reply}"
+        text.contains("https://api.test") && text.contains("[stdio.tokens]"),
+        "the error names the audience and where to configure it: {reply}"
     );
+}
+
+#[test]
+fn ctx_token_for_under_stdio_returns_the_local_token_its_configuration_names() {
+    let upstream = upstream::Upstream::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("files-token");
+    std::fs::write(&token_file, "file-token-1\n").expect("write the token file");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stdio.tokens]\n\
+             \"https://api.test\" = {{ env = \"ACME_API_TOKEN\" }}\n\
+             \"https://files.test\" = {{ file = {:?} }}\n\
+             \"https://unset.test\" = {{ env = \"ACME_UNSET_TOKEN\" }}\n",
+            token_file.display().to_string()
+        ),
+    )
+    .expect("write the config");
+    let config = config.display().to_string();
+    let mut server = StdioServer::start_with(&[
+        ("MCP_FLEET_CONFIG", &config),
+        ("ACME_API_TOKEN", "env-token-1"),
+        // Whatever logs at debug must still leave the tokens out.
+        ("MCP_FLEET_LOG__FILTER", "debug"),
+    ]);
+    let url = upstream.url("/echo");
+    let mut id = 0;
+    let mut call = |server: &mut StdioServer, audience: &str| {
+        id += 1;
+        let args = json!({ "url": url, "audience": audience });
+        modern_call(server, id, "test_upstream_call", args)
+    };
+    let sent = |upstream: &upstream::Upstream| {
+        let received = upstream.received();
+        let last = received.last().expect("a request reached the upstream");
+        last.bearer().map(str::to_owned)
+    };
+
+    let (text, is_error) = call(&mut server, "https://api.test");
+    assert!(!is_error && text.starts_with("status 200"), "{text}");
+    assert_eq!(sent(&upstream).as_deref(), Some("env-token-1"));
+
+    let (text, is_error) = call(&mut server, "https://files.test");
+    assert!(!is_error, "{text}");
+    assert_eq!(sent(&upstream).as_deref(), Some("file-token-1"), "trimmed");
+    // Read at each call: a token refreshed in its file is used at once.
+    std::fs::write(&token_file, "file-token-2").expect("refresh the token file");
+    call(&mut server, "https://files.test");
+    assert_eq!(sent(&upstream).as_deref(), Some("file-token-2"));
+    let requests = upstream.received().len();
+
+    let (text, is_error) = call(&mut server, "https://unset.test");
+    assert!(
+        is_error && text.contains("ACME_UNSET_TOKEN") && text.contains("stdio.tokens"),
+        "an unset variable is a tool error naming it: {text}"
+    );
+    std::fs::remove_file(&token_file).expect("remove the token file");
+    let (text, is_error) = call(&mut server, "https://files.test");
+    assert!(
+        is_error && text.contains("files-token"),
+        "a missing file is a tool error naming it: {text}"
+    );
+    let (text, is_error) = call(&mut server, "https://other.test");
+    assert!(
+        is_error && text.contains("https://other.test") && text.contains("[stdio.tokens]"),
+        "an audience not configured is a tool error saying where to: {text}"
+    );
+    assert_eq!(
+        upstream.received().len(),
+        requests,
+        "no call without a token reached the upstream"
+    );
+    let log = server.log();
+    assert!(!log.is_empty(), "the server logs at debug");
+    for token in ["env-token-1", "file-token-1", "file-token-2"] {
+        assert!(!log.contains(token), "{token} is in the log:\n{log}");
+    }
 }
 
 /// A `tools/call` of `tool` with `arguments` as a 2026-07-28 request (no session); the

@@ -192,9 +192,22 @@ pub(super) struct Inner {
     pub(super) storage: tools::Storage,
 }
 
+/// What tool calls are given besides the catalog, fixed when the engine is made: once it
+/// is shared (every HTTP worker holds a clone), nothing can change them.
+pub(crate) struct Services {
+    /// Per-tool scopes, when authentication enforces them: `tools/list` then shows a
+    /// caller only the tools its scopes allow, and `tools/call` refuses the others.
+    pub access: Option<crate::auth::Config>,
+    /// The shared upstream client and where `ctx.token_for` gets tokens.
+    pub upstream: tools::Upstream,
+    /// Tenant secrets and tool state.
+    pub storage: tools::Storage,
+}
+
 impl Engine {
     /// An engine over a registry whose tool actors are already running.
-    pub fn new(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
         info: ServerInfo,
         config: Config,
         registry: Registry,
@@ -202,10 +215,16 @@ impl Engine {
         sessions: SessionHandle,
         sealer: Sealer,
         limits: crate::limits::Limits,
+        services: Services,
     ) -> Self {
         for key in [MAX_REQUEST_STATE_BYTES, MAX_URI_BYTES] {
             limits.declare(key);
         }
+        let Services {
+            access,
+            upstream,
+            storage,
+        } = services;
         Self {
             inner: Arc::new(Inner {
                 info,
@@ -215,42 +234,12 @@ impl Engine {
                 sessions,
                 sealer,
                 updates: Updates::default(),
-                access: None,
-                upstream: Arc::new(tools::Upstream::new(
-                    tools::HttpConfig::default(),
-                    limits.clone(),
-                    None,
-                )),
+                access,
+                upstream: Arc::new(upstream),
                 limits,
-                storage: tools::Storage::default(),
+                storage,
             }),
         }
-    }
-
-    /// Enforces per-tool scopes: `tools/list` then shows a caller only the tools its
-    /// scopes allow, and `tools/call` refuses the others. Call before sharing the engine.
-    pub fn with_access(mut self, access: crate::auth::Config) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.access = Some(access);
-        }
-        self
-    }
-
-    /// Gives tool calls `upstream` (`ctx.http()`, `ctx.token_for`) instead of a default
-    /// client without token exchange. Call before sharing the engine.
-    pub(crate) fn with_upstream(mut self, upstream: tools::Upstream) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.upstream = Arc::new(upstream);
-        }
-        self
-    }
-
-    /// Gives tool calls `storage` (secrets, state). Call before sharing the engine.
-    pub fn with_storage(mut self, storage: tools::Storage) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.storage = storage;
-        }
-        self
     }
 
     /// The scopes `principal` lacks to call `tool`, when per-tool scopes are enforced.
@@ -643,7 +632,16 @@ mod tests {
             },
             ..Default::default()
         };
-        let engine = crate::node::engine(&config, &catalog, store, ring.sealer, &metrics);
+        let services = Services {
+            access: None,
+            upstream: tools::Upstream::new(
+                config.tools.http,
+                metrics.limits().clone(),
+                tools::Tokens::None,
+            ),
+            storage: crate::node::fleet_storage(&config, &store, &metrics),
+        };
+        let engine = crate::node::engine(&config, &catalog, store, ring.sealer, &metrics, services);
         (engine, dir, runtime)
     }
 

@@ -9,6 +9,7 @@ pub(crate) mod mrtr;
 mod requests;
 mod version;
 
+pub(crate) use engine::Services;
 pub use engine::{Call, Config, Engine, Era, ModernMeta, ServerInfo, MAX_URI_BYTES};
 pub use jsonrpc::{Message, RpcError};
 pub use requests::{Inflight, Outbound, MAX_PENDING_REQUESTS};

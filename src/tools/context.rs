@@ -232,7 +232,9 @@ impl Context {
     /// on the caller's behalf: obtained by OAuth 2.0 Token Exchange (RFC 8693) with the
     /// caller's token, and shared by every node until shortly before it expires. A tool
     /// error when authentication is off, or the caller's issuer is not configured for
-    /// it (`[auth.issuers.token_exchange]`, or `forward_token = true`).
+    /// it (`[auth.issuers.token_exchange]`, or `forward_token = true`). Under stdio, the
+    /// local user's token for `audience` named in `[stdio.tokens]`, or a tool error
+    /// naming that key.
     pub async fn token_for(&self, audience: &str) -> Result<super::AccessToken, Error> {
         self.inner
             .upstream
@@ -297,7 +299,7 @@ impl Context {
             upstream: Arc::new(super::upstream::Upstream::new(
                 super::HttpConfig::default(),
                 crate::limits::Limits::default(),
-                None,
+                super::Tokens::None,
             )),
             caller: super::upstream::Caller::default(),
             storage: super::Storage::default(),

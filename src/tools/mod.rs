@@ -31,7 +31,7 @@ pub use upstream::{AccessToken, Http, HttpConfig, HttpRequest, HttpResponse, MAX
 
 pub(crate) use context::Scope;
 pub(crate) use tool::DynTool;
-pub(crate) use upstream::{Bearer, Caller, Upstream};
+pub(crate) use upstream::{Bearer, Caller, Tokens, Upstream};
 
 /// Completion values offered for an argument: a function of the argument's name, its
 /// current value, and the other arguments already given.

@@ -55,23 +55,28 @@ impl Default for HttpConfig {
     }
 }
 
-/// What one node gives every tool call for reaching upstreams: the shared client and the
-/// token exchanger.
+/// Where `ctx.token_for` gets its tokens.
+pub(crate) enum Tokens {
+    /// Nowhere: authentication is off, so there is no caller token to exchange.
+    None,
+    /// Token exchange (or forwarding) at the caller's issuer.
+    Exchange(crate::auth::Exchanger),
+    /// Under stdio, one local user: the tokens `[stdio.tokens]` names, by audience.
+    Local(std::collections::BTreeMap<String, crate::stdio::TokenSource>),
+}
+
+/// What one node gives every tool call for reaching upstreams: the shared client and
+/// where tokens come from.
 pub(crate) struct Upstream {
     client: reqwest::Client,
     config: HttpConfig,
     limits: Limits,
-    exchanger: Option<crate::auth::Exchanger>,
+    tokens: Tokens,
 }
 
 impl Upstream {
-    /// The shared client built from `config`; `exchanger` answers `ctx.token_for` (none:
-    /// authentication is off, so there is no caller token to exchange).
-    pub(crate) fn new(
-        config: HttpConfig,
-        limits: Limits,
-        exchanger: Option<crate::auth::Exchanger>,
-    ) -> Self {
+    /// The shared client built from `config`; `tokens` answers `ctx.token_for`.
+    pub(crate) fn new(config: HttpConfig, limits: Limits, tokens: Tokens) -> Self {
         crate::actors::install_tls_provider();
         limits.declare(MAX_RESPONSE_BYTES);
         let client = reqwest::Client::builder()
@@ -88,7 +93,7 @@ impl Upstream {
             client,
             config,
             limits,
-            exchanger,
+            tokens,
         }
     }
 
@@ -109,11 +114,31 @@ impl Upstream {
         token: Option<&Bearer>,
         audience: &str,
     ) -> Result<AccessToken, Error> {
-        let (Some(exchanger), Some(token)) = (&self.exchanger, token) else {
+        let exchanger = match &self.tokens {
+            Tokens::Exchange(exchanger) => exchanger,
+            Tokens::Local(sources) => {
+                let source = sources.get(audience).ok_or_else(|| {
+                    Error::Failed(format!(
+                        "no token for audience `{audience}` under stdio: name one in \
+                         [stdio.tokens] (from an environment variable or a file)"
+                    ))
+                })?;
+                return source
+                    .read(audience)
+                    .map(AccessToken::new)
+                    .map_err(Error::Failed);
+            }
+            Tokens::None => {
+                return Err(Error::Failed(
+                    "no caller token to exchange: authentication is off (--auth none), so \
+                     ctx.token_for cannot act on the caller's behalf"
+                        .to_owned(),
+                ))
+            }
+        };
+        let Some(token) = token else {
             return Err(Error::Failed(
-                "no caller token to exchange: authentication is off (--auth none, or stdio), so \
-                 ctx.token_for cannot act on the caller's behalf"
-                    .to_owned(),
+                "no caller token to exchange: this request carried none".to_owned(),
             ));
         };
         exchanger
@@ -436,7 +461,7 @@ mod tests {
             timeout,
             max_response_bytes,
         };
-        (Upstream::new(config, limits.clone(), None), limits)
+        (Upstream::new(config, limits.clone(), Tokens::None), limits)
     }
 
     fn ok(body: &str) -> Vec<u8> {
