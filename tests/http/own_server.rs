@@ -200,13 +200,8 @@ impl Run {
         // No MCP_FLEET_* from the caller's environment, and none of the variables `cargo
         // test` sets for this crate: the section's cargo builds its own crate.
         let mut cmd = command_for(Path::new("bash"));
-        let nested = crate::examples::cargo();
-        for (key, value) in nested.get_envs() {
-            if value.is_none() {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.arg("-c")
+        crate::examples::without_crate_env(&mut cmd)
+            .arg("-c")
             .arg(command)
             .current_dir(&self.dir)
             .envs(&self.env)

@@ -38,13 +38,18 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
-/// A `cargo` command (the one running these tests) for a nested build. `cargo test` gives
-/// this process the variables it sets for our crate; a build script (ring's) watches some
-/// of them, so a nested build inheriting them would rebuild it, and the next ordinary
-/// build would rebuild it back. Cargo's own settings stay.
+/// A `cargo` command (the one running these tests) for a nested build, without the
+/// variables `cargo test` sets for our crate (see [`without_crate_env`]).
 pub fn cargo() -> Command {
-    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(program);
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    without_crate_env(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd` the variables `cargo test` gives this process for our crate. A build
+/// script (ring's) watches some of them, so a nested build inheriting them would rebuild
+/// it, and the next ordinary build would rebuild it back. Cargo's own settings stay.
+pub fn without_crate_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         let per_crate = [
