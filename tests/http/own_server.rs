@@ -209,6 +209,7 @@ impl Run {
         cmd
     }
 
+    /// Writes the files shown so far as they read now (a URL may name the running server).
     fn write_files(&mut self) {
         let files = std::mem::take(&mut self.files);
         for (path, text) in &files {
@@ -221,6 +222,9 @@ impl Run {
         self.files = files;
     }
 
+    /// Runs one command of the section: `cd` and `export` change what later commands see,
+    /// `dev` and `serve` replace the running server, anything else runs to its end; a
+    /// call prints what its comment (`expected`) says.
     fn run(&mut self, command: &str, expected: Option<&str>) {
         self.write_files();
         let words: Vec<&str> = command.split_whitespace().collect();
@@ -309,6 +313,7 @@ impl Run {
         self.server = Some((running, url));
     }
 
+    /// The running server's standard error, for failure messages.
     fn server_log(&self) -> String {
         let log = std::fs::read_to_string(self.logs.join("server.log")).unwrap_or_default();
         format!("server log:\n{log}")
