@@ -13,6 +13,7 @@ mod harness;
 mod issuer;
 mod lb;
 mod load;
+mod python;
 #[path = "../support/upstream.rs"]
 mod upstream;
 
