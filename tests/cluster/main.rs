@@ -38,5 +38,6 @@ mod session_cap;
 mod sessions;
 mod stalled_writes;
 mod standing;
+mod tenant_api;
 mod tool_state;
 mod upstream_calls;
