@@ -34,15 +34,16 @@
 //! EOF
 //! export MCP_FLEET_CLUSTER_SECRET=$(openssl rand -hex 32)    # for `secrets` below
 //! ACME_API_URL=https://api.acme.example cargo run --example tenant_api -- \
-//!   dev --config tenant_api.toml --public-url http://127.0.0.1:8080/mcp
-//! # In another shell, with the internal listener `dev` printed on its second line:
+//!   dev --config tenant_api.toml
+//! # In another shell, with the same MCP_FLEET_CLUSTER_SECRET and the internal listener
+//! # `dev` printed on its second line:
 //! cargo run --example tenant_api -- secrets set --via 127.0.0.1:PORT \
 //!   --tenant acme --name api_key < acme-key.txt
 //! ```
 //!
 //! A fleet runs the same binary with `serve` (see the README's "Running a fleet"). Under
-//! `--auth none` every call is a tool error saying there is no caller token to exchange.
-//! The built-ins `whoami` (which tenant a token belongs to) and `echo` come along.
+//! `--auth none` the caller has no tenant and no token, so every call is a tool error
+//! saying so. The built-ins `whoami` (which tenant a token belongs to) and `echo` come along.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
