@@ -3,7 +3,7 @@
 //! and a token exchanged for the caller, never the caller's own; calls through other nodes
 //! reuse that token (one exchange per caller for the whole fleet) and read the state the
 //! earlier calls wrote; a tenant without a key, and an API refusal, are tool errors that
-//! say what is wrong and nothing of another tenant.
+//! say what is wrong and nothing of another tenant; no key or token reaches the logs.
 
 use std::time::Duration;
 
@@ -243,4 +243,23 @@ fn tenant_api_sends_each_tenants_key_and_one_token_exchanged_per_caller_from_any
         2,
         "one exchange for alice, one for bob, none for carol"
     );
+
+    // Neither the keys nor the exchanged token reach the nodes' logs (each node's whole
+    // log, beside its data directory), which do record the calls.
+    for &id in &ids {
+        let data = fleet.cluster.node(id).data_dir();
+        let path = data
+            .parent()
+            .expect("the node's directory")
+            .join("node.log");
+        let log = std::fs::read_to_string(&path).expect("the node's log");
+        assert!(
+            log.contains("tool call"),
+            "{} logs its calls",
+            path.display()
+        );
+        for secret in [acme_key.as_str(), globex_key.as_str(), alices[0]] {
+            assert!(!log.contains(secret), "node {id}: a secret in its log");
+        }
+    }
 }
