@@ -19,19 +19,50 @@ const AUDIENCE: &str = "https://api.acme.test";
 /// How long the Python client may take for the whole plan.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Runs `steps` (node, bearer token, tool, arguments) in order through the Python SDK's
-/// client script, each against its node's own URL; returns one result per step.
-fn sdk_calls(fleet: &Fleet, steps: &[(u64, &str, &str, Value)]) -> Vec<Value> {
+/// One tool call by the Python SDK.
+struct Step<'a> {
+    node: u64,
+    token: &'a str,
+    tool: &'a str,
+    arguments: Value,
+    legacy: bool,
+}
+
+/// A call of `tool` through node `node` with `token`, at 2026-07-28.
+fn step<'a>(node: u64, token: &'a str, tool: &'a str, arguments: Value) -> Step<'a> {
+    Step {
+        node,
+        token,
+        tool,
+        arguments,
+        legacy: false,
+    }
+}
+
+impl Step<'_> {
+    /// The same call in a 2025-11-25 session.
+    fn legacy(self) -> Self {
+        Self {
+            legacy: true,
+            ..self
+        }
+    }
+}
+
+/// Runs `steps` in order through the Python SDK's client script, each against its node's
+/// own URL; returns one result per step.
+fn sdk_calls(fleet: &Fleet, steps: &[Step]) -> Vec<Value> {
     let script = "tenant_api.py";
     let mut cmd = crate::python::client(script);
     let plan: Vec<Value> = steps
         .iter()
-        .map(|(id, token, tool, arguments)| {
+        .map(|step| {
             json!({
-                "url": fleet.cluster.node(*id).mcp_url(),
-                "token": token,
-                "tool": tool,
-                "arguments": arguments,
+                "url": fleet.cluster.node(step.node).mcp_url(),
+                "token": step.token,
+                "tool": step.tool,
+                "arguments": step.arguments,
+                "mode": if step.legacy { "legacy" } else { "auto" },
             })
         })
         .collect();
@@ -52,14 +83,19 @@ fn sdk_calls(fleet: &Fleet, steps: &[(u64, &str, &str, Value)]) -> Vec<Value> {
     let results: Vec<Value> = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{script} printed no JSON array ({e}):\n{stdout}\n{stderr}"));
     assert_eq!(results.len(), steps.len(), "{results:#?}");
-    for (i, result) in results.iter().enumerate() {
+    for (i, (result, step)) in results.iter().zip(steps).enumerate() {
         assert!(
             result.get("exception").is_none(),
             "step {i}: the SDK raised:\n{}\n{}",
             result["exception"].as_str().unwrap_or_default(),
             fleet.logs()
         );
-        assert_eq!(result["protocol_version"], "2026-07-28", "step {i}");
+        let version = if step.legacy {
+            "2025-11-25"
+        } else {
+            "2026-07-28"
+        };
+        assert_eq!(result["protocol_version"], version, "step {i}");
     }
     results
 }
@@ -123,17 +159,18 @@ fn tenant_api_sends_each_tenants_key_and_one_token_exchanged_per_caller_from_any
     let results = sdk_calls(
         &fleet,
         &[
-            (
+            step(
                 n1,
                 &alice,
                 create,
                 json!({ "title": "Single sign-on", "description": "SAML and OIDC" }),
             ),
-            (n2, &alice, create, json!({ "title": "Audit log" })),
-            (n3, &bob, create, json!({ "title": "Export to CSV" })),
-            (n1, &carol, create, json!({ "title": "Dark mode" })),
-            (n3, &alice, create, json!({ "title": "" })),
-            (n3, &alice, create, json!({ "title": "SCIM" })),
+            step(n2, &alice, create, json!({ "title": "Audit log" })),
+            step(n3, &bob, create, json!({ "title": "Export to CSV" })),
+            step(n1, &carol, create, json!({ "title": "Dark mode" })),
+            step(n3, &alice, create, json!({ "title": "" })),
+            step(n3, &alice, create, json!({ "title": "SCIM" })),
+            step(n1, &alice, create, json!({ "title": "Legacy client" })).legacy(),
         ],
     );
 
@@ -186,6 +223,17 @@ fn tenant_api_sends_each_tenants_key_and_one_token_exchanged_per_caller_from_any
         (&json!(3), &json!("REQ-2")),
         "{last}"
     );
+    // A 2025-11-25 session carries the caller's token to ctx.token_for as well.
+    let legacy = created(&results[6]);
+    assert_eq!(
+        (
+            &legacy["id"],
+            &legacy["filed_by_you"],
+            &legacy["previous_id"]
+        ),
+        (&json!("REQ-5"), &json!(4), &json!("REQ-4")),
+        "{legacy}"
+    );
 
     // What the API received: alice's and bob's calls (carol's never left the node), each
     // with its tenant's key and a token exchanged for its caller.
@@ -216,6 +264,7 @@ fn tenant_api_sends_each_tenants_key_and_one_token_exchanged_per_caller_from_any
             ("bob", globex_key.as_str()),
             ("alice", acme_key.as_str()),
             ("alice", acme_key.as_str()),
+            ("alice", acme_key.as_str()),
         ]
     );
     for r in &received {
@@ -231,7 +280,7 @@ fn tenant_api_sends_each_tenants_key_and_one_token_exchanged_per_caller_from_any
         body,
         json!({ "title": "Single sign-on", "description": "SAML and OIDC" })
     );
-    // Alice's four requests, through nodes 1, 2 and 3, carried one token: exchanged once.
+    // Alice's five requests, through nodes 1, 2 and 3, carried one token: exchanged once.
     let alices: Vec<&str> = received
         .iter()
         .filter(|r| r.api_key.as_deref() == Some(acme_key.as_str()))

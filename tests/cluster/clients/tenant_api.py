@@ -1,10 +1,12 @@
 """Calls of `examples/tenant_api` tools with the official MCP Python SDK, one per step.
 
 Usage: tenant_api.py PLAN, where the file PLAN holds a JSON array of steps, each
-`{"url": ..., "token": ..., "tool": ..., "arguments": {...}}` (the tokens in a file, not
-on the command line, where other users of the machine could read them). The steps run in order, each as its own client connected
-to its node's URL with its bearer token (the SDK's default mode: 2026-07-28 after
-`server/discover`). It prints one JSON array on standard output, one entry per step:
+`{"url": ..., "token": ..., "tool": ..., "arguments": {...}, "mode": ...}` (the tokens in
+a file, not on the command line, where other users of the machine could read them). The
+steps run in order, each as its own client connected to its node's URL with its bearer
+token, in the SDK's `mode` (default "auto": 2026-07-28 after `server/discover`;
+"legacy": a 2025-11-25 session). It prints one JSON array on standard output, one entry
+per step:
 
     {"protocol_version": ..., "is_error": bool, "text": ..., "structured": {...} | null}
 
@@ -35,7 +37,10 @@ async def call(step: dict[str, Any]) -> dict[str, Any]:
     try:
         async with http:
             transport = streamable_http_client(step["url"], http_client=http)
-            async with Client(transport, cache=None, read_timeout_seconds=REQUEST_TIMEOUT_S) as client:
+            mode = step.get("mode", "auto")
+            async with Client(
+                transport, mode=mode, cache=None, read_timeout_seconds=REQUEST_TIMEOUT_S
+            ) as client:
                 result = await client.call_tool(step["tool"], step.get("arguments") or {})
                 texts = [c.text for c in result.content if getattr(c, "type", None) == "text"]
                 return {
