@@ -21,6 +21,7 @@ pub struct FleetBuilder {
     cluster: Builder,
     balanced: bool,
     token_exchange: bool,
+    preset: Option<String>,
 }
 
 impl FleetBuilder {
@@ -50,12 +51,23 @@ impl FleetBuilder {
         self
     }
 
+    /// Names the issuer's claims preset (`workos`, `auth0`, ...), as `--issuer-preset`
+    /// does: under `workos` and `auth0` a token's `org_id` is its tenant (see
+    /// [`Fleet::token_in`]).
+    pub fn issuer_preset(mut self, preset: &str) -> Self {
+        self.preset = Some(preset.to_owned());
+        self
+    }
+
     /// Runs `examples/conformance` (the built-ins plus the conformance fixtures, such as
     /// `test_elicitation`) on every node instead of `mcp-fleet`.
-    pub fn conformance(mut self) -> Self {
-        self.cluster = self
-            .cluster
-            .program(crate::examples::example("conformance"));
+    pub fn conformance(self) -> Self {
+        self.example("conformance")
+    }
+
+    /// Runs the program of `examples/<name>` on every node instead of `mcp-fleet`.
+    pub fn example(mut self, name: &str) -> Self {
+        self.cluster = self.cluster.program(crate::examples::example(name));
         self
     }
 
@@ -94,8 +106,13 @@ impl FleetBuilder {
         let cluster = if self.token_exchange {
             // No flag configures token exchange: the issuer list comes from the
             // environment, as an operator without a config file would write it.
+            let preset = self
+                .preset
+                .as_deref()
+                .map(|p| format!(", preset=\"{p}\""))
+                .unwrap_or_default();
             let issuers = format!(
-                "[{{issuer=\"{}\", token_exchange={{client_id=\"{CLIENT_ID}\", \
+                "[{{issuer=\"{}\"{preset}, token_exchange={{client_id=\"{CLIENT_ID}\", \
                  client_secret=\"{CLIENT_SECRET}\"}}}}]",
                 issuer.url()
             );
@@ -103,8 +120,13 @@ impl FleetBuilder {
                 .env("MCP_FLEET_AUTH__ISSUERS", &issuers)
                 .args(&["--auth", "jwt"])
         } else {
-            self.cluster
-                .args(&["--auth", "jwt", "--issuer", issuer.url()])
+            let cluster = self
+                .cluster
+                .args(&["--auth", "jwt", "--issuer", issuer.url()]);
+            match &self.preset {
+                Some(preset) => cluster.args(&["--issuer-preset", preset]),
+                None => cluster,
+            }
         };
         let cluster = cluster.args(&["--public-url", &resource]).start(n);
         let lb = haproxy.zip(reservation).map(|(binary, reservation)| {
@@ -148,6 +170,7 @@ impl Fleet {
             cluster: Cluster::builder(),
             balanced: true,
             token_exchange: false,
+            preset: None,
         }
     }
 

@@ -13,6 +13,7 @@ mod harness;
 mod issuer;
 mod lb;
 mod load;
+mod python;
 #[path = "../support/upstream.rs"]
 mod upstream;
 
@@ -37,5 +38,6 @@ mod session_cap;
 mod sessions;
 mod stalled_writes;
 mod standing;
+mod tenant_api;
 mod tool_state;
 mod upstream_calls;

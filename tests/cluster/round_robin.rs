@@ -3,8 +3,6 @@
 //! without a refusal, a lost session or an error.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,53 +15,25 @@ const CALLS: u64 = 200;
 /// How long the Python client may run (both modes).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
 
-/// The project virtualenv's interpreter (`scripts/test` creates `.venv` before `cargo
-/// test`); `None`, after saying so, when it is missing and `CI` is not set.
-fn venv_python() -> Option<PathBuf> {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if python.is_file() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing and CI is set (scripts/test creates it)",
-        python.display()
-    );
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("this test")
-        .to_owned();
-    eprintln!(
-        "SKIPPED {test}: {} is missing (run scripts/test once to create it); with CI set \
-         this is a failure",
-        python.display()
-    );
-    None
-}
-
 #[test]
 fn python_sdk_calls_round_robin_over_three_nodes() {
-    let Some(python) = venv_python() else { return };
+    let script = "round_robin.py";
+    let mut cmd = crate::python::client(script);
     let Some(fleet) = Fleet::builder().start(3) else {
         return;
     };
     let lb = fleet.lb();
     let before = lb.stats().expect("haproxy stats");
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/clients/round_robin.py");
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script)
-        .arg(fleet.url())
+    cmd.arg(fleet.url())
         .arg(CALLS.to_string())
         .env("FLEET_TOKEN", fleet.token("round-robin-user"));
     let out = run_bounded(cmd, CLIENT_DEADLINE)
-        .unwrap_or_else(|e| panic!("{}: {e}\n{}", script.display(), fleet.logs()));
+        .unwrap_or_else(|e| panic!("{script}: {e}\n{}", fleet.logs()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{} failed ({}):\n{stdout}\n{stderr}\n{}",
-        script.display(),
+        "{script} failed ({}):\n{stdout}\n{stderr}\n{}",
         out.status,
         fleet.logs()
     );

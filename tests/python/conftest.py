@@ -3,7 +3,7 @@
 The binary comes from `MCP_FLEET_BIN` (default `<repo>/target/debug/mcp-fleet`; build it
 with `cargo build`); the server with the conformance fixtures from
 `MCP_FLEET_CONFORMANCE_BIN` (default `<repo>/target/debug/examples/conformance`; build it
-with `cargo build --examples`). Each server gets its own temporary data directory; its stderr (the
+with `cargo build --examples`), and the other examples from the same directory. Each server gets its own temporary data directory; its stderr (the
 logs) goes to a file there and is shown when a test fails.
 """
 
@@ -107,6 +107,22 @@ def mcp_fleet_conformance_bin() -> Path:
     return path
 
 
+def example_bin(name: str) -> Path:
+    """The example server `examples/<name>`, built beside the conformance example."""
+    return conformance_bin().with_name(name)
+
+
+@pytest.fixture(scope="session")
+def mcp_fleet_quickstart_bin() -> Path:
+    path = example_bin("quickstart")
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"quickstart example not found at {path}: run `cargo build --examples` (it is looked "
+            "for beside the conformance example, MCP_FLEET_CONFORMANCE_BIN)"
+        )
+    return path
+
+
 def server_env() -> dict[str, str]:
     """The environment for a server: ours, minus MCP_FLEET_BIN and MCP_FLEET_CONFORMANCE_BIN.
 
@@ -203,6 +219,14 @@ def fleet_conformance(
 ):
     """An `examples/conformance dev` server (built-ins plus the conformance fixtures)."""
     yield from _serve(mcp_fleet_conformance_bin, tmp_path_factory.mktemp("fleet-conformance"), request)
+
+
+@pytest.fixture(scope="session")
+def fleet_quickstart(
+    mcp_fleet_quickstart_bin: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+):
+    """An `examples/quickstart dev` server: one tool, one resource, one prompt."""
+    yield from _serve(mcp_fleet_quickstart_bin, tmp_path_factory.mktemp("fleet-quickstart"), request)
 
 
 @pytest.fixture(scope="session")

@@ -426,6 +426,32 @@ async def test_resources_prompts_and_completion(fleet_conformance, mode: str) ->
             assert nothing.values == []
 
 
+# --- examples/quickstart -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_quickstart_example_serves_its_tool_resource_and_prompt(fleet_quickstart, mode: str) -> None:
+    with anyio.fail_after(TEST_TIMEOUT_S):
+        async with connect(fleet_quickstart.url, mode) as client:
+            assert client.server_info is not None and client.server_info.name == "quickstart"
+            assert [t.name for t in (await client.list_tools()).tools] == ["greet"]
+            result = await client.call_tool("greet", {"name": "Ada"})
+            assert not result.is_error
+            assert text_of(result) == "Hello, Ada, from anonymous!"
+
+            resources = (await client.list_resources()).resources
+            assert [str(r.uri) for r in resources] == ["docs://readme"]
+            [contents] = (await client.read_resource("docs://readme")).contents
+            assert contents.mime_type == "text/plain" and contents.text == "Try `greet`."
+
+            prompts = (await client.list_prompts()).prompts
+            assert [p.name for p in prompts] == ["haiku"]
+            assert [(a.name, a.required) for a in prompts[0].arguments] == [("topic", True)]
+            [message] = (await client.get_prompt("haiku", {"topic": "rain"})).messages
+            assert message.role == "user"
+            assert message.content.text == "Write a haiku about rain."
+
+
 # --- stdio ----------------------------------------------------------------------------------
 
 

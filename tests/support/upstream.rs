@@ -7,18 +7,22 @@
 //! - `/echo` (any method): recorded, answered `200 {"ok": true}`.
 //! - `/hang`: recorded, never answered (until the server stops).
 //! - `/big?bytes=N`: recorded, answered with `N` bytes of `x`.
+//! - `POST /requirements` (the team API of `examples/tenant_api`): recorded; a JSON body
+//!   with a non-empty `title` is answered `201 {"id": "REQ-<n>", "title": …}` (`n` counts
+//!   from 1 on each upstream), anything else `422 {"error": "title must not be empty"}`.
 
 // Each binary that includes this file uses a different part of it.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// What one request carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,10 @@ pub struct Received {
     pub authorization: Option<String>,
     /// The `x-request-id` header, if any.
     pub request_id: Option<String>,
+    /// The `x-api-key` header, if any.
+    pub api_key: Option<String>,
+    /// The body, as text.
+    pub body: String,
 }
 
 impl Received {
@@ -65,12 +73,15 @@ impl Upstream {
             .spawn(move || {
                 actix_web::rt::System::new().block_on(async move {
                     let data = web::Data::new(shared);
+                    let next_id = web::Data::new(AtomicU64::new(1));
                     let server = HttpServer::new(move || {
                         App::new()
                             .app_data(data.clone())
+                            .app_data(next_id.clone())
                             .route("/echo", web::to(echo))
                             .route("/hang", web::to(hang))
                             .route("/big", web::to(big))
+                            .route("/requirements", web::post().to(requirements))
                     })
                     .workers(2)
                     .disable_signals()
@@ -116,6 +127,10 @@ impl Drop for Upstream {
 }
 
 fn record(log: &Log, req: &HttpRequest) {
+    record_with_body(log, req, &[]);
+}
+
+fn record_with_body(log: &Log, req: &HttpRequest, body: &[u8]) {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -127,6 +142,8 @@ fn record(log: &Log, req: &HttpRequest) {
         path: req.path().to_owned(),
         authorization: header("authorization"),
         request_id: header("x-request-id"),
+        api_key: header("x-api-key"),
+        body: String::from_utf8_lossy(body).into_owned(),
     });
 }
 
@@ -149,4 +166,26 @@ async fn big(log: web::Data<Log>, req: HttpRequest) -> HttpResponse {
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(0);
     HttpResponse::Ok().body("x".repeat(bytes))
+}
+
+async fn requirements(
+    log: web::Data<Log>,
+    next_id: web::Data<AtomicU64>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    record_with_body(&log, &req, &body);
+    let title = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("title").and_then(Value::as_str).map(str::to_owned))
+        .filter(|t| !t.is_empty());
+    match title {
+        Some(title) => {
+            let id = format!("REQ-{}", next_id.fetch_add(1, Ordering::Relaxed));
+            HttpResponse::Created().json(json!({ "id": id, "title": title }))
+        }
+        None => {
+            HttpResponse::UnprocessableEntity().json(json!({ "error": "title must not be empty" }))
+        }
+    }
 }
