@@ -13,6 +13,7 @@ mod harness;
 mod issuer;
 mod lb;
 mod load;
+#[path = "../support/python.rs"]
 mod python;
 #[path = "../support/upstream.rs"]
 mod upstream;

@@ -7,6 +7,8 @@ mod examples;
 mod harness;
 #[path = "../support/issuer.rs"]
 mod issuer;
+#[path = "../support/python.rs"]
+mod python;
 
 mod auth;
 

@@ -134,17 +134,6 @@ fn comment_start(line: &str) -> Option<usize> {
     None
 }
 
-/// The project virtualenv's interpreter, which `scripts/test` creates with the SDK.
-fn venv_python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/test once to create it (it installs the Python SDK)",
-        python.display()
-    );
-    python
-}
-
 /// A server started by the section, with its standard output collected.
 struct Running {
     child: Child,
@@ -332,7 +321,7 @@ fn the_readme_takes_a_new_crate_to_an_authenticated_fleet_node_serving_its_tool(
         );
     }
     let steps = steps(section);
-    let python = venv_python();
+    let python = crate::python::venv_python();
 
     let root = tempfile::tempdir().expect("a temporary directory");
     let logs = root.path().join("logs");
