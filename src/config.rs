@@ -533,8 +533,17 @@ impl Config {
         if raw.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be greater than 0"));
         }
-        if raw.http.event_buffer == 0 {
-            return Err(invalid("http.event_buffer", "must be greater than 0"));
+        if raw.http.max_stream_events == 0 {
+            return Err(invalid("http.max_stream_events", "must be greater than 0"));
+        }
+        if raw.http.max_stream_bytes == 0 {
+            return Err(invalid("http.max_stream_bytes", "must be greater than 0"));
+        }
+        if raw.http.stream_retention.is_zero() {
+            return Err(invalid(
+                "http.stream_retention",
+                "must be greater than 0 (a broken stream could never be resumed)",
+            ));
         }
         if raw.sessions.ttl.is_zero() {
             return Err(invalid("sessions.ttl", "must be greater than 0"));

@@ -78,6 +78,32 @@ pub(crate) struct ForwardedAnswer {
     pub message: String,
 }
 
+/// Where a node forwards a `Last-Event-ID` GET for a stream this node holds.
+pub(crate) const RESUME: &str = "/fleet/resume";
+
+/// A resuming GET another node received for a stream this node holds. That node checked
+/// the session is the caller's; the answer is the event stream, 404 when there is no such
+/// stream here, 409 when it cannot be taken.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ForwardedResume {
+    /// The legacy session.
+    pub session: String,
+    /// The `Last-Event-ID` the client sent.
+    pub last_event_id: String,
+}
+
+/// Where a node forwards `notifications/cancelled` for a request not running on it.
+pub(crate) const CANCEL: &str = "/fleet/cancel";
+
+/// A cancellation another node received; answered with whether a request here stopped.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ForwardedCancel {
+    /// The legacy session.
+    pub session: String,
+    /// The request's JSON-RPC id, as JSON text (postcard cannot carry JSON values).
+    pub request: String,
+}
+
 /// Registers the internal routes, behind the cluster-secret check, reading bodies up to
 /// `limits`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
@@ -102,6 +128,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
                 .route(path::MEMBERS, web::get().to(members))
                 .route("/fleet/reseal", web::post().to(reseal))
                 .route("/auth/revoke", web::post().to(revoke))
+                .route(RESUME, web::post().to(resume))
+                .route(CANCEL, web::post().to(cancel))
                 .service(
                     web::resource(ANSWER)
                         .app_data(web::PayloadConfig::new(limits.answer))
@@ -519,4 +547,44 @@ async fn answer(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
         .existing(&forwarded.session)
         .is_some_and(|live| live.outbound.answer(&id, outcome));
     postcard_body(&taken)
+}
+
+/// Resumes, for another node's client, a stream this node holds.
+async fn resume(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    let forwarded: ForwardedResume = match decode(&body) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    let Some(live) = state.public.live.existing(&forwarded.session) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let resumed = super::legacy::resume_here(
+        &state.public,
+        &forwarded.session,
+        live,
+        &forwarded.last_event_id,
+    );
+    match resumed {
+        Ok(response) => response,
+        Err(super::live::AttachError::Busy) => HttpResponse::Conflict().finish(),
+        Err(_) => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// Cancels a request of a session running here, for another node's client; answers
+/// whether one stopped.
+async fn cancel(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    let forwarded: ForwardedCancel = match decode(&body) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    let Ok(id) = serde_json::from_str::<serde_json::Value>(&forwarded.request) else {
+        return postcard_body(&false);
+    };
+    let stopped = state
+        .public
+        .live
+        .existing(&forwarded.session)
+        .is_some_and(|live| live.inflight.cancel(&id));
+    postcard_body(&stopped)
 }

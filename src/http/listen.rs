@@ -216,14 +216,7 @@ pub(super) fn listen(
         }
     });
     let queue = VecDeque::from([sse::event(&ack)]);
-    sse_response(
-        queue,
-        rx,
-        None,
-        None,
-        Some(state.config.sse_keepalive),
-        None,
-    )
+    sse_response(queue, rx, None, Some(state.config.sse_keepalive), None)
 }
 
 #[cfg(test)]

@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::keys::{MAX_PENDING_REQUESTS, MAX_RESUMABLE_STREAMS, MAX_STREAMS};
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::keys::{
+    MAX_PENDING_REQUESTS, MAX_RESUMABLE_STREAMS, MAX_STREAMS, MAX_STREAM_BYTES, MAX_STREAM_EVENTS,
+};
 use super::sse::{Outgoing, Rx, Tx};
 use crate::limits::{Held, Limits};
 use crate::mcp::{Inflight, Outbound, RpcError};
@@ -20,17 +24,18 @@ use crate::mcp::{Inflight, Outbound, RpcError};
 /// Stream id of a session's standalone GET stream.
 pub(crate) const STANDALONE: u64 = 0;
 
-/// How long a finished stream's events stay available for resumption.
-const FINISHED_RETENTION: Duration = Duration::from_secs(300);
-
 /// How long a session's live state stays after its last use with nothing open.
 const IDLE_RETENTION: Duration = Duration::from_secs(600);
 
 /// What a node keeps for each legacy session, and the caps on it (see [`super::Config`]).
 #[derive(Clone)]
 pub(crate) struct Caps {
-    /// Messages kept per stream for resumption.
-    pub event_buffer: usize,
+    /// Notifications and requests kept per stream for resumption.
+    pub max_events: usize,
+    /// Bytes of notifications and requests kept per stream for resumption.
+    pub max_bytes: usize,
+    /// How long a finished stream stays resumable.
+    pub retention: Duration,
     /// Unfinished streams per session.
     pub max_streams: usize,
     /// Finished streams kept per session for resumption.
@@ -44,11 +49,19 @@ pub(crate) struct Caps {
 impl Caps {
     /// The caps of `config`, counted in `limits`.
     pub fn new(config: &super::Config, limits: Limits) -> Self {
-        for key in [MAX_STREAMS, MAX_RESUMABLE_STREAMS, MAX_PENDING_REQUESTS] {
+        for key in [
+            MAX_STREAMS,
+            MAX_RESUMABLE_STREAMS,
+            MAX_PENDING_REQUESTS,
+            MAX_STREAM_EVENTS,
+            MAX_STREAM_BYTES,
+        ] {
             limits.declare(key);
         }
         Self {
-            event_buffer: config.event_buffer.max(1),
+            max_events: config.max_stream_events.max(1),
+            max_bytes: config.max_stream_bytes,
+            retention: config.stream_retention,
             max_streams: config.max_streams_per_session,
             max_resumable: config.max_resumable_streams_per_session,
             max_pending: config.max_pending_requests_per_session,
@@ -89,7 +102,7 @@ impl Live {
         let mut map = self.sessions.lock().expect("live sessions lock");
         let session = map
             .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(LiveSession::new(self.caps.clone(), Some(self.node))))
+            .or_insert_with(|| Arc::new(LiveSession::new(self.caps.clone(), self.node)))
             .clone();
         *session.last_used.lock().expect("last used lock") = Instant::now();
         session
@@ -113,29 +126,100 @@ impl Live {
 
 struct Stream {
     events: VecDeque<(u64, Outgoing)>,
+    /// Bytes of the kept notifications and requests (not the final response).
+    bytes: usize,
+    /// Whether a message was not kept for being over a cap (reported once per stream).
+    overflowed: bool,
     next_seq: u64,
     subscriber: Option<Tx>,
     finished_at: Option<Instant>,
     /// A request stream's place under `http.max_streams_per_session`, given back when
     /// its final message is sent.
     held: Option<Held>,
+    /// This node's kept events and bytes, as `limit_in_use` shows them.
+    events_gauge: Gauge,
+    bytes_gauge: Gauge,
 }
 
 impl Stream {
-    fn new(subscriber: Option<Tx>, held: Option<Held>) -> Self {
+    fn new(subscriber: Option<Tx>, held: Option<Held>, limits: &Limits) -> Self {
         Self {
             events: VecDeque::new(),
+            bytes: 0,
+            overflowed: false,
             next_seq: 0,
             subscriber,
             finished_at: None,
             held,
+            events_gauge: limits.gauge(MAX_STREAM_EVENTS),
+            bytes_gauge: limits.gauge(MAX_STREAM_BYTES),
         }
+    }
+
+    /// Whether a connection reads it now.
+    fn is_read(&self) -> bool {
+        self.subscriber.as_ref().is_some_and(|t| !t.is_closed())
     }
 
     /// Finished, and nobody reads it: kept only for a resuming GET.
     fn is_resumable(&self) -> bool {
-        self.finished_at.is_some() && self.subscriber.is_none()
+        self.finished_at.is_some() && !self.is_read()
     }
+
+    /// Keeps `out` for resumption, unless a notification or request is over the caps: the
+    /// final response is always kept.
+    fn keep(&mut self, seq: u64, out: Outgoing, caps: &Caps) {
+        if !out.is_final {
+            let size = json_size(&out.message);
+            let over = if self.events.len() >= caps.max_events {
+                Some(MAX_STREAM_EVENTS)
+            } else if self.bytes.saturating_add(size) > caps.max_bytes {
+                Some(MAX_STREAM_BYTES)
+            } else {
+                None
+            };
+            if let Some(key) = over {
+                caps.limits.refused(key);
+                if !std::mem::replace(&mut self.overflowed, true) {
+                    tracing::info!(
+                        limit = key,
+                        "a legacy stream is over its cap: its further messages are sent \
+                         to a connected reader but not kept for resumption"
+                    );
+                }
+                return;
+            }
+            self.bytes += size;
+            self.bytes_gauge.inc_by(size as i64);
+        }
+        self.events_gauge.inc();
+        self.events.push_back((seq, out));
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.events_gauge.dec_by(self.events.len() as i64);
+        self.bytes_gauge.dec_by(self.bytes as i64);
+    }
+}
+
+/// The length of `value` as JSON text, without building the text.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// One legacy session's live state on this instance.
@@ -146,6 +230,9 @@ pub(crate) struct LiveSession {
     /// Client requests that `notifications/cancelled` may stop.
     pub inflight: Inflight,
     next_stream: AtomicU64,
+    /// This node's id, the first part of every event id, so any node can tell which node
+    /// holds a stream.
+    node: u64,
     caps: Caps,
     /// Unfinished request streams, against `caps.max_streams`.
     open: Arc<AtomicUsize>,
@@ -159,16 +246,19 @@ pub(crate) enum AttachError {
     Unknown,
     /// Another connection is reading it.
     Busy,
+    /// The stream is held by node `0`.
+    Elsewhere(u64),
 }
 
 impl LiveSession {
-    fn new(caps: Caps, node: Option<u64>) -> Self {
-        let outbound = node.map_or_else(Outbound::default, Outbound::with_origin);
+    fn new(caps: Caps, node: u64) -> Self {
+        let outbound = Outbound::with_origin(node);
         Self {
             streams: Mutex::new(HashMap::new()),
             outbound: outbound.capped(caps.max_pending, caps.limits.clone()),
             inflight: Inflight::default(),
             next_stream: AtomicU64::new(STANDALONE + 1),
+            node,
             caps,
             open: Arc::default(),
             last_used: Mutex::new(Instant::now()),
@@ -178,10 +268,8 @@ impl LiveSession {
     /// Forgets finished streams past their retention, and the oldest finished ones beyond
     /// `max_resumable`.
     fn trim(&self, streams: &mut HashMap<u64, Stream>) {
-        streams.retain(|_, s| {
-            s.finished_at
-                .is_none_or(|t| t.elapsed() < FINISHED_RETENTION)
-        });
+        let retention = self.caps.retention;
+        streams.retain(|_, s| s.finished_at.is_none_or(|t| t.elapsed() < retention));
         let mut resumable: Vec<(Instant, u64)> = streams
             .iter()
             .filter(|(_, s)| s.is_resumable())
@@ -201,9 +289,7 @@ impl LiveSession {
             return false;
         }
         let streams = self.streams.lock().expect("streams lock");
-        let reading = streams
-            .values()
-            .any(|s| s.subscriber.as_ref().is_some_and(|t| !t.is_closed()));
+        let reading = streams.values().any(Stream::is_read);
         !reading && self.outbound.is_empty() && self.inflight.is_empty()
     }
 
@@ -219,19 +305,23 @@ impl LiveSession {
             "unfinished streams on this session",
         )?;
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        streams.insert(id, Stream::new(Some(tx), Some(held)));
+        streams.insert(id, Stream::new(Some(tx), Some(held), &self.caps.limits));
         Ok(id)
     }
 
-    /// The id of an event: the stream it belongs to and its place in that stream.
-    pub fn event_id(stream: u64, seq: u64) -> String {
-        format!("{stream}-{seq}")
+    /// The id of an event: the node holding its stream, the stream, and its place in that
+    /// stream. Unique across the session, whichever nodes its requests reach.
+    fn event_id(&self, stream: u64, seq: u64) -> String {
+        format!("{}-{stream}-{seq}", self.node)
     }
 
-    /// Parses an event id made by [`LiveSession::event_id`].
-    pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
-        let (stream, seq) = id.split_once('-')?;
-        Some((stream.parse().ok()?, seq.parse().ok()?))
+    /// Parses an event id made by [`LiveSession::event_id`]: node, stream, place.
+    pub fn parse_event_id(id: &str) -> Option<(u64, u64, u64)> {
+        let mut parts = id.splitn(3, '-').map(str::parse);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(node)), Some(Ok(stream)), Some(Ok(seq))) => Some((node, stream, seq)),
+            _ => None,
+        }
     }
 
     /// Reserves the next event id of `stream` without sending anything (for priming).
@@ -240,7 +330,7 @@ impl LiveSession {
         let s = streams.get_mut(&stream)?;
         let seq = s.next_seq;
         s.next_seq += 1;
-        Some(Self::event_id(stream, seq))
+        Some(self.event_id(stream, seq))
     }
 
     /// Sends a message on `stream`: to its reader if one is attached, and into its buffer
@@ -253,7 +343,7 @@ impl LiveSession {
         let seq = s.next_seq;
         s.next_seq += 1;
         let out = Outgoing {
-            id: Some(Self::event_id(stream, seq)),
+            id: Some(self.event_id(stream, seq)),
             message,
             is_final,
         };
@@ -262,10 +352,9 @@ impl LiveSession {
                 s.subscriber = None;
             }
         }
-        if s.events.len() == self.caps.event_buffer {
-            s.events.pop_front();
-        }
-        s.events.push_back((seq, out));
+        // Kept even when a reader took it: the reader's connection may be dead without
+        // anyone knowing yet, and its client will resume from the last event it saw.
+        s.keep(seq, out, &self.caps);
         if is_final {
             s.finished_at = Some(Instant::now());
             s.held = None;
@@ -290,21 +379,28 @@ impl LiveSession {
         let mut streams = self.streams.lock().expect("streams lock");
         let s = streams
             .entry(STANDALONE)
-            .or_insert_with(|| Stream::new(None, None));
-        if s.subscriber.as_ref().is_some_and(|t| !t.is_closed()) {
+            .or_insert_with(|| Stream::new(None, None, &self.caps.limits));
+        if s.is_read() {
             return Err(AttachError::Busy);
         }
         s.subscriber = Some(tx);
         Ok(())
     }
 
-    /// Reattaches a reader to the stream an event id belongs to, replaying what came after it.
+    /// Reattaches a reader to the stream an event id belongs to, replaying what came after
+    /// it. A connection still attached is told to end: a client resumes because its
+    /// connection broke, which the server may not have noticed yet (no FIN arrives when a
+    /// network blip or a balancer drops it), and the caller proved the session is theirs.
     pub fn resume(&self, last_event_id: &str, tx: Tx) -> Result<u64, AttachError> {
-        let (stream, seq) = Self::parse_event_id(last_event_id).ok_or(AttachError::Unknown)?;
+        let (node, stream, seq) =
+            Self::parse_event_id(last_event_id).ok_or(AttachError::Unknown)?;
+        if node != self.node {
+            return Err(AttachError::Elsewhere(node));
+        }
         let mut streams = self.streams.lock().expect("streams lock");
         let s = streams.get_mut(&stream).ok_or(AttachError::Unknown)?;
-        if s.subscriber.as_ref().is_some_and(|t| !t.is_closed()) {
-            return Err(AttachError::Busy);
+        if let Some(old) = s.subscriber.take() {
+            let _ = old.send(Outgoing::detach());
         }
         for (_, out) in s.events.iter().filter(|(n, _)| *n > seq) {
             let _ = tx.send(out.clone());
@@ -315,7 +411,8 @@ impl LiveSession {
         Ok(stream)
     }
 
-    /// Forgets a stream whose final message reached its reader.
+    /// Forgets a stream whose final message was its only one, sent as a plain JSON body
+    /// that has no event id to resume from.
     pub fn close_stream(&self, stream: u64) {
         self.streams.lock().expect("streams lock").remove(&stream);
     }
@@ -339,7 +436,9 @@ mod tests {
 
     fn caps(max_streams: usize, max_resumable: usize) -> Caps {
         Caps {
-            event_buffer: 16,
+            max_events: 16,
+            max_bytes: 1024,
+            retention: Duration::from_secs(60),
             max_streams,
             max_resumable,
             max_pending: 4,
@@ -349,7 +448,7 @@ mod tests {
 
     #[test]
     fn resumes_after_the_last_event_seen() {
-        let live = LiveSession::new(caps(4, 4), None);
+        let live = LiveSession::new(caps(4, 4), 1);
         let (tx, mut rx) = channel();
         let stream = live.open_stream(tx).unwrap();
         live.push(stream, json!(1), false);
@@ -364,7 +463,14 @@ mod tests {
         assert_eq!(last.message, json!(3));
         assert!(last.is_final);
         assert!(rx2.try_recv().is_err());
-        assert_eq!(live.resume("99-0", channel().0), Err(AttachError::Unknown));
+        assert_eq!(
+            live.resume("1-99-0", channel().0),
+            Err(AttachError::Unknown)
+        );
+        assert_eq!(
+            live.resume("2-1-0", channel().0),
+            Err(AttachError::Elsewhere(2))
+        );
         assert_eq!(
             live.resume("garbage", channel().0),
             Err(AttachError::Unknown)
@@ -375,7 +481,7 @@ mod tests {
     fn unfinished_streams_are_capped_per_session() {
         let caps = caps(2, 4);
         let limits = caps.limits.clone();
-        let live = LiveSession::new(caps, None);
+        let live = LiveSession::new(caps, 1);
         let first = live.open_stream(channel().0).unwrap();
         live.open_stream(channel().0).unwrap();
         let refused = live.open_stream(channel().0).unwrap_err();
@@ -392,7 +498,7 @@ mod tests {
 
     #[test]
     fn finished_streams_kept_for_resumption_are_capped_oldest_first() {
-        let live = LiveSession::new(caps(8, 2), None);
+        let live = LiveSession::new(caps(8, 2), 1);
         let mut ids = Vec::new();
         for n in 0..3 {
             // Nobody reads these streams: their ends wait for a resuming GET.
@@ -401,7 +507,7 @@ mod tests {
             ids.push(stream);
         }
         // The oldest is forgotten; the two newest can still be resumed.
-        let from = |stream: u64| LiveSession::event_id(stream, 0);
+        let from = |stream: u64| live.event_id(stream, 0);
         assert_eq!(
             live.resume(&from(ids[0]), channel().0),
             Err(AttachError::Unknown)
@@ -409,5 +515,49 @@ mod tests {
         for stream in &ids[1..] {
             assert_eq!(live.resume(&from(*stream), channel().0), Ok(*stream));
         }
+    }
+
+    #[test]
+    fn a_stream_over_its_caps_still_keeps_its_final_response() {
+        let caps = caps(4, 4);
+        let limits = caps.limits.clone();
+        let live = LiveSession::new(caps, 1);
+        let stream = live.open_stream(channel().0).unwrap();
+        let start = live.reserve_id(stream).unwrap();
+        for n in 0..20 {
+            live.push(stream, json!(n), false);
+        }
+        // Over max_bytes: kept would be more than 1024 bytes.
+        live.push(stream, json!("x".repeat(2000)), false);
+        live.push(stream, json!("done"), true);
+        let (tx, mut rx) = channel();
+        live.resume(&start, tx).unwrap();
+        let replayed: Vec<Value> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|out| out.message)
+            .collect();
+        let mut expected: Vec<Value> = (0..16).map(|n| json!(n)).collect();
+        expected.push(json!("done"));
+        assert_eq!(replayed, expected);
+        assert_eq!(limits.refusals(MAX_STREAM_EVENTS), 5);
+        assert_eq!(limits.gauge(MAX_STREAM_EVENTS).get(), 17);
+        live.close();
+        assert_eq!(limits.gauge(MAX_STREAM_EVENTS).get(), 0);
+        assert_eq!(limits.gauge(MAX_STREAM_BYTES).get(), 0);
+    }
+
+    #[test]
+    fn a_resume_takes_a_stream_from_a_connection_gone_silent() {
+        let live = LiveSession::new(caps(4, 4), 1);
+        let (tx, mut silent) = channel();
+        let stream = live.open_stream(tx).unwrap();
+        live.push(stream, json!(1), false);
+        let seen = silent.try_recv().unwrap().id.unwrap();
+        let (tx, mut resumed) = channel();
+        assert_eq!(live.resume(&seen, tx), Ok(stream));
+        // The old connection is told to end; what follows goes to the new one only.
+        assert!(silent.try_recv().unwrap().is_detach());
+        live.push(stream, json!(2), true);
+        assert!(silent.try_recv().is_err());
+        assert_eq!(resumed.try_recv().unwrap().message, json!(2));
     }
 }

@@ -284,17 +284,12 @@ pub(super) async fn respond(
     let mut queue: VecDeque<Bytes> = prelude.into();
     if first.is_detach() {
         // The request asked to end the connection at once; the client resumes later.
-        return sse_response(queue, rx, Some(Hold::Ended), None, None, None);
+        return sse_response(queue, rx, Some(Hold::Ended), None, None);
     }
     queue.push_back(sse::event(&first));
-    sse_response(
-        queue,
-        rx,
-        guard.map(Hold::Guard),
-        stream,
-        Some(keepalive),
-        None,
-    )
+    // The stream stays with its session after its final message: that message is
+    // written, not known to be read, and the client may resume from an earlier event.
+    sse_response(queue, rx, guard.map(Hold::Guard), Some(keepalive), None)
 }
 
 /// What an SSE body keeps alive for as long as the client reads it; never read, only held.
@@ -311,7 +306,6 @@ pub(super) fn sse_response(
     queue: VecDeque<Bytes>,
     rx: Rx,
     hold: Option<Hold>,
-    stream: Option<(Arc<LiveSession>, u64)>,
     keepalive: Option<Duration>,
     shutdown: Option<CancellationToken>,
 ) -> HttpResponse {
@@ -320,7 +314,6 @@ pub(super) fn sse_response(
         rx: Rx,
         done: bool,
         _hold: Option<Hold>,
-        stream: Option<(Arc<LiveSession>, u64)>,
         keepalive: Option<tokio::time::Interval>,
         shutdown: Option<CancellationToken>,
     }
@@ -334,7 +327,6 @@ pub(super) fn sse_response(
         rx,
         done: matches!(hold, Some(Hold::Ended)),
         _hold: hold,
-        stream,
         keepalive,
         shutdown,
     };
@@ -371,9 +363,6 @@ pub(super) fn sse_response(
             Some(Some(out)) => {
                 if out.is_final {
                     body.done = true;
-                    if let Some((live, id)) = &body.stream {
-                        live.close_stream(*id);
-                    }
                 }
                 Some((Ok(sse::event(&out)), body))
             }

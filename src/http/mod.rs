@@ -52,8 +52,25 @@ pub struct Config {
     /// Reconnection delay suggested to clients in priming events.
     #[serde(with = "humantime_serde")]
     pub sse_retry: Duration,
-    /// Messages kept per legacy stream for `Last-Event-ID` resumption.
-    pub event_buffer: usize,
+    /// Messages one legacy stream keeps for `Last-Event-ID` resumption; the stream's
+    /// notifications and requests beyond it are still sent to a connected reader but not
+    /// kept (each counted as a refusal), while its final response is always kept. Default
+    /// 256: a long call's progress reports at one a second for four minutes. The old name
+    /// `event_buffer` is still read.
+    #[serde(alias = "event_buffer")]
+    pub max_stream_events: usize,
+    /// Bytes of notifications and requests (as JSON) one legacy stream keeps for
+    /// resumption, with the same rule as `max_stream_events`. The final response is kept
+    /// whatever its size: it is what the client came for. Default 1 MiB: 256 events of 4 KiB, so a session's
+    /// `max_resumable_streams_per_session` finished streams hold at most 16 MiB.
+    pub max_stream_bytes: usize,
+    /// How long a finished legacy stream stays resumable after its call ended, so a
+    /// client whose connection broke (a network blip, a balancer's idle timeout) gets
+    /// the rest and the result at any node. Default 60 s: many times the `sse_retry`
+    /// delay a client waits before reconnecting, while a session's finished streams
+    /// stay few.
+    #[serde(with = "humantime_serde")]
+    pub stream_retention: Duration,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// On a graceful stop of a fleet node, how long `/ready` answers 503 (and responses
@@ -108,8 +125,8 @@ pub struct Config {
     /// GETs. Default 32: more parallel requests than a client makes on one session.
     pub max_streams_per_session: usize,
     /// Finished streams of one legacy session kept for `Last-Event-ID` resumption (each
-    /// for up to 5 minutes, with up to `event_buffer` messages); beyond it the oldest
-    /// finished one is forgotten. Default 16.
+    /// for `stream_retention`, within `max_stream_events` and `max_stream_bytes`);
+    /// beyond it the oldest finished one is forgotten. Default 16.
     pub max_resumable_streams_per_session: usize,
     /// Requests to the client (elicitation, sampling, roots) one legacy session may have
     /// awaiting answers on this node; the tool asking one more gets an error naming the
@@ -126,7 +143,9 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             sse_keepalive: Duration::from_secs(15),
             sse_retry: Duration::from_secs(3),
-            event_buffer: 256,
+            max_stream_events: 256,
+            max_stream_bytes: 1024 * 1024,
+            stream_retention: Duration::from_secs(60),
             workers: 0,
             drain: Duration::from_secs(3),
             body_read_timeout: Duration::from_secs(30),
@@ -175,6 +194,10 @@ pub(crate) mod keys {
     pub const MAX_STREAMS: &str = "http.max_streams_per_session";
     /// See [`super::Config::max_resumable_streams_per_session`].
     pub const MAX_RESUMABLE_STREAMS: &str = "http.max_resumable_streams_per_session";
+    /// See [`super::Config::max_stream_events`].
+    pub const MAX_STREAM_EVENTS: &str = "http.max_stream_events";
+    /// See [`super::Config::max_stream_bytes`].
+    pub const MAX_STREAM_BYTES: &str = "http.max_stream_bytes";
     /// See [`super::Config::max_pending_requests_per_session`].
     pub const MAX_PENDING_REQUESTS: &str = crate::mcp::MAX_PENDING_REQUESTS;
 }

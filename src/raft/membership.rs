@@ -474,6 +474,17 @@ impl Store {
         Some(node.addr)
     }
 
+    /// The id and internal address of every member but this node (voters and learners).
+    pub fn peers(&self) -> Vec<(NodeId, String)> {
+        let m = self.0.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != m.id)
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    }
+
     /// The leader's id and internal address, if one is known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.0.raft.metrics().borrow().clone();

@@ -168,6 +168,30 @@ impl Client {
         super::wire::decode(&bytes).map_err(|e| CallError::Transport(e.to_string()))
     }
 
+    /// Sends `body` to `path` on the node at `addr` and returns the response once its
+    /// head arrives (within `timeout`), for a caller that reads its body as it comes: no
+    /// deadline covers the body.
+    pub async fn open<Req: Serialize>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, CallError> {
+        let bytes = postcard::to_stdvec(body).map_err(|e| CallError::Transport(e.to_string()))?;
+        let sent = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .bearer_auth(&*self.secret)
+            .header(reqwest::header::CONTENT_TYPE, POSTCARD)
+            .body(bytes)
+            .send();
+        match tokio::time::timeout(timeout, sent).await {
+            Ok(response) => response.map_err(|e| call_error(&e)),
+            Err(_) => Err(CallError::TimedOut(format!("no answer within {timeout:?}"))),
+        }
+    }
+
     /// Sends a JSON body to a management path and returns the status and JSON answer.
     pub async fn json(
         &self,

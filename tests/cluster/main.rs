@@ -39,6 +39,7 @@ mod session_cap;
 mod sessions;
 mod stalled_writes;
 mod standing;
+mod streams;
 mod tenant_api;
 mod tool_state;
 mod upstream_calls;

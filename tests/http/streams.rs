@@ -275,3 +275,135 @@ fn subscriptions_listen_carries_updates_with_the_subscription_id() {
         "sub-1"
     );
 }
+
+/// A raw legacy POST of tools/call `params` with id `id` on `session`, taking an event stream.
+fn legacy_call(session: &Session, id: i64, params: serde_json::Value) -> String {
+    let body = client::request(id, "tools/call", params).to_string();
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMcp-Session-Id: {}\r\n\
+         MCP-Protocol-Version: {}\r\nContent-Length: {}\r\n\r\n{body}",
+        session.id,
+        session.version,
+        body.len()
+    )
+}
+
+/// Reads an event stream up to its first event id (the priming event's) and returns it.
+fn first_event_id(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read the event stream");
+        assert!(n > 0, "the stream ended before an event id");
+        if let Some(id) = line.trim_end().strip_prefix("id: ") {
+            return id.to_owned();
+        }
+    }
+}
+
+/// The (event id, message) pairs of an SSE body, in order.
+fn events(body: &str) -> Vec<(Option<String>, serde_json::Value)> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            let id = event
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .map(str::to_owned);
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            let message = serde_json::from_str(&data.join("\n")).ok()?;
+            Some((id, message))
+        })
+        .collect()
+}
+
+/// Asserts that a resumed body carries the progress and then the result of call `id`,
+/// once each, with event ids that are new and distinct.
+#[track_caller]
+fn assert_resumed_call(resumed: &client::Reply, id: i64, after: &str) {
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    let events = events(&resumed.body);
+    let ids: Vec<&str> = events.iter().filter_map(|(i, _)| i.as_deref()).collect();
+    assert!(!ids.contains(&after), "replayed {after} again: {resumed:?}");
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "duplicate event ids: {resumed:?}");
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|(_, m)| match m.get("method") {
+            Some(method) => method.as_str().unwrap_or_default().to_owned(),
+            None => format!("response {}", m["id"]),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "notifications/progress".to_owned(),
+            format!("response {id}")
+        ],
+        "{resumed:?}"
+    );
+    assert_eq!(resumed.tool_text(), "slept");
+}
+
+#[test]
+fn a_stream_dropped_mid_call_resumes_with_last_event_id_after_the_call_ended() {
+    // One call of test_sleep at a time: a second call answers only once the first ended.
+    let server = Server::builder()
+        .conformance()
+        .config("[tools.per_tool.test_sleep]\nconcurrency = 1\ntimeout = \"10m\"")
+        .start();
+    let session = Session::initialize(server.url(), "2025-11-25");
+    let params = json!({
+        "name": "test_sleep",
+        "arguments": { "ms": 1500 },
+        "_meta": { "progressToken": "p" },
+    });
+    let (status, mut stream) = send_raw(&server, &legacy_call(&session, 7, params));
+    assert_eq!(status, 200);
+    let priming = first_event_id(&mut stream);
+    // The client stops reading: a network blip took its connection, which the server
+    // still sees open (no FIN arrived). Not a cancellation.
+    let _abandoned = stream;
+
+    let second = session.send(
+        server.url(),
+        "tools/call",
+        json!({ "name": "test_sleep", "arguments": { "ms": 1 } }),
+    );
+    assert_eq!(second.tool_text(), "slept", "{second:?}");
+
+    let mut resume = session.headers();
+    resume.push(("Accept", "text/event-stream"));
+    resume.push(("Last-Event-ID", priming.as_str()));
+    let resumed = client::get(server.url(), &resume);
+    assert_resumed_call(&resumed, 7, &priming);
+}
+
+#[test]
+fn a_stream_dropped_mid_call_resumes_at_once_while_the_call_runs() {
+    let server = Server::builder().conformance().start();
+    let session = Session::initialize(server.url(), "2025-11-25");
+    let params = json!({
+        "name": "test_sleep",
+        "arguments": { "ms": 1500 },
+        "_meta": { "progressToken": "p" },
+    });
+    let (status, mut stream) = send_raw(&server, &legacy_call(&session, 8, params));
+    assert_eq!(status, 200);
+    let priming = first_event_id(&mut stream);
+    let _abandoned = stream;
+
+    // The server cannot know the old connection is dead: the resuming GET takes the
+    // stream over instead of answering 409.
+    let mut resume = session.headers();
+    resume.push(("Accept", "text/event-stream"));
+    resume.push(("Last-Event-ID", priming.as_str()));
+    let resumed = client::get(server.url(), &resume);
+    assert_resumed_call(&resumed, 8, &priming);
+}
