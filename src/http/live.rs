@@ -44,6 +44,11 @@ pub(crate) struct Caps {
     pub max_pending: usize,
     /// Where refusals and what is held are counted.
     pub limits: Limits,
+    /// This node's kept events, as `limit_in_use` shows them (looked up once, not per
+    /// stream).
+    pub kept_events: Gauge,
+    /// This node's kept bytes of notifications and requests, likewise.
+    pub kept_bytes: Gauge,
 }
 
 impl Caps {
@@ -65,6 +70,8 @@ impl Caps {
             max_streams: config.max_streams_per_session,
             max_resumable: config.max_resumable_streams_per_session,
             max_pending: config.max_pending_requests_per_session,
+            kept_events: limits.gauge(MAX_STREAM_EVENTS),
+            kept_bytes: limits.gauge(MAX_STREAM_BYTES),
             limits,
         }
     }
@@ -142,7 +149,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(subscriber: Option<Tx>, held: Option<Held>, limits: &Limits) -> Self {
+    fn new(subscriber: Option<Tx>, held: Option<Held>, caps: &Caps) -> Self {
         Self {
             events: VecDeque::new(),
             bytes: 0,
@@ -151,8 +158,8 @@ impl Stream {
             subscriber,
             finished_at: None,
             held,
-            events_gauge: limits.gauge(MAX_STREAM_EVENTS),
-            bytes_gauge: limits.gauge(MAX_STREAM_BYTES),
+            events_gauge: caps.kept_events.clone(),
+            bytes_gauge: caps.kept_bytes.clone(),
         }
     }
 
@@ -305,7 +312,7 @@ impl LiveSession {
             "unfinished streams on this session",
         )?;
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        streams.insert(id, Stream::new(Some(tx), Some(held), &self.caps.limits));
+        streams.insert(id, Stream::new(Some(tx), Some(held), &self.caps));
         Ok(id)
     }
 
@@ -379,7 +386,7 @@ impl LiveSession {
         let mut streams = self.streams.lock().expect("streams lock");
         let s = streams
             .entry(STANDALONE)
-            .or_insert_with(|| Stream::new(None, None, &self.caps.limits));
+            .or_insert_with(|| Stream::new(None, None, &self.caps));
         if s.is_read() {
             return Err(AttachError::Busy);
         }
@@ -435,14 +442,17 @@ mod tests {
     use serde_json::json;
 
     fn caps(max_streams: usize, max_resumable: usize) -> Caps {
+        let limits = Limits::default();
         Caps {
+            kept_events: limits.gauge(MAX_STREAM_EVENTS),
+            kept_bytes: limits.gauge(MAX_STREAM_BYTES),
             max_events: 16,
             max_bytes: 1024,
             retention: Duration::from_secs(60),
             max_streams,
             max_resumable,
             max_pending: 4,
-            limits: Limits::default(),
+            limits,
         }
     }
 
