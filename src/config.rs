@@ -745,6 +745,24 @@ mod tests {
     }
 
     #[test]
+    fn stream_caps_are_read_under_the_old_name_too_and_zero_is_refused_by_key() {
+        let c = Config::from_toml("[http]\nevent_buffer = 7\nstream_retention = \"2m\"").unwrap();
+        assert_eq!(c.http.max_stream_events, 7);
+        assert_eq!(c.http.stream_retention, std::time::Duration::from_secs(120));
+        for key in [
+            "max_stream_events = 0",
+            "max_stream_bytes = 0",
+            "stream_retention = \"0s\"",
+        ] {
+            let err = Config::from_toml(&format!("[http]\n{key}"))
+                .unwrap_err()
+                .to_string();
+            let name = key.split(' ').next().unwrap_or_default();
+            assert!(err.contains(&format!("http.{name}")), "{err}");
+        }
+    }
+
+    #[test]
     fn upstream_settings_are_read_and_nonsense_is_refused_by_key() {
         let c = Config::from_toml(
             "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"https://i\"\n\
