@@ -558,7 +558,7 @@ async fn resume(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
     let Some(live) = state.public.live.existing(&forwarded.session) else {
         return HttpResponse::NotFound().finish();
     };
-    let resumed = super::legacy::resume_here(
+    let resumed = super::forwarded::resume_here(
         &state.public,
         &forwarded.session,
         live,

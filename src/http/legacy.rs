@@ -11,14 +11,14 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::live::{self, AttachError, LiveSession, STANDALONE};
+use super::live::{self, LiveSession, STANDALONE};
 use super::mcp::{
     accepts_only_sse, accepts_sse, conflict, forbidden, header, method_not_allowed, respond,
     rpc_error, sse_response, status_for, ChannelPeer, LAST_EVENT_ID, MCP_PROTOCOL_VERSION,
     MCP_SESSION_ID,
 };
 use super::sse::{self, Outgoing};
-use super::{guard, State};
+use super::{forwarded, guard, State};
 use crate::actors::{Created, Session, MAX_PER_PRINCIPAL};
 use crate::auth::Principal;
 use crate::mcp::jsonrpc::{self, error_response, notification, reply, response};
@@ -187,7 +187,7 @@ pub(super) async fn post(
     let live = state.live.session(&session.id);
     match message {
         Message::Notification { method, params } => {
-            notified(state, &session.id, &live, &method, &params);
+            forwarded::notified(state, &session.id, &live, &method, &params);
             HttpResponse::Accepted().finish()
         }
         Message::Response { id, outcome } => {
@@ -363,7 +363,7 @@ pub(super) async fn post_batch(
                 live.outbound.answer(&id, outcome);
             }
             Ok(Message::Notification { method, params }) => {
-                notified(state, &session.id, &live, &method, &params);
+                forwarded::notified(state, &session.id, &live, &method, &params);
             }
         }
     }
@@ -409,14 +409,7 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
     }
     let live = state.live.session(&session.id);
     if let Some(last) = header(&req, LAST_EVENT_ID) {
-        return match resume_here(&state, &session.id, live, last) {
-            Ok(response) => response,
-            Err(AttachError::Elsewhere(node)) => {
-                forward_resume(&state, &session.id, node, last).await
-            }
-            Err(AttachError::Busy) => conflict(),
-            Err(AttachError::Unknown) => unknown_stream(),
-        };
+        return forwarded::resume(&state, &session.id, live, last).await;
     }
     let (tx, rx) = live::channel();
     let reader = tx.clone();
@@ -441,176 +434,6 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
         }
         Err(_) => conflict(),
     }
-}
-
-fn unknown_stream() -> HttpResponse {
-    rpc_error(
-        StatusCode::BAD_REQUEST,
-        None,
-        &RpcError::invalid_request("Last-Event-ID names no stream this server can resume"),
-    )
-}
-
-/// Resumes a stream of `session` that this node holds, from event `last`: for a GET here,
-/// or one another node forwarded.
-pub(super) fn resume_here(
-    state: &State,
-    session: &str,
-    live: Arc<LiveSession>,
-    last: &str,
-) -> Result<HttpResponse, AttachError> {
-    let (tx, rx) = live::channel();
-    let reader = tx.clone();
-    let stream = live.resume(last, tx)?;
-    // The GET stream has no end of its own: it carries updates and closes at shutdown.
-    let shutdown = (stream == STANDALONE).then(|| {
-        forward_updates(state, session, live, reader);
-        state.shutdown.clone()
-    });
-    Ok(sse_response(
-        VecDeque::new(),
-        rx,
-        None,
-        Some(state.config.sse_keepalive),
-        shutdown,
-    ))
-}
-
-/// Resumes a stream that node `node` holds: the GET is forwarded over the internal
-/// listener and the holder's event stream relayed as it comes. The answer is "gone" only
-/// when that node cannot be reached at all; its events lived in its memory.
-async fn forward_resume(state: &State, session: &str, node: u64, last: &str) -> HttpResponse {
-    let gone = || {
-        rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            &RpcError::invalid_request(format!(
-                "Last-Event-ID names a stream held by node {node}, which is gone, and its \
-                 events with it"
-            )),
-        )
-    };
-    let Some(addr) = state.store.member_addr(node) else {
-        return gone();
-    };
-    let request = super::internal::ForwardedResume {
-        session: session.to_owned(),
-        last_event_id: last.to_owned(),
-    };
-    let opened = state
-        .store
-        .client()
-        .open(&addr, super::internal::RESUME, &request, FORWARD_TIMEOUT)
-        .await;
-    match opened {
-        Ok(upstream) if upstream.status().is_success() => {
-            tracing::debug!(node, "relaying a stream resumed from another node");
-            // The holder sends keep-alives; a relay silent for three of them is dead.
-            let idle = state.config.sse_keepalive.saturating_mul(3);
-            relay(upstream, idle, state.shutdown.clone())
-        }
-        Ok(upstream) if upstream.status() == reqwest::StatusCode::CONFLICT => conflict(),
-        Ok(upstream) if upstream.status() == reqwest::StatusCode::NOT_FOUND => unknown_stream(),
-        Err(crate::raft::network::CallError::Unreachable(why)) => {
-            tracing::info!(node, reason = %why, "a resumed stream's node is unreachable");
-            gone()
-        }
-        failed => {
-            let why = match failed {
-                Ok(upstream) => format!("HTTP {}", upstream.status()),
-                Err(e) => e.to_string(),
-            };
-            tracing::warn!(node, reason = %why, "could not resume a stream held by another node");
-            rpc_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                None,
-                &RpcError::internal(format!(
-                    "node {node}, which holds this stream, did not answer; retry shortly"
-                )),
-            )
-        }
-    }
-}
-
-/// An event stream relayed from another node, chunk by chunk, until it ends, stays
-/// silent for `idle`, or this node shuts down.
-fn relay(
-    upstream: reqwest::Response,
-    idle: std::time::Duration,
-    shutdown: CancellationToken,
-) -> HttpResponse {
-    let body = futures_util::stream::unfold(upstream, move |mut upstream| {
-        let shutdown = shutdown.clone();
-        async move {
-            let chunk = tokio::select! {
-                chunk = tokio::time::timeout(idle, upstream.chunk()) => chunk,
-                () = shutdown.cancelled() => return None,
-            };
-            match chunk {
-                Ok(Ok(Some(bytes))) => Some((Ok::<_, actix_web::Error>(bytes), upstream)),
-                _ => None,
-            }
-        }
-    });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(body)
-}
-
-/// Applies a client's notification. `notifications/cancelled` stops the request it
-/// names: here when it runs here, else on whichever node runs it. Request ids are the
-/// client's and name no node, so every other member is asked; the one running it cancels
-/// it. Cancellations are rare, and the fleet is a few nodes.
-fn notified(
-    state: &State,
-    session: &str,
-    live: &LiveSession,
-    method: &str,
-    params: &Map<String, Value>,
-) {
-    if method != "notifications/cancelled" {
-        return;
-    }
-    let Some(id) = params.get("requestId") else {
-        return;
-    };
-    if live.inflight.cancel(id) {
-        return;
-    }
-    let peers = state.store.peers();
-    if peers.is_empty() {
-        return;
-    }
-    let cancel = super::internal::ForwardedCancel {
-        session: session.to_owned(),
-        request: id.to_string(),
-    };
-    let client = state.store.client().clone();
-    actix_web::rt::spawn(
-        async move {
-            let asks = peers.iter().map(|(node, addr)| {
-                let (client, cancel) = (&client, &cancel);
-                async move {
-                    let cancelled: Result<bool, _> = client
-                        .call(addr, super::internal::CANCEL, cancel, FORWARD_TIMEOUT)
-                        .await;
-                    match cancelled {
-                        Ok(true) => {
-                            tracing::info!(node, "cancelled a request running on another node")
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(node, error = %e, "could not forward a cancellation")
-                        }
-                    }
-                }
-            });
-            futures_util::future::join_all(asks).await;
-        }
-        .in_current_span(),
-    );
 }
 
 /// Sends a client's answer on to the node that asked the question, when that is another
@@ -648,12 +471,12 @@ async fn forward_answer(
     }
 }
 
-/// How long forwarding an answer to another node may take.
-const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long forwarding an answer (or opening a forwarded stream) to another node may take.
+pub(super) const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Sends `notifications/resources/updated` down a session's GET stream for the resources
 /// it subscribed to, for as long as `reader` (that stream's connection) is open.
-fn forward_updates(
+pub(super) fn forward_updates(
     state: &State,
     session_id: &str,
     live: Arc<LiveSession>,

@@ -5,6 +5,7 @@
 mod auth;
 mod body;
 mod connections;
+mod forwarded;
 mod guard;
 mod internal;
 mod legacy;
