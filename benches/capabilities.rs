@@ -4,8 +4,11 @@
 //!
 //! `cargo bench --bench capabilities` measures the release binary built with it;
 //! `MCP_FLEET_BIN=PATH cargo bench --bench capabilities` measures another binary (an older
-//! build, to compare) the same way. Without `--bench` (as `cargo test --benches` runs it)
-//! it does a short smoke pass. It prints figures only.
+//! build, to compare) the same way; `CAPABILITIES_BENCH_BEFORE=PATH` (not an `MCP_FLEET_`
+//! variable: the nodes would read it as configuration) measures that binary too, each
+//! line right after this build's, so the two runs share the machine's load (`scripts/bench
+//! before-after REV` builds REV and does this). Without `--bench` (as `cargo test --benches`
+//! runs it) it does a short smoke pass. It prints figures only.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -38,6 +41,8 @@ fn shapes() -> Vec<(&'static str, Value)> {
 struct Node {
     child: Child,
     url: String,
+    /// Held open: the node prints a second line, which fails (and stops it) on a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
     _dir: tempfile::TempDir,
 }
 
@@ -54,10 +59,8 @@ impl Node {
             .spawn()
             .expect("start mcp-fleet");
         let mut first = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout)
-            .read_line(&mut first)
-            .expect("the address line");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut first).expect("the address line");
         let url = first
             .trim()
             .strip_prefix("mcp-fleet listening on ")
@@ -66,6 +69,7 @@ impl Node {
         Self {
             child,
             url,
+            _stdout: stdout,
             _dir: dir,
         }
     }
@@ -163,7 +167,11 @@ fn main() {
     let binary = std::env::var("MCP_FLEET_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mcp-fleet").to_owned());
     println!("capabilities: {calls} sequential legacy tools/call (echo) per line, one connection, {binary}");
-    let node = Node::start(&binary);
+    let mut nodes = vec![("", Node::start(&binary))];
+    if let Ok(before) = std::env::var("CAPABILITIES_BENCH_BEFORE") {
+        println!("before: {before}");
+        nodes.push(("before", Node::start(&before)));
+    }
     let agent: Agent = Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -171,12 +179,14 @@ fn main() {
         .into();
     for (name, capabilities) in shapes() {
         let size = capabilities.to_string().len();
-        let (p50, p99, cpu) = measure(&agent, &node, &capabilities, calls);
-        println!(
-            "{name:<28} {size:>6} B   p50 {:>7.1} µs   p99 {:>7.1} µs   server CPU {:>6.1} µs/call",
-            p50.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6,
-            cpu.as_secs_f64() * 1e6,
-        );
+        for (label, node) in &nodes {
+            let (p50, p99, cpu) = measure(&agent, node, &capabilities, calls);
+            println!(
+                "{name:<28} {label:<6} {size:>6} B   p50 {:>7.1} µs   p99 {:>7.1} µs   server CPU {:>6.1} µs/call",
+                p50.as_secs_f64() * 1e6,
+                p99.as_secs_f64() * 1e6,
+                cpu.as_secs_f64() * 1e6,
+            );
+        }
     }
 }
