@@ -100,7 +100,7 @@ async fn forward_resume(state: &State, session: &str, node: u64, last: &str) -> 
     }
     match opened {
         Ok(upstream) if upstream.status().is_success() => {
-            tracing::debug!(node, "relaying a stream resumed from another node");
+            tracing::info!(node, "relaying a stream resumed from another node");
             // The holder sends keep-alives; a relay silent for three of them is dead.
             let idle = state.config.sse_keepalive.saturating_mul(3);
             relay(upstream, idle, state.shutdown.clone())

@@ -195,3 +195,38 @@ fn notifications_cancelled_sent_to_another_node_stops_the_call_where_it_runs() {
         fleet.logs()
     );
 }
+
+#[test]
+fn the_python_sdk_resumes_streams_the_server_closed_wherever_the_balancer_sends_it() {
+    let script = "resume.py";
+    let calls: u64 = 4;
+    let mut cmd = crate::python::client(script);
+    let Some(fleet) = Fleet::builder().conformance().start(3) else {
+        return;
+    };
+    cmd.arg(fleet.url())
+        .arg(calls.to_string())
+        .env("FLEET_TOKEN", fleet.token("resumer"));
+    let out = crate::harness::run_bounded(cmd, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{script}: {e}\n{}", fleet.logs()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script}: {stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("the client printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    eprintln!("resume.py: {report}");
+    assert_eq!(report["ok"], calls, "{report}\n{stderr}\n{}", fleet.logs());
+    // One resuming GET per call (and the SDK's own GET stream), none refused.
+    let gets = report["statuses"]["GET 200"].as_u64().unwrap_or(0);
+    assert!(gets >= calls, "{report}");
+    let refused = report["statuses"]
+        .as_object()
+        .is_some_and(|s| s.keys().any(|k| k.starts_with("GET ") && k != "GET 200"));
+    assert!(!refused, "{report}");
+    // Round robin over three nodes sends some reconnects to a node other than the call's.
+    let logs = fleet.logs();
+    assert!(
+        logs.contains("relaying a stream resumed from another node"),
+        "no reconnect crossed nodes: {report}"
+    );
+}
