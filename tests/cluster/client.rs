@@ -153,17 +153,30 @@ pub fn modern_call(
     tool: &str,
     arguments: Value,
 ) -> Result<Reply, ureq::Error> {
-    let meta = json!({
+    let params = json!({ "name": tool, "arguments": arguments });
+    modern_tool_call(url, token, json!({}), params)
+}
+
+/// A 2026-07-28 `tools/call` through `url` with `params` as given (`name`, `arguments`,
+/// and for a retry `inputResponses` and `requestState`), declaring `capabilities` in
+/// `_meta`, with `token` as the bearer token when given.
+pub fn modern_tool_call(
+    url: &str,
+    token: Option<&str>,
+    capabilities: Value,
+    mut params: Value,
+) -> Result<Reply, ureq::Error> {
+    let tool = params["name"].as_str().unwrap_or_default().to_owned();
+    params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
     });
-    let params = json!({ "name": tool, "arguments": arguments, "_meta": meta });
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params });
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![
         ("MCP-Protocol-Version", MODERN),
         ("Mcp-Method", "tools/call"),
-        ("Mcp-Name", tool),
+        ("Mcp-Name", tool.as_str()),
     ];
     headers.extend(bearer.as_deref().map(|b| ("Authorization", b)));
     post(url, &headers, &body.to_string())

@@ -29,6 +29,7 @@ mod keys;
 mod large_entries;
 mod leader_loss;
 mod membership;
+mod mrtr;
 mod partition;
 mod revocation;
 mod rolling;
