@@ -202,6 +202,8 @@ pub(crate) struct Services {
     pub upstream: tools::Upstream,
     /// Tenant secrets and tool state.
     pub storage: tools::Storage,
+    /// Where `ctx.resource_updated` announces: this node only, or relayed to the fleet.
+    pub updates: Updates,
 }
 
 impl Engine {
@@ -224,6 +226,7 @@ impl Engine {
             access,
             upstream,
             storage,
+            updates,
         } = services;
         Self {
             inner: Arc::new(Inner {
@@ -233,7 +236,7 @@ impl Engine {
                 tools,
                 sessions,
                 sealer,
-                updates: Updates::default(),
+                updates,
                 access,
                 upstream: Arc::new(upstream),
                 limits,
@@ -256,7 +259,7 @@ impl Engine {
             .map_or(&[], |tool| tool.header_params())
     }
 
-    /// Resource update announcements on this node.
+    /// Resource update announcements: this node's subscribers listen here.
     pub fn updates(&self) -> &Updates {
         &self.inner.updates
     }
@@ -640,6 +643,7 @@ mod tests {
                 tools::Tokens::None,
             ),
             storage: crate::node::fleet_storage(&config, &store, &metrics),
+            updates: tools::Updates::default(),
         };
         let engine = crate::node::engine(&config, &catalog, store, ring.sealer, &metrics, services);
         (engine, dir, runtime)

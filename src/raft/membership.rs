@@ -474,6 +474,16 @@ impl Store {
         Some(node.addr)
     }
 
+    /// Every other member's id and internal address (voters and learners alike).
+    pub fn peers(&self) -> Vec<(NodeId, String)> {
+        let m = self.0.raft.metrics().borrow().clone();
+        let nodes = m.membership_config.membership().nodes();
+        nodes
+            .filter(|(id, _)| **id != self.0.id)
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    }
+
     /// The leader's id and internal address, if one is known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.0.raft.metrics().borrow().clone();

@@ -30,6 +30,7 @@ mod large_entries;
 mod leader_loss;
 mod membership;
 mod mrtr;
+mod notifications;
 mod partition;
 mod revocation;
 mod rolling;

@@ -1,0 +1,107 @@
+//! Fleet-wide notifications: `notifications/resources/updated` announced by a tool on one
+//! node reaches the subscribers that other nodes hold, a legacy session's GET stream and a
+//! 2026-07-28 `subscriptions/listen` stream alike, once each.
+
+use serde_json::{json, Value};
+
+use crate::client::{get_stream, modern_call, post, post_stream, Session, MODERN};
+use crate::fleet::Fleet;
+
+const WATCHED: &str = "test://fleet/watched";
+const ALSO_WATCHED: &str = "test://fleet/also-watched";
+const UNWATCHED: &str = "test://fleet/unwatched";
+
+/// Calls `test_update_resource` for `uri` on node `node`.
+fn announce(fleet: &Fleet, node: u64, token: &str, uri: &str) {
+    let url = fleet.cluster.node(node).mcp_url();
+    let reply = modern_call(
+        &url,
+        Some(token),
+        "test_update_resource",
+        json!({ "uri": uri }),
+    )
+    .unwrap_or_else(|e| panic!("test_update_resource on node {node}: {e}"));
+    assert_eq!(reply.status, 200, "node {node}: {reply:?}");
+}
+
+fn is_update(message: &Value) -> bool {
+    message["method"] == "notifications/resources/updated"
+}
+
+#[test]
+fn a_resource_update_on_one_node_reaches_streams_held_by_the_others() {
+    let Some(fleet) = Fleet::builder().unbalanced().conformance().start(3) else {
+        return;
+    };
+    let url = |id: u64| fleet.cluster.node(id).mcp_url();
+    let token = fleet.token("ada");
+    let bearer = format!("Bearer {token}");
+
+    // Node 2 holds a legacy session's GET stream, subscribed to two resources.
+    let session = Session::open_as(&url(2), "notifications", Some(&token))
+        .expect("initialize")
+        .session(Some(&token))
+        .unwrap_or_else(|e| panic!("{e}"));
+    session.initialized(&url(2)).expect("initialized");
+    for uri in [WATCHED, ALSO_WATCHED] {
+        let subscribe = json!({ "jsonrpc": "2.0", "id": 2, "method": "resources/subscribe",
+            "params": { "uri": uri } });
+        let reply = post(&url(2), &session.headers(), &subscribe.to_string()).expect("subscribe");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let (status, mut legacy) = get_stream(&url(2), &session.headers()).expect("GET stream");
+    assert_eq!(status, 200, "GET stream on node 2");
+
+    // Node 3 holds a 2026-07-28 listen stream for the same two.
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let listen = json!({ "jsonrpc": "2.0", "id": "sub-1", "method": "subscriptions/listen",
+        "params": { "_meta": meta,
+            "notifications": { "resourceSubscriptions": [WATCHED, ALSO_WATCHED] } } });
+    let headers = [
+        ("MCP-Protocol-Version", MODERN),
+        ("Mcp-Method", "subscriptions/listen"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let (status, mut modern) =
+        post_stream(&url(3), &headers, &listen.to_string()).expect("subscriptions/listen");
+    assert_eq!(status, 200, "subscriptions/listen on node 3");
+    let ack = modern.next_message().expect("the acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+
+    // Node 1 announces: something nobody watches, then each watched resource once.
+    announce(&fleet, 1, &token, UNWATCHED);
+    announce(&fleet, 1, &token, WATCHED);
+    announce(&fleet, 1, &token, ALSO_WATCHED);
+
+    // Each stream gets exactly the watched ones, in order: nothing unwatched, no echo of
+    // an update relayed back and forth.
+    for (name, events) in [
+        ("node 2's GET stream", &mut legacy),
+        ("node 3's listen stream", &mut modern),
+    ] {
+        let fail = |e: String| panic!("{name}: {e}\n{}", fleet.cluster.logs());
+        let first = events
+            .until("the first update", is_update)
+            .unwrap_or_else(fail);
+        assert_eq!(first["params"]["uri"], WATCHED, "{name}: {first}");
+        let second = events
+            .until("the second update", is_update)
+            .unwrap_or_else(fail);
+        assert_eq!(second["params"]["uri"], ALSO_WATCHED, "{name}: {second}");
+    }
+
+    // From another node the same: node 2 announces, node 3's stream names its subscription.
+    announce(&fleet, 2, &token, WATCHED);
+    let update = modern
+        .until("an update announced on node 2", is_update)
+        .unwrap_or_else(|e| panic!("{e}\n{}", fleet.cluster.logs()));
+    assert_eq!(update["params"]["uri"], WATCHED, "{update}");
+    let subscription = &update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"];
+    assert_eq!(subscription, "sub-1", "{update}");
+}
