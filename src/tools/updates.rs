@@ -12,14 +12,17 @@ use crate::limits::Limits;
 const BACKLOG: usize = 1024;
 
 /// The channel of updated resource URIs on one node, and the relay to the other nodes.
+///
+/// Every call's context holds a clone: one reference count, whatever is inside.
 #[derive(Clone)]
-pub struct Updates {
+pub struct Updates(Arc<Inner>);
+
+struct Inner {
     local: broadcast::Sender<Arc<str>>,
     relay: Option<Relay>,
 }
 
 /// Where a node's own announcements queue for the other nodes.
-#[derive(Clone)]
 struct Relay {
     queue: mpsc::Sender<Arc<str>>,
     /// Counts announcements dropped because the queue is full, under `key`.
@@ -30,10 +33,10 @@ struct Relay {
 impl Default for Updates {
     /// Announcements that stay on this node (stdio, a fleet of one, tests).
     fn default() -> Self {
-        Self {
+        Self(Arc::new(Inner {
             local: broadcast::channel(BACKLOG).0,
             relay: None,
-        }
+        }))
     }
 }
 
@@ -48,17 +51,17 @@ impl Updates {
     ) -> (Self, mpsc::Receiver<Arc<str>>) {
         limits.declare(key);
         let (queue, rx) = mpsc::channel(capacity.max(1));
-        let updates = Self {
+        let updates = Self(Arc::new(Inner {
             local: broadcast::channel(BACKLOG).0,
             relay: Some(Relay { queue, limits, key }),
-        };
+        }));
         (updates, rx)
     }
 
     /// Announces that the resource at `uri` changed, to every node's subscribers.
     pub fn resource_updated(&self, uri: &str) {
         let uri: Arc<str> = Arc::from(uri);
-        if let Some(relay) = &self.relay {
+        if let Some(relay) = &self.0.relay {
             if relay.queue.try_send(uri.clone()).is_err() {
                 // Full (a burst, or peers that answer slowly) or closed (shutting down):
                 // notifications are hints, so a dropped one is counted, not waited for.
@@ -72,12 +75,12 @@ impl Updates {
     /// relayed, which must not travel on.
     pub(crate) fn announce_here(&self, uri: Arc<str>) {
         // No listener is not an error: nobody subscribed.
-        let _ = self.local.send(uri);
+        let _ = self.0.local.send(uri);
     }
 
     /// Listens to announcements made from now on.
     pub fn listen(&self) -> broadcast::Receiver<Arc<str>> {
-        self.local.subscribe()
+        self.0.local.subscribe()
     }
 }
 
