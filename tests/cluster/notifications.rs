@@ -2,14 +2,19 @@
 //! node reaches the subscribers that other nodes hold, a legacy session's GET stream and a
 //! 2026-07-28 `subscriptions/listen` stream alike, once each.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::client::{get_stream, modern_call, post, post_stream, Session, MODERN};
 use crate::fleet::Fleet;
+use crate::harness::run_bounded;
 
 const WATCHED: &str = "test://fleet/watched";
 const ALSO_WATCHED: &str = "test://fleet/also-watched";
 const UNWATCHED: &str = "test://fleet/unwatched";
+/// How long the Python clients may run.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(90);
 
 /// Calls `test_update_resource` for `uri` on node `node`.
 fn announce(fleet: &Fleet, node: u64, token: &str, uri: &str) {
@@ -104,4 +109,30 @@ fn a_resource_update_on_one_node_reaches_streams_held_by_the_others() {
     assert_eq!(update["params"]["uri"], WATCHED, "{update}");
     let subscription = &update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"];
     assert_eq!(subscription, "sub-1", "{update}");
+}
+
+#[test]
+fn python_sdk_clients_on_two_nodes_receive_an_update_announced_on_a_third() {
+    let script = "notifications.py";
+    let mut cmd = crate::python::client(script);
+    let Some(fleet) = Fleet::builder().unbalanced().conformance().start(3) else {
+        return;
+    };
+    let url = |id: u64| fleet.cluster.node(id).mcp_url();
+    cmd.args([url(1), url(2), url(3), WATCHED.to_owned()])
+        .env("FLEET_TOKEN", fleet.token("sdk-user"));
+    let out = run_bounded(cmd, CLIENT_DEADLINE)
+        .unwrap_or_else(|e| panic!("{script}: {e}\n{}", fleet.logs()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    eprintln!("notifications through the Python SDK: {report}");
+    assert_eq!(report["errors"], json!([]), "{report:#}\n{stderr}");
+    // Every update either client got is of the one URI announced, and each got it.
+    for era in ["legacy", "modern"] {
+        let got = report[era].as_array().expect("a list of URIs");
+        assert!(!got.is_empty(), "{era}: nothing arrived: {report:#}");
+        assert!(got.iter().all(|u| u == WATCHED), "{era}: {report:#}");
+    }
 }
