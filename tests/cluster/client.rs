@@ -94,6 +94,28 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every JSON-RPC message the body carries, in order: the JSON body itself or each
+    /// event of an event stream (priming events and comments carry none).
+    pub fn messages(&self) -> Vec<Value> {
+        let sse = self
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if !sse {
+            return serde_json::from_str(&self.body).into_iter().collect();
+        }
+        self.body
+            .split("\n\n")
+            .filter_map(|event| {
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                serde_json::from_str(&data.join("\n")).ok()
+            })
+            .collect()
+    }
+
     /// The JSON-RPC response the body carries: the JSON body itself or, for an event
     /// stream, the event that answers a request.
     pub fn message(&self) -> Option<Value> {

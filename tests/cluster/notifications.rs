@@ -1,6 +1,8 @@
 //! Fleet-wide notifications: `notifications/resources/updated` announced by a tool on one
 //! node reaches the subscribers that other nodes hold, a legacy session's GET stream and a
-//! 2026-07-28 `subscriptions/listen` stream alike, once each.
+//! 2026-07-28 `subscriptions/listen` stream alike, once each. And a legacy session that
+//! last listed tools on a node with other tools (a rolling upgrade) hears
+//! `notifications/tools/list_changed` from a node whose tools differ.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::client::{get_stream, modern_call, post, post_stream, Session, MODERN};
 use crate::fleet::Fleet;
-use crate::harness::run_bounded;
+use crate::harness::{run_bounded, Cluster};
 
 const WATCHED: &str = "test://fleet/watched";
 const ALSO_WATCHED: &str = "test://fleet/also-watched";
@@ -135,4 +137,81 @@ fn python_sdk_clients_on_two_nodes_receive_an_update_announced_on_a_third() {
         assert!(!got.is_empty(), "{era}: nothing arrived: {report:#}");
         assert!(got.iter().all(|u| u == WATCHED), "{era}: {report:#}");
     }
+}
+
+/// The methods of the messages a legacy request on `session` through `url` is answered
+/// with, in order (the response itself as `"response"`).
+fn answered_with(session: &Session, url: &str, method: &str) -> Vec<String> {
+    let body = json!({ "jsonrpc": "2.0", "id": 9, "method": method, "params": {} });
+    let reply = post(url, &session.headers(), &body.to_string())
+        .unwrap_or_else(|e| panic!("{method} through {url}: {e}"));
+    assert_eq!(reply.status, 200, "{method} through {url}: {reply:?}");
+    reply
+        .messages()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap_or("response").to_owned())
+        .collect()
+}
+
+/// The tool names `tools/list` through `url` shows `session`.
+fn listed(session: &Session, url: &str) -> Vec<String> {
+    let body = json!({ "jsonrpc": "2.0", "id": 8, "method": "tools/list", "params": {} });
+    let reply = post(url, &session.headers(), &body.to_string()).expect("tools/list");
+    let message = reply.message().expect("a tools/list answer");
+    message["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{message}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+const LIST_CHANGED: &str = "notifications/tools/list_changed";
+
+#[test]
+fn a_session_hears_list_changed_from_a_node_whose_tools_differ_from_those_it_listed() {
+    // A rolling upgrade half done: node 3 runs a build with more tools.
+    let mut cluster = Cluster::start(3);
+    cluster.restart_program(3, crate::examples::example("conformance"));
+    cluster.wait_ready(3);
+    let url = |id: u64| cluster.node(id).mcp_url();
+    let opened = Session::open_as(&url(1), "list-changed", None).expect("initialize");
+    let init = opened.message().expect("an initialize answer");
+    assert_eq!(
+        init["result"]["capabilities"]["tools"]["listChanged"], true,
+        "{init}"
+    );
+    let session = opened.session(None).unwrap_or_else(|e| panic!("{e}"));
+    session.initialized(&url(1)).expect("initialized");
+
+    // Nothing listed yet: nothing to say, whichever node answers.
+    assert_eq!(answered_with(&session, &url(3), "ping"), ["response"]);
+
+    // Listed on node 1: node 2 serves the same tools, node 3 others.
+    assert!(!listed(&session, &url(1))
+        .iter()
+        .any(|t| t == "test_simple_text"));
+    assert_eq!(answered_with(&session, &url(2), "ping"), ["response"]);
+    cluster.eventually(
+        "node 3 to say its tools changed",
+        Duration::from_secs(10),
+        || {
+            let methods = answered_with(&session, &url(3), "ping");
+            (methods == [LIST_CHANGED, "response"]).then_some(())
+        },
+    );
+
+    // Listed again on node 3: node 3 is quiet, and now node 1 is the one that differs.
+    assert!(listed(&session, &url(3))
+        .iter()
+        .any(|t| t == "test_simple_text"));
+    assert_eq!(answered_with(&session, &url(3), "ping"), ["response"]);
+    cluster.eventually(
+        "node 1 to say its tools changed",
+        Duration::from_secs(10),
+        || {
+            let methods = answered_with(&session, &url(1), "ping");
+            (methods == [LIST_CHANGED, "response"]).then_some(())
+        },
+    );
 }
