@@ -476,7 +476,10 @@ impl Store {
 
     /// Every other member's id and internal address (voters and learners alike).
     pub fn peers(&self) -> Vec<(NodeId, String)> {
-        let m = self.0.raft.metrics().borrow().clone();
+        // Read under the borrow instead of cloning every metric: this runs per relayed
+        // batch of resource updates.
+        let metrics = self.0.raft.metrics();
+        let m = metrics.borrow();
         let nodes = m.membership_config.membership().nodes();
         nodes
             .filter(|(id, _)| **id != self.0.id)
