@@ -339,6 +339,7 @@ impl Config {
                 "http.max_pending_requests_per_session",
                 http.max_pending_requests_per_session,
             ),
+            ("http.max_queued_updates", http.max_queued_updates),
             ("sessions.max_subscriptions", raw.sessions.max_subscriptions),
             ("mcp.max_uri_bytes", raw.mcp.max_uri_bytes),
         ];

@@ -333,10 +333,18 @@ impl NodeBuilder {
         } else {
             tools::Tokens::None
         };
+        // Resource updates a tool announces here reach every node's subscribers.
+        let (updates, relayed) = tools::Updates::relayed(
+            config.http.max_queued_updates,
+            metrics.limits().clone(),
+            http::MAX_QUEUED_UPDATES,
+        );
+        http::relay_updates(store.clone(), relayed);
         let services = crate::mcp::Services {
             access: authenticated.then(|| access.auth.clone()),
             upstream: tools::Upstream::new(config.tools.http, metrics.limits().clone(), tokens),
             storage: fleet_storage(&config, &store, &metrics),
+            updates,
         };
         let engine = engine(&config, &catalog, store.clone(), sealer, &metrics, services);
         let guard = http::Guard::new(

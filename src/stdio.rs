@@ -61,6 +61,8 @@ pub(crate) async fn serve(
             tools::Tokens::Local(config.stdio.tokens.clone()),
         ),
         storage: storage.tools,
+        // One process, one client: nothing to relay.
+        updates: tools::Updates::default(),
     };
     let engine = crate::node::engine(
         config,

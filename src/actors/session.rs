@@ -13,9 +13,10 @@
 //!   together (16 KiB by default);
 //! - the subscriptions: at most `sessions.max_subscriptions` URIs (32) of at most
 //!   `mcp.max_uri_bytes` (2 KiB) each;
-//! - the version, log level, deadline and postcard's length prefixes: under 64 bytes.
+//! - the digest of the tools it last listed (64 hex characters), the version, log level,
+//!   deadline and postcard's length prefixes: under 160 bytes.
 //!
-//! With the defaults: 98,304 + 16,384 + 32 × (2,048 + 2) + 64 = 180,352 bytes, plus what
+//! With the defaults: 98,304 + 16,384 + 32 × (2,048 + 2) + 160 = 180,448 bytes, plus what
 //! sealing and the Raft entry add around it (a few dozen bytes).
 
 use std::sync::Arc;
@@ -98,7 +99,7 @@ impl Config {
     /// bearer token in a request head can carry).
     pub fn max_record_bytes(&self, max_uri_bytes: usize, max_principal_bytes: usize) -> usize {
         // Each string carries a varint length: 3 bytes cover 2 MiB, 5 cover any u32.
-        const FIXED: usize = 64;
+        const FIXED: usize = 160;
         max_principal_bytes
             + self.max_client_bytes
             + self.max_subscriptions * (max_uri_bytes + 2)
@@ -137,6 +138,9 @@ pub struct Session {
     pub log_level: Option<LogLevel>,
     /// Resource URIs the client subscribed to.
     pub subscriptions: Vec<String>,
+    /// The digest of the tools the client last listed (by whichever node answered its
+    /// `tools/list`); a node whose own tools differ sends `notifications/tools/list_changed`.
+    pub listed_tools: Option<String>,
     /// When it ends, in milliseconds since the epoch.
     pub expires_at_ms: u64,
 }
@@ -158,6 +162,7 @@ impl Session {
             client_capabilities: Arc::new(client_capabilities),
             log_level: None,
             subscriptions: Vec::new(),
+            listed_tools: None,
             expires_at_ms: now_ms().saturating_add(ttl.as_millis() as u64),
         }
     }
@@ -168,8 +173,21 @@ impl Session {
 }
 
 /// The stored form: postcard cannot carry `serde_json::Value`, so JSON travels as text.
-#[derive(Serialize, Deserialize)]
+///
+/// postcard writes a struct as its fields one after the other, so this is the first
+/// stored form (`Base`) with `listed_tools` after it. Both directions of a rolling upgrade
+/// read each other's records: a build that knows only `Base` stops before the extra field
+/// (postcard ignores what follows), and this one reads a record that ends after `Base`
+/// as one with no tools listed.
+#[derive(Serialize)]
 struct Stored {
+    base: Base,
+    listed_tools: Option<String>,
+}
+
+/// The fields every stored session has had since the first stored form.
+#[derive(Serialize, Deserialize)]
+struct Base {
     version: String,
     principal: Principal,
     client_info: String,
@@ -179,31 +197,61 @@ struct Stored {
     expires_at_ms: u64,
 }
 
+impl<'de> Deserialize<'de> for Stored {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Stored;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a stored session")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Stored, A::Error> {
+                let base = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                // A record of the first form ends here: postcard then fails for want of
+                // bytes, which reads as "nothing listed yet".
+                let listed_tools = seq.next_element().ok().flatten().flatten();
+                Ok(Stored { base, listed_tools })
+            }
+        }
+        deserializer.deserialize_tuple(2, Fields)
+    }
+}
+
 impl From<&Session> for Stored {
     fn from(s: &Session) -> Self {
         Self {
-            version: s.version.as_str().to_owned(),
-            principal: (*s.principal).clone(),
-            client_info: s.client_info.clone(),
-            client_capabilities: s.client_capabilities.to_string(),
-            log_level: s.log_level,
-            subscriptions: s.subscriptions.clone(),
-            expires_at_ms: s.expires_at_ms,
+            base: Base {
+                version: s.version.as_str().to_owned(),
+                principal: (*s.principal).clone(),
+                client_info: s.client_info.clone(),
+                client_capabilities: s.client_capabilities.to_string(),
+                log_level: s.log_level,
+                subscriptions: s.subscriptions.clone(),
+                expires_at_ms: s.expires_at_ms,
+            },
+            listed_tools: s.listed_tools.clone(),
         }
     }
 }
 
 impl Stored {
     fn into_session(self, id: String) -> Option<Session> {
+        let base = self.base;
         Some(Session {
             id,
-            version: Version::parse(&self.version)?,
-            principal: Arc::new(self.principal),
-            client_info: self.client_info,
-            client_capabilities: Arc::new(serde_json::from_str(&self.client_capabilities).ok()?),
-            log_level: self.log_level,
-            subscriptions: self.subscriptions,
-            expires_at_ms: self.expires_at_ms,
+            version: Version::parse(&base.version)?,
+            principal: Arc::new(base.principal),
+            client_info: base.client_info,
+            client_capabilities: Arc::new(serde_json::from_str(&base.client_capabilities).ok()?),
+            log_level: base.log_level,
+            subscriptions: base.subscriptions,
+            listed_tools: self.listed_tools,
+            expires_at_ms: base.expires_at_ms,
         })
     }
 }
@@ -264,6 +312,7 @@ fn weigh(key: &[u8], s: &Session) -> usize {
         + size_of::<Value>()
         + json_heap(&s.client_capabilities)
         + subscriptions
+        + s.listed_tools.as_ref().map_or(0, String::len)
 }
 
 /// The heap bytes a parsed JSON value owns (its own inline size excluded). Objects are
@@ -771,7 +820,43 @@ mod tests {
             .collect();
         let encoded = postcard::to_stdvec(&Stored::from(&s)).unwrap();
         let bound = config.max_record_bytes(max_uri, 96 * 1024);
-        assert_eq!(bound, 180_352);
+        s.listed_tools = Some("f".repeat(64));
+        assert_eq!(bound, 180_448);
         assert!(encoded.len() <= bound, "{} > {bound}", encoded.len());
+    }
+}
+
+#[cfg(test)]
+mod stored_form {
+    use super::*;
+    use serde_json::json;
+
+    fn session() -> Session {
+        let mut s = Session::new(
+            Version::V2025_11_25,
+            Principal::anonymous(),
+            "{}".into(),
+            json!({}),
+            Duration::from_secs(60),
+        );
+        s.subscriptions = vec!["test://a".into()];
+        s
+    }
+
+    #[test]
+    fn a_record_of_the_first_form_reads_as_nothing_listed_and_this_form_reads_back() {
+        let mut s = session();
+        let first_form = postcard::to_stdvec(&Stored::from(&s).base).unwrap();
+        let read: Stored = postcard::from_bytes(&first_form).unwrap();
+        assert_eq!(read.into_session(s.id.clone()).unwrap(), s);
+
+        s.listed_tools = Some("ab".repeat(32));
+        let this_form = postcard::to_stdvec(&Stored::from(&s)).unwrap();
+        let read: Stored = postcard::from_bytes(&this_form).unwrap();
+        assert_eq!(read.into_session(s.id.clone()).unwrap(), s);
+        // A build that knows only the first form reads this one, minus the new field.
+        let old: Base = postcard::from_bytes(&this_form).unwrap();
+        assert_eq!(old.subscriptions, s.subscriptions);
+        assert_eq!(old.expires_at_ms, s.expires_at_ms);
     }
 }

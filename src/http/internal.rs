@@ -130,6 +130,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
                 .route("/auth/revoke", web::post().to(revoke))
                 .route(RESUME, web::post().to(resume))
                 .route(CANCEL, web::post().to(cancel))
+                .route(
+                    super::fanout::UPDATED,
+                    web::post().to(super::fanout::updated),
+                )
                 .service(
                     web::resource(ANSWER)
                         .app_data(web::PayloadConfig::new(limits.answer))
@@ -170,7 +174,7 @@ async fn require_secret(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-fn postcard_body<T: Serialize>(value: &T) -> HttpResponse {
+pub(super) fn postcard_body<T: Serialize>(value: &T) -> HttpResponse {
     match postcard::to_stdvec(value) {
         Ok(bytes) => HttpResponse::Ok().content_type(POSTCARD).body(bytes),
         Err(e) => {
@@ -180,7 +184,7 @@ fn postcard_body<T: Serialize>(value: &T) -> HttpResponse {
     }
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
+pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
     crate::raft::wire::decode(body).map_err(|e| {
         Box::new(
             HttpResponse::BadRequest().json(json!({ "error": format!("malformed body: {e}") })),

@@ -5,6 +5,7 @@
 mod auth;
 mod body;
 mod connections;
+mod fanout;
 mod forwarded;
 mod guard;
 mod internal;
@@ -32,7 +33,9 @@ use crate::auth::dev::DevIssuer;
 use crate::mcp::Engine;
 use crate::raft::Store;
 
+pub(crate) use fanout::relay as relay_updates;
 pub(crate) use internal::ForwardedAnswer;
+pub(crate) use keys::MAX_QUEUED_UPDATES;
 
 /// HTTP settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -134,6 +137,13 @@ pub struct Config {
     /// cap. Default 16: a tool asks one question at a time, and a session runs a few tools
     /// at once.
     pub max_pending_requests_per_session: usize,
+    /// Resource updates announced on this node waiting to be relayed to the other nodes
+    /// (`notifications/resources/updated` reaches subscribers on every node). Beyond it an
+    /// update reaches only this node's subscribers and counts as a refusal. Default 1024:
+    /// the relay sends what is queued in one message per peer, so the queue fills only
+    /// when peers answer slowly during a burst; each entry is one URI
+    /// (`mcp.max_uri_bytes` at most).
+    pub max_queued_updates: usize,
 }
 
 impl Default for Config {
@@ -159,6 +169,7 @@ impl Default for Config {
             max_streams_per_session: 32,
             max_resumable_streams_per_session: 16,
             max_pending_requests_per_session: 16,
+            max_queued_updates: 1024,
         }
     }
 }
@@ -201,6 +212,8 @@ pub(crate) mod keys {
     pub const MAX_STREAM_BYTES: &str = "http.max_stream_bytes";
     /// See [`super::Config::max_pending_requests_per_session`].
     pub const MAX_PENDING_REQUESTS: &str = crate::mcp::MAX_PENDING_REQUESTS;
+    /// See [`super::Config::max_queued_updates`].
+    pub const MAX_QUEUED_UPDATES: &str = "http.max_queued_updates";
 }
 
 /// What every HTTP worker shares.

@@ -182,6 +182,8 @@ pub(super) struct Inner {
     pub(super) sessions: SessionHandle,
     pub(super) sealer: Sealer,
     pub(super) updates: Updates,
+    /// The digest of this node's tools, as legacy sessions record what they last listed.
+    pub(super) tools_digest: String,
     /// Per-tool scopes, when authentication enforces them.
     pub(super) access: Option<crate::auth::Config>,
     /// Refusal counters and in-use gauges of the caps.
@@ -202,6 +204,8 @@ pub(crate) struct Services {
     pub upstream: tools::Upstream,
     /// Tenant secrets and tool state.
     pub storage: tools::Storage,
+    /// Where `ctx.resource_updated` announces: this node only, or relayed to the fleet.
+    pub updates: Updates,
 }
 
 impl Engine {
@@ -224,16 +228,19 @@ impl Engine {
             access,
             upstream,
             storage,
+            updates,
         } = services;
+        let tools_digest = registry.tools_digest();
         Self {
             inner: Arc::new(Inner {
+                tools_digest,
                 info,
                 config,
                 registry,
                 tools,
                 sessions,
                 sealer,
-                updates: Updates::default(),
+                updates,
                 access,
                 upstream: Arc::new(upstream),
                 limits,
@@ -256,7 +263,7 @@ impl Engine {
             .map_or(&[], |tool| tool.header_params())
     }
 
-    /// Resource update announcements on this node.
+    /// Resource update announcements: this node's subscribers listen here.
     pub fn updates(&self) -> &Updates {
         &self.inner.updates
     }
@@ -276,9 +283,13 @@ impl Engine {
         &self.inner.config
     }
 
-    fn capabilities(&self) -> Value {
+    /// What this server offers. `tools.listChanged` holds for legacy sessions only: a
+    /// session remembers which tools it last listed, so a node with other tools (during a
+    /// rolling upgrade) can say so; a 2026-07-28 client's lists carry `ttlMs` instead,
+    /// and each node's own list never changes while it runs.
+    fn capabilities(&self, legacy: bool) -> Value {
         json!({
-            "tools": { "listChanged": false },
+            "tools": { "listChanged": legacy },
             "resources": { "subscribe": true, "listChanged": false },
             "prompts": { "listChanged": false },
             "completions": {},
@@ -335,7 +346,7 @@ impl Engine {
         );
         let mut result = json!({
             "protocolVersion": version.as_str(),
-            "capabilities": self.capabilities(),
+            "capabilities": self.capabilities(true),
             "serverInfo": { "name": self.inner.info.name, "version": self.inner.info.version },
         });
         if let Some(instructions) = &self.inner.config.instructions {
@@ -353,6 +364,9 @@ impl Engine {
     ) -> Result<Value, RpcError> {
         let modern = matches!(call.era, Era::Modern(_));
         tracing::debug!(method, modern, subject = %call.principal.subject, "request");
+        if let Era::Legacy(session) = &call.era {
+            self.compare_listed_tools(call, session, method).await;
+        }
         let mut result = match method {
             // 2026-07-28 removed ping, logging/setLevel and resource subscriptions.
             "ping" if !modern => Ok(json!({})),
@@ -409,6 +423,29 @@ impl Engine {
         Ok(result)
     }
 
+    /// Keeps a legacy session's idea of the tools truthful across nodes with different
+    /// catalogs (a rolling upgrade that adds a tool): a request reaching a node whose tools
+    /// differ from those the session last listed gets `notifications/tools/list_changed`
+    /// on its stream first, and a `tools/list` here records this node's tools as listed
+    /// (one fleet write, only when they differ from what the session had).
+    async fn compare_listed_tools(&self, call: &Call, session: &Session, method: &str) {
+        let here = &self.inner.tools_digest;
+        if session.listed_tools.as_ref() == Some(here) {
+            return;
+        }
+        if method == "tools/list" {
+            let mut listed = session.clone();
+            listed.listed_tools = Some(here.clone());
+            if let Err(e) = self.inner.sessions.put(listed).await {
+                // The list is still answered; the session may hear list_changed once more.
+                tracing::warn!(error = %e, "could not record the tools a session listed");
+            }
+        } else if session.listed_tools.is_some() {
+            call.peer
+                .notify("notifications/tools/list_changed", json!({}));
+        }
+    }
+
     /// Adds what every 2026-07-28 result carries: `resultType`, server info, cache hints.
     fn envelope(&self, method: &str, result: &mut Value) {
         let Some(obj) = result.as_object_mut() else {
@@ -445,7 +482,7 @@ impl Engine {
     fn discover(&self) -> Result<Value, RpcError> {
         let mut result = json!({
             "supportedVersions": Version::supported_strings(),
-            "capabilities": self.capabilities(),
+            "capabilities": self.capabilities(false),
         });
         if let Some(instructions) = &self.inner.config.instructions {
             result["instructions"] = json!(instructions);
@@ -640,6 +677,7 @@ mod tests {
                 tools::Tokens::None,
             ),
             storage: crate::node::fleet_storage(&config, &store, &metrics),
+            updates: tools::Updates::default(),
         };
         let engine = crate::node::engine(&config, &catalog, store, ring.sealer, &metrics, services);
         (engine, dir, runtime)

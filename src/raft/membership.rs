@@ -474,13 +474,15 @@ impl Store {
         Some(node.addr)
     }
 
-    /// The id and internal address of every member but this node (voters and learners).
+    /// Every other member's id and internal address (voters and learners alike).
     pub fn peers(&self) -> Vec<(NodeId, String)> {
-        let m = self.0.raft.metrics().borrow().clone();
-        m.membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != m.id)
+        // Read under the borrow instead of cloning every metric: this runs per relayed
+        // batch of resource updates.
+        let metrics = self.0.raft.metrics();
+        let m = metrics.borrow();
+        let nodes = m.membership_config.membership().nodes();
+        nodes
+            .filter(|(id, _)| **id != self.0.id)
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect()
     }

@@ -215,7 +215,7 @@ impl Context {
     }
 
     /// Announces that the resource at `uri` changed: clients subscribed to it get
-    /// `notifications/resources/updated`.
+    /// `notifications/resources/updated`, on whichever node of the fleet holds their stream.
     pub fn resource_updated(&self, uri: &str) {
         self.inner.updates.resource_updated(uri);
     }

@@ -178,6 +178,16 @@ impl Registry {
         hex::encode(Sha256::digest(offer.to_string().as_bytes()))
     }
 
+    /// A digest of what `tools/list` shows (64 hex characters): a legacy session records
+    /// the one it last listed, so another node can tell whether its tools differ.
+    pub(crate) fn tools_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let tools: Vec<&serde_json::Value> = self.tools.iter().map(|t| t.listing()).collect();
+        hex::encode(Sha256::digest(
+            serde_json::json!(tools).to_string().as_bytes(),
+        ))
+    }
+
     /// Names of the registered tools, in listing order.
     pub fn tool_names(&self) -> Vec<&str> {
         self.tools.iter().map(|t| t.info().name.as_str()).collect()

@@ -3,6 +3,7 @@
 //! Every call returns a `Result` instead of panicking, because the cluster tests expect
 //! refused connections and errors while a node is down or a leader is being elected.
 
+use std::io::{BufRead, BufReader, Read};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -93,6 +94,28 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every JSON-RPC message the body carries, in order: the JSON body itself or each
+    /// event of an event stream (priming events and comments carry none).
+    pub fn messages(&self) -> Vec<Value> {
+        let sse = self
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if !sse {
+            return serde_json::from_str(&self.body).into_iter().collect();
+        }
+        self.body
+            .split("\n\n")
+            .filter_map(|event| {
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                serde_json::from_str(&data.join("\n")).ok()
+            })
+            .collect()
+    }
+
     /// The JSON-RPC response the body carries: the JSON body itself or, for an event
     /// stream, the event that answers a request.
     pub fn message(&self) -> Option<Value> {
@@ -145,6 +168,97 @@ pub fn delete(url: &str, headers: &[(&str, &str)]) -> Result<Reply, ureq::Error>
     Reply::read(with_headers(agent().delete(url), headers).call())
 }
 
+/// How long an event stream may stay open before a test reading it gives up.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The JSON-RPC messages of an SSE body, one per event, in order, read as they come.
+pub struct Events<R> {
+    lines: std::io::Lines<BufReader<R>>,
+}
+
+impl<R: Read> Events<R> {
+    /// The events of `body`.
+    pub fn new(body: R) -> Self {
+        Self {
+            lines: BufReader::new(body).lines(),
+        }
+    }
+
+    /// The next event's message; `Err` when the stream ends or fails first.
+    pub fn next_message(&mut self) -> Result<Value, String> {
+        let mut data = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .next()
+                .ok_or("the stream ended")?
+                .map_err(|e| format!("reading the stream: {e}"))?;
+            if line.is_empty() {
+                // Priming events and keep-alives carry no message.
+                if data.iter().all(String::is_empty) {
+                    data.clear();
+                    continue;
+                }
+                return serde_json::from_str(&data.join("\n"))
+                    .map_err(|e| format!("an event that is not JSON ({e}): {data:?}"));
+            }
+            if let Some(rest) = line.strip_prefix("data:") {
+                data.push(rest.trim_start().to_owned());
+            }
+        }
+    }
+
+    /// Skips events until one satisfies `wanted`.
+    pub fn until(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Result<Value, String> {
+        loop {
+            let message = self
+                .next_message()
+                .map_err(|e| format!("waiting for {what}: {e}"))?;
+            if wanted(&message) {
+                return Ok(message);
+            }
+        }
+    }
+}
+
+/// An open response stream's status and events.
+pub type Stream = (u16, Events<ureq::BodyReader<'static>>);
+
+fn stream_agent() -> &'static Agent {
+    static AGENT: OnceLock<Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        Agent::config_builder()
+            .http_status_as_error(false)
+            // A stream that never brings what a test waits for fails it instead of hanging.
+            .timeout_global(Some(STREAM_TIMEOUT))
+            .build()
+            .into()
+    })
+}
+
+fn open_stream(result: Result<Response<Body>, ureq::Error>) -> Result<Stream, ureq::Error> {
+    let response = result?;
+    let status = response.status().as_u16();
+    Ok((status, Events::new(response.into_body().into_reader())))
+}
+
+/// POSTs `body` as JSON with extra `headers`, and returns the response as it comes.
+pub fn post_stream(url: &str, headers: &[(&str, &str)], body: &str) -> Result<Stream, ureq::Error> {
+    let request = stream_agent()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH);
+    open_stream(with_headers(request, headers).send(body))
+}
+
+/// Opens a legacy GET stream at `url` with extra `headers`, read as it comes.
+pub fn get_stream(url: &str, headers: &[(&str, &str)]) -> Result<Stream, ureq::Error> {
+    let request = stream_agent()
+        .get(url)
+        .header("accept", "text/event-stream");
+    open_stream(with_headers(request, headers).call())
+}
+
 /// A 2026-07-28 `tools/call` of `tool` through `url`, with `token` as the bearer token
 /// when given: no session, every request stands alone.
 pub fn modern_call(
@@ -153,17 +267,30 @@ pub fn modern_call(
     tool: &str,
     arguments: Value,
 ) -> Result<Reply, ureq::Error> {
-    let meta = json!({
+    let params = json!({ "name": tool, "arguments": arguments });
+    modern_tool_call(url, token, json!({}), params)
+}
+
+/// A 2026-07-28 `tools/call` through `url` with `params` as given (`name`, `arguments`,
+/// and for a retry `inputResponses` and `requestState`), declaring `capabilities` in
+/// `_meta`, with `token` as the bearer token when given.
+pub fn modern_tool_call(
+    url: &str,
+    token: Option<&str>,
+    capabilities: Value,
+    mut params: Value,
+) -> Result<Reply, ureq::Error> {
+    let tool = params["name"].as_str().unwrap_or_default().to_owned();
+    params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
     });
-    let params = json!({ "name": tool, "arguments": arguments, "_meta": meta });
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params });
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![
         ("MCP-Protocol-Version", MODERN),
         ("Mcp-Method", "tools/call"),
-        ("Mcp-Name", tool),
+        ("Mcp-Name", tool.as_str()),
     ];
     headers.extend(bearer.as_deref().map(|b| ("Authorization", b)));
     post(url, &headers, &body.to_string())

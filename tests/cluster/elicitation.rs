@@ -2,66 +2,12 @@
 //! answer lands, as a load balancer may send it, on a node other than the one running the
 //! tool, which forwards it; the tool's result then arrives on the first node's stream.
 
-use std::io::{BufRead, BufReader, Read};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::{json, Value};
-use ureq::Agent;
+use serde_json::json;
 
-use crate::client::{post, Session};
+use crate::client::{post, post_stream, Session};
 use crate::fleet::Fleet;
-
-/// How long the event stream may stay silent before the test gives up on it.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The JSON-RPC messages of an SSE body, one per event, in order.
-struct Events<R> {
-    lines: std::io::Lines<BufReader<R>>,
-}
-
-impl<R: Read> Events<R> {
-    fn new(body: R) -> Self {
-        Self {
-            lines: BufReader::new(body).lines(),
-        }
-    }
-
-    /// The next event's message; `Err` when the stream ends or fails first.
-    fn next_message(&mut self) -> Result<Value, String> {
-        let mut data = Vec::new();
-        loop {
-            let line = self
-                .lines
-                .next()
-                .ok_or("the stream ended")?
-                .map_err(|e| format!("reading the stream: {e}"))?;
-            if line.is_empty() {
-                // Priming events and keep-alives carry no message.
-                if data.iter().all(String::is_empty) {
-                    data.clear();
-                    continue;
-                }
-                return serde_json::from_str(&data.join("\n"))
-                    .map_err(|e| format!("an event that is not JSON ({e}): {data:?}"));
-            }
-            if let Some(rest) = line.strip_prefix("data:") {
-                data.push(rest.trim_start().to_owned());
-            }
-        }
-    }
-
-    /// Skips events until one satisfies `wanted`.
-    fn until(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Result<Value, String> {
-        loop {
-            let message = self
-                .next_message()
-                .map_err(|e| format!("waiting for {what}: {e}"))?;
-            if wanted(&message) {
-                return Ok(message);
-            }
-        }
-    }
-}
 
 #[test]
 fn an_elicitation_answered_through_another_node_completes() {
@@ -79,34 +25,12 @@ fn an_elicitation_answered_through_another_node_completes() {
     session.initialized(&url(asking)).expect("initialized");
 
     // The tool call, on node `asking`, answered as an event stream read as it comes.
-    let agent: Agent = Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(STREAM_TIMEOUT))
-        .build()
-        .into();
     let params = json!({ "name": "test_elicitation", "arguments": { "message": "Who are you?" } });
     let call = json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params });
-    let mut request = agent
-        .post(url(asking))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (name, value) in session.headers() {
-        request = request.header(name, value);
-    }
     let started = Instant::now();
-    let response = request.send(call.to_string()).expect("POST tools/call");
-    assert_eq!(response.status(), 200, "tools/call on node {asking}");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    assert!(
-        content_type.starts_with("text/event-stream"),
-        "content-type {content_type:?}"
-    );
-    let mut events = Events::new(response.into_body().into_reader());
+    let (status, mut events) =
+        post_stream(&url(asking), &session.headers(), &call.to_string()).expect("POST tools/call");
+    assert_eq!(status, 200, "tools/call on node {asking}");
     let ask = events
         .until("elicitation/create", |m| {
             m["method"] == "elicitation/create"

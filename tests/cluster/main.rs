@@ -29,6 +29,8 @@ mod keys;
 mod large_entries;
 mod leader_loss;
 mod membership;
+mod mrtr;
+mod notifications;
 mod partition;
 mod revocation;
 mod rolling;
