@@ -200,24 +200,35 @@ async fn serve(config: Config, role: Role, catalog: Catalog) -> anyhow::Result<(
         .bind()
         .await?;
     // The first lines on standard output are the endpoints, for people and test harnesses.
-    println!("mcp-fleet listening on {}", node.mcp_url());
-    println!(
+    announce(format_args!("mcp-fleet listening on {}", node.mcp_url()));
+    announce(format_args!(
         "mcp-fleet internal listener on http://{}",
         node.internal_addr()
-    );
+    ));
     if let Some(token) = node.dev_token() {
         // Standard output, not the log: this token is for the developer to copy.
-        println!("mcp-fleet bearer token: {token}");
+        announce(format_args!("mcp-fleet bearer token: {token}"));
         let snippet = serde_json::json!({ "mcpServers": { name: {
             "type": "http",
             "url": node.resource(),
             "headers": { "Authorization": format!("Bearer {token}") },
         }}});
-        println!("mcp-fleet client config: {snippet}");
+        announce(format_args!("mcp-fleet client config: {snippet}"));
     }
     tracing::info!(addr = %node.addr(), internal = %node.internal_addr(), "serving");
     node.run_until(shutdown).await?;
     Ok(())
+}
+
+/// Writes one line to standard output. A node that serves must not die because no one
+/// reads its standard output any more (a supervisor that read the first line and closed
+/// the pipe): `println!` panics on a closed pipe, so a failed write is only logged.
+fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "standard output is closed; the node serves on");
+    }
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not

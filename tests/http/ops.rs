@@ -35,3 +35,57 @@ fn the_endpoint_with_a_trailing_slash_serves_the_same() {
     assert_eq!(reply.status, 204, "{reply:?}");
     session.echo(server.url(), "gone").assert_error(404, -32001);
 }
+
+#[test]
+fn a_node_whose_standard_output_is_closed_serves_on() {
+    // A supervisor that reads the first line and closes the pipe (or never reads it) must
+    // not kill the node: the endpoint lines are written to a pipe with no reader.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let data = tempfile::tempdir().expect("a temp dir");
+    let mut child = crate::harness::command()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mcp-fleet dev");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The node says where it serves in its log, since standard output is gone.
+    let mut log = String::new();
+    let addr = crate::harness::eventually(
+        "the 'serving' log line",
+        std::time::Duration::from_secs(30),
+        || {
+            while let Ok(line) = rx.try_recv() {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            let at = log.find("serving")?;
+            let rest = &log[at..];
+            let addr = rest.split("addr=").nth(1)?.split_whitespace().next()?;
+            Some(addr.trim_matches('"').to_owned())
+        },
+    );
+    let reply = get(&format!("http://{addr}/health"), &[]);
+    let exited = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(exited.is_none(), "the node exited: {exited:?}\n{log}");
+    assert_eq!(reply.status, 200, "{reply:?}\n{log}");
+    assert!(log.contains("standard output is closed"), "{log}");
+}
