@@ -165,6 +165,8 @@ struct Raw {
     #[serde(default)]
     tool_state: crate::tools::StateConfig,
     #[serde(default)]
+    tasks: crate::mcp::TasksConfig,
+    #[serde(default)]
     stdio: crate::stdio::Config,
 }
 
@@ -278,6 +280,8 @@ pub struct Config {
     pub secrets: crate::tools::SecretsConfig,
     /// Tool state's caps and lifetime.
     pub tool_state: crate::tools::StateConfig,
+    /// Tasks' caps, lifetime and how soon a lost node's tasks end.
+    pub tasks: crate::mcp::TasksConfig,
     /// Where `stdio` keeps its single user's secrets and state.
     pub stdio: crate::stdio::Config,
 }
@@ -568,6 +572,7 @@ impl Config {
             ));
         }
         check_storage_caps(&raw)?;
+        check_tasks(&raw.tasks)?;
         check_stdio_tokens(&raw.stdio)?;
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
@@ -595,6 +600,7 @@ impl Config {
             tools: raw.tools,
             secrets: raw.secrets,
             tool_state: raw.tool_state,
+            tasks: raw.tasks,
             stdio: raw.stdio,
         })
     }
@@ -661,6 +667,38 @@ fn check_storage_caps(raw: &Raw) -> Result<(), Error> {
     }
     if t.ttl.is_zero() {
         return Err(invalid("tool_state.ttl", "must be greater than 0"));
+    }
+    Ok(())
+}
+
+/// Tasks: no cap or duration may be zero (no task could be held, or every task would end
+/// at once).
+fn check_tasks(tasks: &crate::mcp::TasksConfig) -> Result<(), Error> {
+    for (key, value) in [
+        ("tasks.max_result_bytes", tasks.max_result_bytes),
+        (
+            "tasks.max_tasks_per_principal",
+            tasks.max_tasks_per_principal,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    for (key, value) in [
+        ("tasks.ttl", tasks.ttl),
+        ("tasks.poll_interval", tasks.poll_interval),
+    ] {
+        if value.is_zero() {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    // The lease is renewed every third of it: below 300 ms renewals would crowd the log.
+    if tasks.owner_lost_after < std::time::Duration::from_millis(300) {
+        return Err(invalid(
+            "tasks.owner_lost_after",
+            "must be at least 300ms (the running node renews its lease every third of it)",
+        ));
     }
     Ok(())
 }

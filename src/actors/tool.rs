@@ -133,6 +133,11 @@ impl ToolHandle {
     pub fn name(&self) -> &str {
         &self.tool.info().name
     }
+
+    /// The tool's listing and how it runs (task support, whether it may run again).
+    pub fn info(&self) -> &crate::tools::ToolInfo {
+        self.tool.info()
+    }
 }
 
 /// How `result` counts in `mcp_fleet_tool_calls_total`.

@@ -87,6 +87,9 @@ impl Engine {
             )));
         }
         let args = object_param(params, "arguments")?;
+        if let Some(created) = self.maybe_task(call, params, &tool, &args).await? {
+            return Ok(created);
+        }
         let target = format!("tools/call:{name}");
         let run_args = Value::Object(args.clone());
         let outcome = self
@@ -104,7 +107,7 @@ impl Engine {
 
 /// Turns a tool failure into what the client sees: an `isError` result for failures the
 /// model can act on, a JSON-RPC error for the rest.
-fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
+pub(super) fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
     use tools::Error as E;
     match error {
         E::Failed(message) => Ok(Output::error(message).to_value()),
