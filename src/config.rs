@@ -837,6 +837,29 @@ mod tests {
     }
 
     #[test]
+    fn task_caps_and_durations_are_checked_naming_the_key() {
+        for (toml, key) in [
+            ("[tasks]\nmax_result_bytes = 0", "tasks.max_result_bytes"),
+            (
+                "[tasks]\nmax_tasks_per_principal = 0",
+                "tasks.max_tasks_per_principal",
+            ),
+            ("[tasks]\nttl = \"0s\"", "tasks.ttl"),
+            ("[tasks]\npoll_interval = \"0s\"", "tasks.poll_interval"),
+            (
+                "[tasks]\nowner_lost_after = \"100ms\"",
+                "tasks.owner_lost_after",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.tasks.max_result_bytes, 1024 * 1024);
+        assert_eq!(c.tasks.owner_lost_after, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
     fn stdio_tokens_are_named_not_given_and_nonsense_is_refused_by_key() {
         let c = Config::from_toml(
             "[stdio.tokens]\n\"https://api.acme.com\" = { env = \"ACME_API_TOKEN\" }\n\

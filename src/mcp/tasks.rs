@@ -437,7 +437,10 @@ impl Running {
             .update(|r| {
                 r.status = status;
                 r.chunks = chunks;
-                r.message = error.as_ref().map(|(_, m)| m.clone());
+                // A note such as "run again after node 2 was lost" stays; an error says more.
+                if let Some((_, message)) = &error {
+                    r.message = Some(message.clone());
+                }
                 r.error = error;
                 r.asked.clear();
                 r.updated_ms = now;

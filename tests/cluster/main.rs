@@ -39,6 +39,7 @@ mod session_cap;
 mod sessions;
 mod stalled_writes;
 mod standing;
+mod tasks;
 mod tenant_api;
 mod tool_state;
 mod upstream_calls;
