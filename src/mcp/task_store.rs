@@ -142,6 +142,8 @@ enum Part {
     Task,
     Control,
     Chunk(u32),
+    /// The claim to act on a lost node's task, one per lapsed lease.
+    Claim(u64),
 }
 
 /// The tasks of this node's store; cheap to clone.
@@ -208,6 +210,7 @@ impl Tasks {
             Part::Task => "t".to_owned(),
             Part::Control => "c".to_owned(),
             Part::Chunk(i) => format!("r{i}"),
+            Part::Claim(lease) => format!("k{lease}"),
         };
         format!("{}:{binding}{part}:{id}", binding.len()).into_bytes()
     }
@@ -284,6 +287,27 @@ impl Tasks {
             .map_err(store_error)
     }
 
+    /// Claims the right to act on a task whose lease ended at `lease_ms`: true for exactly
+    /// one caller fleet-wide, so a lost node's task is failed or run again once.
+    pub(super) async fn claim(
+        &self,
+        binding: &str,
+        id: &str,
+        lease_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<bool, RpcError> {
+        let claimer = self.node();
+        self.store
+            .create(
+                Table::Tasks,
+                &Self::natural(binding, id, Part::Claim(lease_ms)),
+                &claimer,
+                Some(deadline_ms),
+            )
+            .await
+            .map_err(store_error)
+    }
+
     /// The control record of a task (empty when nobody asked anything of it yet).
     pub(super) fn control(&self, binding: &str, id: &str) -> Result<Control, RpcError> {
         Ok(self
@@ -351,6 +375,17 @@ impl Tasks {
             .map_err(|_| RpcError::internal("the task's stored result is not valid JSON"))
     }
 
+    /// Whether this node is running the task now (its runner watches it).
+    pub(super) fn runs_here(&self, binding: &str, id: &str) -> bool {
+        let key = self
+            .store
+            .key(Table::Tasks, &Self::natural(binding, id, Part::Control));
+        self.watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+    }
+
     /// Starts waking `changes()` receivers whenever the control record of this task is
     /// applied here; stopped by dropping the guard.
     pub(super) fn watch(&self, binding: &str, id: &str) -> Watch {
@@ -395,4 +430,55 @@ impl Drop for Watch {
 fn store_error(error: raft::Error) -> RpcError {
     tracing::error!(error = %error, "task store");
     RpcError::internal("the task could not be read or stored")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Key, Ring};
+
+    async fn tasks() -> (Tasks, tempfile::TempDir, crate::raft::Runtime) {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::single(Key::generate());
+        let (store, runtime) = Store::open_single(dir.path(), ring).await.unwrap();
+        let tasks = Tasks::new(store, Config::default(), Limits::default(), 256 * 1024);
+        (tasks, dir, runtime)
+    }
+
+    #[actix_web::test]
+    async fn a_lapsed_lease_is_claimed_once_and_each_lapse_has_its_own_claim() {
+        let (tasks, _dir, _rt) = tasks().await;
+        let far = raft::now_ms() + 60_000;
+        assert!(tasks.claim("3:bob", "t1", 1000, far).await.unwrap());
+        assert!(!tasks.claim("3:bob", "t1", 1000, far).await.unwrap());
+        // The task run again has a new lease; when that one lapses it is claimed anew.
+        assert!(tasks.claim("3:bob", "t1", 2000, far).await.unwrap());
+        // Another principal's task of the same id is another record.
+        assert!(tasks.claim("5:alice", "t1", 1000, far).await.unwrap());
+    }
+
+    #[actix_web::test]
+    async fn a_task_is_found_only_under_the_principal_that_owns_it() {
+        let (tasks, _dir, _rt) = tasks().await;
+        let now = raft::now_ms();
+        let record = Record {
+            tool: "t".into(),
+            args: "{}".into(),
+            status: Status::Working,
+            message: None,
+            created_ms: now,
+            updated_ms: now,
+            deadline_ms: now + 60_000,
+            node: 1,
+            lease_ms: now + 5_000,
+            asked: Vec::new(),
+            chunks: 0,
+            error: None,
+        };
+        tasks.create("5:alice", "t1", &record).await.unwrap();
+        assert!(tasks.get("5:alice", "t1").await.unwrap().is_some());
+        assert!(tasks.get("3:bob", "t1").await.unwrap().is_none());
+        // The binding's length prefix keeps `5:alic` + `et1` from reaching it.
+        assert!(tasks.get("5:alic", "et1").await.unwrap().is_none());
+    }
 }

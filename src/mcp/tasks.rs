@@ -173,7 +173,10 @@ impl Engine {
             .get(&binding, id)
             .await?
             .ok_or_else(unknown_task)?;
-        if !record.status.is_terminal() && record.lease_ms < now_ms() {
+        // A lapsed lease of a task still running here is this node's own trouble writing
+        // (its runner stops at its next write if another node takes over); it is not lost.
+        let lapsed = !record.status.is_terminal() && record.lease_ms < now_ms();
+        if lapsed && !self.tasks().runs_here(&binding, id) {
             record = self.owner_lost(call, params, &binding, id, record).await?;
         }
         let control = self.tasks().control(&binding, id)?;
@@ -295,6 +298,18 @@ impl Engine {
         mut record: Record,
     ) -> Result<Record, RpcError> {
         let lost = record.node;
+        let claimed = self
+            .tasks()
+            .claim(binding, id, record.lease_ms, record.deadline_ms)
+            .await?;
+        if !claimed {
+            // Another node is acting on it: answer with what the store says once it has.
+            return self
+                .tasks()
+                .get(binding, id)
+                .await?
+                .ok_or_else(unknown_task);
+        }
         let now = now_ms();
         let tool = self.inner.tools.get(&record.tool).cloned();
         match tool {
@@ -373,6 +388,18 @@ impl Running {
 
     async fn update(&self, change: impl FnOnce(&mut Record)) -> Result<(), RpcError> {
         let mut record = self.record.lock().await;
+        // A node that was cut off past its lease may find its task failed or taken over
+        // by another node: it stops, and never writes over what the other node wrote.
+        if let Some(stored) = self.tasks().get(&self.binding, &self.id).await? {
+            if stored.node != record.node || stored.status.is_terminal() {
+                self.cancel.cancel();
+                return Err(RpcError::internal(format!(
+                    "task {} is no longer this node's: another node took it over after its \
+                     lease lapsed",
+                    self.id
+                )));
+            }
+        }
         change(&mut record);
         self.tasks().save(&self.binding, &self.id, &record).await
     }
