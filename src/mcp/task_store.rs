@@ -177,8 +177,23 @@ impl Tasks {
         {
             let changed = changed.clone();
             let watched = watched.clone();
-            // Runs inside apply: only a map lookup and a counter bump.
+            // In use: the tasks this replica counts against their principals (each task
+            // record is owned; its control, claims and result pieces are not).
+            let gauge = limits.gauge(MAX_TASKS_PER_PRINCIPAL);
+            let reader = store.reader();
+            let count = move || i64::try_from(reader.owned(Table::Tasks)).unwrap_or(i64::MAX);
+            gauge.set(count());
+            // Runs inside apply: a map lookup, a count the replica keeps, a counter bump.
             store.on_change(move |change| {
+                if matches!(
+                    change,
+                    Change::Record {
+                        table: Table::Tasks,
+                        ..
+                    } | Change::Reset
+                ) {
+                    gauge.set(count());
+                }
                 let wake = match change {
                     Change::Record { table, key } => {
                         *table == Table::Tasks

@@ -111,6 +111,12 @@ fn tasks_are_capped_per_principal_with_429_naming_the_cap() {
             .contains("tasks.max_tasks_per_principal"),
         "{refused:?}"
     );
+    let metrics = scrape(&format!("http://{}/metrics", server.internal()));
+    let cap = "{limit=\"tasks.max_tasks_per_principal\"}";
+    let refusals = format!("mcp_fleet_limit_refusals_total{cap}");
+    assert_eq!(sample(&metrics, &refusals), Some(1.0), "{metrics}");
+    let in_use = format!("mcp_fleet_limit_in_use{cap}");
+    assert_eq!(sample(&metrics, &in_use), Some(2.0), "{metrics}");
     // A tool that never runs as a task is not held back by the cap.
     let greet = call(&server, "greet", json!({ "name": "Ada" }));
     assert_eq!(greet.status, 200, "{greet:?}");
