@@ -11,6 +11,9 @@
 //! - `rerunnable_sleep`: may run as a task, declared safe to run again; sleeps
 //!   `seconds` (for the cluster test of a task whose node is lost).
 //! - `big_result`: may run as a task; answers `bytes` bytes of text (for the result cap).
+//! - `test_tool_with_task`: only a task, asked before: asks the user's name in an
+//!   `input_required` round, then becomes a task ([`Context::run_as_task`]) that greets
+//!   them (SEP-2663's MRTR → task composition).
 
 use std::time::Duration;
 
@@ -83,6 +86,15 @@ pub fn register(registry: &mut Registry) {
             "Asks two questions at once, then answers with both.",
         ),
         |ctx, _: NoArgs| multi_input(ctx),
+    ));
+    registry.tool(FnTool::new(
+        ToolInfo::new(
+            "test_tool_with_task",
+            "Asks the user's name, then becomes a task that greets them.",
+        )
+        .task_support(TaskSupport::Required)
+        .asks_before_task(),
+        |ctx, _: NoArgs| name_then_task(ctx),
     ));
     registry.tool(FnTool::new(
         optional("big_result", "Answers `bytes` bytes of text."),
@@ -182,4 +194,25 @@ async fn multi_input(ctx: Context) -> Result<Output, Error> {
         first.get("content").cloned().unwrap_or_default(),
         second.get("content").cloned().unwrap_or_default()
     )))
+}
+
+async fn name_then_task(ctx: Context) -> Result<Output, Error> {
+    let answer = ctx
+        .elicit(json!({
+            "message": "Your name?",
+            "requestedSchema": {
+                "type": "object",
+                "properties": { "name": { "type": "string" } },
+                "required": ["name"],
+            },
+        }))
+        .await?;
+    // Asked in an input_required round; the rest runs as a task, which asks nothing again.
+    ctx.run_as_task().await?;
+    let name = answer
+        .pointer("/content/name")
+        .and_then(Value::as_str)
+        .unwrap_or("whoever you are");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(Output::text(format!("Hello, {name}, from a task!")))
 }

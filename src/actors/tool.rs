@@ -147,7 +147,8 @@ fn outcome(result: &Result<Output, Error>) -> ToolOutcome {
         Err(Error::Timeout(_)) => ToolOutcome::Timeout,
         Err(Error::Cancelled) => ToolOutcome::Cancelled,
         Err(Error::Panicked) => ToolOutcome::Panic,
-        Err(Error::InputRequired(_)) => ToolOutcome::InputRequired,
+        // Both end this round and hand the call on: to the client's answers, or to a task.
+        Err(Error::InputRequired(_) | Error::BecomeTask) => ToolOutcome::InputRequired,
         Err(_) => ToolOutcome::Error,
     }
 }

@@ -9,6 +9,7 @@
 //! lease has lapsed is reported failed by whichever node reads it (or run again there,
 //! for a tool declared rerunnable), since its node has stopped or lost the fleet.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -83,6 +84,26 @@ impl Engine {
                 _ => Ok(None),
             };
         }
+        if tool.info().asks_before_task {
+            // It asks first, and becomes a task when it says so (`Context::run_as_task`).
+            return Ok(None);
+        }
+        self.create_task(call, params, tool, args, HashMap::new())
+            .await
+            .map(Some)
+    }
+
+    /// Creates a task of `tool` and starts running it here; `answers` are the answers
+    /// gathered in `input_required` rounds before it became a task. Returns the
+    /// `CreateTaskResult`.
+    pub(super) async fn create_task(
+        &self,
+        call: &Call,
+        params: &Map<String, Value>,
+        tool: &ToolHandle,
+        args: &Map<String, Value>,
+        answers: HashMap<String, Value>,
+    ) -> Result<Value, RpcError> {
         let binding = call.principal.binding();
         let id = crate::crypto::random_hex(16);
         let config = &self.tasks().config;
@@ -104,20 +125,27 @@ impl Engine {
         self.tasks().create(&binding, &id, &record).await?;
         let created = self.task_view(&id, &record, false);
         let run_args = Value::Object(args.clone());
-        self.spawn_task(call, params, tool.clone(), run_args, (binding, id), record);
-        Ok(Some(created))
+        let names = (binding, id);
+        let start = Start {
+            tool: tool.clone(),
+            args: run_args,
+            names,
+            record,
+            answers,
+        };
+        self.spawn_task(call, params, start);
+        Ok(created)
     }
 
     /// Starts running a task on this node, in the background.
-    fn spawn_task(
-        &self,
-        call: &Call,
-        params: &Map<String, Value>,
-        tool: ToolHandle,
-        args: Value,
-        (binding, id): (String, String),
-        record: Record,
-    ) {
+    fn spawn_task(&self, call: &Call, params: &Map<String, Value>, start: Start) {
+        let Start {
+            tool,
+            args,
+            names: (binding, id),
+            record,
+            answers,
+        } = start;
         let cancel = CancellationToken::new();
         let running = Running {
             engine: self.clone(),
@@ -131,6 +159,7 @@ impl Engine {
             running: running.clone(),
             changes: watch.changes(),
             next: AtomicUsize::new(0),
+            answers: Arc::new(answers),
         });
         // The task outlives the request: its own cancellation, its own peer.
         let task_call = Call {
@@ -328,7 +357,17 @@ impl Engine {
                 self.tasks().save(binding, id, &record).await?;
                 let args = serde_json::from_str(&record.args).unwrap_or_else(|_| json!({}));
                 let names = (binding.to_owned(), id.to_owned());
-                self.spawn_task(call, params, tool, args, names, record.clone());
+                // Answers given in rounds before it became a task are not kept: a tool run
+                // again asks them again, as the task's inputRequests.
+                let seed = HashMap::new();
+                let start = Start {
+                    tool,
+                    args,
+                    names,
+                    record: record.clone(),
+                    answers: seed,
+                };
+                self.spawn_task(call, params, start);
             }
             _ => {
                 tracing::warn!(task = %id, node = lost, "task's node lost; task failed");
@@ -368,6 +407,19 @@ impl Engine {
         }
         view
     }
+}
+
+/// What starting a task's run needs besides the request.
+struct Start {
+    tool: ToolHandle,
+    /// The call's arguments.
+    args: Value,
+    /// The principal's binding and the task id.
+    names: (String, String),
+    /// The record as created (or as taken over).
+    record: Record,
+    /// Answers gathered before the call became a task.
+    answers: HashMap<String, Value>,
 }
 
 /// A task running on this node.
@@ -485,6 +537,8 @@ struct TaskPeer {
     running: Running,
     changes: tokio::sync::watch::Receiver<u64>,
     next: AtomicUsize,
+    /// Answers gathered in `input_required` rounds before the call became a task.
+    answers: Arc<HashMap<String, Value>>,
 }
 
 impl TaskPeer {
@@ -558,6 +612,10 @@ impl Peer for TaskPeer {
         method: &str,
         params: Value,
     ) -> BoxFuture<'static, Result<Value, tools::Error>> {
+        if let Some(answer) = self.answers.get(key) {
+            let answer = answer.clone();
+            return Box::pin(async move { Ok(answer) });
+        }
         Box::pin(Self::ask(
             self.running.clone(),
             self.changes.clone(),

@@ -128,6 +128,11 @@ pub struct ToolInfo {
     /// cannot repeat). A task of such a tool whose node dies is run again by another
     /// node; any other such task ends as failed. Default `false`.
     pub rerunnable: bool,
+    /// Whether the tool first gathers input over 2026-07-28 `input_required` rounds and
+    /// becomes a task only when it calls
+    /// [`Context::run_as_task`](super::Context::run_as_task). Default `false`: a call
+    /// that may be a task is one from the start.
+    pub asks_before_task: bool,
 }
 
 /// Whether a tool's calls may run as tasks, which a client polls with `tasks/get` instead
@@ -168,7 +173,17 @@ impl ToolInfo {
             meta: None,
             task_support: TaskSupport::Forbidden,
             rerunnable: false,
+            asks_before_task: false,
         }
+    }
+
+    /// Declares that the tool asks its questions in `input_required` rounds first and
+    /// becomes a task when it calls
+    /// [`Context::run_as_task`](super::Context::run_as_task) (SEP-2663's MRTR → task
+    /// composition).
+    pub fn asks_before_task(mut self) -> Self {
+        self.asks_before_task = true;
+        self
     }
 
     /// Lets calls run as tasks (see [`TaskSupport`]).
@@ -328,6 +343,10 @@ pub enum Error {
     /// The client must answer `InputRequest` and retry the call (Multi Round-Trip Requests).
     #[error("input required")]
     InputRequired(InputRequest),
+    /// The call goes on as a task, from the start, with the answers gathered so far
+    /// (returned by [`Context::run_as_task`](super::Context::run_as_task); pass it on with `?`).
+    #[error("the call continues as a task")]
+    BecomeTask,
 }
 
 /// Object-safe form of [`Tool`] used by the registry and the tool actors.

@@ -160,3 +160,39 @@ fn a_legacy_session_runs_a_task_supporting_tool_in_its_response_and_has_no_task_
     let reply = session.send(server.url(), "tasks/get", json!({ "taskId": "x" }));
     assert_eq!(reply.json()["error"]["code"], -32601, "{reply:?}");
 }
+
+#[test]
+fn a_tool_that_asks_first_becomes_a_task_with_the_answers_it_gathered() {
+    let server = conformance().start();
+    let first = call(&server, "test_tool_with_task", json!({}));
+    let round = first.result();
+    assert_eq!(round["resultType"], "input_required", "{first:?}");
+    assert!(round.get("taskId").is_none(), "{first:?}");
+    let key = round["inputRequests"]
+        .as_object()
+        .and_then(|r| r.keys().next().cloned())
+        .expect("a question");
+    let params = json!({
+        "name": "test_tool_with_task",
+        "arguments": {},
+        "inputResponses": { key: { "action": "accept", "content": { "name": "Grace" } } },
+        "requestState": round["requestState"],
+    });
+    let second = Modern::new("tools/call", params)
+        .capabilities(capabilities())
+        .send(server.url());
+    let created = second.result();
+    assert_eq!(created["resultType"], "task", "{second:?}");
+    assert!(created.get("requestState").is_none(), "{second:?}");
+    let task = created["taskId"].as_str().expect("a taskId");
+    let done = ended(&server, task);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["result"]["content"][0]["text"], "Hello, Grace, from a task!",
+        "{done}"
+    );
+
+    // A client that cannot hold a task is refused before anything is asked.
+    let refused = Modern::call("test_tool_with_task", json!({})).send(server.url());
+    assert_eq!(refused.json()["error"]["code"], -32021, "{refused:?}");
+}
