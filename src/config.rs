@@ -680,6 +680,7 @@ fn check_tasks(tasks: &crate::mcp::TasksConfig) -> Result<(), Error> {
             "tasks.max_tasks_per_principal",
             tasks.max_tasks_per_principal,
         ),
+        ("tasks.max_input_bytes", tasks.max_input_bytes),
     ] {
         if value == 0 {
             return Err(invalid(key, "must be greater than 0"));
@@ -844,6 +845,7 @@ mod tests {
                 "[tasks]\nmax_tasks_per_principal = 0",
                 "tasks.max_tasks_per_principal",
             ),
+            ("[tasks]\nmax_input_bytes = 0", "tasks.max_input_bytes"),
             ("[tasks]\nttl = \"0s\"", "tasks.ttl"),
             ("[tasks]\npoll_interval = \"0s\"", "tasks.poll_interval"),
             (

@@ -30,6 +30,8 @@ pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
 pub const MAX_RESULT_BYTES: &str = "tasks.max_result_bytes";
 /// The cap on the tasks one principal holds, as refusals name it.
 pub const MAX_TASKS_PER_PRINCIPAL: &str = "tasks.max_tasks_per_principal";
+/// The cap on the answers a task holds, as refusals name it.
+pub const MAX_INPUT_BYTES: &str = "tasks.max_input_bytes";
 
 /// Tasks (`[tasks]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,11 @@ pub struct Config {
     /// Most tasks one principal holds fleet-wide, finished ones included until their TTL
     /// ends; a call that would create one more is refused with 429. Default 100.
     pub max_tasks_per_principal: usize,
+    /// Most bytes of answers (their JSON text, all `tasks/update`s together) one task
+    /// holds; a `tasks/update` that would take it over is refused with `-32602` naming
+    /// `params.inputResponses`. Default 256 KiB, as `mcp.max_request_state_bytes`: room
+    /// for several elicitation answers and model completions, well inside a Raft entry.
+    pub max_input_bytes: usize,
     /// How long after its running node stops renewing it a task is reported failed (or,
     /// for a tool declared rerunnable, run again on the node that notices). The running
     /// node renews its lease in the store every third of this. Default 5 s.
@@ -64,6 +71,7 @@ impl Default for Config {
             poll_interval: Duration::from_secs(1),
             max_result_bytes: 1024 * 1024,
             max_tasks_per_principal: 100,
+            max_input_bytes: 256 * 1024,
             owner_lost_after: Duration::from_secs(5),
         }
     }
@@ -168,7 +176,7 @@ impl Tasks {
         limits: Limits,
         max_entry_bytes: usize,
     ) -> Self {
-        for key in [MAX_RESULT_BYTES, MAX_TASKS_PER_PRINCIPAL] {
+        for key in [MAX_RESULT_BYTES, MAX_TASKS_PER_PRINCIPAL, MAX_INPUT_BYTES] {
             limits.declare(key);
         }
         let (changed, _) = watch::channel(0u64);

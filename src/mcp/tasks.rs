@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use super::call::tool_error;
 use super::engine::{object_param, str_param};
 use super::jsonrpc::{INTERNAL_ERROR, MISSING_REQUIRED_CLIENT_CAPABILITY};
-use super::task_store::{Control, Record, Status, Tasks, EXTENSION, MAX_RESULT_BYTES};
+use super::task_store::{
+    Control, Record, Status, Tasks, EXTENSION, MAX_INPUT_BYTES, MAX_RESULT_BYTES,
+};
 use super::{Call, Engine, Era, RpcError};
 use crate::actors::ToolHandle;
 use crate::raft::now_ms;
@@ -277,6 +279,16 @@ impl Engine {
                 control.answers.push((key, answer.to_string()));
                 changed = true;
             }
+        }
+        let held: usize = control.answers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let cap = self.tasks().config.max_input_bytes;
+        if held > cap {
+            return Err(self.tasks().limits.too_large(
+                MAX_INPUT_BYTES,
+                "params.inputResponses (with the answers this task already holds)",
+                held,
+                cap,
+            ));
         }
         if changed {
             self.tasks()

@@ -196,3 +196,46 @@ fn a_tool_that_asks_first_becomes_a_task_with_the_answers_it_gathered() {
     let refused = Modern::call("test_tool_with_task", json!({})).send(server.url());
     assert_eq!(refused.json()["error"]["code"], -32021, "{refused:?}");
 }
+
+#[test]
+fn answers_over_the_cap_are_refused_naming_it_and_the_task_still_waits() {
+    let server = conformance()
+        .config("[tasks]\nmax_input_bytes = 200\n")
+        .start();
+    let task = start(&server, "confirm_delete", json!({ "filename": "a" }));
+    let asking = eventually("the question", Duration::from_secs(30), || {
+        let task = get(&server, &task);
+        (task["status"] == "input_required").then_some(task)
+    });
+    let key = asking["inputRequests"]
+        .as_object()
+        .and_then(|r| r.keys().next().cloned())
+        .expect("a question");
+    let update = |answer: Value| {
+        Modern::new(
+            "tasks/update",
+            json!({ "taskId": task, "inputResponses": { &key: answer } }),
+        )
+        .capabilities(capabilities())
+        .send(server.url())
+    };
+    let big =
+        json!({ "action": "accept", "content": { "confirm": true, "note": "n".repeat(500) } });
+    let refused = update(big);
+    refused.assert_error(400, -32602);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("tasks.max_input_bytes") && message.contains("params.inputResponses"),
+        "{message}"
+    );
+    assert_eq!(get(&server, &task)["status"], "input_required");
+    let ack = update(json!({ "action": "accept", "content": { "confirm": true } }));
+    assert_eq!(ack.status, 200, "{ack:?}");
+    assert_eq!(
+        ended(&server, &task)["result"]["content"][0]["text"],
+        "Deleted a"
+    );
+}
