@@ -165,6 +165,8 @@ struct Raw {
     #[serde(default)]
     tool_state: crate::tools::StateConfig,
     #[serde(default)]
+    tasks: crate::mcp::TasksConfig,
+    #[serde(default)]
     stdio: crate::stdio::Config,
 }
 
@@ -278,6 +280,8 @@ pub struct Config {
     pub secrets: crate::tools::SecretsConfig,
     /// Tool state's caps and lifetime.
     pub tool_state: crate::tools::StateConfig,
+    /// Tasks' caps, lifetime and how soon a lost node's tasks end.
+    pub tasks: crate::mcp::TasksConfig,
     /// Where `stdio` keeps its single user's secrets and state.
     pub stdio: crate::stdio::Config,
 }
@@ -578,6 +582,7 @@ impl Config {
             ));
         }
         check_storage_caps(&raw)?;
+        check_tasks(&raw.tasks)?;
         check_stdio_tokens(&raw.stdio)?;
         let limits = std::iter::once(&raw.tools.default).chain(raw.tools.per_tool.values());
         for limit in limits {
@@ -605,6 +610,7 @@ impl Config {
             tools: raw.tools,
             secrets: raw.secrets,
             tool_state: raw.tool_state,
+            tasks: raw.tasks,
             stdio: raw.stdio,
         })
     }
@@ -671,6 +677,39 @@ fn check_storage_caps(raw: &Raw) -> Result<(), Error> {
     }
     if t.ttl.is_zero() {
         return Err(invalid("tool_state.ttl", "must be greater than 0"));
+    }
+    Ok(())
+}
+
+/// Tasks: no cap or duration may be zero (no task could be held, or every task would end
+/// at once).
+fn check_tasks(tasks: &crate::mcp::TasksConfig) -> Result<(), Error> {
+    for (key, value) in [
+        ("tasks.max_result_bytes", tasks.max_result_bytes),
+        (
+            "tasks.max_tasks_per_principal",
+            tasks.max_tasks_per_principal,
+        ),
+        ("tasks.max_input_bytes", tasks.max_input_bytes),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    for (key, value) in [
+        ("tasks.ttl", tasks.ttl),
+        ("tasks.poll_interval", tasks.poll_interval),
+    ] {
+        if value.is_zero() {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    // The lease is renewed every third of it: below 300 ms renewals would crowd the log.
+    if tasks.owner_lost_after < std::time::Duration::from_millis(300) {
+        return Err(invalid(
+            "tasks.owner_lost_after",
+            "must be at least 300ms (the running node renews its lease every third of it)",
+        ));
     }
     Ok(())
 }
@@ -824,6 +863,30 @@ mod tests {
         let c = Config::from_toml("[stdio]\nsecrets_env_prefix = \"ACME_\"").unwrap();
         assert_eq!(c.stdio.secrets_env_prefix.as_deref(), Some("ACME_"));
         assert_eq!(c.secrets.max_per_tenant, 100);
+    }
+
+    #[test]
+    fn task_caps_and_durations_are_checked_naming_the_key() {
+        for (toml, key) in [
+            ("[tasks]\nmax_result_bytes = 0", "tasks.max_result_bytes"),
+            (
+                "[tasks]\nmax_tasks_per_principal = 0",
+                "tasks.max_tasks_per_principal",
+            ),
+            ("[tasks]\nmax_input_bytes = 0", "tasks.max_input_bytes"),
+            ("[tasks]\nttl = \"0s\"", "tasks.ttl"),
+            ("[tasks]\npoll_interval = \"0s\"", "tasks.poll_interval"),
+            (
+                "[tasks]\nowner_lost_after = \"100ms\"",
+                "tasks.owner_lost_after",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.tasks.max_result_bytes, 1024 * 1024);
+        assert_eq!(c.tasks.owner_lost_after, std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -139,6 +139,12 @@ pub(crate) fn engine(
     let registry = catalog.registry.clone();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
+    let tasks = crate::mcp::Tasks::new(
+        store.clone(),
+        config.tasks.clone(),
+        metrics.limits().clone(),
+        config.raft.max_entry_bytes,
+    );
     let sessions = SessionHandle::start(store, &config.sessions, metrics.limits());
     sessions.observe_cap(metrics.limits());
     Engine::new(
@@ -150,6 +156,7 @@ pub(crate) fn engine(
         sealer,
         metrics.limits().clone(),
         services,
+        tasks,
     )
 }
 

@@ -17,12 +17,14 @@ mod fixtures;
 mod fixtures_storage;
 mod pack_2025;
 mod pack_2026;
+mod pack_tasks;
 
 fn main() -> ExitCode {
     mcp_fleet::App::new("mcp-fleet-conformance", env!("CARGO_PKG_VERSION"))
         .with(mcp_fleet::tools::builtin::register)
         .with(pack_2025::register)
         .with(pack_2026::register)
+        .with(pack_tasks::register)
         .with(fixtures::register)
         .run()
 }

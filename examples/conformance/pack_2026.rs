@@ -11,8 +11,9 @@
 //!   server requests on a response stream, no log without `_meta` logLevel).
 //! - `test_custom_headers`: parameters annotated with `x-mcp-header` (SEP-2243); the suite
 //!   tests the first listed tool with such a string parameter.
-//! - `conformance_noop`: the SEP-2243 standard-header checks call the *first* listed tool
-//!   with `arguments: {}`; this one sorts before `echo` (which needs `text`) and takes none.
+//! - `a_conformance_noop`: the SEP-2243 standard-header checks call the *first* listed tool
+//!   with `arguments: {}`; this one sorts before every other (`big_result` needs `bytes`,
+//!   `confirm_delete` asks the client, `echo` needs `text`) and takes none.
 
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ pub fn register(registry: &mut Registry) {
     let headers = headers.input_schema(custom_headers_schema());
     registry.tool(FnTool::new(headers, custom_headers));
     let description = "Takes no arguments and answers \"ok\" (listed first, for header checks).";
-    let noop = ToolInfo::new("conformance_noop", description);
+    let noop = ToolInfo::new("a_conformance_noop", description);
     registry.tool(FnTool::new(noop, noop_tool));
     for (name, description, run) in NO_ARG_TOOLS {
         registry.tool(FnTool::new(ToolInfo::new(*name, *description), *run));
@@ -360,7 +361,7 @@ async fn logging_tool(ctx: Context) -> Result<Output, Error> {
     Ok(Output::text("Logging evaluated"))
 }
 
-/// `conformance_noop`.
+/// `a_conformance_noop`.
 async fn noop_tool(_: Context, _: NoArgs) -> Result<Output, Error> {
     Ok(Output::text("ok"))
 }

@@ -16,4 +16,4 @@ pub use jwks::install_tls_provider;
 pub(crate) use jwks::JwksHandle;
 pub use session::{Config as SessionConfig, Created, Session, SessionHandle, MAX_PER_PRINCIPAL};
 pub(crate) use session::{MAX_CLIENT_BYTES, MAX_SUBSCRIPTIONS};
-pub use tool::ToolPool;
+pub use tool::{ToolHandle, ToolPool};

@@ -133,6 +133,11 @@ impl ToolHandle {
     pub fn name(&self) -> &str {
         &self.tool.info().name
     }
+
+    /// The tool's listing and how it runs (task support, whether it may run again).
+    pub fn info(&self) -> &crate::tools::ToolInfo {
+        self.tool.info()
+    }
 }
 
 /// How `result` counts in `mcp_fleet_tool_calls_total`.
@@ -142,7 +147,8 @@ fn outcome(result: &Result<Output, Error>) -> ToolOutcome {
         Err(Error::Timeout(_)) => ToolOutcome::Timeout,
         Err(Error::Cancelled) => ToolOutcome::Cancelled,
         Err(Error::Panicked) => ToolOutcome::Panic,
-        Err(Error::InputRequired(_)) => ToolOutcome::InputRequired,
+        // Both end this round and hand the call on: to the client's answers, or to a task.
+        Err(Error::InputRequired(_) | Error::BecomeTask) => ToolOutcome::InputRequired,
         Err(_) => ToolOutcome::Error,
     }
 }

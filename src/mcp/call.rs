@@ -2,6 +2,7 @@
 //! and, under 2026-07-28, turning their questions into input-required results with a
 //! sealed `requestState`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -19,6 +20,8 @@ pub(super) enum Interactive<T> {
     Done(Result<T, tools::Error>),
     /// It needs answers first: the input-required result to send (2026-07-28 only).
     InputRequired(Value),
+    /// It goes on as a task (`Context::run_as_task`), with these answers gathered so far.
+    BecomeTask(HashMap<String, Value>),
 }
 
 impl Engine {
@@ -34,6 +37,20 @@ impl Engine {
         args: &Map<String, Value>,
         handler: impl FnOnce(Context) -> BoxFuture<'static, Result<T, tools::Error>>,
     ) -> Result<Interactive<T>, RpcError> {
+        self.interactive_with(call, params, (target, args), false, handler)
+            .await
+    }
+
+    /// [`Engine::interactive`]; with `detachable`, a 2026-07-28 round ends when the
+    /// handler calls `Context::run_as_task`, so the call goes on as a task.
+    async fn interactive_with<T>(
+        &self,
+        call: &Call,
+        params: &Map<String, Value>,
+        (target, args): (&str, &Map<String, Value>),
+        detachable: bool,
+        handler: impl FnOnce(Context) -> BoxFuture<'static, Result<T, tools::Error>>,
+    ) -> Result<Interactive<T>, RpcError> {
         if let Era::Legacy(_) = call.era {
             let ctx = self.context(call, params, call.peer.clone());
             return Ok(Interactive::Done(handler(ctx).await));
@@ -42,14 +59,11 @@ impl Engine {
         mrtr::check_incoming(params, cap, &self.inner.limits)?;
         let binding = call.principal.binding();
         let sealer = &self.inner.sealer;
-        let round = Arc::new(Round::open(
-            sealer,
-            &binding,
-            target,
-            args,
-            params,
-            call.peer.clone(),
-        )?);
+        let mut round = Round::open(sealer, &binding, target, args, params, call.peer.clone())?;
+        if detachable {
+            round = round.detaching();
+        }
+        let round = Arc::new(round);
         let ctx = self.context(call, params, round.clone() as Arc<dyn Peer>);
         match handler(ctx).await {
             Err(tools::Error::InputRequired(_)) => {
@@ -63,6 +77,7 @@ impl Engine {
                 mrtr::check_outgoing(&result, cap, &self.inner.limits)?;
                 Ok(Interactive::InputRequired(result))
             }
+            Err(tools::Error::BecomeTask) => Ok(Interactive::BecomeTask(round.answers())),
             other => Ok(Interactive::Done(other)),
         }
     }
@@ -87,15 +102,29 @@ impl Engine {
             )));
         }
         let args = object_param(params, "arguments")?;
+        if let Some(created) = self.maybe_task(call, params, &tool, &args).await? {
+            return Ok(created);
+        }
         let target = format!("tools/call:{name}");
         let run_args = Value::Object(args.clone());
+        // Only a tool that asks before it becomes a task, called by a client that can
+        // hold a task, has its round end at `Context::run_as_task`.
+        let info = tool.info();
+        let detachable = info.asks_before_task
+            && info.task_support != tools::TaskSupport::Forbidden
+            && super::tasks::declared(call);
         let outcome = self
-            .interactive(call, params, &target, &args, move |ctx| {
-                async move { tool.call(ctx, run_args).await }.boxed()
+            .interactive_with(call, params, (&target, &args), detachable, {
+                let tool = tool.clone();
+                move |ctx| async move { tool.call(ctx, run_args).await }.boxed()
             })
             .await?;
         match outcome {
             Interactive::InputRequired(result) => Ok(result),
+            Interactive::BecomeTask(answers) => {
+                let created = self.create_task(call, params, &tool, &args, answers);
+                created.await
+            }
             Interactive::Done(Ok(output)) => Ok(output.to_value()),
             Interactive::Done(Err(e)) => tool_error(name, e),
         }
@@ -104,7 +133,7 @@ impl Engine {
 
 /// Turns a tool failure into what the client sees: an `isError` result for failures the
 /// model can act on, a JSON-RPC error for the rest.
-fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
+pub(super) fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
     use tools::Error as E;
     match error {
         E::Failed(message) => Ok(Output::error(message).to_value()),

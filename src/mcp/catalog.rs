@@ -72,6 +72,7 @@ impl Engine {
             .await?;
         match outcome {
             Interactive::InputRequired(result) => Ok(result),
+            Interactive::BecomeTask(_) => Err(only_tools_become_tasks()),
             Interactive::Done(Ok(contents)) => Ok(json!({ "contents": contents })),
             Interactive::Done(Err(e)) => Err(handler_error(&format!("reading {uri}"), e)),
         }
@@ -104,6 +105,7 @@ impl Engine {
             .await?;
         match outcome {
             Interactive::InputRequired(result) => Ok(result),
+            Interactive::BecomeTask(_) => Err(only_tools_become_tasks()),
             Interactive::Done(Ok(result)) => Ok(result),
             Interactive::Done(Err(e)) => Err(handler_error(&format!("prompt {name}"), e)),
         }
@@ -182,4 +184,9 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
         .strip_prefix('o')?
         .parse()
         .ok()
+}
+
+/// A resource read or prompt that asked to become a task: only tool calls can.
+fn only_tools_become_tasks() -> RpcError {
+    RpcError::internal("only a tool call can continue as a task")
 }

@@ -192,6 +192,8 @@ pub(super) struct Inner {
     pub(super) upstream: Arc<tools::Upstream>,
     /// Tenant secrets and tool state, handed to every call.
     pub(super) storage: tools::Storage,
+    /// Tasks, in the replicated store.
+    pub(super) tasks: super::Tasks,
 }
 
 /// What tool calls are given besides the catalog, fixed when the engine is made: once it
@@ -220,6 +222,7 @@ impl Engine {
         sealer: Sealer,
         limits: crate::limits::Limits,
         services: Services,
+        tasks: super::Tasks,
     ) -> Self {
         for key in [MAX_REQUEST_STATE_BYTES, MAX_URI_BYTES] {
             limits.declare(key);
@@ -245,6 +248,7 @@ impl Engine {
                 upstream: Arc::new(upstream),
                 limits,
                 storage,
+                tasks,
             }),
         }
     }
@@ -415,6 +419,10 @@ impl Engine {
             "prompts/get" => self.get_prompt(call, &params).await,
             "completion/complete" => self.complete(&params),
             "logging/setLevel" if !modern => self.set_level(call, &params).await,
+            // 2026-07-28's tasks extension; `tasks/result` and `tasks/list` were removed.
+            "tasks/get" if modern => self.tasks_get(call, &params).await,
+            "tasks/update" if modern => self.tasks_update(call, &params).await,
+            "tasks/cancel" if modern => self.tasks_cancel(call, &params).await,
             _ => Err(RpcError::method_not_found(method)),
         }?;
         if modern {
@@ -480,9 +488,11 @@ impl Engine {
     }
 
     fn discover(&self) -> Result<Value, RpcError> {
+        let mut capabilities = self.capabilities(false);
+        capabilities["extensions"] = json!({ super::TASKS_EXTENSION: {} });
         let mut result = json!({
             "supportedVersions": Version::supported_strings(),
-            "capabilities": self.capabilities(false),
+            "capabilities": capabilities,
         });
         if let Some(instructions) = &self.inner.config.instructions {
             result["instructions"] = json!(instructions);

@@ -7,12 +7,16 @@ mod engine;
 pub mod jsonrpc;
 pub(crate) mod mrtr;
 mod requests;
+mod task_store;
+mod tasks;
 mod version;
 
 pub(crate) use engine::Services;
 pub use engine::{Call, Config, Engine, Era, ModernMeta, ServerInfo, MAX_URI_BYTES};
 pub use jsonrpc::{Message, RpcError};
 pub use requests::{Inflight, Outbound, MAX_PENDING_REQUESTS};
+pub(crate) use task_store::Tasks;
+pub use task_store::{Config as TasksConfig, EXTENSION as TASKS_EXTENSION};
 pub use version::Version;
 
 /// `_meta` key carrying the protocol version of a 2026-07-28 request.

@@ -160,6 +160,8 @@ pub(super) struct Round {
     /// Questions without answers yet, in the order asked.
     asked: Mutex<Vec<InputRequest>>,
     next: AtomicUsize,
+    /// Whether `Context::run_as_task` ends this round (the request may create a task).
+    detaches: bool,
 }
 
 impl Round {
@@ -190,7 +192,19 @@ impl Round {
             used: Mutex::default(),
             asked: Mutex::default(),
             next: AtomicUsize::new(0),
+            detaches: false,
         })
+    }
+
+    /// Lets `Context::run_as_task` end this round so the call goes on as a task.
+    pub fn detaching(mut self) -> Self {
+        self.detaches = true;
+        self
+    }
+
+    /// Every answer this round holds (from the `requestState` and `inputResponses`).
+    pub fn answers(&self) -> HashMap<String, Value> {
+        self.answers.clone()
     }
 
     /// The input-required result asking every open question, with the answers used so far
@@ -233,6 +247,10 @@ impl Round {
 impl Peer for Round {
     fn notify(&self, method: &str, params: Value) {
         self.inner.notify(method, params);
+    }
+
+    fn detaches(&self) -> bool {
+        self.detaches
     }
 
     fn request(&self, method: &str, params: Value) -> BoxFuture<'static, Result<Value, Error>> {

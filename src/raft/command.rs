@@ -22,7 +22,7 @@ pub enum Table {
     AuthSessions = 1,
     /// Legacy MCP sessions, keyed by a keyed hash of the session id.
     McpSessions = 2,
-    /// Multi round-trip request state and tasks.
+    /// Multi round-trip request state.
     RequestState = 3,
     /// Handles tools keep between calls.
     ToolState = 4,
@@ -37,11 +37,13 @@ pub enum Table {
     /// fleet's (see `raft::keycheck`). Under fixed keys, not keyed hashes: a node whose
     /// index key is wrong must still find it.
     KeyCheck = 8,
+    /// Tasks (`io.modelcontextprotocol/tasks`): status, input asked and given, result.
+    Tasks = 9,
 }
 
 impl Table {
     /// Every table, in key order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::AuthSessions,
         Table::McpSessions,
         Table::RequestState,
@@ -50,6 +52,7 @@ impl Table {
         Table::Revocations,
         Table::StreamEvents,
         Table::KeyCheck,
+        Table::Tasks,
     ];
 
     /// The byte that starts this table's keys.
@@ -73,6 +76,7 @@ impl Table {
             Table::Revocations => "revocations",
             Table::StreamEvents => "stream_events",
             Table::KeyCheck => "key_check",
+            Table::Tasks => "tasks",
         }
     }
 }
@@ -636,10 +640,12 @@ mod tests {
     #[test]
     fn table_bytes_are_stable() {
         let bytes: Vec<u8> = Table::ALL.iter().map(|t| t.byte()).collect();
-        assert_eq!(bytes, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(bytes, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
         for t in Table::ALL {
             assert_eq!(Table::from_byte(t.byte()), Some(t));
         }
         assert_eq!(Table::from_byte(0), None);
+        // The owner index's in-use counts have one slot per table byte below 16.
+        assert!(Table::ALL.iter().all(|t| t.byte() < 16));
     }
 }

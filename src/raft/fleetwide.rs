@@ -16,6 +16,28 @@ use super::store::{decode, Error};
 use super::{Command, NodeId, Owner, Store, Table};
 
 impl Store {
+    /// Seals and stores `value` under `natural` only if no record is there yet; returns
+    /// whether this write created it. Of writers racing through different nodes, the
+    /// first in the log wins on every replica: a claim that exactly one node acts on.
+    pub async fn create<T: Serialize>(
+        &self,
+        table: Table,
+        natural: &[u8],
+        value: &T,
+        deadline_ms: Option<u64>,
+    ) -> Result<bool, Error> {
+        let (key, sealed) = self.key_and_sealed(table, natural, value)?;
+        let outcome = self
+            .write(Command::Create {
+                table,
+                key,
+                deadline_ms,
+                sealed,
+            })
+            .await?;
+        Ok(!outcome.refused)
+    }
+
     /// Seals and stores `value` under `natural` for `owner`, like [`Store::put_owned`]
     /// (refused when `owner` already holds `limit` other records of `table`), and returns
     /// only once every member that answers has applied the decision. Returns whether it

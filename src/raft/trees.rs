@@ -139,9 +139,10 @@ pub(super) fn validate(path: &Path, meta: &Meta) -> Result<u64, StorageError> {
     Ok(count)
 }
 
-/// How many records each table holds in the owner index, for the in-use gauges.
+/// How many records each table holds in the owner index, for the in-use gauges; one slot
+/// per possible table byte up to 15, so adding a table needs no change here.
 #[derive(Default)]
-pub(super) struct Owned([AtomicU64; 8]);
+pub(super) struct Owned([AtomicU64; 16]);
 
 impl Owned {
     fn slot(&self, skey: &[u8]) -> Option<&AtomicU64> {
@@ -169,7 +170,9 @@ impl Owned {
 
     /// How many records of `table` the owner index holds.
     pub(super) fn of(&self, table: Table) -> u64 {
-        self.0[usize::from(table.byte())].load(Ordering::Relaxed)
+        self.0
+            .get(usize::from(table.byte()))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 }
 

@@ -72,6 +72,12 @@ pub trait Peer: Send + Sync {
 
     /// Ends the response stream early where the client can resume it later.
     fn close_stream(&self) {}
+
+    /// Whether [`Context::run_as_task`] must end this round so the call goes on as a task:
+    /// only in a 2026-07-28 round of a request that declared the tasks extension.
+    fn detaches(&self) -> bool {
+        false
+    }
 }
 
 /// Everything a tool call knows about the request it serves.
@@ -205,6 +211,19 @@ impl Context {
             Some(key) => self.inner.peer.request_as(key, method, params).await,
             None => self.inner.peer.request(method, params).await,
         }
+    }
+
+    /// From here on the call runs as a task, when its tool was declared with
+    /// [`ToolInfo::asks_before_task`](super::ToolInfo::asks_before_task) and the client
+    /// declared the tasks extension: this round ends with [`Error::BecomeTask`] (pass it on
+    /// with `?`), and the task runs the tool again from the start with the answers
+    /// gathered so far, as a later `input_required` round would. Elsewhere (legacy
+    /// sessions, clients without the extension, inside the task) it returns `Ok` at once.
+    pub async fn run_as_task(&self) -> Result<(), Error> {
+        if self.inner.peer.detaches() {
+            return Err(Error::BecomeTask);
+        }
+        Ok(())
     }
 
     /// Ends the call's response stream now, where streams are resumable (2025-11-25 SSE

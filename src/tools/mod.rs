@@ -25,11 +25,12 @@ pub use resource::{Resource, ResourceTemplate};
 pub use secrets::{Listed, Secret, SecretError, Secrets, SecretsConfig};
 pub use state::{State, StateConfig, StateStore};
 pub use storage::Storage;
-pub use tool::{Content, Error, FnTool, NoArgs, Output, Tool, ToolInfo};
+pub use tool::{Content, Error, FnTool, NoArgs, Output, TaskSupport, Tool, ToolInfo};
 pub use updates::Updates;
 pub use upstream::{AccessToken, Http, HttpConfig, HttpRequest, HttpResponse, MAX_RESPONSE_BYTES};
 
 pub(crate) use context::Scope;
+pub(crate) use secrets::fresh;
 pub(crate) use tool::DynTool;
 pub(crate) use upstream::{Bearer, Caller, Tokens, Upstream};
 

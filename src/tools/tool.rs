@@ -121,6 +121,43 @@ pub struct ToolInfo {
     pub input_schema: Option<Value>,
     /// Extra `_meta` on the listing.
     pub meta: Option<Value>,
+    /// Whether a call may run as a task (`io.modelcontextprotocol/tasks`). Default
+    /// [`TaskSupport::Forbidden`]: every call answers in its own response.
+    pub task_support: TaskSupport,
+    /// Whether running the tool again from the start is harmless (no side effect it
+    /// cannot repeat). A task of such a tool whose node dies is run again by another
+    /// node; any other such task ends as failed. Default `false`.
+    pub rerunnable: bool,
+    /// Whether the tool first gathers input over 2026-07-28 `input_required` rounds and
+    /// becomes a task only when it calls
+    /// [`Context::run_as_task`](super::Context::run_as_task). Default `false`: a call
+    /// that may be a task is one from the start.
+    pub asks_before_task: bool,
+}
+
+/// Whether a tool's calls may run as tasks, which a client polls with `tasks/get` instead
+/// of waiting on the response (the 2026-07-28 tasks extension, SEP-2663).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskSupport {
+    /// Never a task: the call answers in its response.
+    #[default]
+    Forbidden,
+    /// A task when the client declared the tasks extension; otherwise the call answers
+    /// in its response.
+    Optional,
+    /// Always a task: a client without the tasks extension is refused with `-32021`.
+    Required,
+}
+
+impl TaskSupport {
+    /// The value `tools/list` shows under `execution.taskSupport`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSupport::Forbidden => "forbidden",
+            TaskSupport::Optional => "optional",
+            TaskSupport::Required => "required",
+        }
+    }
 }
 
 impl ToolInfo {
@@ -134,7 +171,32 @@ impl ToolInfo {
             output_schema: None,
             input_schema: None,
             meta: None,
+            task_support: TaskSupport::Forbidden,
+            rerunnable: false,
+            asks_before_task: false,
         }
+    }
+
+    /// Declares that the tool asks its questions in `input_required` rounds first and
+    /// becomes a task when it calls
+    /// [`Context::run_as_task`](super::Context::run_as_task) (SEP-2663's MRTR → task
+    /// composition).
+    pub fn asks_before_task(mut self) -> Self {
+        self.asks_before_task = true;
+        self
+    }
+
+    /// Lets calls run as tasks (see [`TaskSupport`]).
+    pub fn task_support(mut self, support: TaskSupport) -> Self {
+        self.task_support = support;
+        self
+    }
+
+    /// Declares that running the tool again from the start is harmless, so a task whose
+    /// node died is run again elsewhere instead of failing.
+    pub fn rerunnable(mut self) -> Self {
+        self.rerunnable = true;
+        self
     }
 
     /// Sets the title.
@@ -281,6 +343,10 @@ pub enum Error {
     /// The client must answer `InputRequest` and retry the call (Multi Round-Trip Requests).
     #[error("input required")]
     InputRequired(InputRequest),
+    /// The call goes on as a task, from the start, with the answers gathered so far
+    /// (returned by [`Context::run_as_task`](super::Context::run_as_task); pass it on with `?`).
+    #[error("the call continues as a task")]
+    BecomeTask,
 }
 
 /// Object-safe form of [`Tool`] used by the registry and the tool actors.
@@ -330,6 +396,12 @@ impl<T: Tool> Adapter<T> {
         }
         if let Some(a) = &info.annotations {
             listing.insert("annotations".into(), a.clone());
+        }
+        if info.task_support != TaskSupport::Forbidden {
+            listing.insert(
+                "execution".into(),
+                json!({ "taskSupport": info.task_support.as_str() }),
+            );
         }
         if let Some(m) = &info.meta {
             listing.insert("_meta".into(), m.clone());

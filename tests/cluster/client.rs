@@ -278,20 +278,35 @@ pub fn modern_tool_call(
     url: &str,
     token: Option<&str>,
     capabilities: Value,
-    mut params: Value,
+    params: Value,
 ) -> Result<Reply, ureq::Error> {
-    let tool = params["name"].as_str().unwrap_or_default().to_owned();
+    modern_request(url, token, "tools/call", params, capabilities)
+}
+
+/// A 2026-07-28 request of `method` with `params` through `url`, declaring `capabilities`,
+/// with the `Mcp-Name` header its method needs (tool name or task id).
+pub fn modern_request(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    mut params: Value,
+    capabilities: Value,
+) -> Result<Reply, ureq::Error> {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": capabilities,
     });
-    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params });
+    let name = match method {
+        "tools/call" => params["name"].as_str().map(str::to_owned),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => {
+            params["taskId"].as_str().map(str::to_owned)
+        }
+        _ => None,
+    };
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
     let bearer = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![
-        ("MCP-Protocol-Version", MODERN),
-        ("Mcp-Method", "tools/call"),
-        ("Mcp-Name", tool.as_str()),
-    ];
+    let mut headers = vec![("MCP-Protocol-Version", MODERN), ("Mcp-Method", method)];
+    headers.extend(name.as_deref().map(|n| ("Mcp-Name", n)));
     headers.extend(bearer.as_deref().map(|b| ("Authorization", b)));
     post(url, &headers, &body.to_string())
 }

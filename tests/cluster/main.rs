@@ -42,6 +42,7 @@ mod sessions;
 mod stalled_writes;
 mod standing;
 mod streams;
+mod tasks;
 mod tenant_api;
 mod tool_state;
 mod upstream_calls;

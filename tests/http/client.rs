@@ -192,11 +192,13 @@ pub fn with_meta(mut params: Value, version: &str, capabilities: Value) -> Value
     params
 }
 
-/// The `Mcp-Name` a request needs: the tool or prompt name, or the resource URI.
+/// The `Mcp-Name` a request needs: the tool or prompt name, the resource URI, or the
+/// task id.
 fn name_of(method: &str, params: &Value) -> Option<String> {
     let key = match method {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
         _ => return None,
     };
     params[key].as_str().map(str::to_owned)

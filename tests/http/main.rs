@@ -26,4 +26,5 @@ mod security;
 mod session_cap;
 mod sessions;
 mod streams;
+mod tasks;
 mod tools;
