@@ -19,14 +19,20 @@ use super::sse::{self, Outgoing};
 use super::{live, State};
 use crate::auth::Principal;
 use crate::limits::{Held, Limits};
-use crate::mcp::jsonrpc::{notification, response};
-use crate::mcp::RpcError;
+use crate::mcp::jsonrpc::{notification, response, MISSING_REQUIRED_CLIENT_CAPABILITY};
+use crate::mcp::{ModernMeta, RpcError, TASKS_EXTENSION};
 
 /// `_meta` key naming the subscription a notification belongs to.
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// The field of the request that lists the URIs, as refusals name it.
 const URIS_FIELD: &str = "notifications.resourceSubscriptions";
+
+/// The field of the request that lists the tasks to follow (the tasks extension).
+const TASKS_FIELD: &str = "notifications.taskIds";
+
+/// The longest task id a listen request may name: ours are far shorter.
+const MAX_TASK_ID_BYTES: usize = 256;
 
 /// The open listen streams of this node, counted per principal.
 pub(crate) struct Listeners {
@@ -144,13 +150,64 @@ fn requested_uris(
     Ok(uris)
 }
 
+/// Reads `notifications.taskIds`: the ids once each, in the order given, refused
+/// (`-32602`) when not a list of strings, more than a principal can hold tasks
+/// (`tasks.max_tasks_per_principal`), or one too long; and refused with `-32021` when the
+/// request did not declare the tasks extension.
+fn requested_task_ids(
+    params: &Map<String, Value>,
+    meta: &ModernMeta,
+    max_ids: usize,
+) -> Result<Vec<String>, RpcError> {
+    let invalid = || RpcError::invalid_params(format!("{TASKS_FIELD} must be a list of task ids"));
+    let items = match params.get("notifications").and_then(|f| f.get("taskIds")) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(invalid()),
+    };
+    let declared = meta
+        .client_capabilities
+        .get("extensions")
+        .and_then(|e| e.get(TASKS_EXTENSION))
+        .is_some();
+    if !declared {
+        return Err(RpcError::new(
+            MISSING_REQUIRED_CLIENT_CAPABILITY,
+            format!("{TASKS_FIELD} needs the {TASKS_EXTENSION} extension, which the request did not declare"),
+        )
+        .with_data(json!({ "requiredCapabilities": { "extensions": { TASKS_EXTENSION: {} } } })));
+    }
+    if items.len() > max_ids {
+        return Err(RpcError::invalid_params(format!(
+            "{TASKS_FIELD} lists {} tasks; a caller holds at most {max_ids} (tasks.max_tasks_per_principal)",
+            items.len()
+        )));
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let id = item.as_str().ok_or_else(invalid)?;
+        if id.is_empty() || id.len() > MAX_TASK_ID_BYTES {
+            return Err(RpcError::invalid_params(format!(
+                "{TASKS_FIELD} names a task id that is empty or longer than {MAX_TASK_ID_BYTES} bytes"
+            )));
+        }
+        if !ids.iter().any(|seen| seen == id) {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
 /// Answers `subscriptions/listen`: the acknowledgement, then
 /// `notifications/resources/updated` for the URIs asked for, until the client closes the
 /// stream or the node shuts down. This server's lists do not change at run time, so of
-/// the filter it honours `resourceSubscriptions`.
-pub(super) fn listen(
+/// the filter it honours `resourceSubscriptions`, and `taskIds` (the tasks extension):
+/// `notifications/tasks` for each of the caller's own tasks named, whenever its status
+/// changes, whichever node runs it (every node applies the task's record).
+pub(super) async fn listen(
     id: Value,
     params: &Map<String, Value>,
+    meta: &ModernMeta,
     state: &State,
     principal: &Principal,
 ) -> HttpResponse {
@@ -165,6 +222,20 @@ pub(super) fn listen(
         Ok(uris) => uris,
         Err(e) => return fail(e),
     };
+    let max_tasks = state.engine.tasks_config().max_tasks_per_principal;
+    let task_ids = match requested_task_ids(params, meta, max_tasks) {
+        Ok(ids) => ids,
+        Err(e) => return fail(e),
+    };
+    // Only the caller's own tasks are followed; others are left out of the acknowledgement,
+    // as a task of another principal is unknown to this one.
+    let binding = principal.binding();
+    let mut followed = Vec::with_capacity(task_ids.len());
+    for task in task_ids {
+        if state.engine.owns_task(&binding, &task).await {
+            followed.push(task);
+        }
+    }
     let slot = match state.listeners.take(principal) {
         Ok(slot) => slot,
         Err(e) => return fail(e),
@@ -173,6 +244,9 @@ pub(super) fn listen(
     let mut granted = Map::new();
     if !uris.is_empty() {
         granted.insert("resourceSubscriptions".into(), json!(uris));
+    }
+    if !followed.is_empty() {
+        granted.insert("taskIds".into(), json!(followed));
     }
     let ack = Outgoing::plain(
         notification(
@@ -184,6 +258,25 @@ pub(super) fn listen(
     // What the stream keeps while it is open: a set, looked up once per update.
     let uris: HashSet<Box<str>> = uris.into_iter().map(String::into_boxed_str).collect();
     let (tx, rx) = live::channel();
+    for task in followed {
+        let tx = tx.clone();
+        let engine = state.engine.clone();
+        let binding = binding.clone();
+        let shutdown = state.shutdown.clone();
+        let subscription = subscription.clone();
+        actix_web::rt::spawn(async move {
+            let send = |mut view: Value| {
+                view["_meta"] = subscription.clone();
+                let note = notification("notifications/tasks", view);
+                tx.send(Outgoing::plain(note, false)).is_ok()
+            };
+            tokio::select! {
+                () = tx.closed() => {}
+                () = shutdown.cancelled() => {}
+                () = engine.follow_task(&binding, &task, send) => {}
+            }
+        });
+    }
     let mut updates = state.engine.updates().listen();
     let shutdown = state.shutdown.clone();
     actix_web::rt::spawn(async move {

@@ -176,7 +176,7 @@ pub(super) async fn post(
         Err(e) => return fail(e),
     };
     if method == "subscriptions/listen" {
-        return super::listen::listen(id, &params, state, &principal);
+        return super::listen::listen(id, &params, &meta, state, &principal).await;
     }
     let sse_ok = accepts_sse(req);
     let (tx, rx) = live::channel();

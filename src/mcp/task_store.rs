@@ -164,8 +164,9 @@ pub(crate) struct Tasks {
     chunk_bytes: usize,
     /// Bumped whenever a task record is applied on this node, so waiting runners re-read.
     changed: Arc<watch::Sender<u64>>,
-    /// Stored keys of the control records of tasks running here.
-    watched: Arc<Mutex<HashMap<Vec<u8>, ()>>>,
+    /// Stored keys of the records watched here (the control records of tasks running
+    /// here, the task records listen streams follow), each with its number of watchers.
+    watched: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
 }
 
 impl Tasks {
@@ -181,7 +182,7 @@ impl Tasks {
         }
         let (changed, _) = watch::channel(0u64);
         let changed = Arc::new(changed);
-        let watched: Arc<Mutex<HashMap<Vec<u8>, ()>>> = Arc::default();
+        let watched: Arc<Mutex<HashMap<Vec<u8>, usize>>> = Arc::default();
         {
             let changed = changed.clone();
             let watched = watched.clone();
@@ -412,13 +413,25 @@ impl Tasks {
     /// Starts waking `changes()` receivers whenever the control record of this task is
     /// applied here; stopped by dropping the guard.
     pub(super) fn watch(&self, binding: &str, id: &str) -> Watch {
+        self.watch_part(binding, id, Part::Control)
+    }
+
+    /// Starts waking `changes()` receivers whenever the task record itself (its status)
+    /// is applied here, as a listen stream following the task needs.
+    pub(super) fn watch_record(&self, binding: &str, id: &str) -> Watch {
+        self.watch_part(binding, id, Part::Task)
+    }
+
+    fn watch_part(&self, binding: &str, id: &str, part: Part) -> Watch {
         let key = self
             .store
-            .key(Table::Tasks, &Self::natural(binding, id, Part::Control));
-        self.watched
+            .key(Table::Tasks, &Self::natural(binding, id, part));
+        *self
+            .watched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), ());
+            .entry(key.clone())
+            .or_insert(0) += 1;
         Watch {
             key,
             watched: self.watched.clone(),
@@ -427,10 +440,11 @@ impl Tasks {
     }
 }
 
-/// A running task's subscription to its control record.
+/// A subscription to one record of a task (a running task's control record, or the task
+/// record a listen stream follows).
 pub(super) struct Watch {
     key: Vec<u8>,
-    watched: Arc<Mutex<HashMap<Vec<u8>, ()>>>,
+    watched: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
     changes: watch::Receiver<u64>,
 }
 
@@ -443,10 +457,13 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = watched.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                watched.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -64,6 +64,11 @@ impl Engine {
         &self.inner.tasks
     }
 
+    /// The `[tasks]` settings.
+    pub(crate) fn tasks_config(&self) -> &super::TasksConfig {
+        &self.tasks().config
+    }
+
     /// Runs `tool` as a task when it supports tasks and the request declared the
     /// extension: returns the `CreateTaskResult`, or `None` to answer in the response.
     pub(super) async fn maybe_task(
@@ -210,12 +215,18 @@ impl Engine {
         if lapsed && !self.tasks().runs_here(&binding, id) {
             record = self.owner_lost(call, params, &binding, id, record).await?;
         }
-        let control = self.tasks().control(&binding, id)?;
-        let mut view = self.task_view(id, &record, true);
+        self.detailed_view(&binding, id, &record)
+    }
+
+    /// The task as `tasks/get` shows it: its fields, with its result or error once it has
+    /// ended, or the questions still unanswered while it waits for input.
+    fn detailed_view(&self, binding: &str, id: &str, record: &Record) -> Result<Value, RpcError> {
+        let control = self.tasks().control(binding, id)?;
+        let mut view = self.task_view(id, record, true);
         let obj = view.as_object_mut().expect("a task view is an object");
         match record.status {
             Status::Completed => {
-                let result = self.tasks().result(&binding, id, record.chunks)?;
+                let result = self.tasks().result(binding, id, record.chunks)?;
                 obj.insert("result".into(), result);
             }
             Status::Failed => {
@@ -246,6 +257,43 @@ impl Engine {
             Status::Working | Status::Cancelled => {}
         }
         Ok(view)
+    }
+
+    /// Whether `binding`'s principal has a task `id` (a listen stream follows only its
+    /// caller's own tasks).
+    pub(crate) async fn owns_task(&self, binding: &str, id: &str) -> bool {
+        matches!(self.tasks().get(binding, id).await, Ok(Some(_)))
+    }
+
+    /// Follows task `id` of `binding`'s principal for a `subscriptions/listen` stream:
+    /// hands `send` the task as `tasks/get` would show it each time its status or status
+    /// message changes on this node's replica (whichever node runs it), the terminal state
+    /// included, and returns then, when the task is gone, or when `send` says the stream
+    /// is closed.
+    pub(crate) async fn follow_task(&self, binding: &str, id: &str, send: impl Fn(Value) -> bool) {
+        let watch = self.tasks().watch_record(binding, id);
+        let mut changes = watch.changes();
+        let mut last: Option<(Status, Option<String>, usize)> = None;
+        loop {
+            changes.borrow_and_update();
+            let record = match self.tasks().get(binding, id).await {
+                Ok(Some(record)) => record,
+                _ => return,
+            };
+            let seen = (record.status, record.message.clone(), record.asked.len());
+            if last.as_ref() != Some(&seen) {
+                let Ok(view) = self.detailed_view(binding, id, &record) else {
+                    return;
+                };
+                if !send(view) {
+                    return;
+                }
+                last = Some(seen);
+            }
+            if record.status.is_terminal() || changes.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// `tasks/update`: answers some of the task's questions. Answers to questions it did

@@ -2,13 +2,14 @@
 //! read, answered and cancelled through the others, and is nobody else's; a cancel
 //! received by another node stops the work where it runs; a task whose node is killed
 //! is reported failed by another node, or run again there when its tool says that is
-//! safe. Prints how long after the kill the failure was seen.
+//! safe; a listen stream on one node hears the status changes of a task another node
+//! runs. Prints how long after the kill the failure was seen.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::modern_request;
+use crate::client::{modern_request, post_stream, MODERN};
 use crate::fleet::Fleet;
 
 /// Generous: writes wait on members that no longer answer after a kill.
@@ -222,6 +223,115 @@ fn a_task_whose_node_is_killed_fails_seen_from_another_node_or_runs_again_when_r
             .as_str()
             .unwrap_or_default()
             .starts_with("computed after 2 s"),
+        "{done}"
+    );
+}
+
+/// Opens a `subscriptions/listen` stream through node `id` as `token` following `tasks`;
+/// returns the HTTP status and the stream.
+fn listen_for_tasks(
+    fleet: &Fleet,
+    id: u64,
+    token: &str,
+    tasks: &[&str],
+    capabilities: Value,
+) -> Result<crate::client::Stream, ureq::Error> {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    });
+    let listen = json!({ "jsonrpc": "2.0", "id": "watch-1", "method": "subscriptions/listen",
+        "params": { "_meta": meta, "notifications": { "taskIds": tasks } } });
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("MCP-Protocol-Version", MODERN),
+        ("Mcp-Method", "subscriptions/listen"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let url = fleet.cluster.node(id).mcp_url();
+    post_stream(&url, &headers, &listen.to_string())
+}
+
+fn is_task_note(message: &Value) -> bool {
+    message["method"] == "notifications/tasks"
+}
+
+#[test]
+fn a_listen_stream_on_one_node_hears_the_status_of_a_task_another_node_runs() {
+    let Some(fleet) = Fleet::builder().unbalanced().conformance().start(3) else {
+        return;
+    };
+    let ids = fleet.cluster.ids();
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    let alice = fleet.token("alice");
+    let bob = fleet.token("bob");
+    let task = start(
+        &fleet,
+        a,
+        &alice,
+        "confirm_delete",
+        json!({ "filename": "y.txt" }),
+    );
+
+    // Bob names alice's task: it is not his, so it is not acknowledged, and he hears
+    // nothing of it. Without the tasks extension, naming tasks is refused.
+    let (status, mut bobs) =
+        listen_for_tasks(&fleet, b, &bob, &[&task], capabilities()).expect("bob's listen");
+    assert_eq!(status, 200);
+    let ack = bobs.next_message().expect("bob's acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert!(ack["params"]["notifications"]["taskIds"].is_null(), "{ack}");
+    let refused = match listen_for_tasks(&fleet, b, &alice, &[&task], json!({})) {
+        Err(ureq::Error::StatusCode(status)) | Ok((status, _)) => status,
+        Err(e) => panic!("listen naming tasks without the extension: {e}"),
+    };
+    assert_eq!(refused, 400, "listen naming tasks without the extension");
+
+    // Alice follows her task through node 2 while node 1 runs it.
+    let (status, mut stream) =
+        listen_for_tasks(&fleet, b, &alice, &[&task], capabilities()).expect("alice's listen");
+    assert_eq!(status, 200);
+    let ack = stream.next_message().expect("the acknowledgement");
+    assert_eq!(
+        ack["params"]["notifications"]["taskIds"],
+        json!([task]),
+        "{ack}"
+    );
+    let fail = |e: String| panic!("{e}\n{}", fleet.cluster.logs());
+    let asking = stream
+        .until("the task asking for input", |m| {
+            is_task_note(m) && m["params"]["status"] == "input_required"
+        })
+        .unwrap_or_else(fail);
+    assert_eq!(asking["params"]["taskId"], task.as_str(), "{asking}");
+    assert_eq!(
+        asking["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "watch-1",
+        "{asking}"
+    );
+    let requests = asking["params"]["inputRequests"]
+        .as_object()
+        .expect("the questions");
+    let key = requests.keys().next().expect("one question").clone();
+
+    // Answered through node 3: node 2's stream hears the end, with the result.
+    let answer = json!({ "action": "accept", "content": { "confirm": true } });
+    ask(
+        &fleet,
+        c,
+        &alice,
+        "tasks/update",
+        json!({ "taskId": task, "inputResponses": { &key: answer } }),
+    );
+    let done = stream
+        .until("the task completed", |m| {
+            is_task_note(m) && m["params"]["status"] == "completed"
+        })
+        .unwrap_or_else(fail);
+    assert_eq!(
+        done["params"]["result"]["content"][0]["text"], "Deleted y.txt",
         "{done}"
     );
 }
