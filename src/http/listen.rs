@@ -20,7 +20,7 @@ use super::{live, State};
 use crate::auth::Principal;
 use crate::limits::{Held, Limits};
 use crate::mcp::jsonrpc::{notification, response, MISSING_REQUIRED_CLIENT_CAPABILITY};
-use crate::mcp::{ModernMeta, RpcError, TASKS_EXTENSION};
+use crate::mcp::{Call, ModernMeta, RpcError, TASKS_EXTENSION};
 
 /// `_meta` key naming the subscription a notification belongs to.
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
@@ -208,9 +208,10 @@ pub(super) async fn listen(
     id: Value,
     params: &Map<String, Value>,
     meta: &ModernMeta,
+    call: Call,
     state: &State,
-    principal: &Principal,
 ) -> HttpResponse {
+    let principal = &*call.principal;
     let fail = |e: RpcError| rpc_error(status_for(e.code, true), Some(&id), &e);
     let limits = state.engine.limits();
     let uris = match requested_uris(
@@ -258,10 +259,11 @@ pub(super) async fn listen(
     // What the stream keeps while it is open: a set, looked up once per update.
     let uris: HashSet<Box<str>> = uris.into_iter().map(String::into_boxed_str).collect();
     let (tx, rx) = live::channel();
+    let call = Arc::new(call);
     for task in followed {
         let tx = tx.clone();
         let engine = state.engine.clone();
-        let binding = binding.clone();
+        let call = call.clone();
         let shutdown = state.shutdown.clone();
         let subscription = subscription.clone();
         actix_web::rt::spawn(async move {
@@ -273,7 +275,7 @@ pub(super) async fn listen(
             tokio::select! {
                 () = tx.closed() => {}
                 () = shutdown.cancelled() => {}
-                () = engine.follow_task(&binding, &task, send) => {}
+                () = engine.follow_task(&call, &task, send) => {}
             }
         });
     }

@@ -176,7 +176,21 @@ pub(super) async fn post(
         Err(e) => return fail(e),
     };
     if method == "subscriptions/listen" {
-        return super::listen::listen(id, &params, &meta, state, &principal).await;
+        // The stream's own call: a task it follows whose node is lost is acted on (failed,
+        // or run again here) for this caller, as a tasks/get of theirs would. Nothing is
+        // sent to the client through its peer; the stream has its own channel.
+        let (quiet, _) = live::channel();
+        let call = Call {
+            principal,
+            era: Era::Modern(meta.clone()),
+            peer: Arc::new(ChannelPeer {
+                tx: quiet,
+                sse: false,
+            }),
+            cancel: CancellationToken::new(),
+            caller: super::auth::caller(req, state),
+        };
+        return super::listen::listen(id, &params, &meta, call, state).await;
     }
     let sse_ok = accepts_sse(req);
     let (tx, rx) = live::channel();

@@ -265,24 +265,37 @@ impl Engine {
         matches!(self.tasks().get(binding, id).await, Ok(Some(_)))
     }
 
-    /// Follows task `id` of `binding`'s principal for a `subscriptions/listen` stream:
-    /// hands `send` the task as `tasks/get` would show it each time its status or status
-    /// message changes on this node's replica (whichever node runs it), the terminal state
-    /// included, and returns then, when the task is gone, or when `send` says the stream
-    /// is closed.
-    pub(crate) async fn follow_task(&self, binding: &str, id: &str, send: impl Fn(Value) -> bool) {
-        let watch = self.tasks().watch_record(binding, id);
+    /// Follows task `id` of `call`'s principal for a `subscriptions/listen` stream: hands
+    /// `send` the task as `tasks/get` would show it each time its status, status message
+    /// or questions change on this node's replica (whichever node runs it), the terminal
+    /// state included, and returns then, when the task is gone, or when `send` says the
+    /// stream is closed. A task whose lease lapses while followed is acted on as
+    /// `tasks/get` would (failed, or run again here when its tool is rerunnable), so a
+    /// stream hears of a lost node without anyone polling.
+    pub(crate) async fn follow_task(&self, call: &Call, id: &str, send: impl Fn(Value) -> bool) {
+        let binding = call.principal.binding();
+        let watch = self.tasks().watch_record(&binding, id);
         let mut changes = watch.changes();
         let mut last: Option<(Status, Option<String>, usize)> = None;
         loop {
             changes.borrow_and_update();
-            let record = match self.tasks().get(binding, id).await {
+            let mut record = match self.tasks().get(&binding, id).await {
                 Ok(Some(record)) => record,
                 _ => return,
             };
+            let lapsed = !record.status.is_terminal() && record.lease_ms < now_ms();
+            if lapsed && !self.tasks().runs_here(&binding, id) {
+                match self
+                    .owner_lost(call, &Map::new(), &binding, id, record)
+                    .await
+                {
+                    Ok(now) => record = now,
+                    Err(_) => return,
+                }
+            }
             let seen = (record.status, record.message.clone(), record.asked.len());
             if last.as_ref() != Some(&seen) {
-                let Ok(view) = self.detailed_view(binding, id, &record) else {
+                let Ok(view) = self.detailed_view(&binding, id, &record) else {
                     return;
                 };
                 if !send(view) {
@@ -290,8 +303,14 @@ impl Engine {
                 }
                 last = Some(seen);
             }
-            if record.status.is_terminal() || changes.changed().await.is_err() {
+            if record.status.is_terminal() {
                 return;
+            }
+            // Woken by the record's next change, or when its lease would lapse.
+            let lease_left = record.lease_ms.saturating_sub(now_ms()) + 100;
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(Duration::from_millis(lease_left)) => {}
             }
         }
     }

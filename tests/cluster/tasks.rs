@@ -335,3 +335,43 @@ fn a_listen_stream_on_one_node_hears_the_status_of_a_task_another_node_runs() {
         "{done}"
     );
 }
+
+#[test]
+fn a_listen_stream_hears_a_task_failed_when_its_node_is_killed_with_no_one_polling() {
+    let Some(mut fleet) = Fleet::builder().unbalanced().conformance().start(3) else {
+        return;
+    };
+    let leader = fleet.cluster.leader();
+    let ids = fleet.cluster.ids();
+    let victim = *ids.iter().find(|&&id| id != leader).expect("a follower");
+    let alice = fleet.token("alice");
+    let task = start(
+        &fleet,
+        victim,
+        &alice,
+        "slow_compute",
+        json!({ "seconds": 600 }),
+    );
+    let (status, mut stream) =
+        listen_for_tasks(&fleet, leader, &alice, &[&task], capabilities()).expect("listen");
+    assert_eq!(status, 200);
+    let fail = |e: String| panic!("{e}\n{}", fleet.cluster.logs());
+    stream
+        .until("the task working", |m| {
+            is_task_note(m) && m["params"]["status"] == "working"
+        })
+        .unwrap_or_else(fail);
+
+    // Nobody calls tasks/get: the node holding the stream notices the lapsed lease itself.
+    fleet.cluster.kill(victim);
+    let fail = |e: String| panic!("{e}");
+    let failed = stream
+        .until("the task failed", |m| {
+            is_task_note(m) && m["params"]["status"] == "failed"
+        })
+        .unwrap_or_else(fail);
+    let message = failed["params"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains(&format!("node {victim}")), "{failed}");
+}
