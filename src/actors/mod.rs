@@ -15,5 +15,5 @@ mod tool;
 pub use jwks::install_tls_provider;
 pub(crate) use jwks::JwksHandle;
 pub use session::{Config as SessionConfig, Created, Session, SessionHandle, MAX_PER_PRINCIPAL};
-pub(crate) use session::{MAX_CLIENT_BYTES, MAX_SUBSCRIPTIONS};
+pub(crate) use session::{UpdateError, Updated, MAX_CLIENT_BYTES, MAX_SUBSCRIPTIONS};
 pub use tool::{ToolHandle, ToolPool};

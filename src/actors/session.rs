@@ -549,6 +549,49 @@ impl SessionHandle {
         Ok(())
     }
 
+    /// Changes a stored session with `change`, applied to the session as the fleet has it
+    /// now, never to a copy read earlier: a change stored through another node meanwhile
+    /// (a subscription, a log level) is kept, and a session deleted meanwhile stays
+    /// deleted. `change` returns `Ok(false)` when nothing needs storing. When another
+    /// write gets there first, this node's replica has applied it by the time the store
+    /// says so, and `change` runs again on what it wrote.
+    pub async fn update<E>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut Session) -> Result<bool, E>,
+    ) -> Result<Updated, UpdateError<E>> {
+        let key = self.store.key(Table::McpSessions, id.as_bytes());
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some((found, expect)) = self
+                .store
+                .get_stored_versioned::<Stored>(Table::McpSessions, &key)?
+            else {
+                self.forget(&key);
+                return Ok(Updated::Gone);
+            };
+            let Some(mut session) = found.value.into_session(id.to_owned()) else {
+                return Ok(Updated::Gone);
+            };
+            session.expires_at_ms = found.deadline_ms.unwrap_or(u64::MAX);
+            if !change(&mut session).map_err(UpdateError::Refused)? {
+                return Ok(Updated::Unchanged);
+            }
+            let stored = Stored::from(&session);
+            if self
+                .store
+                .replace_stored(Table::McpSessions, &key, expect, &stored)
+                .await?
+            {
+                self.cache(key, Arc::new(session));
+                return Ok(Updated::Stored);
+            }
+            self.forget(&key);
+        }
+        Err(UpdateError::Store(raft::Error::Unavailable(
+            "other writes to this session kept winning; retry".to_owned(),
+        )))
+    }
+
     /// Keeps a session in use alive: once less than half its lifetime remains, its expiry
     /// moves to a full lifetime from now. Sessions idle for a whole lifetime expire. At most
     /// one write per half-lifetime per session, and none on the caller's path.
@@ -576,6 +619,37 @@ impl SessionHandle {
         let existed = self.store.delete(Table::McpSessions, id.as_bytes()).await?;
         self.forget(&self.store.key(Table::McpSessions, id.as_bytes()));
         Ok(existed)
+    }
+}
+
+/// How many times [`SessionHandle::update`] reads again after losing to another write: each
+/// loss means another change to the same session committed in between, so more than a
+/// few in a row is a client hammering one session from many nodes at once.
+const UPDATE_ATTEMPTS: usize = 8;
+
+/// What [`SessionHandle::update`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Updated {
+    /// The changed session is stored.
+    Stored,
+    /// The change needed no write.
+    Unchanged,
+    /// The session no longer exists (ended or expired); nothing was stored.
+    Gone,
+}
+
+/// Why [`SessionHandle::update`] stored nothing.
+#[derive(Debug)]
+pub enum UpdateError<E> {
+    /// The change itself refused (a cap).
+    Refused(E),
+    /// The store failed, or other writes kept winning.
+    Store(raft::Error),
+}
+
+impl<E> From<raft::Error> for UpdateError<E> {
+    fn from(e: raft::Error) -> Self {
+        Self::Store(e)
     }
 }
 

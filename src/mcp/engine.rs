@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::jsonrpc::RpcError;
+use super::jsonrpc::{RpcError, SESSION_NOT_FOUND};
 use super::{
     Version, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SERVER_INFO,
 };
@@ -442,9 +442,12 @@ impl Engine {
             return;
         }
         if method == "tools/list" {
-            let mut listed = session.clone();
-            listed.listed_tools = Some(here.clone());
-            if let Err(e) = self.inner.sessions.put(listed).await {
+            let changed = self.inner.sessions.update(&session.id, |s| {
+                let changed = s.listed_tools.as_ref() != Some(here);
+                s.listed_tools = Some(here.clone());
+                Ok::<_, ()>(changed)
+            });
+            if let Err(crate::actors::UpdateError::Store(e)) = changed.await {
                 // The list is still answered; the session may hear list_changed once more.
                 tracing::warn!(error = %e, "could not record the tools a session listed");
             }
@@ -540,9 +543,12 @@ impl Engine {
             .and_then(Value::as_str)
             .and_then(LogLevel::parse)
             .ok_or_else(|| RpcError::invalid_params("level must be a log level"))?;
-        let mut updated = (**session).clone();
-        updated.log_level = Some(level);
-        self.store(updated).await?;
+        self.update(&session.id, |s| {
+            let changed = s.log_level != Some(level);
+            s.log_level = Some(level);
+            Ok(changed)
+        })
+        .await?;
         Ok(json!({}))
     }
 
@@ -556,45 +562,60 @@ impl Engine {
             return Err(RpcError::method_not_found("resources/subscribe"));
         };
         let uri = str_param(params, "uri")?;
-        let subscribed = session.subscriptions.iter().any(|s| s == uri);
-        if on == subscribed {
-            return Ok(json!({}));
-        }
-        let mut updated = (**session).clone();
         if on {
             // Each subscription grows the stored session, a Raft entry: both are capped.
-            let limits = &self.inner.limits;
             let max_uri = self.inner.config.max_uri_bytes;
             if uri.len() > max_uri {
+                let limits = &self.inner.limits;
                 return Err(limits.too_large(MAX_URI_BYTES, "params.uri", uri.len(), max_uri));
             }
-            let cap = self.inner.sessions.config().max_subscriptions;
-            if session.subscriptions.len() >= cap {
-                return Err(limits.exhausted(
-                    MAX_SUBSCRIPTIONS,
-                    "resource subscriptions on this session",
-                    cap,
-                ));
-            }
-            updated.subscriptions.push(uri.to_owned());
-        } else {
-            updated.subscriptions.retain(|s| s != uri);
         }
-        self.store(updated).await?;
+        let cap = self.inner.sessions.config().max_subscriptions;
+        self.update(&session.id, |s| {
+            let subscribed = s.subscriptions.iter().any(|x| x == uri);
+            if on == subscribed {
+                return Ok(false);
+            }
+            if on {
+                if s.subscriptions.len() >= cap {
+                    return Err(self.inner.limits.exhausted(
+                        MAX_SUBSCRIPTIONS,
+                        "resource subscriptions on this session",
+                        cap,
+                    ));
+                }
+                s.subscriptions.push(uri.to_owned());
+            } else {
+                s.subscriptions.retain(|x| x != uri);
+            }
+            Ok(true)
+        })
+        .await?;
         Ok(json!({}))
     }
 
-    async fn store(&self, session: Session) -> Result<(), RpcError> {
-        self.inner.sessions.put(session).await.map_err(|e| match e {
+    /// Changes the stored legacy session `id` as it stands in the fleet (see
+    /// [`crate::actors::SessionHandle::update`]); a session ended meanwhile is not
+    /// written back (404, as for any request on it).
+    async fn update(
+        &self,
+        id: &str,
+        change: impl FnMut(&mut Session) -> Result<bool, RpcError>,
+    ) -> Result<(), RpcError> {
+        use crate::actors::{UpdateError, Updated};
+        match self.inner.sessions.update(id, change).await {
+            Ok(Updated::Stored | Updated::Unchanged) => Ok(()),
+            Ok(Updated::Gone) => Err(RpcError::new(SESSION_NOT_FOUND, "Session not found")),
+            Err(UpdateError::Refused(e)) => Err(e),
             // The caps on what a session holds keep it far below this; say so all the same.
-            crate::raft::Error::TooLarge { .. } => {
-                RpcError::invalid_params(format!("the session could not be stored: {e}"))
-            }
-            e => {
+            Err(UpdateError::Store(e @ crate::raft::Error::TooLarge { .. })) => Err(
+                RpcError::invalid_params(format!("the session could not be stored: {e}")),
+            ),
+            Err(UpdateError::Store(e)) => {
                 tracing::error!(error = %e, "could not store a session");
-                RpcError::internal("the session could not be stored")
+                Err(RpcError::internal("the session could not be stored"))
             }
-        })
+        }
     }
 }
 
@@ -789,6 +810,47 @@ mod tests {
             )
             .unwrap();
         assert_eq!(session.client_info, r#"{"name":"ok"}"#);
+    }
+
+    #[actix_web::test]
+    async fn session_changes_apply_to_the_stored_session_and_never_bring_back_an_ended_one() {
+        let (engine, _dir, _rt) = engine("").await;
+        let (session, _) = engine
+            .initialize(&initialize(json!({}), json!({})), Principal::anonymous())
+            .unwrap();
+        let id = session.id.clone();
+        engine.sessions().put(session).await.unwrap();
+        // Two requests on the same session, each with the session as it was read at its
+        // start (as two nodes serving it at once would have): neither change is lost.
+        let stale = engine.sessions().get(&id).unwrap().unwrap();
+        let level = json!({ "level": "debug" }).as_object().unwrap().clone();
+        let uri = json!({ "uri": "test://kept" }).as_object().unwrap().clone();
+        engine
+            .handle(&call(Era::Legacy(stale.clone())), "logging/setLevel", level)
+            .await
+            .unwrap();
+        engine
+            .handle(
+                &call(Era::Legacy(stale.clone())),
+                "resources/subscribe",
+                uri,
+            )
+            .await
+            .unwrap();
+        let stored = engine.sessions().get(&id).unwrap().unwrap();
+        assert_eq!(stored.log_level, Some(LogLevel::Debug));
+        assert_eq!(stored.subscriptions, ["test://kept"]);
+
+        // Ended (through another node, say) while a request on it was being served: the
+        // request's change is refused as for an unknown session, and the session stays ended.
+        assert!(engine.sessions().delete(&id).await.unwrap());
+        let uri = json!({ "uri": "test://late" }).as_object().unwrap().clone();
+        let refused = engine
+            .handle(&call(Era::Legacy(stale)), "resources/subscribe", uri)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, SESSION_NOT_FOUND, "{}", refused.message);
+        assert!(engine.sessions().get_fresh(&id).await.unwrap().is_none());
     }
 
     #[actix_web::test]

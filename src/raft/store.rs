@@ -111,6 +111,9 @@ pub(crate) enum Refusal {
     },
 }
 
+/// The SHA-256 of a record's sealed value: which version of the record was read.
+pub type Digest = [u8; 32];
+
 /// A record read back: its value and deadline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found<T> {
@@ -410,6 +413,62 @@ impl Store {
         natural: &[u8],
     ) -> Result<Option<Found<T>>, Error> {
         self.get_stored(table, &self.key(table, natural))
+    }
+
+    /// Reads a record by its stored key, with the SHA-256 of its sealed value: what
+    /// [`Store::replace_stored`] expects, to change it only while no other write has.
+    pub fn get_stored_versioned<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<(Found<T>, Digest)>, Error> {
+        let Some(record) = self.0.reader.get(table, key)? else {
+            return Ok(None);
+        };
+        if record.is_expired(now_ms()) {
+            return Ok(None);
+        }
+        let plain = self
+            .0
+            .ring
+            .sealer
+            .open(&storage_key(table, key), &record.sealed)
+            .map_err(|_| Error::Sealed {
+                table: table.name(),
+            })?;
+        let found = Found {
+            value: decode(&plain)?,
+            deadline_ms: record.deadline_ms,
+        };
+        Ok(Some((found, sha256(&record.sealed))))
+    }
+
+    /// Seals `value` under the stored `key` and stores it in place of the record whose
+    /// sealed value has SHA-256 `expect`, keeping its deadline; stores nothing when the
+    /// record is gone or another write changed it since it was read. Returns whether it
+    /// was stored, once a majority has the decision on disk (this replica has then applied
+    /// whatever came first, so reading again sees it).
+    pub async fn replace_stored<T: Serialize>(
+        &self,
+        table: Table,
+        key: &[u8],
+        expect: Digest,
+        value: &T,
+    ) -> Result<bool, Error> {
+        let sealed = self
+            .0
+            .ring
+            .sealer
+            .seal(&storage_key(table, key), &encode(value)?);
+        let outcome = self
+            .write(Command::Reseal {
+                table,
+                key: key.to_vec(),
+                expect,
+                sealed,
+            })
+            .await?;
+        Ok(outcome.affected > 0)
     }
 
     /// Reads a record by its stored key.
