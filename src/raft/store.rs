@@ -114,6 +114,9 @@ pub(crate) enum Refusal {
 /// The SHA-256 of a record's sealed value: which version of the record was read.
 pub type Digest = [u8; 32];
 
+/// A record read back, with the sealed bytes it was opened from.
+type Opened<T> = (Found<T>, Vec<u8>);
+
 /// A record read back: its value and deadline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found<T> {
@@ -422,25 +425,9 @@ impl Store {
         table: Table,
         key: &[u8],
     ) -> Result<Option<(Found<T>, Digest)>, Error> {
-        let Some(record) = self.0.reader.get(table, key)? else {
-            return Ok(None);
-        };
-        if record.is_expired(now_ms()) {
-            return Ok(None);
-        }
-        let plain = self
-            .0
-            .ring
-            .sealer
-            .open(&storage_key(table, key), &record.sealed)
-            .map_err(|_| Error::Sealed {
-                table: table.name(),
-            })?;
-        let found = Found {
-            value: decode(&plain)?,
-            deadline_ms: record.deadline_ms,
-        };
-        Ok(Some((found, sha256(&record.sealed))))
+        Ok(self
+            .open_stored(table, key)?
+            .map(|(found, sealed)| (found, sha256(&sealed))))
     }
 
     /// Seals `value` under the stored `key` and stores it in place of the record whose
@@ -477,6 +464,15 @@ impl Store {
         table: Table,
         key: &[u8],
     ) -> Result<Option<Found<T>>, Error> {
+        Ok(self.open_stored(table, key)?.map(|(found, _)| found))
+    }
+
+    /// A live record by its stored key, opened, with its sealed bytes.
+    fn open_stored<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<Opened<T>>, Error> {
         let Some(record) = self.0.reader.get(table, key)? else {
             return Ok(None);
         };
@@ -491,10 +487,11 @@ impl Store {
             .map_err(|_| Error::Sealed {
                 table: table.name(),
             })?;
-        Ok(Some(Found {
+        let found = Found {
             value: decode(&plain)?,
             deadline_ms: record.deadline_ms,
-        }))
+        };
+        Ok(Some((found, record.sealed)))
     }
 
     /// The stored key of `natural` in `table`, and `value` sealed under it: what every
