@@ -19,8 +19,8 @@ use super::sse::{self, Outgoing};
 use super::{live, State};
 use crate::auth::Principal;
 use crate::limits::{Held, Limits};
-use crate::mcp::jsonrpc::{notification, response, MISSING_REQUIRED_CLIENT_CAPABILITY};
-use crate::mcp::{Call, ModernMeta, RpcError, TASKS_EXTENSION};
+use crate::mcp::jsonrpc::{notification, response};
+use crate::mcp::{declares_tasks, tasks_needed, Call, RpcError};
 
 /// `_meta` key naming the subscription a notification belongs to.
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
@@ -156,7 +156,7 @@ fn requested_uris(
 /// request did not declare the tasks extension.
 fn requested_task_ids(
     params: &Map<String, Value>,
-    meta: &ModernMeta,
+    call: &Call,
     max_ids: usize,
 ) -> Result<Vec<String>, RpcError> {
     let invalid = || RpcError::invalid_params(format!("{TASKS_FIELD} must be a list of task ids"));
@@ -165,17 +165,8 @@ fn requested_task_ids(
         Some(Value::Array(items)) => items,
         Some(_) => return Err(invalid()),
     };
-    let declared = meta
-        .client_capabilities
-        .get("extensions")
-        .and_then(|e| e.get(TASKS_EXTENSION))
-        .is_some();
-    if !declared {
-        return Err(RpcError::new(
-            MISSING_REQUIRED_CLIENT_CAPABILITY,
-            format!("{TASKS_FIELD} needs the {TASKS_EXTENSION} extension, which the request did not declare"),
-        )
-        .with_data(json!({ "requiredCapabilities": { "extensions": { TASKS_EXTENSION: {} } } })));
+    if !declares_tasks(call) {
+        return Err(tasks_needed(TASKS_FIELD));
     }
     if items.len() > max_ids {
         return Err(RpcError::invalid_params(format!(
@@ -207,7 +198,6 @@ fn requested_task_ids(
 pub(super) async fn listen(
     id: Value,
     params: &Map<String, Value>,
-    meta: &ModernMeta,
     call: Call,
     state: &State,
 ) -> HttpResponse {
@@ -224,7 +214,7 @@ pub(super) async fn listen(
         Err(e) => return fail(e),
     };
     let max_tasks = state.engine.tasks_config().max_tasks_per_principal;
-    let task_ids = match requested_task_ids(params, meta, max_tasks) {
+    let task_ids = match requested_task_ids(params, &call, max_tasks) {
         Ok(ids) => ids,
         Err(e) => return fail(e),
     };

@@ -182,7 +182,7 @@ pub(super) async fn post(
         let (quiet, _) = live::channel();
         let call = Call {
             principal,
-            era: Era::Modern(meta.clone()),
+            era: Era::Modern(meta),
             peer: Arc::new(ChannelPeer {
                 tx: quiet,
                 sse: false,
@@ -190,7 +190,7 @@ pub(super) async fn post(
             cancel: CancellationToken::new(),
             caller: super::auth::caller(req, state),
         };
-        return super::listen::listen(id, &params, &meta, call, state).await;
+        return super::listen::listen(id, &params, call, state).await;
     }
     let sse_ok = accepts_sse(req);
     let (tx, rx) = live::channel();

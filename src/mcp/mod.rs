@@ -17,6 +17,7 @@ pub use jsonrpc::{Message, RpcError};
 pub use requests::{Inflight, Outbound, MAX_PENDING_REQUESTS};
 pub(crate) use task_store::Tasks;
 pub use task_store::{Config as TasksConfig, EXTENSION as TASKS_EXTENSION};
+pub(crate) use tasks::{declared as declares_tasks, missing_extension as tasks_needed};
 pub use version::Version;
 
 /// `_meta` key carrying the protocol version of a 2026-07-28 request.

@@ -30,7 +30,7 @@ use crate::raft::now_ms;
 use crate::tools::{self, Peer, TaskSupport};
 
 /// Whether the request declared the tasks extension in its client capabilities.
-pub(super) fn declared(call: &Call) -> bool {
+pub(crate) fn declared(call: &Call) -> bool {
     match &call.era {
         Era::Modern(meta) => meta
             .client_capabilities
@@ -42,7 +42,7 @@ pub(super) fn declared(call: &Call) -> bool {
 }
 
 /// The refusal of a request that needs the tasks extension the client did not declare.
-fn missing_extension(what: &str) -> RpcError {
+pub(crate) fn missing_extension(what: &str) -> RpcError {
     RpcError::new(
         MISSING_REQUIRED_CLIENT_CAPABILITY,
         format!("{what} needs the {EXTENSION} extension, which the request did not declare"),
@@ -203,19 +203,40 @@ impl Engine {
             return Err(missing_extension("tasks/get"));
         }
         let id = str_param(params, "taskId")?;
+        let (binding, record) = self.task_of(call, id).await?;
+        let record = self.settled(call, params, &binding, id, record).await?;
+        self.detailed_view(&binding, id, &record)
+    }
+
+    /// The caller's task `id`, with the caller's binding; another principal's task is
+    /// unknown (`-32602`).
+    async fn task_of(&self, call: &Call, id: &str) -> Result<(String, Record), RpcError> {
         let binding = call.principal.binding();
-        let mut record = self
+        let record = self
             .tasks()
             .get(&binding, id)
             .await?
             .ok_or_else(unknown_task)?;
+        Ok((binding, record))
+    }
+
+    /// `record` as it stands once a lapsed lease has been acted on: a task whose node is
+    /// lost is failed, or run again here (see [`Engine::owner_lost`]).
+    async fn settled(
+        &self,
+        call: &Call,
+        params: &Map<String, Value>,
+        binding: &str,
+        id: &str,
+        record: Record,
+    ) -> Result<Record, RpcError> {
         // A lapsed lease of a task still running here is this node's own trouble writing
         // (its runner stops at its next write if another node takes over); it is not lost.
         let lapsed = !record.status.is_terminal() && record.lease_ms < now_ms();
-        if lapsed && !self.tasks().runs_here(&binding, id) {
-            record = self.owner_lost(call, params, &binding, id, record).await?;
+        if lapsed && !self.tasks().runs_here(binding, id) {
+            return self.owner_lost(call, params, binding, id, record).await;
         }
-        self.detailed_view(&binding, id, &record)
+        Ok(record)
     }
 
     /// The task as `tasks/get` shows it: its fields, with its result or error once it has
@@ -279,20 +300,13 @@ impl Engine {
         let mut last: Option<(Status, Option<String>, usize)> = None;
         loop {
             changes.borrow_and_update();
-            let mut record = match self.tasks().get(&binding, id).await {
+            let record = match self.tasks().get(&binding, id).await {
                 Ok(Some(record)) => record,
                 _ => return,
             };
-            let lapsed = !record.status.is_terminal() && record.lease_ms < now_ms();
-            if lapsed && !self.tasks().runs_here(&binding, id) {
-                match self
-                    .owner_lost(call, &Map::new(), &binding, id, record)
-                    .await
-                {
-                    Ok(now) => record = now,
-                    Err(_) => return,
-                }
-            }
+            let Ok(record) = self.settled(call, &Map::new(), &binding, id, record).await else {
+                return;
+            };
             let seen = (record.status, record.message.clone(), record.asked.len());
             if last.as_ref() != Some(&seen) {
                 let Ok(view) = self.detailed_view(&binding, id, &record) else {
@@ -327,12 +341,7 @@ impl Engine {
         }
         let id = str_param(params, "taskId")?;
         let responses = object_param(params, "inputResponses")?;
-        let binding = call.principal.binding();
-        let record = self
-            .tasks()
-            .get(&binding, id)
-            .await?
-            .ok_or_else(unknown_task)?;
+        let (binding, record) = self.task_of(call, id).await?;
         if record.status.is_terminal() {
             return Ok(json!({}));
         }
@@ -376,12 +385,7 @@ impl Engine {
             return Err(missing_extension("tasks/cancel"));
         }
         let id = str_param(params, "taskId")?;
-        let binding = call.principal.binding();
-        let record = self
-            .tasks()
-            .get(&binding, id)
-            .await?
-            .ok_or_else(unknown_task)?;
+        let (binding, record) = self.task_of(call, id).await?;
         if record.status.is_terminal() {
             return Ok(json!({}));
         }
