@@ -97,9 +97,10 @@ pub struct FleetArgs {
     pub peers: Option<std::collections::BTreeMap<u64, String>>,
 }
 
-/// Flags of `cluster`.
+/// Flags of the commands that ask a node over its internal listener (`cluster`,
+/// `secrets`).
 #[derive(Debug, Args)]
-pub struct ClusterArgs {
+pub struct RemoteArgs {
     /// Internal address of the node to ask (`HOST:PORT`, or `http://HOST:PORT`): any node of
     /// the fleet; required.
     #[arg(long, value_name = "HOST:PORT", global = true)]
@@ -112,6 +113,14 @@ pub struct ClusterArgs {
         global = true
     )]
     pub cluster_secret: Option<String>,
+}
+
+/// Flags of `cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The node to ask and the secret to ask it with.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// What to do.
     #[command(subcommand)]
     pub action: ClusterAction,
@@ -120,18 +129,9 @@ pub struct ClusterArgs {
 /// Flags of `secrets`.
 #[derive(Debug, Args)]
 pub struct SecretsArgs {
-    /// Internal address of the node to ask (`HOST:PORT`, or `http://HOST:PORT`): any node of
-    /// the fleet; required.
-    #[arg(long, value_name = "HOST:PORT", global = true)]
-    pub via: Option<String>,
-    /// The cluster secret.
-    #[arg(
-        long,
-        env = "MCP_FLEET_CLUSTER_SECRET",
-        hide_env_values = true,
-        global = true
-    )]
-    pub cluster_secret: Option<String>,
+    /// The node to ask and the secret to ask it with.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// What to do.
     #[command(subcommand)]
     pub action: SecretsAction,

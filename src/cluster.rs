@@ -89,8 +89,9 @@ pub fn via_addr(given: &str) -> Result<String, Error> {
 
 /// Runs `args` and prints the node's answer as JSON on standard output.
 pub async fn run(args: &ClusterArgs, configured_secret: Option<&str>) -> Result<(), Error> {
-    let via = via_addr(args.via.as_deref().ok_or(Error::NoVia)?)?;
+    let via = via_addr(args.remote.via.as_deref().ok_or(Error::NoVia)?)?;
     let secret = args
+        .remote
         .cluster_secret
         .as_deref()
         .or(configured_secret)

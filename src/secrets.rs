@@ -38,8 +38,9 @@ impl Error {
 
 /// Runs `args` and prints the node's answer as JSON on standard output.
 pub async fn run(args: &SecretsArgs, configured_secret: Option<&str>) -> Result<(), Error> {
-    let via = cluster::via_addr(args.via.as_deref().ok_or(cluster::Error::NoVia)?)?;
+    let via = cluster::via_addr(args.remote.via.as_deref().ok_or(cluster::Error::NoVia)?)?;
     let secret = args
+        .remote
         .cluster_secret
         .as_deref()
         .or(configured_secret)
