@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
 use crate::harness::{Builder, Cluster, READY_DEADLINE};
 use crate::issuer::{Issuer, Key, CLIENT_ID, CLIENT_SECRET};
 use crate::lb::{self, Lb, Reservation};
@@ -182,6 +184,25 @@ impl Fleet {
     /// The MCP endpoint through the load balancer.
     pub fn url(&self) -> String {
         self.lb().url()
+    }
+
+    /// A 2026-07-28 call of `tool` with `args` through node `id` as `token`: the answer's
+    /// text and whether it is a tool error.
+    pub fn tool_text(&self, id: u64, token: &str, tool: &str, args: Value) -> (String, bool) {
+        let url = self.cluster.node(id).mcp_url();
+        let reply = crate::client::modern_call(&url, Some(token), tool, args.clone())
+            .unwrap_or_else(|e| panic!("{tool} {args} through node {id}: {e}"));
+        assert_eq!(
+            reply.status, 200,
+            "{tool} {args} through node {id}: {reply:?}"
+        );
+        let message = reply.message().expect("a JSON-RPC answer");
+        let result = &message["result"];
+        let text = result["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        (text, result["isError"] == json!(true))
     }
 
     /// A signed token for `subject` holding [`SCOPE`], valid for an hour.

@@ -7,26 +7,12 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::client::modern_call;
 use crate::fleet::Fleet;
 use crate::harness::random_hex;
 
 /// A `test_secret` call through node `id` as `token`: the text and whether it is an error.
 fn secret_call(fleet: &Fleet, id: u64, token: &str, name: &str) -> (String, bool) {
-    let url = fleet.cluster.node(id).mcp_url();
-    let reply = modern_call(&url, Some(token), "test_secret", json!({ "name": name }))
-        .unwrap_or_else(|e| panic!("test_secret through node {id}: {e}"));
-    assert_eq!(
-        reply.status, 200,
-        "test_secret through node {id}: {reply:?}"
-    );
-    let message = reply.message().expect("a JSON-RPC answer");
-    let result = &message["result"];
-    let text = result["content"][0]["text"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    (text, result["isError"] == json!(true))
+    fleet.tool_text(id, token, "test_secret", json!({ "name": name }))
 }
 
 /// Writes `value` to a file for `--from-file`, in a directory removed when the test ends.

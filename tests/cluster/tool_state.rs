@@ -6,26 +6,12 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::client::modern_call;
 use crate::fleet::Fleet;
 
 /// A `test_state` call through node `id` as `token`: the answer's text and whether it is
 /// a tool error.
 fn state_call(fleet: &Fleet, id: u64, token: &str, args: Value) -> (String, bool) {
-    let url = fleet.cluster.node(id).mcp_url();
-    let reply = modern_call(&url, Some(token), "test_state", args.clone())
-        .unwrap_or_else(|e| panic!("test_state {args} through node {id}: {e}"));
-    assert_eq!(
-        reply.status, 200,
-        "test_state {args} through node {id}: {reply:?}"
-    );
-    let message = reply.message().expect("a JSON-RPC answer");
-    let result = &message["result"];
-    let text = result["content"][0]["text"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    (text, result["isError"] == json!(true))
+    fleet.tool_text(id, token, "test_state", args)
 }
 
 fn get(fleet: &Fleet, id: u64, token: &str, key: &str, tenant: bool) -> String {
