@@ -246,6 +246,10 @@ pub struct ServeArgs {
     /// Whose claim names the issuer uses.
     #[arg(long, value_enum, requires = "issuer")]
     pub issuer_preset: Option<PresetArg>,
+    /// A PEM file of CA certificates trusted, besides the system's roots, for calls to
+    /// issuers (`auth.ca_file`): for an identity provider behind a private CA.
+    #[arg(long, value_name = "FILE")]
+    pub issuer_ca_file: Option<PathBuf>,
     /// The public URL of the MCP endpoint, as clients reach it (the OAuth resource);
     /// default: `http://<listen address>/mcp`.
     #[arg(long, value_name = "URL")]
@@ -277,6 +281,7 @@ impl ServeArgs {
                     AuthArg::Dev => auth::Mode::Dev,
                 }),
                 issuers,
+                ca_file: self.issuer_ca_file.clone(),
             },
             public_url: self.public_url.clone(),
             ..Overrides::default()

@@ -187,7 +187,8 @@ pub struct Overrides {
     /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// `--auth`, `--issuer`, `--audience`, `--jwks-uri`, `--issuer-preset`.
+    /// `--auth`, `--issuer`, `--audience`, `--jwks-uri`, `--issuer-preset`,
+    /// `--issuer-ca-file`.
     #[serde(skip_serializing_if = "AuthOverrides::is_empty")]
     pub auth: AuthOverrides,
     /// `--public-url`.
@@ -207,11 +208,14 @@ pub struct AuthOverrides {
     /// `--issuer` and its companions: one issuer replacing any configured ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuers: Option<Vec<auth::IssuerConfig>>,
+    /// `--issuer-ca-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AuthOverrides {
     fn is_empty(&self) -> bool {
-        self.mode.is_none() && self.issuers.is_none()
+        self.mode.is_none() && self.issuers.is_none() && self.ca_file.is_none()
     }
 }
 
@@ -593,10 +597,15 @@ impl Config {
                 return Err(invalid("tools.timeout", "must be greater than 0"));
             }
         }
+        let mut auth = raw.auth;
+        if let Some(path) = &auth.ca_file {
+            auth.ca_certs =
+                auth::IssuerCas::load(path).map_err(|e| invalid("auth.ca_file", e.to_string()))?;
+        }
         Ok(Self {
             listen,
             data_dir: raw.data_dir,
-            auth: raw.auth,
+            auth,
             public_url: raw.public_url,
             encryption_key,
             cluster_secret: raw.cluster_secret,
@@ -996,6 +1005,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.max_concurrent_introspections"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_issuer_ca_file_is_none_and_a_missing_one_is_refused_by_key_and_path() {
+        let c = Config::from_toml("[auth]\nca_file = \"\"").unwrap();
+        assert_eq!(c.auth.ca_file, None);
+        assert!(c.auth.ca_certs.is_empty());
+        assert!(Config::from_toml("").unwrap().auth.ca_certs.is_empty());
+        let err = Config::from_toml("[auth]\nca_file = \"/nonexistent/issuer-ca.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`auth.ca_file`") && err.contains("/nonexistent/issuer-ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub mod internals {
     /// Token validation.
     pub mod auth {
         pub use crate::auth::{
-            AuthError, Authenticator, Config, Introspection, IssuerConfig, Principal,
+            AuthError, Authenticator, CaFileError, Config, Introspection, IssuerCas, IssuerConfig,
+            Principal,
         };
     }
     /// Sealing keys.

@@ -32,11 +32,15 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The HTTP client for calls to issuers. Redirects are not followed: a redirect could
+/// The HTTP client for calls to issuers, trusting `auth.ca_file` besides the system's
+/// roots, with `auth.fetch_timeout`. Redirects are not followed: a redirect could
 /// downgrade to plain HTTP or carry the introspected token somewhere unexpected.
-pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
+pub(crate) fn http_client(config: &Config) -> reqwest::Client {
     install_tls_provider();
-    reqwest::Client::builder()
+    let timeout = config.fetch_timeout;
+    config
+        .ca_certs
+        .trust(reqwest::Client::builder())
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -46,6 +50,42 @@ pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
             tracing::error!(error = %e, "cannot build the HTTP client for issuers; using defaults");
             reqwest::Client::new()
         })
+}
+
+/// What went wrong calling an issuer, with every cause: reqwest's own message stops at
+/// "error sending request", which hides a refused certificate. A certificate the node
+/// does not trust gets a hint, since a private CA is the usual reason on-prem.
+pub(crate) fn call_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut untrusted = false;
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let message = e.to_string();
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        untrusted |= matches!(tls_error(e), Some(rustls::Error::InvalidCertificate(_)));
+        cause = e.source();
+    }
+    if untrusted {
+        text.push_str(
+            " (the issuer's TLS certificate is not trusted; if it comes from a private CA, \
+             name that CA's certificate in auth.ca_file)",
+        );
+    }
+    text
+}
+
+/// The rustls error in `error`, which reaches us wrapped in io::Errors (two, from
+/// hyper-rustls): an io::Error shows its inner error's message but not the error itself
+/// through `source`.
+fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = error.downcast_ref::<std::io::Error>()?.get_ref()?;
+    tls_error(inner)
 }
 
 /// Refuses plain HTTP except to this host (loopback, or the unspecified address a dev
@@ -281,7 +321,7 @@ impl JwksHandle {
             .collect();
         let shared = Arc::new(Sets {
             slots,
-            client: http_client(config.fetch_timeout),
+            client: http_client(config),
             refresh: config.jwks_refresh.max(Duration::from_secs(1)),
             refetch_interval: config.jwks_refetch_interval,
             fetches: AtomicU64::new(0),
@@ -406,7 +446,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> 
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", call_error(&e)))?;
     let body = read_limited(response, DOCUMENT_LIMIT).await?;
     serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
 }

@@ -2,9 +2,12 @@
 //! the limits of each tier.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::IssuerCas;
 
 /// The `[auth]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +68,28 @@ pub struct Config {
     /// it, so keep it at least as long as your issuers' longest token lifetime.
     #[serde(with = "humantime_serde")]
     pub revocation_ttl: Duration,
+    /// A PEM file of one or more CA certificates trusted, besides the system's roots, for
+    /// every call to issuers: metadata discovery, key sets, introspection and token
+    /// exchange. None by default; an empty value is the same as none, so a deployment
+    /// can pass an unset variable through (`MCP_FLEET_AUTH__CA_FILE: ${X:-}`). For
+    /// identity providers behind a private CA, as on-prem ones often are. Read once at
+    /// start: a file that cannot be read, holds no certificate or a broken one stops
+    /// the node with an error naming this key.
+    #[serde(
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// The certificates of `ca_file`, read when configuration is validated (see
+    /// [`IssuerCas::load`]); never read from the file or the environment themselves.
+    #[serde(skip)]
+    pub ca_certs: IssuerCas,
+}
+
+/// An absent or empty path is no path.
+fn empty_is_none<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = Option::<String>::deserialize(deserializer)?;
+    Ok(path.filter(|p| !p.trim().is_empty()).map(PathBuf::from))
 }
 
 impl Default for Config {
@@ -86,6 +111,8 @@ impl Default for Config {
             max_concurrent_introspections: 16,
             introspection_wait: Duration::from_secs(1),
             revocation_ttl: Duration::from_secs(24 * 3600),
+            ca_file: None,
+            ca_certs: IssuerCas::default(),
         }
     }
 }

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::introspect::form_encode;
 use super::{Config, Principal};
-use crate::actors::jwks::{check_url, http_client, metadata_field};
+use crate::actors::jwks::{call_error, check_url, http_client, metadata_field};
 use crate::raft::{now_ms, Store, Table};
 
 /// The grant type of RFC 8693.
@@ -178,7 +178,7 @@ impl Exchanger {
             .collect();
         Self(Arc::new(Inner {
             issuers,
-            client: http_client(config.fetch_timeout),
+            client: http_client(config),
             store,
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
@@ -390,7 +390,7 @@ impl Inner {
             .body(body)
             .send()
             .await
-            .map_err(|e| unavailable(e.without_url().to_string()))?;
+            .map_err(|e| unavailable(call_error(&e.without_url())))?;
         let status = response.status();
         let answer = read_json(response).await.map_err(unavailable)?;
         if !status.is_success() {

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use super::claims::{self, Facts};
 use super::config::{Config, Introspection, IssuerConfig, ResolvedClaims};
 use super::{AuthError, Principal};
-use crate::actors::jwks::{check_url, http_client, read_limited};
+use crate::actors::jwks::{call_error, check_url, http_client, read_limited};
 use crate::limits::Limits;
 
 /// The configuration key of the cap on introspections running at once on one node.
@@ -128,7 +128,7 @@ impl Introspector {
         let cap = config.max_concurrent_introspections.max(1);
         Self {
             endpoints,
-            client: http_client(config.fetch_timeout),
+            client: http_client(config),
             leeway_secs: config.leeway.as_secs(),
             last_warning_ms: AtomicU64::new(0),
             sent: AtomicU64::new(0),
@@ -234,7 +234,7 @@ impl Introspector {
             ))
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| call_error(&e))?;
         let body = read_limited(response, RESPONSE_LIMIT).await?;
         let response: Map<String, Value> =
             serde_json::from_slice(&body).map_err(|e| format!("not a JSON object: {e}"))?;

@@ -9,6 +9,7 @@
 //! - `introspect` asks an issuer about opaque tokens (RFC 7662).
 //! - [`Authenticator`] ties them together behind tiers chosen by cost.
 //! - [`Exchanger`] gets tokens for upstream APIs on a caller's behalf (RFC 8693).
+//! - [`IssuerCas`] are the private CAs trusted for calls to issuers (`auth.ca_file`).
 //! - [`dev`] is the development issuer of `--auth dev`.
 
 mod authenticator;
@@ -21,6 +22,7 @@ pub(crate) mod jwt;
 mod revocation;
 #[cfg(test)]
 pub(crate) mod test_issuer;
+mod trust;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,7 @@ pub use authenticator::{AuthError, Authenticator};
 pub use config::{Config, Introspection, IssuerConfig, Preset};
 pub use exchange::Exchanger;
 pub use revocation::{resolve_issuer, Revocation};
+pub use trust::{CaFileError, IssuerCas};
 
 /// The authenticated caller of a request.
 ///

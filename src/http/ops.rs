@@ -24,7 +24,9 @@ async fn health() -> HttpResponse {
 /// so and what to do), knows a leader, has applied everything it last heard was committed,
 /// so what it serves is current, and can commit writes: once writes it started have waited
 /// longer than `raft.write_timeout` with no commit advance, it is not ready until commits
-/// advance again, so a load balancer sends its traffic to nodes that can serve it. And its
+/// advance again, so a load balancer sends its traffic to nodes that can serve it; a
+/// leader that no quorum has acknowledged for the election timeout is cut off from its
+/// followers and is not ready either (`"status": "leader without quorum"`). And its
 /// key ring has passed the fleet's key check (see `raft::keycheck`).
 async fn ready(state: web::Data<super::State>) -> HttpResponse {
     if state.draining.load(std::sync::atomic::Ordering::Acquire) {
@@ -45,6 +47,7 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
         "committed_index": status.committed_index,
         "pending_writes": status.pending_writes,
         "stalled_ms": status.stalled_ms,
+        "quorum_ack_ms": status.quorum_ack_ms,
     });
     // A ring that is not the fleet's is said first, whatever else holds; a check still
     // under way only once nothing else keeps the node out (it may be waiting for a
@@ -56,6 +59,9 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
     }
     if status.stalled_ms.is_some() {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "writes stalled", "raft": body }))
+    } else if state.store.lacks_quorum() {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "leader without quorum", "raft": body }))
     } else if !state.store.is_ready() {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "raft": body }))
     } else if let KeyState::Checking(why) = keys {

@@ -46,6 +46,9 @@ pub struct Status {
     pub snapshot_index: Option<u64>,
     /// Index of the last entry purged from this node's log (it is in a snapshot).
     pub purged_index: Option<u64>,
+    /// As the leader, how many milliseconds ago a quorum last acknowledged it; absent on
+    /// other nodes and before the first acknowledgement.
+    pub quorum_ack_ms: Option<u64>,
     /// Writes this node started and has not finished.
     pub pending_writes: usize,
     /// How long, in milliseconds, commits have stood still under this node's pending
@@ -104,6 +107,7 @@ impl Store {
             committed_index: self.0.committed.index(),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
+            quorum_ack_ms: m.millis_since_quorum_ack,
             pending_writes: self.pending_writes(),
             stalled_ms: self.stalled_for().map(|d| d.as_millis() as u64),
             keys: self.key_report(),
@@ -114,7 +118,8 @@ impl Store {
     /// Whether this node can serve: it is a member of a group (see
     /// [`Store::standing`]), knows a leader (or lost it to an election less than
     /// `raft.write_timeout` ago), has applied what it last heard was committed, and its
-    /// writes are not stalled (see [`Store::stalled_for`]).
+    /// writes are not stalled (see [`Store::stalled_for`]). A leader must also have heard
+    /// from a quorum within the election timeout (see [`Store::lacks_quorum`]).
     pub fn is_ready(&self) -> bool {
         if self.standing() != super::Standing::Member || self.stalled_for().is_some() {
             return false;
@@ -123,6 +128,9 @@ impl Store {
             let metrics = self.0.raft.metrics();
             let m = metrics.borrow();
             if m.current_leader.is_none() && !self.in_short_election() {
+                return false;
+            }
+            if self.lacks_quorum_in(&m) {
                 return false;
             }
             m.last_applied.map(|l| l.index)
@@ -146,6 +154,41 @@ impl Store {
         // Not `is_current`: requests on a node that is not current catch up with the leader
         // first (see `SessionHandle::get_fresh`), so the node can stay in rotation.
         close && self.0.caught_up_once.load(Ordering::Acquire)
+    }
+
+    /// Whether this node is the leader of a group of several voters and no quorum has
+    /// acknowledged it for longer than the election timeout (none at all, for that long
+    /// since it was elected): it is cut off from its followers, which are electing, or
+    /// have elected, another leader. openraft 0.9 keeps such a node leader (it has no
+    /// step-down), so its `current_leader` names itself for as long as it is cut off.
+    /// Nothing it is asked can succeed: writes cannot commit and reads cannot be proven
+    /// current, so each would wait out `raft.write_timeout` for a 503. Out of rotation,
+    /// the balancer sends them to the majority instead. The election timeout is also how
+    /// long followers wait for a heartbeat before they elect: a healthy leader is
+    /// acknowledged every `raft.heartbeat_interval`, five times within it.
+    pub fn lacks_quorum(&self) -> bool {
+        let metrics = self.0.raft.metrics();
+        let m = metrics.borrow();
+        self.lacks_quorum_in(&m)
+    }
+
+    fn lacks_quorum_in(&self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
+        if m.state != ServerState::Leader
+            || m.membership_config.membership().voter_ids().count() <= 1
+        {
+            return false;
+        }
+        let stale_ms = self.0.stale_after.as_millis() as u64;
+        match m.millis_since_quorum_ack {
+            Some(ms) => ms >= stale_ms,
+            None => {
+                let since = self
+                    .0
+                    .leading_since_ms
+                    .load(std::sync::atomic::Ordering::Acquire);
+                since != 0 && crate::raft::now_ms().saturating_sub(since) >= stale_ms
+            }
+        }
     }
 
     /// Whether this node lost sight of its leader less than `raft.write_timeout` ago: an
@@ -510,6 +553,7 @@ impl Store {
         let id = self.0.id;
         let changes = self.0.leader_changes.clone();
         let lost = self.0.leader_lost_ms.clone();
+        let leading_since = self.0.leading_since_ms.clone();
         self.0.runtime.spawn(async move {
             let mut seen = (None, 0);
             // A spell without a leader that ends with the same one is no change.
@@ -534,6 +578,16 @@ impl Store {
                         );
                     }
                     None => {}
+                }
+                if state == ServerState::Leader {
+                    let _ = leading_since.compare_exchange(
+                        0,
+                        crate::raft::now_ms(),
+                        std::sync::atomic::Ordering::AcqRel,
+                        std::sync::atomic::Ordering::Acquire,
+                    );
+                } else {
+                    leading_since.store(0, std::sync::atomic::Ordering::Release);
                 }
                 if (leader, term) != seen {
                     seen = (leader, term);

@@ -172,6 +172,8 @@ pub(super) struct Inner {
     pub(super) stepping_down: std::sync::atomic::AtomicBool,
     /// When this node last lost sight of a leader (0 while it knows one, or never had one).
     pub(super) leader_lost_ms: Arc<AtomicU64>,
+    /// When this node last became leader (0 while it is not leader).
+    pub(super) leading_since_ms: Arc<AtomicU64>,
     /// `raft.max_entry_bytes`.
     pub(super) max_entry_bytes: usize,
     /// Where refusals by `raft.max_entry_bytes` are counted.
@@ -331,6 +333,7 @@ impl Store {
             stale_after: config.election_timeout,
             stepping_down: std::sync::atomic::AtomicBool::new(false),
             leader_lost_ms: Arc::default(),
+            leading_since_ms: Arc::default(),
             max_entry_bytes: config.max_entry_bytes,
             limits: limits.clone(),
             append_metrics,

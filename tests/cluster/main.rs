@@ -19,6 +19,7 @@ mod python;
 mod upstream;
 
 mod catalog;
+mod cut_off;
 mod decoding;
 mod durability;
 mod elicitation;

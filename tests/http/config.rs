@@ -239,3 +239,44 @@ fn a_data_dir_held_by_another_node_is_a_failure_said_once() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_unusable_issuer_ca_file_names_the_key_and_the_file_and_exits_with_status_2() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let missing = dir.path().join("missing.pem");
+    let no_certificate = dir.path().join("key-only.pem");
+    std::fs::write(
+        &no_certificate,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let broken = dir.path().join("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    for (file, why) in [
+        (&missing, "cannot read"),
+        (&no_certificate, "no PEM certificate"),
+        (&broken, "certificate 1"),
+    ] {
+        let path = file.display().to_string();
+        let dev = ["dev", "--listen", "127.0.0.1:0", "--issuer-ca-file", &path];
+        let (code, stderr) = refused_with(&dev, &[]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("`auth.ca_file`") && stderr.contains(&path) && stderr.contains(why),
+            "{stderr}"
+        );
+        // The same from the environment, on `serve`.
+        let mut env = FLEET_ENV.to_vec();
+        env.push(("MCP_FLEET_AUTH__CA_FILE", &path));
+        let (code, stderr) = refused_with(&serve_args(&["--node-id", "1"]), &env);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("`auth.ca_file`") && stderr.contains(&path),
+            "{stderr}"
+        );
+    }
+}

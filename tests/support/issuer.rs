@@ -13,6 +13,9 @@
 //! - [`Token`]: a JWT to sign, with sensible claims to start from.
 //! - [`forge`]: tokens a resource server must refuse (`alg: none`, HMAC keyed with a
 //!   public key, a payload changed after signing).
+//! - [`TestCa`]: a private certificate authority made for one test; an issuer started
+//!   with [`Issuer::start_https`] serves https with a certificate it signed, as on-prem
+//!   identity providers behind a private CA do.
 
 // Each binary that includes this file uses a different part of it.
 #![allow(dead_code)]
@@ -292,6 +295,71 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A certificate authority made for one test, trusted by nothing until a test says so.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    /// A new CA with a fresh key.
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "mcp-fleet test CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().expect("a CA key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("a CA certificate");
+        Self { issuer }
+    }
+
+    /// The CA's certificate, PEM: what `auth.ca_file` names.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Writes [`TestCa::pem`] to `path`.
+    pub fn write(&self, path: &std::path::Path) {
+        std::fs::write(path, self.pem()).expect("write the CA certificate");
+    }
+
+    /// A TLS server configuration with a certificate for `127.0.0.1` and `localhost`
+    /// signed by this CA.
+    fn server_config(&self) -> rustls::ServerConfig {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("server names");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test issuer");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().expect("a server key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("a server certificate");
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .expect("a TLS server configuration")
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A running issuer; stopped when dropped.
 pub struct Issuer {
     url: String,
@@ -308,6 +376,16 @@ impl Issuer {
 
     /// Starts an issuer publishing only `keys` (under their own kids).
     pub fn publishing(keys: &[Key]) -> Self {
+        Self::spawn(keys, None)
+    }
+
+    /// Starts an issuer publishing all three fixture keys over https, at
+    /// `https://127.0.0.1:PORT`, with a certificate signed by `ca`.
+    pub fn start_https(ca: &TestCa) -> Self {
+        Self::spawn(&[Key::Rsa1, Key::Rsa2, Key::Ec1], Some(ca.server_config()))
+    }
+
+    fn spawn(keys: &[Key], tls: Option<rustls::ServerConfig>) -> Self {
         let state: Shared = Arc::new(Mutex::new(State {
             issuer: String::new(),
             published: keys.iter().map(|k| (*k, k.kid().to_owned())).collect(),
@@ -317,6 +395,7 @@ impl Issuer {
         }));
         let (tx, rx) = mpsc::channel();
         let shared = state.clone();
+        let https = tls.is_some();
         let thread = std::thread::Builder::new()
             .name("test-issuer".into())
             .spawn(move || {
@@ -334,8 +413,11 @@ impl Issuer {
                     })
                     .workers(1)
                     .disable_signals()
-                    .shutdown_timeout(0)
-                    .bind(("127.0.0.1", 0))
+                    .shutdown_timeout(0);
+                    let server = match tls {
+                        Some(tls) => server.bind_rustls_0_23(("127.0.0.1", 0), tls),
+                        None => server.bind(("127.0.0.1", 0)),
+                    }
                     .expect("bind the issuer");
                     let addr: SocketAddr = server.addrs()[0];
                     let server = server.run();
@@ -347,7 +429,8 @@ impl Issuer {
         let (addr, handle) = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the issuer starts");
-        let url = format!("http://{addr}");
+        let scheme = if https { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
         lock(&state).issuer = url.clone();
         Self {
             url,
@@ -357,7 +440,8 @@ impl Issuer {
         }
     }
 
-    /// The issuer identifier (`iss`), `http://127.0.0.1:PORT`, no trailing slash.
+    /// The issuer identifier (`iss`), `http://127.0.0.1:PORT` (`https://` when started
+    /// with [`Issuer::start_https`]), no trailing slash.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The issuer lines of a server that introspects opaque tokens at `issuer`.
-fn introspection(issuer: &Issuer) -> String {
+pub(super) fn introspection(issuer: &Issuer) -> String {
     format!(
         "[auth.issuers.introspection]\nendpoint = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n",
         issuer.introspection_endpoint()

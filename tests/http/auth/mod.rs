@@ -1,12 +1,13 @@
 //! The server as an OAuth resource server, against a local issuer over real HTTP: which
 //! tokens are accepted, the status and `WWW-Authenticate` challenge of each refusal, key
 //! rotation and outages, introspection, scopes, principal-bound sessions, the RFC 9728
-//! metadata, revocation and the development issuer.
+//! metadata, revocation, an issuer behind a private CA and the development issuer.
 
 mod access;
 mod dev;
 mod keys;
 mod metadata;
+mod private_ca;
 mod revocation;
 mod tokens;
 
