@@ -227,17 +227,18 @@ class Stack:
         interactive = ["-i"] if input is not None else []
         return run(["docker", "exec", *interactive, self.container(service), *argv], check=check, input=input, timeout=60)
 
-    def http_in(self, service: str, path: str, *curl: str) -> tuple[int, str]:
-        """An HTTP request to `service`'s public listener from inside it: (status, body)."""
+    def http_in(self, service: str, path: str, *curl: str, timeout_s: int = 30) -> tuple[int, str]:
+        """An HTTP request to `service`'s public listener from inside it: (status, body;
+        status 0 when no answer came within `timeout_s`)."""
         done = self.exec(
-            service, "curl", "-sS", "-m", "5", "-o", "/dev/stdout", "-w", "\n%{http_code}",
+            service, "curl", "-sS", "-m", str(timeout_s), "-o", "/dev/stdout", "-w", "\n%{http_code}",
             *curl, f"http://127.0.0.1:8080{path}", check=False,
         )
         body, _, status = done.stdout.rpartition("\n")
         return (int(status) if status.strip().isdigit() else 0, body)
 
     def ready(self, service: str) -> int:
-        return self.http_in(service, "/ready")[0]
+        return self.http_in(service, "/ready", timeout_s=5)[0]
 
     def fleet(self, service: str, *argv: str, input: str | None = None) -> str:
         """`mcp-fleet ARGV --via 127.0.0.1:7000` run inside `service` (its cluster secret
@@ -295,6 +296,7 @@ class Stack:
         deadline = time.monotonic() + deadline_s
         last = ""
         while time.monotonic() < deadline:
+            self.no_crash_loop(nodes)
             try:
                 readies = {s: self.ready(s) for s in nodes}
                 leaders = {s: self.leader(s) for s in nodes}
@@ -307,6 +309,16 @@ class Stack:
                 last = str(e)
             time.sleep(1)
         raise AssertionError(f"stack not healthy within {deadline_s}s: {last}\n{self.logs()}")
+
+    def no_crash_loop(self, services: tuple[str, ...]) -> None:
+        """Fails at once when a container keeps exiting (a configuration error, say)."""
+        for service in services:
+            cid = self.compose("ps", "-q", service).strip()
+            if not cid:
+                continue
+            out = run(["docker", "inspect", "--format", "{{.RestartCount}}", cid], check=False).stdout.strip()
+            if out.isdigit() and int(out) >= 3:
+                raise AssertionError(f"{service} restarted {out} times\n{self.logs(service, tail=20)}")
 
     def lb_health(self) -> int:
         import urllib.request

@@ -48,9 +48,14 @@ class Recorder:
     statuses: Counter = field(default_factory=Counter)
     last_post: int | None = None
     session_ids: list[str] = field(default_factory=list)
+    # The first few answers of 400 or above: what they were.
+    refusals: list[str] = field(default_factory=list)
 
     async def on_response(self, response: httpx2.Response) -> None:
         self.statuses[response.status_code] += 1
+        if response.status_code >= 400 and len(self.refusals) < 5:
+            await response.aread()
+            self.refusals.append(f"{response.request.method} {response.status_code} {response.text[:200]}")
         if response.request.method == "POST":
             self.last_post = response.status_code
         sid = response.headers.get("mcp-session-id")
@@ -95,6 +100,7 @@ class Op:
     ok: bool
     first_status: int | None
     error: str | None = None
+    finished: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Tally:
     statuses: Counter = field(default_factory=Counter)
     # Requests on a worker's long-lived legacy session answered 404: sessions lost.
     lost_sessions: int = 0
+    refusals: list[str] = field(default_factory=list)
 
     def failed(self) -> list[Op]:
         return [op for op in self.ops if not op.ok]
@@ -118,6 +125,7 @@ class Tally:
             "statuses": dict(sorted(self.statuses.items())),
             "reauthentications": self.statuses.get(401, 0),
             "lost_sessions": self.lost_sessions,
+            "refusals": self.refusals[:5],
         }
 
     def window(self, after: float) -> dict[str, Any]:
@@ -130,13 +138,16 @@ class Tally:
             (op.started - after for op in sorted(later, key=lambda o: o.started) if op.kind == "session" and op.attempts == 1 and op.ok),
             None,
         )
-        span = (max(op.started for op in hit) - min(op.started for op in hit)) if hit else 0.0
+        span = (max(op.finished for op in hit) - min(op.started for op in hit)) if hit else 0.0
+        writes = [op for op in later if op.kind == "session" and op.started <= after + 10]
+        longest_write = max((op.finished - op.started for op in writes), default=None)
         during = [op for op in later if hit and min(o.started for o in hit) <= op.started <= max(o.started for o in hit)]
         return {
             "first_try_failures": len(hit),
             "unavailability_s": round(span, 2),
             "served_meanwhile": sum(1 for op in during if op.ok and op.attempts == 1),
             "first_clean_write_after_s": None if first_write is None else round(first_write, 2),
+            "longest_write_s": None if longest_write is None else round(longest_write, 2),
         }
 
 
@@ -208,6 +219,7 @@ class Load:
             await self._rounds(token, recorder)
         finally:
             self.tally.statuses.update(recorder.statuses)
+            self.tally.refusals.extend(recorder.refusals)
 
     async def _rounds(self, token: str, recorder: Recorder) -> None:
         async def fresh_session() -> None:
@@ -221,30 +233,41 @@ class Load:
         # The long-lived session: one SDK client for as long as it works. A dropped
         # connection can end the SDK's client (it cannot reopen a session); then the
         # worker opens another long-lived session. That is not a lost session: the server
-        # never answered 404 for it.
+        # never answered 404 for it. Opening is retried like any operation (outside
+        # `attempt`: the client's context must be left by the task that entered it).
+        opened_at, tries = time.monotonic(), 0
         while not self._stop.is_set():
-            async with AsyncExitStack() as stack:
-
-                async def open_long_lived() -> Client:
-                    client = await stack.enter_async_context(connect(self.url, token, "legacy", recorder))
-                    await whoami(client)
-                    return client
-
-                long_lived = await attempt("open", self.tally, recorder, open_long_lived)
-                if long_lived is None:
+            tries += 1
+            try:
+                async with connect(self.url, token, "legacy", recorder) as long_lived:
+                    self.tally.ops.append(Op(opened_at, "open", tries, True, None))
+                    tries = 0
+                    await self._on(long_lived, token, recorder, fresh_session, stateless)
+                opened_at = time.monotonic()
+            except Exception as e:  # noqa: BLE001 - opening failed
+                if tries == 0:
+                    # The client failed after it opened (the SDK ended it): open another.
+                    opened_at = time.monotonic()
                     continue
-                while not self._stop.is_set():
-                    self.rounds += 1
-                    before = recorder.statuses.get(404, 0)
+                if tries > RETRIES:
+                    self.tally.ops.append(Op(opened_at, "open", tries, False, recorder.last_post, repr(e)))
+                    opened_at, tries = time.monotonic(), 0
+                await anyio.sleep(RETRY_PAUSE_S * max(tries, 1))
 
-                    async def on_session(client: Client = long_lived) -> None:
-                        await whoami(client)
+    async def _on(self, long_lived: Client, token: str, recorder: Recorder, fresh_session, stateless) -> None:
+        """Rounds on the long-lived session until it fails or the load stops."""
+        while not self._stop.is_set():
+            self.rounds += 1
+            before = recorder.statuses.get(404, 0)
 
-                    done = await attempt("read", self.tally, recorder, on_session)
-                    if recorder.statuses.get(404, 0) > before:
-                        self.tally.lost_sessions += 1
-                    if done is None:
-                        break
-                    await attempt("session", self.tally, recorder, fresh_session)
-                    await attempt("stateless", self.tally, recorder, stateless)
-                    await anyio.sleep(0.05)
+            async def on_session() -> None:
+                await whoami(long_lived)
+
+            done = await attempt("read", self.tally, recorder, on_session)
+            if recorder.statuses.get(404, 0) > before:
+                self.tally.lost_sessions += 1
+            if done is None:
+                return
+            await attempt("session", self.tally, recorder, fresh_session)
+            await attempt("stateless", self.tally, recorder, stateless)
+            await anyio.sleep(0.05)
