@@ -145,6 +145,10 @@ pub(super) struct Barriers {
     turn: tokio::sync::Mutex<()>,
     /// Barriers actually run (each a confirmation round with the leader).
     rounds: AtomicU64,
+    /// The last barrier that failed: the tickets it covered and why. Callers it covered
+    /// get its answer instead of each waiting out `raft.write_timeout` in turn (on a node
+    /// cut off from its leader, a queue of k requests would otherwise wait k timeouts).
+    failed: std::sync::Mutex<Option<(u64, String)>>,
 }
 
 pub(super) struct Inner {
@@ -1096,11 +1100,28 @@ impl Inner {
         if self.barriers.covered.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
+        if let Some((failed, why)) = &*self
+            .barriers
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            if *failed >= ticket {
+                return Err(Error::Unavailable(why.clone()));
+            }
+        }
         // Everyone who arrived before this barrier starts is served by it.
         let covers = self.barriers.arrived.load(Ordering::SeqCst);
         self.barriers.rounds.fetch_add(1, Ordering::Relaxed);
         let began = now_ms();
-        self.read_barrier().await?;
+        if let Err(e) = self.read_barrier().await {
+            *self
+                .barriers
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((covers, e.to_string()));
+            return Err(e);
+        }
         self.contact.verified_ms.fetch_max(began, Ordering::AcqRel);
         self.barriers.covered.fetch_max(covers, Ordering::SeqCst);
         Ok(())

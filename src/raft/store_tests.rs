@@ -350,6 +350,48 @@ async fn waiting_readers_share_one_barrier() {
     close(store, rt).await;
 }
 
+#[actix_web::test]
+async fn waiting_readers_share_a_failed_barrier_instead_of_each_waiting_it_out() {
+    // A node that belongs to no group knows no leader: each barrier fails after
+    // `raft.write_timeout`. Callers queued behind one get its answer at once.
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        write_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let (store, rt) = Store::open(
+        &config,
+        dir.path(),
+        "secret",
+        Ring::single(Key::generate()),
+        1 << 20,
+        &Limits::default(),
+    )
+    .unwrap();
+    let barriers = &store.0.barriers;
+    let turn = barriers.turn.lock().await;
+    let callers: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.read_barrier().await })
+        })
+        .collect();
+    assert!(eventually(|| barriers.arrived.load(Ordering::SeqCst) == 10).await);
+    drop(turn);
+    for caller in callers {
+        let refused = caller.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&refused, Error::Unavailable(why) if why.contains("no leader")),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(barriers.rounds.load(Ordering::SeqCst), 1);
+    // One arriving after that failure runs a barrier of its own.
+    store.read_barrier().await.unwrap_err();
+    assert_eq!(barriers.rounds.load(Ordering::SeqCst), 2);
+    close(store, rt).await;
+}
+
 async fn open_capped(
     dir: &Path,
     ring: Ring,
