@@ -227,7 +227,7 @@ class Stack:
         interactive = ["-i"] if input is not None else []
         return run(["docker", "exec", *interactive, self.container(service), *argv], check=check, input=input, timeout=60)
 
-    def http_in(self, service: str, path: str, *curl: str, timeout_s: int = 30) -> tuple[int, str]:
+    def http_in(self, service: str, path: str, *curl: str, timeout_s: int = 60) -> tuple[int, str]:
         """An HTTP request to `service`'s public listener from inside it: (status, body;
         status 0 when no answer came within `timeout_s`)."""
         done = self.exec(

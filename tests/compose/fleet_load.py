@@ -9,8 +9,8 @@ worker
 - makes a 2026-07-28 stateless `whoami` call.
 
 Each of these is one *operation*, retried the way an ordinary client retries: on a 502,
-503 or 504 from the balancer, or a dropped connection, up to `RETRIES` more times with a
-growing pause. A 401 (sent back to log in) or a 404 on a session are never retried: they
+503 or 504 from the balancer, a dropped connection or no answer within `CALL_TIMEOUT_S`,
+up to `RETRIES` more times with a growing pause. A 401 (sent back to log in) or a 404 on a session are never retried: they
 are what must not happen. The SDK hides the HTTP status behind its exception, so httpx2
 event hooks record them.
 """
@@ -110,6 +110,8 @@ class Tally:
     # Requests on a worker's long-lived legacy session answered 404: sessions lost.
     lost_sessions: int = 0
     refusals: list[str] = field(default_factory=list)
+    # Tries that got no answer within CALL_TIMEOUT_S.
+    timeouts: int = 0
 
     def failed(self) -> list[Op]:
         return [op for op in self.ops if not op.ok]
@@ -125,6 +127,7 @@ class Tally:
             "statuses": dict(sorted(self.statuses.items())),
             "reauthentications": self.statuses.get(401, 0),
             "lost_sessions": self.lost_sessions,
+            "timed_out_tries": self.timeouts,
             "refusals": self.refusals[:5],
         }
 
@@ -168,7 +171,11 @@ async def attempt(kind: str, tally: Tally, recorder: Recorder, fn: Callable[[], 
             if n == 1:
                 first_status = status
             error = f"{type(e).__name__}: {e} (HTTP {status})"
-            transport = status is None
+            # No answer: a dropped connection, or none within the client's timeout (the
+            # status is then that of an earlier request of the same operation).
+            transport = status is None or isinstance(e, TimeoutError)
+            if isinstance(e, TimeoutError):
+                tally.timeouts += 1
             if not (transport or status in RETRYABLE) or n == RETRIES + 1:
                 break
             await anyio.sleep(RETRY_PAUSE_S * n)

@@ -272,11 +272,19 @@ def test_a_partitioned_node_refuses_writes_serves_nothing_stale_and_heals(stack:
         stack.fleet(majority[0], "cluster", "revoke", "--issuer", ISSUER, "--subject", f"erin-{role}")
 
         # The cut-off node, asked directly: writes refused, nothing stale served.
-        write = new_session_on_node(stack, victim, stack.pki.token("newcomer"))
+        answered_in: dict[str, float] = {}
+
+        def timed(name: str, probe, *args) -> int:
+            began = time.monotonic()
+            status = probe(*args)
+            answered_in[name] = round(time.monotonic() - began, 2)
+            return status
+
+        write = timed("write", new_session_on_node, stack, victim, stack.pki.token("newcomer"))
         stale = {
-            "deleted_session": probe_on_node(stack, victim, dave, dave_session),
-            "revoked_token_stateless": probe_on_node(stack, victim, erin, None),
-            "revoked_users_session": probe_on_node(stack, victim, erin, erin_session),
+            "deleted_session": timed("deleted_session", probe_on_node, stack, victim, dave, dave_session),
+            "revoked_token_stateless": timed("revoked_token", probe_on_node, stack, victim, erin, None),
+            "revoked_users_session": timed("revoked_session", probe_on_node, stack, victim, erin, erin_session),
         }
         time.sleep(3)
         healed_at = time.monotonic()
@@ -294,7 +302,8 @@ def test_a_partitioned_node_refuses_writes_serves_nothing_stale_and_heals(stack:
     figures(f"partition of the {role}", {
         **summary, **window, "victim": victim, "new_leader": new_leader,
         "majority_leader_after_s": round(elected_s, 2), "victim_unready_after_s": round(out_of_rotation_s, 2),
-        "healed_after_s": round(healed_s, 2), "write_on_cut_node": write, "stale_probes": stale, "after_heal": after,
+        "healed_after_s": round(healed_s, 2), "write_on_cut_node": write, "stale_probes": stale, "probes_answered_in_s": answered_in,
+        "after_heal": after,
     })
     assert write == 503, write
     assert 200 not in stale.values(), stale
