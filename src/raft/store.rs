@@ -1115,11 +1115,15 @@ impl Inner {
         self.barriers.rounds.fetch_add(1, Ordering::Relaxed);
         let began = now_ms();
         if let Err(e) = self.read_barrier().await {
+            let why = match &e {
+                Error::Unavailable(why) => why.clone(),
+                other => other.to_string(),
+            };
             *self
                 .barriers
                 .failed
                 .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some((covers, e.to_string()));
+                .unwrap_or_else(|e| e.into_inner()) = Some((covers, why));
             return Err(e);
         }
         self.contact.verified_ms.fetch_max(began, Ordering::AcqRel);
