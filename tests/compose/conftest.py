@@ -392,6 +392,8 @@ def stack(pki: Pki) -> Iterator[Stack]:
         s.compose("up", "-d", "--no-build")
         yield s
     finally:
-        if os.environ.get("FLEET_KEEP") != "1":
+        if os.environ.get("FLEET_KEEP") == "1":
+            print(f"\n[compose] kept: {shlex.join(s.compose_argv())} (files in {folder})")
+        else:
             s.compose("--profile", "scale-out", "down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
             subprocess.run(["rm", "-rf", str(folder)], check=False)
