@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,6 @@ from typing import Any
 import anyio
 import httpx2
 from mcp import Client
-
 from mcp.client.streamable_http import streamable_http_client
 
 REQUEST_TIMEOUT_S = 30

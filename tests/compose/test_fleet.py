@@ -10,7 +10,6 @@ compose-test script runs with `-rA` so they are in the summary of passed tests).
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from typing import Any
 
@@ -18,7 +17,7 @@ import anyio
 import httpx2
 import pytest
 
-from conftest import ISSUER, NODES, Stack, run
+from conftest import ISSUER, NODES, Pki, Stack, run
 from fleet_load import Load, Recorder, connect, whoami
 
 LEGACY = "2025-11-25"
@@ -118,6 +117,11 @@ def delete_session(url: str, token: str, session: str, deadline_s: float = 60) -
         time.sleep(0.3)
 
 
+def foreign_token() -> str:
+    """A well-formed token for the right issuer and audience signed by another key."""
+    return Pki().token("mallory")
+
+
 def container_state(stack: Stack, service: str) -> dict[str, Any]:
     out = run(["docker", "inspect", stack.container(service)]).stdout
     return json.loads(out)[0]
@@ -159,7 +163,7 @@ def test_the_stack_comes_up_healthy_forms_one_group_and_serves_authenticated_cal
         assert negotiated == version, (mode, negotiated)
 
     # Authentication is real: no token, or one the issuer did not sign, is a 401.
-    for headers in ({}, {"Authorization": "Bearer " + Stack_foreign_token()}):
+    for headers in ({}, {"Authorization": "Bearer " + foreign_token()}):
         r = httpx2.post(url, headers={**HEADERS, **headers}, content=rpc_body(
             "initialize", {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}))
         assert r.status_code == 401, (r.status_code, r.text)
@@ -170,13 +174,6 @@ def test_the_stack_comes_up_healthy_forms_one_group_and_serves_authenticated_cal
     resolved = run(["docker", "exec", lb, "getent", "hosts", "raft1"], check=False)
     assert resolved.returncode != 0, f"raft1 resolves from the load balancer: {resolved.stdout}"
     figures("up", {"healthy_after_s": round(up_s, 1), "leader": leader})
-
-
-def Stack_foreign_token() -> str:
-    """A well-formed token for the right issuer and audience signed by another key."""
-    from conftest import Pki
-
-    return Pki().token("mallory")
 
 
 def kill_and_measure(stack: Stack, victim: str, others: list[str], started: float) -> dict[str, Any]:
