@@ -1,6 +1,8 @@
 //! Authentication throughput by tier: memory-tier hits, replica hits (an opaque token
 //! introspected by another authenticator on the same store), and full JWT verification
-//! with cached keys (RS256 and ES256). Prints figures; asserts nothing about speed.
+//! with cached keys (RS256 and ES256), through the authenticator and as one in-process
+//! check (`jsonwebtoken::decode` with the node's checks; the signature step alone on
+//! `ring` and on `RustCrypto`). Prints figures; asserts nothing about speed.
 //!
 //! Run with `cargo bench --bench auth`.
 
@@ -10,7 +12,10 @@ mod test_issuer;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use mcp_fleet::internals::auth::{Authenticator, Config, Introspection, IssuerConfig};
+use jsonwebtoken::crypto::rust_crypto;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{DecodingKey, Validation};
+use mcp_fleet::internals::auth::{jwt_crypto, Authenticator, Config, Introspection, IssuerConfig};
 use mcp_fleet::internals::crypto::{Key, Ring};
 use mcp_fleet::internals::limits::Limits;
 use mcp_fleet::internals::raft::Store;
@@ -132,6 +137,70 @@ async fn full_verification(auth: &Authenticator, issuer: &TestIssuer, key: &Test
     assert_eq!((auth.stats().verified - before) as usize, n);
 }
 
+/// One full check in process, without the authenticator around it: header, signature,
+/// time, issuer and audience (`jsonwebtoken::decode` as `auth::jwt` calls it), then the
+/// signature step alone on each backend.
+fn in_process_checks(issuer: &TestIssuer, key: &TestKey, n: usize) {
+    let alg = key.alg;
+    let jwk: Jwk = serde_json::from_value(key.jwk().clone()).expect("a JWK");
+    let decoding = DecodingKey::from_jwk(&jwk).expect("a key");
+    let tokens: Vec<String> = (0..n)
+        .map(|i| key.sign(&issuer.claims(RESOURCE, &format!("user-{i}"))))
+        .collect();
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[issuer.issuer()]);
+    validation.set_audience(&[RESOURCE]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    let backend = if jwt_crypto::installed() {
+        "ring"
+    } else {
+        "RustCrypto"
+    };
+    let start = Instant::now();
+    for token in &tokens {
+        jsonwebtoken::decode::<serde_json::Value>(token, &decoding, &validation).expect("accepted");
+    }
+    report(
+        &format!("one full check {alg:?} in-process ({backend})"),
+        n,
+        start.elapsed(),
+    );
+
+    let signed: Vec<(&str, String)> = tokens
+        .iter()
+        .map(|t| {
+            let (message, signature) = t.rsplit_once('.').expect("a JWS");
+            (message, signature.to_owned())
+        })
+        .collect();
+    let start = Instant::now();
+    for (message, signature) in &signed {
+        let ok = jsonwebtoken::crypto::verify(signature, message.as_bytes(), &decoding, alg);
+        assert!(ok.expect("checked"));
+    }
+    report(
+        &format!("  signature only {alg:?} ({backend})"),
+        n,
+        start.elapsed(),
+    );
+    let start = Instant::now();
+    for (message, signature) in &signed {
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+                .expect("base64url");
+        let verifier =
+            (rust_crypto::DEFAULT_PROVIDER.verifier_factory)(&alg, &decoding).expect("a key");
+        verifier
+            .verify(message.as_bytes(), &bytes)
+            .expect("genuine");
+    }
+    report(
+        &format!("  signature only {alg:?} (RustCrypto, before)"),
+        n,
+        start.elapsed(),
+    );
+}
+
 async fn negative_hits(auth: &Authenticator, issuer: &TestIssuer) {
     let before = issuer.introspections();
     let n = 200_000;
@@ -191,6 +260,8 @@ async fn run() {
     replica_hits(&issuer, &store).await;
     full_verification(&auth, &issuer, &rsa1, 2_000).await;
     full_verification(&auth, &issuer, &ec1, 2_000).await;
+    in_process_checks(&issuer, &rsa1, 2_000);
+    in_process_checks(&issuer, &ec1, 2_000);
     negative_hits(&auth, &issuer).await;
     println!("{:?}", auth.stats());
     for delay in [50, 250] {
@@ -200,6 +271,8 @@ async fn run() {
 }
 
 fn main() {
+    // First, as a node does: the first use of `jsonwebtoken` fixes its backend.
+    jwt_crypto::install();
     mcp_fleet::internals::actors::install_tls_provider();
     actix::System::new().block_on(run());
 }
