@@ -4,7 +4,10 @@
 //! check (`jsonwebtoken::decode` with the node's checks; the signature step alone on
 //! `ring` and on `RustCrypto`). Prints figures; asserts nothing about speed.
 //!
-//! Run with `cargo bench --bench auth`.
+//! Run with `cargo bench --bench auth`. With `AUTH_BENCH=in-process` it runs only the
+//! in-process checks, 200 of each, for instruction counts that noise does not move:
+//! `AUTH_BENCH=in-process valgrind --tool=callgrind target/release/deps/auth-…`, then
+//! `callgrind_annotate --inclusive=yes` and divide a function's count by 200.
 
 #[path = "../src/auth/test_issuer.rs"]
 mod test_issuer;
@@ -295,5 +298,12 @@ fn main() {
     // First, as a node does: the first use of `jsonwebtoken` fixes its backend.
     jwt_crypto::install();
     mcp_fleet::internals::actors::install_tls_provider();
+    if std::env::var("AUTH_BENCH").as_deref() == Ok("in-process") {
+        let (rsa1, ec1) = (TestKey::rsa1(), TestKey::ec1());
+        let issuer = TestIssuer::start(&[&rsa1, &ec1]);
+        in_process_checks(&issuer, &rsa1, 200);
+        in_process_checks(&issuer, &ec1, 200);
+        return;
+    }
     actix::System::new().block_on(run());
 }
