@@ -75,6 +75,12 @@ impl Verifier {
     /// A verifier for the issuers of `config`; `resource` is the default audience.
     pub fn new(config: &Config, resource: &str, jwks: JwksHandle) -> Self {
         jwt_crypto::install();
+        if !jwt_crypto::installed() {
+            tracing::warn!(
+                "JWT signatures are checked with RustCrypto, several times slower than ring: \
+                 jsonwebtoken was used before jwt_crypto::install"
+            );
+        }
         let issuers = config
             .issuers
             .iter()
