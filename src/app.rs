@@ -104,6 +104,9 @@ impl App {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
+        // Before anything signs or checks a token: the first use of `jsonwebtoken` fixes
+        // its crypto backend for the process.
+        crate::auth::jwt_crypto::install();
         let command = Cli::command().name(self.name).version(self.version);
         let cli = match command
             .try_get_matches_from(args)

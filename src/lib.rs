@@ -69,6 +69,7 @@ pub mod internals {
     }
     /// Token validation.
     pub mod auth {
+        pub use crate::auth::jwt_crypto;
         pub use crate::auth::{
             AuthError, Authenticator, CaFileError, Config, Introspection, IssuerCas, IssuerConfig,
             Principal,

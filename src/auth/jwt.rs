@@ -18,10 +18,11 @@ use serde_json::{Map, Value};
 
 use super::claims::{self, Facts};
 use super::config::{Config, IssuerConfig, ResolvedClaims};
+use super::jwt_crypto::{self, MAX_RSA_BITS};
 use super::{AuthError, Principal};
 use crate::actors::JwksHandle;
 
-/// Smallest RSA modulus we accept, in bits.
+/// Smallest RSA modulus we accept, in bits (also the least `ring` checks with).
 const MIN_RSA_BITS: usize = 2048;
 
 /// Whether `token` is a JWT rather than an opaque token: three dot-separated parts whose
@@ -73,6 +74,13 @@ fn invalid(reason: impl Into<String>) -> AuthError {
 impl Verifier {
     /// A verifier for the issuers of `config`; `resource` is the default audience.
     pub fn new(config: &Config, resource: &str, jwks: JwksHandle) -> Self {
+        jwt_crypto::install();
+        if !jwt_crypto::installed() {
+            tracing::warn!(
+                "JWT signatures are checked with RustCrypto, several times slower than ring: \
+                 jsonwebtoken was used before jwt_crypto::install"
+            );
+        }
         let issuers = config
             .issuers
             .iter()
@@ -315,8 +323,10 @@ fn usable(jwk: Jwk, allowed: &[Algorithm]) -> Option<Key> {
     let (family, curve) = match &jwk.algorithm {
         AlgorithmParameters::RSA(rsa) => {
             let n = URL_SAFE_NO_PAD.decode(&rsa.n).ok()?;
-            let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
-            (bits >= MIN_RSA_BITS).then_some((AlgorithmFamily::Rsa, None))?
+            let bits = jwt_crypto::bits(jwt_crypto::minimal(&n));
+            (MIN_RSA_BITS..=MAX_RSA_BITS)
+                .contains(&bits)
+                .then_some((AlgorithmFamily::Rsa, None))?
         }
         AlgorithmParameters::EllipticCurve(ec) => (AlgorithmFamily::Ec, Some(ec.curve.clone())),
         AlgorithmParameters::OctetKeyPair(okp) => (AlgorithmFamily::Ed, Some(okp.curve.clone())),
@@ -602,5 +612,26 @@ mod tests {
         p384["alg"] = Value::Null;
         let set = KeySet::parse(&json!({"keys": [p384]}), &[Algorithm::ES256]);
         assert_eq!(set.len(), 0);
+    }
+    #[test]
+    fn rsa_keys_outside_2048_to_4096_bits_are_skipped() {
+        let key = |kid: &str, n: &[u8]| json!({"kty": "RSA", "kid": kid, "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"});
+        let mut padded = vec![0u8];
+        padded.extend([0xc5u8; 256]);
+        let document = json!({"keys": [
+            key("2047", &[0x7fu8; 256]),
+            key("2048", &[0x80u8; 256]),
+            key("padded", &padded),
+            key("4096", &[0xffu8; 512]),
+            key("4104", &[0x80u8; 513]),
+        ]});
+        let set = KeySet::parse(&document, &[Algorithm::RS256]);
+        let found = |kid| matches!(set.find(Some(kid), Algorithm::RS256), Lookup::Found(_));
+        assert!(!found("2047"));
+        assert!(found("2048"));
+        assert!(found("padded"));
+        assert!(found("4096"));
+        assert!(!found("4104"));
+        assert_eq!(set.len(), 3);
     }
 }

@@ -6,6 +6,7 @@
 //! - `claims` maps a token's claims to a principal (presets for WorkOS, Auth0, Keycloak,
 //!   Entra).
 //! - `jwt` verifies signed tokens against keys from the JWKS actor.
+//! - [`jwt_crypto`] checks their signatures with `ring`.
 //! - `introspect` asks an issuer about opaque tokens (RFC 7662).
 //! - [`Authenticator`] ties them together behind tiers chosen by cost.
 //! - [`Exchanger`] gets tokens for upstream APIs on a caller's behalf (RFC 8693).
@@ -19,6 +20,7 @@ pub mod dev;
 mod exchange;
 mod introspect;
 pub(crate) mod jwt;
+pub mod jwt_crypto;
 mod revocation;
 #[cfg(test)]
 pub(crate) mod test_issuer;

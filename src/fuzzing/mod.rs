@@ -191,8 +191,9 @@ fn keys() -> &'static [DecodingKey; 3] {
 
 /// A bearer token, as far as a node reads it before its signature is checked: whether it
 /// is a JWT, its header and unverified issuer, then the library's decoding with a key of
-/// the family its header names.
+/// the family its header names, its signature checked by `ring` as on a node.
 pub fn jwt(data: &[u8]) {
+    crate::auth::jwt_crypto::install();
     let Ok(token) = std::str::from_utf8(data) else {
         return;
     };

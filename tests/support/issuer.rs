@@ -283,6 +283,8 @@ pub mod forge {
 struct State {
     issuer: String,
     published: Vec<(Key, String)>,
+    /// When set, the key set served instead of the JWKs of `published`.
+    jwks: Option<Vec<Value>>,
     down: bool,
     requests: HashMap<String, usize>,
     opaque: HashMap<String, Value>,
@@ -389,6 +391,7 @@ impl Issuer {
         let state: Shared = Arc::new(Mutex::new(State {
             issuer: String::new(),
             published: keys.iter().map(|k| (*k, k.kid().to_owned())).collect(),
+            jwks: None,
             down: false,
             requests: HashMap::new(),
             opaque: HashMap::new(),
@@ -486,6 +489,12 @@ impl Issuer {
         lock(&self.state).published = keys.iter().map(|(k, kid)| (*k, kid.to_string())).collect();
     }
 
+    /// Serves exactly `jwks` as its key set from now on, whatever `publish` said; tokens
+    /// it signs and introspects still use the published keys.
+    pub fn publish_jwks(&self, jwks: Vec<Value>) {
+        lock(&self.state).jwks = Some(jwks);
+    }
+
     /// While `down`, every path answers 503 (requests are still counted).
     pub fn set_down(&self, down: bool) {
         lock(&self.state).down = down;
@@ -572,8 +581,12 @@ async fn jwks(state: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
     if let Some(refused) = gate(&state, &req) {
         return refused;
     }
-    let published = lock(&state).published.clone();
-    let keys: Vec<Value> = published.iter().map(|(key, kid)| key.jwk(kid)).collect();
+    let (published, raw) = {
+        let state = lock(&state);
+        (state.published.clone(), state.jwks.clone())
+    };
+    let keys: Vec<Value> =
+        raw.unwrap_or_else(|| published.iter().map(|(key, kid)| key.jwk(kid)).collect());
     HttpResponse::Ok().json(json!({ "keys": keys }))
 }
 

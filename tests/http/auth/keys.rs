@@ -111,3 +111,25 @@ fn a_flood_of_made_up_kids_fetches_the_key_set_a_bounded_number_of_times() {
     // The real key is still known.
     assert_accepted(&server, &good, "alice");
 }
+
+#[test]
+fn a_key_whose_modulus_an_issuer_pads_with_a_zero_byte_still_verifies() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let issuer = Issuer::publishing(&[Key::Rsa1]);
+    // RFC 7518 wants n without leading zeros; some issuers add one (a DER habit), and
+    // the signature backend reads only minimal integers unless told otherwise.
+    let mut padded = Key::Rsa1.jwk(Key::Rsa1.kid());
+    let n = URL_SAFE_NO_PAD
+        .decode(padded["n"].as_str().expect("n"))
+        .expect("base64url");
+    padded["n"] = json!(URL_SAFE_NO_PAD.encode([&[0u8][..], &n].concat()));
+    issuer.publish_jwks(vec![padded]);
+    let server = start(&issuer, REQUIRED, "");
+    assert_accepted(&server, &token(&issuer, &server, Key::Rsa1).sign(), "alice");
+    // Still the key's own signatures only.
+    let other = token(&issuer, &server, Key::Rsa2)
+        .kid(Key::Rsa1.kid())
+        .sign();
+    assert_invalid_token(&server, &other);
+}
