@@ -18,6 +18,8 @@ mod examples;
 #[allow(dead_code)]
 #[path = "../tests/cluster/harness.rs"]
 mod harness;
+#[path = "support/process.rs"]
+mod process;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,25 +28,12 @@ use serde_json::json;
 
 use harness::Cluster;
 
-/// CPU time process `pid` has used so far (user and system).
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
-    // Fields after the command name (which may hold spaces) start at its ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
-        .split(' ')
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    // Linux reports in clock ticks of 1/100 s (USER_HZ).
-    Duration::from_millis(ticks * 10)
-}
-
 /// Every node's CPU time so far, by id.
 fn cpus(cluster: &Cluster) -> Vec<Duration> {
     cluster
         .ids()
         .into_iter()
-        .map(|id| cpu(cluster.node(id).pid()))
+        .map(|id| process::cpu_time(cluster.node(id).pid()))
         .collect()
 }
 

@@ -26,6 +26,9 @@ mod issuer;
 #[path = "../tests/support/upstream.rs"]
 mod upstream;
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,16 +127,7 @@ impl Node {
 
     /// CPU time the process has used so far (user and system).
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("the process's stat");
-        // Fields after the command name (which may hold spaces) start at its ')'.
-        let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
-            .split(' ')
-            .collect();
-        let ticks: u64 =
-            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-        // Linux reports in clock ticks of 1/100 s (USER_HZ).
-        Duration::from_millis(ticks * 10)
+        process::cpu_time(self.child.id())
     }
 }
 
