@@ -18,7 +18,7 @@ import httpx2
 import pytest
 
 from conftest import ISSUER, NODES, Pki, Stack, run
-from fleet_load import Load, Recorder, connect, whoami
+from fleet_load import RETRYABLE, Load, Recorder, connect, whoami
 
 LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
@@ -79,31 +79,34 @@ def parse_reply(text: str) -> Any:
     return None
 
 
+def post_on_node(stack: Stack, node: str, token: str, body: str, headers: dict[str, str]) -> int:
+    """The status of a POST of `body` to `node` itself (inside its container), with the
+    headers every MCP POST carries plus `headers`."""
+    sent = {**HEADERS, "Authorization": f"Bearer {token}", **headers}
+    curl = [arg for name, value in sent.items() for arg in ("-H", f"{name}: {value}")]
+    status, _ = stack.http_in(node, "/mcp", "-X", "POST", *curl, "--data", body)
+    return status
+
+
 def probe_on_node(stack: Stack, node: str, token: str, session: str | None) -> int:
-    """The status of a `tools/call whoami` sent to `node` itself (inside its container):
-    on `session` (legacy), or stateless (2026-07-28) when `session` is None."""
-    headers = ["-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
-               "-H", f"Authorization: Bearer {token}"]
+    """The status of a `tools/call whoami` sent to `node` itself: on `session` (legacy),
+    or stateless (2026-07-28) when `session` is None."""
     if session is None:
         body = rpc_body("tools/call", {"name": "whoami", "arguments": {},
                                        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
                                                  "io.modelcontextprotocol/clientCapabilities": {}}})
-        headers += ["-H", f"MCP-Protocol-Version: {MODERN}", "-H", "Mcp-Method: tools/call", "-H", "Mcp-Name: whoami"]
+        headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "whoami"}
     else:
         body = rpc_body("tools/call", {"name": "whoami", "arguments": {}})
-        headers += ["-H", f"Mcp-Session-Id: {session}", "-H", f"MCP-Protocol-Version: {LEGACY}"]
-    status, _ = stack.http_in(node, "/mcp", "-X", "POST", *headers, "--data", body)
-    return status
+        headers = {"Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
+    return post_on_node(stack, node, token, body, headers)
 
 
 def new_session_on_node(stack: Stack, node: str, token: str) -> int:
     """The status of an `initialize` (a write: a new session) sent to `node` itself."""
     body = rpc_body("initialize", {"protocolVersion": LEGACY, "capabilities": {},
                                    "clientInfo": {"name": "compose-probe", "version": "1"}})
-    status, _ = stack.http_in(node, "/mcp", "-X", "POST", "-H", "Content-Type: application/json",
-                              "-H", "Accept: application/json, text/event-stream",
-                              "-H", f"Authorization: Bearer {token}", "--data", body)
-    return status
+    return post_on_node(stack, node, token, body, {})
 
 
 def delete_session(url: str, token: str, session: str, deadline_s: float = 60) -> int:
@@ -112,7 +115,7 @@ def delete_session(url: str, token: str, session: str, deadline_s: float = 60) -
     deadline = time.monotonic() + deadline_s
     while True:
         status = httpx2.delete(url, headers=headers, timeout=30).status_code
-        if status not in (502, 503, 504) or time.monotonic() > deadline:
+        if status not in RETRYABLE or time.monotonic() > deadline:
             return status
         time.sleep(0.3)
 
