@@ -3,10 +3,12 @@
 //! In JSON every line is one object: the event's own fields at the top level (`message`,
 //! `level`, `target`, `timestamp`, …), the innermost span's fields under `span` and every
 //! enclosing span's under `spans`. A public request's span carries `request_id`, `method`
-//! and `path`; a tool call's carries `tool` and `subject`.
+//! and `path`, and its access line the tool call it carried (see [`AccessNote`]); a tool
+//! call outside a request has a span of its own with `tool` and `subject`.
 //!
 //! The lines are formatted without colour work when colours are off ([`format`]).
 
+mod access;
 mod format;
 
 use std::io::IsTerminal;
@@ -14,6 +16,8 @@ use std::io::IsTerminal;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+
+pub(crate) use access::{AccessNote, ToolCall};
 
 use crate::config::{LogConfig, LogFormat};
 

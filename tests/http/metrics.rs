@@ -125,11 +125,12 @@ fn metrics_move_with_calls_and_need_the_cluster_secret() {
         "{after}"
     );
 
-    // The JSON log: one access line for the call, with the caller's request id, and the
-    // tool call with its tool and subject; the token nowhere.
-    let log = eventually("the access line", Duration::from_secs(5), || {
+    // The JSON log: one access line for the call, with the caller's request id, the tool,
+    // the caller's subject and the outcome, and no second line for the call at `info`; the
+    // token nowhere. Waiting for the last request's line (the 401) waits for all of them.
+    let log = eventually("the access lines", Duration::from_secs(5), || {
         let log = server.log();
-        log.contains("metrics-test-1").then_some(log)
+        (log.contains("metrics-test-1") && log.contains("\"status\":401")).then_some(log)
     });
     assert!(
         !log.contains(&token),
@@ -147,11 +148,18 @@ fn metrics_move_with_calls_and_need_the_cluster_secret() {
     assert_eq!(access[0]["status"], 200, "{log}");
     assert_eq!(access[0]["span"]["method"], "POST", "{log}");
     assert_eq!(access[0]["span"]["path"], "/mcp", "{log}");
+    assert_eq!(access[0]["tool"], "echo", "{log}");
+    assert_eq!(access[0]["subject"], "dev-user", "{log}");
+    assert_eq!(access[0]["outcome"], "ok", "{log}");
+    assert!(access[0]["latency_ms"].is_f64(), "{log}");
     assert!(
-        lines.iter().any(|l| l["message"] == "tool call"
-            && l["span"]["tool"] == "echo"
-            && l["span"]["subject"] == "dev-user"
-            && l["outcome"] == "ok"),
-        "no tool call line:\n{log}"
+        !lines.iter().any(|l| l["message"] == "tool call"),
+        "the call was logged twice:\n{log}"
     );
+    // A request that called no tool names none.
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["status"] == 401)
+        .expect("the 401's access line");
+    assert!(refused.get("tool").is_none(), "{log}");
 }
