@@ -1,4 +1,4 @@
-//! Logging setup: `tracing` to standard error, human-readable or JSON.
+//! Logging setup: `tracing` to standard error, human-readable or JSON, written in batches.
 //!
 //! In JSON every line is one object: the event's own fields at the top level (`message`,
 //! `level`, `target`, `timestamp`, …), the innermost span's fields under `span` and every
@@ -6,10 +6,13 @@
 //! and `path`, and its access line the tool call it carried (see [`AccessNote`]); a tool
 //! call outside a request has a span of its own with `tool` and `subject`.
 //!
-//! The lines are formatted without colour work when colours are off ([`format`]).
+//! The lines are formatted without colour work when colours are off ([`format`]) and
+//! written by [`writer`]: `WARN` and `ERROR` at once, the rest within
+//! `log.flush_interval`, everything by the time [`Logs`] is dropped.
 
 mod access;
 mod format;
+mod writer;
 
 use std::io::IsTerminal;
 
@@ -21,13 +24,24 @@ pub(crate) use access::{AccessNote, ToolCall};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Keeps the log writer going; dropping it writes every line still held. Hold it until
+/// the process has nothing more to log.
+#[must_use = "dropping it stops the batching at once"]
+pub struct Logs {
+    _flush: writer::Flush,
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, replaces the configured filter.
-pub fn init(log: &LogConfig) {
+pub fn init(log: &LogConfig) -> Logs {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Standard output may be the protocol channel (stdio), so logs never go there.
-    let writer = std::io::stderr;
+    let (writer, flush) = writer::Batched::start(
+        std::io::stderr(),
+        log.flush_interval,
+        log.max_buffered_bytes,
+    );
     let _ = match log.format {
         LogFormat::Json => json_subscriber(filter, writer).try_init(),
         // Colours for a person at a terminal: the stock formatter, only the clock replaced.
@@ -40,6 +54,7 @@ pub fn init(log: &LogConfig) {
             .try_init(),
         LogFormat::Pretty => plain_subscriber(filter, writer).try_init(),
     };
+    Logs { _flush: flush }
 }
 
 /// The JSON subscriber writing to `writer`: what `log.format = "json"` installs, and what

@@ -163,3 +163,30 @@ fn metrics_move_with_calls_and_need_the_cluster_secret() {
         .expect("the 401's access line");
     assert!(refused.get("tool").is_none(), "{log}");
 }
+
+#[test]
+fn log_lines_held_for_batching_are_all_written_at_a_clean_stop() {
+    // Info lines wait up to a minute: only the stop can write this one in time.
+    let mut server = Server::builder()
+        .config("[log]\nformat = \"json\"\nflush_interval = \"60s\"\n")
+        .start();
+    let reply = Modern::call("echo", json!({ "text": "last words" }))
+        .header("x-request-id", "stop-test-1")
+        .send(server.url());
+    assert_eq!(reply.tool_text(), "last words", "{reply:?}");
+    assert!(
+        !server.log().contains("stop-test-1"),
+        "the line was not held:\n{}",
+        server.log()
+    );
+    let status = server.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let log = server.log();
+    let access = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request" && l["span"]["request_id"] == "stop-test-1")
+        .unwrap_or_else(|| panic!("the access line was lost at the stop:\n{log}"));
+    assert_eq!(access["status"], 200, "{log}");
+    assert_eq!(access["tool"], "echo", "{log}");
+}
