@@ -138,7 +138,7 @@ impl App {
             eprintln!("{}: {e}", self.name);
             return ExitCode::from(2);
         }
-        telemetry::init(&config.log);
+        let logs = telemetry::init(&config.log);
         let catalog = self.catalog();
         let result = actix_web::rt::System::new().block_on(async move {
             match cli.command {
@@ -160,6 +160,8 @@ impl App {
                 }
             }
         });
+        // Every buffered line out before the process's last words, in order.
+        drop(logs);
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

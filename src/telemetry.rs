@@ -1,9 +1,18 @@
-//! Logging setup: `tracing` to standard error, human-readable or JSON.
+//! Logging setup: `tracing` to standard error, human-readable or JSON, written in batches.
 //!
 //! In JSON every line is one object: the event's own fields at the top level (`message`,
 //! `level`, `target`, `timestamp`, …), the innermost span's fields under `span` and every
 //! enclosing span's under `spans`. A public request's span carries `request_id`, `method`
-//! and `path`; a tool call's carries `tool` and `subject`.
+//! and `path`, and its access line the tool call it carried (see [`AccessNote`]); a tool
+//! call outside a request has a span of its own with `tool` and `subject`.
+//!
+//! The lines are formatted without colour work when colours are off ([`format`]) and
+//! written by [`writer`]: `WARN` and `ERROR` at once, the rest within
+//! `log.flush_interval`, everything by the time [`Logs`] is dropped.
+
+mod access;
+mod format;
+mod writer;
 
 use std::io::IsTerminal;
 
@@ -11,23 +20,41 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+pub(crate) use access::{AccessNote, ToolCall};
+
 use crate::config::{LogConfig, LogFormat};
 
+/// Keeps the log writer going; dropping it writes every line still held. Hold it until
+/// the process has nothing more to log.
+#[must_use = "dropping it stops the batching at once"]
+pub struct Logs {
+    _flush: writer::Flush,
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, replaces the configured filter.
-pub fn init(log: &LogConfig) {
+pub fn init(log: &LogConfig) -> Logs {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Standard output may be the protocol channel (stdio), so logs never go there.
+    let (writer, flush) = writer::Batched::start(
+        std::io::stderr(),
+        log.flush_interval,
+        log.max_buffered_bytes,
+    );
     let _ = match log.format {
-        LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init(),
-        LogFormat::Pretty => tracing_subscriber::fmt()
+        LogFormat::Json => json_subscriber(filter, writer).try_init(),
+        // Colours for a person at a terminal: the stock formatter, only the clock replaced.
+        LogFormat::Pretty if std::io::stderr().is_terminal() => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
+            .with_timer(format::Timestamp)
+            .with_ansi(true)
+            .with_writer(writer)
             .finish()
             .try_init(),
+        LogFormat::Pretty => plain_subscriber(filter, writer).try_init(),
     };
+    Logs { _flush: flush }
 }
 
 /// The JSON subscriber writing to `writer`: what `log.format = "json"` installs, and what
@@ -39,15 +66,30 @@ pub fn json_subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    // Span fields on every line: the request id follows everything a request logs.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(writer)
-        .json()
-        .flatten_event(true)
-        // Span fields on every line: the request id follows everything a request logs.
-        .with_current_span(true)
-        .with_span_list(true)
+        .fmt_fields(format::JsonSpanFields)
+        .event_format(format::Json::new())
+        .finish()
+}
+
+/// The `pretty` subscriber without colours, writing to `writer`.
+fn plain_subscriber<W>(
+    filter: EnvFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(writer)
+        .fmt_fields(format::PlainFields)
+        .event_format(format::Plain::new())
         .finish()
 }
 
@@ -98,5 +140,137 @@ mod tests {
         for kept in ["core error", "replication warning", "our warning"] {
             assert!(output.contains(kept), "{kept} missing:\n{output}");
         }
+    }
+
+    impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// An error with a cause.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("could not write")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// Logs what the node logs, in each way a line can look.
+    fn emit() {
+        let request =
+            tracing::info_span!("request", request_id = %"4f2a", method = "POST", path = %"/mcp");
+        let _request = request.enter();
+        let call = tracing::info_span!("tool_call", tool = %"echo", subject = %"dev-user");
+        let _call = call.enter();
+        tracing::info!(
+            status = 200u16,
+            latency_ms = 1.5,
+            whole = 2.0,
+            ok = true,
+            delta = -3i64,
+            text = "q\"uote\n",
+            list = ?vec![1, 2],
+            r#type = "raw",
+            "request \x1b[31m\u{85} done"
+        );
+        drop(_call);
+        let cause = std::io::Error::other("disk \x07full");
+        let error = std::io::Error::other(Wrapped(cause));
+        tracing::warn!(
+            error = &error as &(dyn std::error::Error + 'static),
+            "with a cause"
+        );
+        tracing::warn!(reason = %"no \"leader\"", "plain warning");
+        drop(_request);
+        tracing::error!("outside any span");
+    }
+
+    /// What `subscriber` writes for [`emit`], each line without its leading timestamp.
+    fn lines_of<S>(make: impl FnOnce(Buffer) -> S, strip: impl Fn(&str) -> String) -> Vec<String>
+    where
+        S: tracing::Subscriber + Send + Sync + 'static,
+    {
+        let buffer = Buffer::default();
+        tracing::subscriber::with_default(make(buffer.clone()), emit);
+        buffer.text().lines().map(strip).collect()
+    }
+
+    #[test]
+    fn plain_lines_read_as_tracing_subscribers_own_without_colours() {
+        let strip = |line: &str| line[27..].to_owned();
+        let stock = lines_of(
+            |b| {
+                tracing_subscriber::fmt()
+                    .with_env_filter(EnvFilter::new("info"))
+                    .with_ansi(false)
+                    .with_writer(b)
+                    .finish()
+            },
+            strip,
+        );
+        let ours = lines_of(|b| plain_subscriber(EnvFilter::new("info"), b), strip);
+        assert_eq!(stock.len(), 4, "{stock:#?}");
+        assert_eq!(ours, stock);
+        assert!(
+            ours[0].contains("\\x1b[31m"),
+            "control characters are spelt out: {ours:?}"
+        );
+    }
+
+    #[test]
+    fn json_lines_read_as_tracing_subscribers_own() {
+        // The timestamp is the first key of both: compare from the level on.
+        let strip = |line: &str| line[line.find("\"level\"").unwrap()..].to_owned();
+        let stock = lines_of(
+            |b| {
+                tracing_subscriber::fmt()
+                    .with_env_filter(EnvFilter::new("info"))
+                    .with_ansi(false)
+                    .with_writer(b)
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .finish()
+            },
+            strip,
+        );
+        let ours = lines_of(|b| json_subscriber(EnvFilter::new("info"), b), strip);
+        assert_eq!(stock.len(), 4, "{stock:#?}");
+        assert_eq!(ours, stock);
+    }
+
+    #[test]
+    fn both_formats_stamp_lines_as_tracing_subscriber_does() {
+        let buffer = Buffer::default();
+        tracing::subscriber::with_default(
+            plain_subscriber(EnvFilter::new("info"), buffer.clone()),
+            || {
+                tracing::info!("now");
+            },
+        );
+        let text = buffer.text();
+        let stamp = &text[..27];
+        let parsed = humantime::parse_rfc3339(stamp).unwrap_or_else(|e| panic!("{stamp}: {e}"));
+        let age = std::time::SystemTime::now()
+            .duration_since(parsed)
+            .unwrap_or_default();
+        assert!(
+            age < std::time::Duration::from_secs(600),
+            "{stamp} is not now"
+        );
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.',
+            "{stamp}"
+        );
     }
 }

@@ -203,6 +203,9 @@ fn ctx_token_for_under_stdio_returns_the_local_token_its_configuration_names() {
         ("ACME_API_TOKEN", "env-token-1"),
         // Whatever logs at debug must still leave the tokens out.
         ("MCP_FLEET_LOG__FILTER", "debug"),
+        // The log is read while the server runs: each line written as it is made, none
+        // still held in the batch.
+        ("MCP_FLEET_LOG__FLUSH_INTERVAL", "0s"),
     ]);
     let url = upstream.url("/echo");
     let mut id = 0;

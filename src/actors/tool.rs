@@ -91,11 +91,18 @@ impl ToolHandle {
     /// Runs one call of the tool; `args` is the call's `arguments` object. The call is
     /// counted by outcome, timed, and logged once with the tool's name and the caller.
     pub async fn call(&self, ctx: Context, args: Value) -> Result<Output, Error> {
-        let span = tracing::info_span!(
-            "tool_call",
-            tool = %self.name(),
-            subject = %ctx.principal().subject,
-        );
+        // Inside a request its span names the call, and its access line carries the call's
+        // tool, caller and outcome; a call outside one (a task, stdio) gets its own span.
+        let note = crate::telemetry::AccessNote::current();
+        let subject = note.as_ref().map(|_| ctx.principal().subject.clone());
+        let span = match note {
+            Some(_) => tracing::Span::current(),
+            None => tracing::info_span!(
+                "tool_call",
+                tool = %self.name(),
+                subject = %ctx.principal().subject,
+            ),
+        };
         let started = Instant::now();
         let result = self
             .addr
@@ -109,13 +116,30 @@ impl ToolHandle {
         let elapsed = started.elapsed();
         let outcome = outcome(&result);
         self.metrics.record(outcome, elapsed);
-        span.in_scope(|| {
-            tracing::info!(
-                outcome = outcome.as_str(),
-                latency_ms = elapsed.as_micros() as f64 / 1000.0,
-                "tool call"
-            )
-        });
+        let latency_ms = elapsed.as_micros() as f64 / 1000.0;
+        match (note, subject) {
+            (Some(note), Some(subject)) => {
+                let call = crate::telemetry::ToolCall {
+                    tool: self.name().to_owned(),
+                    subject,
+                    outcome: outcome.as_str(),
+                };
+                if let Err(call) = note.leave(call) {
+                    // The request's line is written (a stream outlived its head): this one.
+                    tracing::info!(
+                        tool = call.tool.as_str(),
+                        subject = call.subject.as_str(),
+                        outcome = call.outcome,
+                        latency_ms,
+                        "tool call"
+                    );
+                } else {
+                    tracing::debug!(outcome = outcome.as_str(), latency_ms, "tool call");
+                }
+            }
+            _ => span
+                .in_scope(|| tracing::info!(outcome = outcome.as_str(), latency_ms, "tool call")),
+        }
         result
     }
 

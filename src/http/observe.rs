@@ -1,8 +1,10 @@
 //! What the public listener records of each request: a `tracing` span with a request id,
 //! one access-log line when the response is ready, and the request metrics.
 //!
-//! The access line names the method, path, status and latency; never headers, the query
-//! string or bodies, where bearer tokens and other secrets travel.
+//! The access line names the method, path, status and latency, and for a tool call that
+//! ended before the response was ready its tool, the caller's subject and the outcome
+//! (see [`AccessNote`]): one line per call. Never headers, the query string or bodies,
+//! where bearer tokens and other secrets travel.
 
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
@@ -16,6 +18,7 @@ use actix_web::HttpMessage;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
+use crate::telemetry::AccessNote;
 
 /// The header carrying the request id, in both directions.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -88,6 +91,8 @@ where
             method,
             path = %req.path(),
         );
+        // Where a tool call run for this request leaves what the access line says of it.
+        let note = AccessNote::attach(&span);
         let metrics = self.metrics.clone();
         let service = self.service.clone();
         Box::pin(
@@ -99,9 +104,14 @@ where
                 };
                 let elapsed = started.elapsed();
                 metrics.http_request(method, status.as_u16(), elapsed);
+                let call = note.and_then(|note| note.take());
+                let call = call.as_ref();
                 tracing::info!(
                     status = status.as_u16(),
                     latency_ms = elapsed.as_micros() as f64 / 1000.0,
+                    tool = call.map(|c| c.tool.as_str()),
+                    subject = call.map(|c| c.subject.as_str()),
+                    outcome = call.map(|c| c.outcome),
                     "request"
                 );
                 let mut res = result?;
@@ -152,6 +162,7 @@ mod tests {
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
+    use crate::telemetry::ToolCall;
 
     /// Collects what the subscriber writes.
     #[derive(Clone, Default)]
@@ -264,6 +275,78 @@ mod tests {
         assert!(metrics
             .render()
             .contains("mcp_fleet_http_requests_total{method=\"POST\",status=\"200\"} 3"));
+    }
+
+    /// Where [`calling`] puts the note it found, for the test to try after the response.
+    type Found = web::Data<Mutex<Option<Arc<AccessNote>>>>;
+
+    /// A handler that runs a tool call: it leaves the call in its request's note.
+    async fn calling(found: Found) -> HttpResponse {
+        let note = AccessNote::current().expect("the request's note, found from inside it");
+        let call = ToolCall {
+            tool: "echo".to_owned(),
+            subject: "alice".to_owned(),
+            outcome: "ok",
+        };
+        note.leave(call.clone()).expect("an open note");
+        // A second call in the same request (a batch) is given back to log its own line.
+        assert_eq!(
+            note.leave(call),
+            Err(ToolCall {
+                tool: "echo".to_owned(),
+                subject: "alice".to_owned(),
+                outcome: "ok"
+            })
+        );
+        *found.lock().unwrap() = Some(note);
+        HttpResponse::Ok().body("called")
+    }
+
+    #[actix_web::test]
+    async fn the_access_line_names_the_tool_call_that_ended_before_it() {
+        let buffer = Buffer::default();
+        let subscriber = crate::telemetry::json_subscriber(
+            tracing_subscriber::EnvFilter::new("info"),
+            buffer.clone(),
+        );
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let found: Found = web::Data::new(Mutex::new(None));
+        let app = init_service(
+            App::new()
+                .wrap(Observe::new(Metrics::new()))
+                .app_data(found.clone())
+                .route("/call", web::post().to(calling))
+                .route("/mcp", web::post().to(handler)),
+        )
+        .await;
+        let res = call_service(&app, TestRequest::post().uri("/call").to_request()).await;
+        assert_eq!(res.status(), 200);
+        let res = call_service(&app, TestRequest::post().uri("/mcp").to_request()).await;
+        assert_eq!(res.status(), 200);
+        // Its line is written: a call ending now logs its own.
+        let note = found.lock().unwrap().take().expect("the handler ran");
+        let late = ToolCall {
+            tool: "echo".to_owned(),
+            subject: "alice".to_owned(),
+            outcome: "ok",
+        };
+        assert_eq!(note.leave(late.clone()), Err(late));
+
+        let output = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let accesses: Vec<serde_json::Value> = output
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .filter(|l: &serde_json::Value| l["message"] == "request")
+            .collect();
+        assert_eq!(accesses.len(), 2, "{output}");
+        assert_eq!(accesses[0]["span"]["path"], "/call", "{output}");
+        assert_eq!(accesses[0]["tool"], "echo", "{output}");
+        assert_eq!(accesses[0]["subject"], "alice", "{output}");
+        assert_eq!(accesses[0]["outcome"], "ok", "{output}");
+        assert_eq!(accesses[1]["span"]["path"], "/mcp", "{output}");
+        for field in ["tool", "subject", "outcome"] {
+            assert!(accesses[1].get(field).is_none(), "{field}: {output}");
+        }
     }
 
     #[test]

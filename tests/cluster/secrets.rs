@@ -4,6 +4,7 @@
 //! `/metrics`; bad names, tenants and values are refused naming the cap.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -171,10 +172,11 @@ fn a_secret_set_or_deleted_through_one_node_is_what_every_other_node_uses_at_onc
             assert!(found.is_empty(), "node {id}: {value} in {found:?}");
         }
         if through.contains(&id) {
-            let logged = files_containing(dir, b"a tenant secret was set");
-            assert!(
-                !logged.is_empty(),
-                "node {id} logs the set (the grep reads its log)"
+            // Info lines reach the log in batches.
+            fleet.cluster.eventually(
+                &format!("node {id} to log the set (the grep reads its log)"),
+                Duration::from_secs(10),
+                || (!files_containing(dir, b"a tenant secret was set").is_empty()).then_some(()),
             );
         }
         let metrics = fleet.cluster.try_metrics(id).expect("metrics");

@@ -125,11 +125,12 @@ fn metrics_move_with_calls_and_need_the_cluster_secret() {
         "{after}"
     );
 
-    // The JSON log: one access line for the call, with the caller's request id, and the
-    // tool call with its tool and subject; the token nowhere.
-    let log = eventually("the access line", Duration::from_secs(5), || {
+    // The JSON log: one access line for the call, with the caller's request id, the tool,
+    // the caller's subject and the outcome, and no second line for the call at `info`; the
+    // token nowhere. Waiting for the last request's line (the 401) waits for all of them.
+    let log = eventually("the access lines", Duration::from_secs(5), || {
         let log = server.log();
-        log.contains("metrics-test-1").then_some(log)
+        (log.contains("metrics-test-1") && log.contains("\"status\":401")).then_some(log)
     });
     assert!(
         !log.contains(&token),
@@ -147,11 +148,45 @@ fn metrics_move_with_calls_and_need_the_cluster_secret() {
     assert_eq!(access[0]["status"], 200, "{log}");
     assert_eq!(access[0]["span"]["method"], "POST", "{log}");
     assert_eq!(access[0]["span"]["path"], "/mcp", "{log}");
+    assert_eq!(access[0]["tool"], "echo", "{log}");
+    assert_eq!(access[0]["subject"], "dev-user", "{log}");
+    assert_eq!(access[0]["outcome"], "ok", "{log}");
+    assert!(access[0]["latency_ms"].is_f64(), "{log}");
     assert!(
-        lines.iter().any(|l| l["message"] == "tool call"
-            && l["span"]["tool"] == "echo"
-            && l["span"]["subject"] == "dev-user"
-            && l["outcome"] == "ok"),
-        "no tool call line:\n{log}"
+        !lines.iter().any(|l| l["message"] == "tool call"),
+        "the call was logged twice:\n{log}"
     );
+    // A request that called no tool names none.
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["status"] == 401)
+        .expect("the 401's access line");
+    assert!(refused.get("tool").is_none(), "{log}");
+}
+
+#[test]
+fn log_lines_held_for_batching_are_all_written_at_a_clean_stop() {
+    // Info lines wait up to a minute: only the stop can write this one in time.
+    let mut server = Server::builder()
+        .config("[log]\nformat = \"json\"\nflush_interval = \"60s\"\n")
+        .start();
+    let reply = Modern::call("echo", json!({ "text": "last words" }))
+        .header("x-request-id", "stop-test-1")
+        .send(server.url());
+    assert_eq!(reply.tool_text(), "last words", "{reply:?}");
+    assert!(
+        !server.log().contains("stop-test-1"),
+        "the line was not held:\n{}",
+        server.log()
+    );
+    let status = server.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let log = server.log();
+    let access = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request" && l["span"]["request_id"] == "stop-test-1")
+        .unwrap_or_else(|| panic!("the access line was lost at the stop:\n{log}"));
+    assert_eq!(access["status"], 200, "{log}");
+    assert_eq!(access["tool"], "echo", "{log}");
 }
