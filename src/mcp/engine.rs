@@ -211,7 +211,7 @@ pub(crate) struct Services {
 }
 
 impl Engine {
-    /// An engine over a registry whose tool actors are already running.
+    /// An engine over a registry and the handles that run its tools.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         info: ServerInfo,

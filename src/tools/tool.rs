@@ -46,6 +46,11 @@ pub trait Tool: Send + Sync + 'static {
     fn info(&self) -> ToolInfo;
 
     /// Runs one call.
+    ///
+    /// The call runs on the thread that serves the request, among that thread's other
+    /// requests: await, never block. Put blocking or long CPU-bound work in
+    /// [`tokio::task::spawn_blocking`] and await its handle; the call's timeout and
+    /// cancellation then still end the call on time.
     fn call(
         &self,
         ctx: Context,
@@ -349,7 +354,7 @@ pub enum Error {
     BecomeTask,
 }
 
-/// Object-safe form of [`Tool`] used by the registry and the tool actors.
+/// Object-safe form of [`Tool`] used by the registry and the tool handles.
 pub(crate) trait DynTool: Send + Sync {
     fn info(&self) -> &ToolInfo;
     fn listing(&self) -> &Value;
