@@ -303,13 +303,17 @@ impl Output {
 
     /// The `CallToolResult` object (without `resultType`).
     pub fn to_value(&self) -> Value {
+        self.clone().into_value()
+    }
+
+    /// The `CallToolResult` object (without `resultType`), made of this output's own
+    /// values rather than copies of them.
+    pub fn into_value(self) -> Value {
         let mut obj = Map::new();
-        obj.insert(
-            "content".into(),
-            serde_json::to_value(&self.content).unwrap_or_default(),
-        );
-        if let Some(s) = &self.structured {
-            obj.insert("structuredContent".into(), s.clone());
+        let content = self.content.into_iter().map(|c| c.0).collect();
+        obj.insert("content".into(), Value::Array(content));
+        if let Some(s) = self.structured {
+            obj.insert("structuredContent".into(), s);
         }
         if self.is_error {
             obj.insert("isError".into(), Value::Bool(true));
