@@ -126,7 +126,7 @@ impl Default for Catalog {
     }
 }
 
-/// Builds the protocol engine: tool actors, sessions, sealing key, and what tool calls
+/// Builds the protocol engine: tools, sessions, sealing key, and what tool calls
 /// are given (`services`). Must be called inside an actix system.
 pub(crate) fn engine(
     config: &Config,
@@ -137,8 +137,7 @@ pub(crate) fn engine(
     services: crate::mcp::Services,
 ) -> Engine {
     let registry = catalog.registry.clone();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = ToolPool::start(&registry, &config.tools, threads, metrics);
+    let pool = ToolPool::start(&registry, &config.tools, metrics);
     let tasks = crate::mcp::Tasks::new(
         store.clone(),
         config.tasks.clone(),

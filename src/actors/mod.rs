@@ -5,8 +5,9 @@
 //!   store, and a hook inside the log's apply drops what the log changed.
 //! - `JwksHandle` fronts the JWKS actor: key lookups read a shared cache; only a miss
 //!   reaches the actor, which fetches each issuer's key set (rate-limited, shared).
-//! - [`ToolHandle`] fronts one tool actor: per-tool concurrency limit, timeout,
-//!   cooperative cancellation, and panic containment.
+//! - [`ToolHandle`] runs one tool's calls on the calling request's task (no mailbox, no
+//!   thread hop): per-tool concurrency limit, timeout, cooperative cancellation, and
+//!   panic containment.
 
 pub(crate) mod jwks;
 mod session;

@@ -1,12 +1,21 @@
-//! Tool actors: each tool runs in its own actor with a concurrency limit and a timeout.
-//! Every call is counted and timed by outcome, and logged with the tool and the caller.
+//! Tool calls: each tool has a concurrency limit and a timeout, and its calls run on the
+//! task of the request that makes them. Every call is counted and timed by outcome, and
+//! logged with the tool and the caller.
+//!
+//! Calls used to go to one actor per tool on an arbiter thread of its own, so each call
+//! crossed threads twice (an `eventfd` wake-up and two context switches, about a fifth of
+//! a call's CPU). A tool is a future like the request around it; running it where the
+//! request runs keeps every guarantee the actor gave: the tool's semaphore still limits
+//! its calls in flight across the node's workers, the timeout, the panic catch and the
+//! cancellation wrap the same future, and one slow tool still never holds up another
+//! (it waits at an await point; nothing waits for it). What a tool must not do is block
+//! its thread, as no async code may; [`Tool`](crate::tools::Tool) says so.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, Context as ActorContext, Handler, Message, ResponseFuture};
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -15,75 +24,13 @@ use tracing::Instrument;
 use crate::metrics::{Metrics, ToolMetrics, ToolOutcome};
 use crate::tools::{self, Context, DynTool, Error, Output, Registry};
 
-struct ToolActor {
-    tool: Arc<dyn DynTool>,
-    permits: Arc<Semaphore>,
-    timeout: Duration,
-}
-
-impl Actor for ToolActor {
-    type Context = ActorContext<Self>;
-}
-
-struct Call {
-    ctx: Context,
-    args: Value,
-    /// The call's span, so that what the tool logs on its actor's thread names the call.
-    span: tracing::Span,
-}
-
-impl Message for Call {
-    type Result = Result<Output, Error>;
-}
-
-impl Handler<Call> for ToolActor {
-    type Result = ResponseFuture<Result<Output, Error>>;
-
-    fn handle(&mut self, msg: Call, _: &mut Self::Context) -> Self::Result {
-        let tool = self.tool.clone();
-        let permits = self.permits.clone();
-        let timeout = self.timeout;
-        let span = msg.span.clone();
-        let call = async move {
-            let cancel = msg.ctx.cancel_token().clone();
-            let run = async move {
-                let _permit = permits
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::Overloaded)?;
-                let name = tool.info().name.clone();
-                match tokio::time::timeout(
-                    timeout,
-                    AssertUnwindSafe(tool.call(msg.ctx, msg.args)).catch_unwind(),
-                )
-                .await
-                {
-                    Err(_) => {
-                        tracing::warn!(tool = %name, ?timeout, "tool call timed out");
-                        Err(Error::Timeout(timeout))
-                    }
-                    Ok(Err(_)) => {
-                        tracing::error!(tool = %name, "tool call panicked");
-                        Err(Error::Panicked)
-                    }
-                    Ok(Ok(result)) => result,
-                }
-            };
-            // Dropping the tool's future at its next await point is the cooperative stop.
-            tokio::select! {
-                result = run => result,
-                () = cancel.cancelled() => Err(Error::Cancelled),
-            }
-        };
-        Box::pin(call.instrument(span))
-    }
-}
-
-/// The typed handle of one tool's actor.
+/// The typed handle of one tool: its limits and its metrics.
 #[derive(Clone)]
 pub struct ToolHandle {
-    addr: Addr<ToolActor>,
     tool: Arc<dyn DynTool>,
+    /// Calls in flight, shared by every worker of the node.
+    permits: Arc<Semaphore>,
+    timeout: Duration,
     metrics: ToolMetrics,
 }
 
@@ -104,15 +51,7 @@ impl ToolHandle {
             ),
         };
         let started = Instant::now();
-        let result = self
-            .addr
-            .send(Call {
-                ctx,
-                args,
-                span: span.clone(),
-            })
-            .await
-            .unwrap_or(Err(Error::Overloaded));
+        let result = self.run(ctx, args).instrument(span.clone()).await;
         let elapsed = started.elapsed();
         let outcome = outcome(&result);
         self.metrics.record(outcome, elapsed);
@@ -141,6 +80,43 @@ impl ToolHandle {
                 .in_scope(|| tracing::info!(outcome = outcome.as_str(), latency_ms, "tool call")),
         }
         result
+    }
+
+    /// The call itself: under a permit, within the timeout, with a panic caught, until
+    /// the call is cancelled.
+    async fn run(&self, ctx: Context, args: Value) -> Result<Output, Error> {
+        let cancel = ctx.cancel_token().clone();
+        let timeout = self.timeout;
+        let run = async move {
+            let _permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Overloaded)?;
+            let name = &self.tool.info().name;
+            match tokio::time::timeout(
+                timeout,
+                AssertUnwindSafe(self.tool.clone().call(ctx, args)).catch_unwind(),
+            )
+            .await
+            {
+                Err(_) => {
+                    tracing::warn!(tool = %name, ?timeout, "tool call timed out");
+                    Err(Error::Timeout(timeout))
+                }
+                Ok(Err(_)) => {
+                    tracing::error!(tool = %name, "tool call panicked");
+                    Err(Error::Panicked)
+                }
+                Ok(Ok(result)) => result,
+            }
+        };
+        // Dropping the tool's future at its next await point is the cooperative stop.
+        tokio::select! {
+            result = run => result,
+            () = cancel.cancelled() => Err(Error::Cancelled),
+        }
     }
 
     /// The tool's `tools/list` entry.
@@ -177,7 +153,7 @@ fn outcome(result: &Result<Output, Error>) -> ToolOutcome {
     }
 }
 
-/// The tool actors of one node, spread over a few arbiter threads.
+/// The tools of one node, by name and in listing order.
 #[derive(Clone)]
 pub struct ToolPool {
     by_name: Arc<HashMap<String, ToolHandle>>,
@@ -185,39 +161,22 @@ pub struct ToolPool {
 }
 
 impl ToolPool {
-    /// Starts one actor per registered tool, recording calls into `metrics`. Must be called
-    /// inside an actix system.
-    pub fn start(
-        registry: &Registry,
-        config: &tools::Config,
-        threads: usize,
-        metrics: &Metrics,
-    ) -> Self {
-        let arbiters: Vec<Arbiter> = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
+    /// A handle per registered tool with its limits from `config`, recording calls into
+    /// `metrics`.
+    pub fn start(registry: &Registry, config: &tools::Config, metrics: &Metrics) -> Self {
         let ordered: Vec<ToolHandle> = registry
             .tools
             .iter()
-            .enumerate()
-            .map(|(i, tool)| {
+            .map(|tool| {
                 let limits = config.limits(&tool.info().name);
-                let actor = ToolActor {
+                ToolHandle {
                     tool: tool.clone(),
                     permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
                     timeout: limits.timeout,
-                };
-                let addr =
-                    ToolActor::start_in_arbiter(&arbiters[i % arbiters.len()].handle(), |_| actor);
-                ToolHandle {
-                    addr,
-                    tool: tool.clone(),
                     metrics: metrics.tool(&tool.info().name),
                 }
             })
             .collect();
-        // The arbiters live as long as the system; their handles keep the threads running.
-        for arbiter in arbiters {
-            std::mem::forget(arbiter);
-        }
         let by_name = ordered
             .iter()
             .map(|h| (h.name().to_owned(), h.clone()))
@@ -236,5 +195,194 @@ impl ToolPool {
     /// Every tool in listing order.
     pub fn all(&self) -> &[ToolHandle] {
         &self.ordered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::future::BoxFuture;
+    use serde_json::json;
+
+    use super::*;
+    use crate::tools::{FnTool, NoArgs, Peer, ToolInfo};
+
+    /// A client that is never asked anything by these tools.
+    struct Silent;
+
+    impl Peer for Silent {
+        fn notify(&self, _method: &str, _params: Value) {}
+
+        fn request(
+            &self,
+            _method: &str,
+            _params: Value,
+        ) -> BoxFuture<'static, Result<Value, Error>> {
+            Box::pin(async { Err(Error::Client("not in this test".into())) })
+        }
+    }
+
+    fn context() -> Context {
+        Context::for_test(Arc::new(Silent), json!({}), None, None)
+    }
+
+    /// A tool that counts its calls as they start, then waits for a permit of `gate`.
+    fn gated(name: &str, started: &Arc<AtomicUsize>, gate: &Arc<Semaphore>) -> impl tools::Tool {
+        let (started, gate) = (started.clone(), gate.clone());
+        FnTool::new(
+            ToolInfo::new(name, "Waits at the gate."),
+            move |_, _: NoArgs| {
+                let (started, gate) = (started.clone(), gate.clone());
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    gate.acquire().await.expect("gate open").forget();
+                    Ok(Output::text("through"))
+                }
+            },
+        )
+    }
+
+    fn pool(registry: &Registry, limits: &[(&str, usize, Duration)]) -> ToolPool {
+        let mut config = tools::Config::default();
+        for (name, concurrency, timeout) in limits {
+            let limits = tools::Limits {
+                concurrency: *concurrency,
+                timeout: *timeout,
+            };
+            config.per_tool.insert((*name).to_owned(), limits);
+        }
+        ToolPool::start(registry, &config, &Metrics::new())
+    }
+
+    /// Lets every task of this (single-threaded) runtime run until it waits.
+    async fn settle() {
+        for _ in 0..32 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_runs_on_the_thread_that_makes_it() {
+        let mut registry = Registry::new();
+        registry.tool(FnTool::new(
+            ToolInfo::new("where", "Names its thread."),
+            |_, _: NoArgs| async { Ok(Output::text(format!("{:?}", std::thread::current().id()))) },
+        ));
+        let pool = pool(&registry, &[]);
+        let output = pool.get("where").unwrap().call(context(), json!({})).await;
+        let here = format!("{:?}", std::thread::current().id());
+        assert_eq!(output.unwrap().to_value()["content"][0]["text"], here);
+    }
+
+    #[tokio::test]
+    async fn a_tool_at_its_concurrency_limit_starts_the_next_call_when_one_ends() {
+        let (started, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Semaphore::new(0)));
+        let (other_started, other_gate) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(Semaphore::new(0)));
+        let mut registry = Registry::new();
+        registry.tool(gated("one_at_a_time", &started, &gate));
+        registry.tool(gated("other", &other_started, &other_gate));
+        let pool = pool(&registry, &[("one_at_a_time", 1, Duration::from_secs(60))]);
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let calls: Vec<_> = (0..2)
+                    .map(|_| {
+                        let tool = pool.get("one_at_a_time").unwrap().clone();
+                        tokio::task::spawn_local(
+                            async move { tool.call(context(), json!({})).await },
+                        )
+                    })
+                    .collect();
+                settle().await;
+                assert_eq!(started.load(Ordering::SeqCst), 1, "the second call waits");
+                // Another tool's calls do not wait for this one's permit.
+                let other = pool.get("other").unwrap().clone();
+                let other_call =
+                    tokio::task::spawn_local(async move { other.call(context(), json!({})).await });
+                settle().await;
+                assert_eq!(other_started.load(Ordering::SeqCst), 1);
+                other_gate.add_permits(1);
+                other_call.await.unwrap().expect("the other tool answers");
+                gate.add_permits(1);
+                settle().await;
+                assert_eq!(
+                    started.load(Ordering::SeqCst),
+                    2,
+                    "the first ended, the second runs"
+                );
+                gate.add_permits(1);
+                for call in calls {
+                    call.await.unwrap().expect("both calls answer");
+                }
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_timeout_ends_as_timed_out_and_gives_its_permit_back() {
+        let (started, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Semaphore::new(0)));
+        let mut registry = Registry::new();
+        registry.tool(gated("stuck", &started, &gate));
+        let timeout = Duration::from_millis(50);
+        let pool = pool(&registry, &[("stuck", 1, timeout)]);
+        let tool = pool.get("stuck").unwrap();
+        for _ in 0..2 {
+            let result = tool.call(context(), json!({})).await;
+            assert!(
+                matches!(result, Err(Error::Timeout(t)) if t == timeout),
+                "{result:?}"
+            );
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_is_contained_and_the_tool_answers_again() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let mut registry = Registry::new();
+        registry.tool(FnTool::new(
+            ToolInfo::new("flaky", "Panics on its first call."),
+            move |_, _: NoArgs| {
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        panic!("the first call panics");
+                    }
+                    Ok(Output::text("fine"))
+                }
+            },
+        ));
+        let pool = pool(&registry, &[("flaky", 1, Duration::from_secs(60))]);
+        let tool = pool.get("flaky").unwrap();
+        let result = tool.call(context(), json!({})).await;
+        assert!(matches!(result, Err(Error::Panicked)), "{result:?}");
+        tool.call(context(), json!({}))
+            .await
+            .expect("the permit came back and the tool answers");
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_call_stops_the_tool_and_gives_its_permit_back() {
+        let (started, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Semaphore::new(0)));
+        let mut registry = Registry::new();
+        registry.tool(gated("waits", &started, &gate));
+        let pool = pool(&registry, &[("waits", 1, Duration::from_secs(60))]);
+        let tool = pool.get("waits").unwrap();
+        let ctx = context();
+        let cancel = ctx.cancel_token().clone();
+        let call = tool.call(ctx, json!({}));
+        let (result, ()) = tokio::join!(call, async {
+            settle().await;
+            cancel.cancel();
+        });
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        gate.add_permits(1);
+        tool.call(context(), json!({}))
+            .await
+            .expect("the permit came back and the tool answers");
     }
 }

@@ -239,15 +239,7 @@ pub(super) async fn post(
                 .map(|id| sse::priming(&id, state.config.sse_retry.as_millis()))
                 .into_iter()
                 .collect();
-            respond(
-                rx,
-                prelude,
-                false,
-                None,
-                Some((live, stream)),
-                state.config.sse_keepalive,
-            )
-            .await
+            respond(rx, prelude, false, None, state.config.sse_keepalive).await
         }
     }
 }

@@ -139,6 +139,9 @@ struct Stream {
     overflowed: bool,
     next_seq: u64,
     subscriber: Option<Tx>,
+    /// Whether a reader was handed anything of this stream (a message, or the marker that
+    /// ends its connection), so the client may hold one of its event ids.
+    delivered: bool,
     finished_at: Option<Instant>,
     /// A request stream's place under `http.max_streams_per_session`, given back when
     /// its final message is sent.
@@ -156,6 +159,7 @@ impl Stream {
             overflowed: false,
             next_seq: 0,
             subscriber,
+            delivered: false,
             finished_at: None,
             held,
             events_gauge: caps.kept_events.clone(),
@@ -342,11 +346,26 @@ impl LiveSession {
 
     /// Sends a message on `stream`: to its reader if one is attached, and into its buffer
     /// for resumption. Returns false when the stream no longer exists.
-    pub fn push(&self, stream: u64, message: Value, is_final: bool) -> bool {
+    pub fn push(&self, stream: u64, mut message: Value, is_final: bool) -> bool {
         let mut streams = self.streams.lock().expect("streams lock");
         let Some(s) = streams.get_mut(&stream) else {
             return false;
         };
+        if is_final && !s.delivered {
+            // The reader gets the final message first, so it answers with it as a plain
+            // JSON body (see `mcp::respond`), which has no event id: nothing of this
+            // stream can be resumed, so it needs neither an id nor a copy kept, and ends
+            // here. A reader already gone falls through: its messages wait as before.
+            if let Some(tx) = s.subscriber.take() {
+                match tx.send(Outgoing::plain(message, true)) {
+                    Ok(()) => {
+                        streams.remove(&stream);
+                        return true;
+                    }
+                    Err(mpsc::error::SendError(out)) => message = out.message,
+                }
+            }
+        }
         let seq = s.next_seq;
         s.next_seq += 1;
         let out = Outgoing {
@@ -357,6 +376,8 @@ impl LiveSession {
         if let Some(tx) = &s.subscriber {
             if tx.send(out.clone()).is_err() {
                 s.subscriber = None;
+            } else {
+                s.delivered = true;
             }
         }
         // Kept even when a reader took it: the reader's connection may be dead without
@@ -376,6 +397,7 @@ impl LiveSession {
         let mut streams = self.streams.lock().expect("streams lock");
         if let Some(s) = streams.get_mut(&stream) {
             if let Some(tx) = s.subscriber.take() {
+                s.delivered = true;
                 let _ = tx.send(Outgoing::detach());
             }
         }
@@ -412,16 +434,11 @@ impl LiveSession {
         for (_, out) in s.events.iter().filter(|(n, _)| *n > seq) {
             let _ = tx.send(out.clone());
         }
+        s.delivered = true;
         if s.finished_at.is_none() {
             s.subscriber = Some(tx);
         }
         Ok(stream)
-    }
-
-    /// Forgets a stream whose final message was its only one, sent as a plain JSON body
-    /// that has no event id to resume from.
-    pub fn close_stream(&self, stream: u64) {
-        self.streams.lock().expect("streams lock").remove(&stream);
     }
 
     fn close(&self) {
@@ -485,6 +502,63 @@ mod tests {
             live.resume("garbage", channel().0),
             Err(AttachError::Unknown)
         );
+    }
+
+    #[test]
+    fn a_final_answer_sent_first_to_its_reader_ends_the_stream_without_an_event_id() {
+        let caps = caps(4, 4);
+        let limits = caps.limits.clone();
+        let live = LiveSession::new(caps, 1);
+        let (tx, mut rx) = channel();
+        let stream = live.open_stream(tx).unwrap();
+        assert_eq!(limits.gauge(MAX_STREAMS).get(), 1);
+        assert!(live.push(stream, json!("done"), true));
+        let answer = rx.try_recv().unwrap();
+        assert_eq!(answer.message, json!("done"));
+        assert!(answer.is_final);
+        assert_eq!(answer.id, None, "a plain JSON answer has no event id");
+        // Nothing kept, the stream's place given back, and nothing to resume.
+        assert_eq!(limits.gauge(MAX_STREAMS).get(), 0);
+        assert_eq!(limits.gauge(MAX_STREAM_EVENTS).get(), 0);
+        assert!(!live.push(stream, json!("late"), false));
+        assert_eq!(
+            live.resume(&live.event_id(stream, 0), channel().0),
+            Err(AttachError::Unknown)
+        );
+    }
+
+    #[test]
+    fn a_final_answer_after_a_message_keeps_its_event_id_for_resumption() {
+        let live = LiveSession::new(caps(4, 4), 1);
+        let (tx, mut rx) = channel();
+        let stream = live.open_stream(tx).unwrap();
+        live.push(stream, json!("progress"), false);
+        live.push(stream, json!("done"), true);
+        let first = rx.try_recv().unwrap();
+        let last = rx.try_recv().unwrap();
+        assert!(first.id.is_some() && last.id.is_some());
+        assert!(last.is_final);
+        drop(rx);
+        let (tx, mut resumed) = channel();
+        live.resume(first.id.as_deref().unwrap(), tx).unwrap();
+        let replayed = resumed.try_recv().unwrap();
+        assert_eq!((replayed.message, replayed.id), (json!("done"), last.id));
+    }
+
+    #[test]
+    fn a_final_answer_after_a_detach_is_kept_for_the_resuming_client() {
+        let live = LiveSession::new(caps(4, 4), 1);
+        let (tx, mut rx) = channel();
+        let stream = live.open_stream(tx).unwrap();
+        let priming = live.reserve_id(stream).unwrap();
+        live.detach(stream);
+        assert!(rx.try_recv().unwrap().is_detach());
+        live.push(stream, json!("done"), true);
+        let (tx, mut resumed) = channel();
+        live.resume(&priming, tx).unwrap();
+        let replayed = resumed.try_recv().unwrap();
+        assert_eq!(replayed.message, json!("done"));
+        assert!(replayed.id.is_some());
     }
 
     #[test]

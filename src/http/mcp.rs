@@ -3,7 +3,6 @@
 //! versions, [`modern`](super::modern) serves 2026-07-28.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderValue, ACCEPT};
@@ -16,7 +15,6 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::body;
 use super::keys::{BODY_READ_TIMEOUT, MAX_PARSED_BODY_BYTES};
-use super::live::LiveSession;
 use super::sse::{self, Outgoing, Rx, Tx};
 use super::{guard, legacy, modern, State};
 use crate::mcp::jsonrpc::{self, error_response, notification};
@@ -256,7 +254,6 @@ pub(super) async fn respond(
     prelude: Vec<Bytes>,
     modern: bool,
     guard: Option<DropGuard>,
-    stream: Option<(Arc<LiveSession>, u64)>,
     keepalive: Duration,
 ) -> HttpResponse {
     let Some(first) = rx.recv().await else {
@@ -266,10 +263,8 @@ pub(super) async fn respond(
             &RpcError::internal("the request ended without a response"),
         );
     };
+    // A legacy stream whose final message comes first has already ended (`LiveSession::push`).
     if first.is_final {
-        if let Some((live, id)) = &stream {
-            live.close_stream(*id);
-        }
         drop(guard.map(DropGuard::disarm));
         let status = first
             .message

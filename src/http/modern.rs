@@ -223,7 +223,6 @@ pub(super) async fn post(
         Vec::new(),
         true,
         Some(cancel.drop_guard()),
-        None,
         state.config.sse_keepalive,
     )
     .await

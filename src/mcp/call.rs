@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
-use super::engine::{object_param, str_param};
+use super::engine::{object_param_in, str_param};
 use super::mrtr::{self, Round};
 use super::{Call, Engine, Era, RpcError};
 use crate::tools::{self, Context, Output, Peer};
@@ -101,8 +101,9 @@ impl Engine {
                 needed.join(" ")
             )));
         }
-        let args = object_param(params, "arguments")?;
-        if let Some(created) = self.maybe_task(call, params, &tool, &args).await? {
+        let no_args = Map::new();
+        let args = object_param_in(params, "arguments")?.unwrap_or(&no_args);
+        if let Some(created) = self.maybe_task(call, params, &tool, args).await? {
             return Ok(created);
         }
         let target = format!("tools/call:{name}");
@@ -114,7 +115,7 @@ impl Engine {
             && info.task_support != tools::TaskSupport::Forbidden
             && super::tasks::declared(call);
         let outcome = self
-            .interactive_with(call, params, (&target, &args), detachable, {
+            .interactive_with(call, params, (&target, args), detachable, {
                 let tool = tool.clone();
                 move |ctx| async move { tool.call(ctx, run_args).await }.boxed()
             })
@@ -122,10 +123,10 @@ impl Engine {
         match outcome {
             Interactive::InputRequired(result) => Ok(result),
             Interactive::BecomeTask(answers) => {
-                let created = self.create_task(call, params, &tool, &args, answers);
+                let created = self.create_task(call, params, &tool, args, answers);
                 created.await
             }
-            Interactive::Done(Ok(output)) => Ok(output.to_value()),
+            Interactive::Done(Ok(output)) => Ok(output.into_value()),
             Interactive::Done(Err(e)) => tool_error(name, e),
         }
     }
@@ -136,14 +137,14 @@ impl Engine {
 pub(super) fn tool_error(name: &str, error: tools::Error) -> Result<Value, RpcError> {
     use tools::Error as E;
     match error {
-        E::Failed(message) => Ok(Output::error(message).to_value()),
+        E::Failed(message) => Ok(Output::error(message).into_value()),
         E::Timeout(after) => Ok(Output::error(format!(
             "The tool {name} timed out after {} ms",
             after.as_millis()
         ))
-        .to_value()),
+        .into_value()),
         E::Client(message) => {
-            Ok(Output::error(format!("The client could not answer: {message}")).to_value())
+            Ok(Output::error(format!("The client could not answer: {message}")).into_value())
         }
         E::Overloaded => Err(RpcError::internal(format!(
             "{name} is overloaded; retry later"

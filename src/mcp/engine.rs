@@ -211,7 +211,7 @@ pub(crate) struct Services {
 }
 
 impl Engine {
-    /// An engine over a registry whose tool actors are already running.
+    /// An engine over a registry and the handles that run its tools.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         info: ServerInfo,
@@ -653,9 +653,17 @@ pub(super) fn object_param(
     params: &Map<String, Value>,
     key: &str,
 ) -> Result<Map<String, Value>, RpcError> {
+    object_param_in(params, key).map(|o| o.cloned().unwrap_or_default())
+}
+
+/// The object parameter `key`, borrowed; `None` when absent or null.
+pub(super) fn object_param_in<'a>(
+    params: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, RpcError> {
     match params.get(key) {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(o)) => Ok(o.clone()),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
         Some(_) => Err(RpcError::invalid_params(format!(
             "params.{key} must be an object"
         ))),

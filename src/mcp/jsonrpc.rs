@@ -213,14 +213,28 @@ fn parse_error_object(error: &Value) -> RpcError {
     }
 }
 
+// The builders below move their parts into the message: `json!` would serialise each
+// interpolated `Value` into a copy of itself, which for a result is a deep copy per call.
+
+/// A message of JSON-RPC 2.0 with these members after `jsonrpc`.
+fn message<const N: usize>(members: [(&str, Value); N]) -> Value {
+    let mut obj = Map::new();
+    obj.insert("jsonrpc".into(), Value::String("2.0".into()));
+    for (key, value) in members {
+        obj.insert(key.into(), value);
+    }
+    Value::Object(obj)
+}
+
 /// A success response.
 pub fn response(id: &Id, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    message([("id", id.clone()), ("result", result)])
 }
 
 /// An error response; `id` is `null` when the request's id could not be read.
 pub fn error_response(id: Option<&Id>, error: &RpcError) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": error.to_value() })
+    let id = id.cloned().unwrap_or(Value::Null);
+    message([("id", id), ("error", error.to_value())])
 }
 
 /// The response to request `id`: its result, or its error.
@@ -233,12 +247,16 @@ pub fn reply(id: &Id, outcome: Result<Value, RpcError>) -> Value {
 
 /// A notification.
 pub fn notification(method: &str, params: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "method": method, "params": params })
+    message([("method", method.into()), ("params", params)])
 }
 
 /// A request from the server to the client.
 pub fn request(id: &Id, method: &str, params: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+    message([
+        ("id", id.clone()),
+        ("method", method.into()),
+        ("params", params),
+    ])
 }
 
 #[cfg(test)]
@@ -253,6 +271,33 @@ mod tests {
         assert!(matches!(note, Message::Notification { .. }));
         let resp = Message::from_value(json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap();
         assert!(matches!(resp, Message::Response { outcome: Ok(_), .. }));
+    }
+
+    #[test]
+    fn built_messages_are_the_json_rpc_objects() {
+        let result = json!({ "content": [{ "type": "text", "text": "hi" }], "n": 1.5 });
+        assert_eq!(
+            response(&json!(7), result.clone()),
+            json!({ "jsonrpc": "2.0", "id": 7, "result": result })
+        );
+        let error = RpcError::invalid_params("bad").with_data(json!({ "limit": "x" }));
+        assert_eq!(
+            error_response(None, &error),
+            json!({ "jsonrpc": "2.0", "id": null,
+                    "error": { "code": INVALID_PARAMS, "message": "bad", "data": { "limit": "x" } } })
+        );
+        assert_eq!(
+            reply(&json!("a"), Err(RpcError::internal("x"))),
+            json!({ "jsonrpc": "2.0", "id": "a", "error": { "code": INTERNAL_ERROR, "message": "x" } })
+        );
+        assert_eq!(
+            notification("notifications/progress", json!({ "progress": 1 })),
+            json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progress": 1 } })
+        );
+        assert_eq!(
+            request(&json!(3), "sampling/createMessage", json!({})),
+            json!({ "jsonrpc": "2.0", "id": 3, "method": "sampling/createMessage", "params": {} })
+        );
     }
 
     #[test]

@@ -569,7 +569,7 @@ impl Running {
         let deadline = self.record.lock().await.deadline_ms;
         let (status, result, error) = match outcome {
             Err(tools::Error::Cancelled) => (Status::Cancelled, None, None),
-            Ok(output) => (Status::Completed, Some(output.to_value()), None),
+            Ok(output) => (Status::Completed, Some(output.into_value()), None),
             Err(e) => match tool_error(tool, e) {
                 Ok(result) => (Status::Completed, Some(result), None),
                 Err(e) => (Status::Failed, None, Some((e.code, e.message))),

@@ -46,6 +46,11 @@ pub trait Tool: Send + Sync + 'static {
     fn info(&self) -> ToolInfo;
 
     /// Runs one call.
+    ///
+    /// The call runs on the thread that serves the request, among that thread's other
+    /// requests: await, never block. Put blocking or long CPU-bound work in
+    /// [`tokio::task::spawn_blocking`] and await its handle; the call's timeout and
+    /// cancellation then still end the call on time.
     fn call(
         &self,
         ctx: Context,
@@ -232,27 +237,50 @@ pub struct Content(pub Value);
 impl Content {
     /// Text.
     pub fn text(text: impl Into<String>) -> Self {
-        Self(json!({ "type": "text", "text": text.into() }))
+        Self::block("text", [("text", Value::String(text.into()))])
     }
 
     /// An image, base64-encoded.
     pub fn image(data_base64: impl Into<String>, mime_type: impl Into<String>) -> Self {
-        Self(json!({ "type": "image", "data": data_base64.into(), "mimeType": mime_type.into() }))
+        let data = Value::String(data_base64.into());
+        Self::block(
+            "image",
+            [("data", data), ("mimeType", mime_type.into().into())],
+        )
     }
 
     /// Audio, base64-encoded.
     pub fn audio(data_base64: impl Into<String>, mime_type: impl Into<String>) -> Self {
-        Self(json!({ "type": "audio", "data": data_base64.into(), "mimeType": mime_type.into() }))
+        let data = Value::String(data_base64.into());
+        Self::block(
+            "audio",
+            [("data", data), ("mimeType", mime_type.into().into())],
+        )
     }
 
     /// An embedded resource (`contents` is a text or blob resource contents object).
     pub fn resource(contents: Value) -> Self {
-        Self(json!({ "type": "resource", "resource": contents }))
+        Self::block("resource", [("resource", contents)])
     }
 
     /// A link to a resource.
     pub fn resource_link(uri: impl Into<String>, name: impl Into<String>) -> Self {
-        Self(json!({ "type": "resource_link", "uri": uri.into(), "name": name.into() }))
+        let uri = Value::String(uri.into());
+        Self::block(
+            "resource_link",
+            [("uri", uri), ("name", name.into().into())],
+        )
+    }
+
+    // The block's own values moved in: `json!` would serialise each into a copy (for an
+    // image or audio clip, a copy of all its base64).
+    fn block<const N: usize>(kind: &str, members: [(&str, Value); N]) -> Self {
+        let mut obj = Map::new();
+        obj.insert("type".into(), kind.into());
+        for (key, value) in members {
+            obj.insert(key.into(), value);
+        }
+        Self(Value::Object(obj))
     }
 }
 
@@ -298,13 +326,17 @@ impl Output {
 
     /// The `CallToolResult` object (without `resultType`).
     pub fn to_value(&self) -> Value {
+        self.clone().into_value()
+    }
+
+    /// The `CallToolResult` object (without `resultType`), made of this output's own
+    /// values rather than copies of them.
+    pub fn into_value(self) -> Value {
         let mut obj = Map::new();
-        obj.insert(
-            "content".into(),
-            serde_json::to_value(&self.content).unwrap_or_default(),
-        );
-        if let Some(s) = &self.structured {
-            obj.insert("structuredContent".into(), s.clone());
+        let content = self.content.into_iter().map(|c| c.0).collect();
+        obj.insert("content".into(), Value::Array(content));
+        if let Some(s) = self.structured {
+            obj.insert("structuredContent".into(), s);
         }
         if self.is_error {
             obj.insert("isError".into(), Value::Bool(true));
@@ -349,7 +381,7 @@ pub enum Error {
     BecomeTask,
 }
 
-/// Object-safe form of [`Tool`] used by the registry and the tool actors.
+/// Object-safe form of [`Tool`] used by the registry and the tool handles.
 pub(crate) trait DynTool: Send + Sync {
     fn info(&self) -> &ToolInfo;
     fn listing(&self) -> &Value;
@@ -438,5 +470,44 @@ impl<T: Tool> DynTool for Adapter<T> {
                 serde_json::from_value(args).map_err(|e| Error::InvalidArguments(e.to_string()))?;
             self.tool.call(ctx, args).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_blocks_are_the_mcp_objects() {
+        let resource = json!({ "uri": "file:///a", "text": "a" });
+        let cases = [
+            (Content::text("hi"), json!({ "type": "text", "text": "hi" })),
+            (
+                Content::image("AAAA", "image/png"),
+                json!({ "type": "image", "data": "AAAA", "mimeType": "image/png" }),
+            ),
+            (
+                Content::audio("BBBB", "audio/wav"),
+                json!({ "type": "audio", "data": "BBBB", "mimeType": "audio/wav" }),
+            ),
+            (
+                Content::resource(resource.clone()),
+                json!({ "type": "resource", "resource": resource }),
+            ),
+            (
+                Content::resource_link("file:///a", "a"),
+                json!({ "type": "resource_link", "uri": "file:///a", "name": "a" }),
+            ),
+        ];
+        for (built, expected) in cases {
+            assert_eq!(built.0, expected);
+        }
+        let output = Output::error("failed").structured(json!({ "n": 1 }));
+        assert_eq!(
+            output.clone().into_value(),
+            json!({ "content": [{ "type": "text", "text": "failed" }],
+                    "structuredContent": { "n": 1 }, "isError": true })
+        );
+        assert_eq!(output.to_value(), output.into_value());
     }
 }
