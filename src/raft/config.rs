@@ -59,10 +59,11 @@ pub struct Config {
     /// keeps decoded in memory; pages beyond it are read again from the data dir (the
     /// operating system's file cache, for a hot one) when next needed. Default 64 MiB,
     /// what every node used before this was a key. sled weighs pages by their size on
-    /// disk, which understates what a decoded page takes. A smaller cache did not make a
-    /// smaller node: at 100,000 sessions (`scripts/memory`) 16 MiB gave an RSS of 237 MB
-    /// against 215 MB with 64 MiB, since pages evicted and read back churn the allocator
-    /// (glibc keeps what it freed in per-thread arenas).
+    /// disk, which understates what a decoded page takes. A smaller cache alone did not
+    /// make a smaller node: at 100,000 sessions (`scripts/memory`) 16 MiB gave an RSS of
+    /// 237 MB against 215 MB with 64 MiB, since pages evicted and read back churn glibc's
+    /// per-thread arenas. With `MALLOC_ARENA_MAX=2` it does: 167 MB against 201 MB, which
+    /// is why the Docker image sets both.
     pub cache_bytes: u64,
 }
 
