@@ -62,8 +62,13 @@ COPY --from=builder /out/mcp-fleet /usr/local/bin/mcp-fleet
 USER mcp-fleet:mcp-fleet
 WORKDIR /data
 VOLUME ["/data"]
+# Two glibc arenas instead of up to 8 per core, and a 16 MiB sled cache: together 167 MB
+# of RSS at 100,000 sessions instead of 215 MB (README, "Memory and disk under many
+# sessions"); a small cache alone made it worse.
 ENV MCP_FLEET_DATA_DIR=/data \
-    MCP_FLEET_LOG__FORMAT=json
+    MCP_FLEET_LOG__FORMAT=json \
+    MALLOC_ARENA_MAX=2 \
+    MCP_FLEET_RAFT__CACHE_BYTES=16777216
 EXPOSE 8080 7000
 
 # Alive, not ready: a node that is catching up or has no leader is still healthy; the

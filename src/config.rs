@@ -567,6 +567,12 @@ impl Config {
             return Err(invalid("raft.snapshot_after", "must be greater than 0"));
         }
         check_raft_sizes(&raw.raft)?;
+        if raw.raft.cache_bytes < MIN_CACHE_BYTES {
+            return Err(invalid(
+                "raft.cache_bytes",
+                format!("must be at least {MIN_CACHE_BYTES} (1 MiB)"),
+            ));
+        }
         if raw.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be greater than 0"));
         }
@@ -750,6 +756,10 @@ fn check_tasks(tasks: &crate::mcp::TasksConfig) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Smallest `raft.cache_bytes` accepted: below a few pages, every write reads its page
+/// back from disk.
+const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 
 /// Largest `raft.max_append_bytes` accepted: one AppendEntries must complete within a
 /// heartbeat interval, and the internal listener reads it into memory whole.
@@ -1150,6 +1160,7 @@ mod tests {
                 "[mcp]\nmax_request_state_bytes = 10",
                 "mcp.max_request_state_bytes",
             ),
+            ("[raft]\ncache_bytes = 65536", "raft.cache_bytes"),
         ] {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{toml}: {err}");

@@ -17,9 +17,6 @@ use crate::metrics::Metrics;
 use crate::raft::{self, Store};
 use crate::{http, tools, Config};
 
-/// Page cache of the replica.
-const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
 /// How long a node of one waits for its key check before it listens anyway (its requests
 /// are refused with the reason until the check passes).
 const KEY_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -635,8 +632,7 @@ async fn open_store(
                 .cluster_secret
                 .clone()
                 .ok_or(StartError::Missing("cluster_secret"))?;
-            let (store, runtime) =
-                Store::open(&config.raft, &dir, &secret, ring, STORE_CACHE_BYTES, limits)?;
+            let (store, runtime) = Store::open(&config.raft, &dir, &secret, ring, limits)?;
             if !config.raft.peers.is_empty() {
                 // The same voters on every node: safe to repeat, a no-op once formed.
                 if store.initialize(config.raft.peers.clone()).await? {

@@ -60,6 +60,8 @@ pub struct LogStore {
     flusher: Flusher,
     /// Most bytes of stored entries one replication read returns (at least one entry).
     read_budget: usize,
+    /// Bytes of entries appended since this store opened, for the snapshot policy.
+    appended: Arc<AtomicU64>,
 }
 
 /// Group commit: appends hand their callbacks to one thread, which fsyncs once for every
@@ -118,6 +120,7 @@ impl LogStore {
             committed: Committed::default(),
             flusher: Flusher::start(),
             read_budget: usize::MAX,
+            appended: Arc::default(),
         };
         let committed = store.read_log_id(COMMITTED)?;
         store.committed.set(committed.as_ref());
@@ -131,6 +134,11 @@ impl LogStore {
     pub fn with_read_budget(mut self, bytes: usize) -> Self {
         self.read_budget = bytes.max(1);
         self
+    }
+
+    /// Bytes of entries appended since this store opened (see `compaction`).
+    pub(super) fn appended(&self) -> Arc<AtomicU64> {
+        self.appended.clone()
     }
 
     /// A handle on the committed index, updated whenever openraft saves it.
@@ -333,11 +341,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut size = 0;
         for entry in entries {
             let bytes = to_stored(FORMAT_V1, &entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, e))?;
+            size += bytes.len() as u64;
             batch.insert(&log_key(entry.log_id.index), bytes);
         }
+        self.appended.fetch_add(size, Ordering::Relaxed);
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;

@@ -6,6 +6,7 @@
 //! - [`state_machine`] applies commands, builds and installs snapshots.
 //! - `trees` holds the records and their expiry and owner indexes in sled.
 //! - `snapshot` streams snapshots to and from files, checked as they are read.
+//! - `compaction` decides when a node snapshots and purges its log.
 //! - [`network`] carries Raft messages, forwarded writes and leader reads between nodes,
 //!   each AppendEntries within a byte budget.
 //! - [`store`] is what the rest of the node uses: sealed, typed reads and writes.
@@ -19,6 +20,7 @@
 mod budget;
 mod changes;
 pub mod command;
+mod compaction;
 mod config;
 mod fleetwide;
 mod keycheck;

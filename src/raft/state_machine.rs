@@ -64,6 +64,13 @@ pub struct StateMachine {
     // a new current snapshot holds it exclusively, and whoever opens the current one holds
     // it shared, so a file is never removed between being named and being opened.
     lock: Arc<RwLock<()>>,
+    /// Bytes of the current snapshot file, for the snapshot policy (see `compaction`).
+    snapshot_bytes: Arc<AtomicU64>,
+}
+
+/// The size of the file at `path`, 0 when it cannot be read.
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 impl StateMachine {
@@ -101,6 +108,7 @@ impl StateMachine {
                 trees: trees.clone(),
                 snapshots: snapshots.clone(),
                 lock: lock.clone(),
+                snapshot_bytes: Arc::default(),
             };
             let (meta, name) = builder.capture()?;
             builder.keep(&meta, &name)?;
@@ -110,6 +118,9 @@ impl StateMachine {
         snapshots
             .sweep(current.as_deref())
             .map_err(|e| snapshot_write(None, &e))?;
+        let snapshot_bytes = current
+            .as_ref()
+            .map_or(0, |file| file_size(&snapshots.path(file)));
         let applied = trees.read_meta::<LogId<NodeId>>(APPLIED)?;
         let membership = trees
             .read_meta::<Membership>(MEMBERSHIP)?
@@ -123,7 +134,14 @@ impl StateMachine {
             applied,
             membership,
             lock,
+            snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
         })
+    }
+
+    /// Bytes of the current snapshot file, kept current as snapshots are built and
+    /// installed.
+    pub(super) fn snapshot_bytes(&self) -> Arc<AtomicU64> {
+        self.snapshot_bytes.clone()
     }
 
     /// A handle for reads outside Raft, usable from any thread.
@@ -193,6 +211,7 @@ impl StateMachine {
             .snapshots
             .publish(&staged, &name)
             .map_err(|e| snapshot_write(Some(meta), &e))?;
+        let size = file_size(&path);
         let (trees, lock) = (self.trees.clone(), self.lock.clone());
         let current = Current {
             file: name,
@@ -216,6 +235,7 @@ impl StateMachine {
         if let Some(old) = replaced {
             self.snapshots.remove(&self.snapshots.path(&old.file));
         }
+        self.snapshot_bytes.store(size, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -284,6 +304,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             trees: self.trees.clone(),
             snapshots: self.snapshots.clone(),
             lock: self.lock.clone(),
+            snapshot_bytes: self.snapshot_bytes.clone(),
         }
     }
 
@@ -328,6 +349,7 @@ pub struct SnapshotBuilder {
     trees: Trees,
     snapshots: snapshot::Dir,
     lock: Arc<RwLock<()>>,
+    snapshot_bytes: Arc<AtomicU64>,
 }
 
 impl SnapshotBuilder {
@@ -418,6 +440,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             trees: self.trees.clone(),
             snapshots: self.snapshots.clone(),
             lock: self.lock.clone(),
+            snapshot_bytes: self.snapshot_bytes.clone(),
         };
         let (meta, name) = blocking(move || builder.capture()).await?;
         let path = self.snapshots.path(&name);
@@ -433,6 +456,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 if let Some(old) = replaced {
                     self.snapshots.remove(&self.snapshots.path(&old));
                 }
+                self.snapshot_bytes
+                    .store(file_size(&path), Ordering::Relaxed);
             }
             Kept::No => self.snapshots.remove(&path),
         }

@@ -35,9 +35,6 @@ pub const MAX_ENTRY_BYTES: &str = "raft.max_entry_bytes";
 /// Format byte in front of a value before it is sealed.
 const VALUE_V1: u8 = 1;
 
-/// Page cache of a one-node store.
-const SINGLE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
 /// How long a member waits to apply a removal another member made.
 const APPLIED_WAIT: Duration = Duration::from_secs(1);
 
@@ -246,12 +243,11 @@ impl Store {
         dir: &Path,
         secret: &str,
         ring: Ring,
-        cache_bytes: u64,
         limits: &Limits,
     ) -> Result<(Store, Runtime), Error> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(cache_bytes)
+            .cache_capacity(config.cache_bytes)
             .open()
             .map_err(|e| Error::Storage(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -264,6 +260,10 @@ impl Store {
         let log = LogStore::open(&db)?.with_read_budget(config.max_append_bytes);
         let committed = log.committed();
         let machine = StateMachine::open(&db, dir, changes.clone())?;
+        let weights = super::compaction::Weights {
+            appended: log.appended(),
+            snapshot: machine.snapshot_bytes(),
+        };
         let reader = machine.reader();
         let client = Client::new(secret);
         let raft_config = openraft::Config {
@@ -271,7 +271,8 @@ impl Store {
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
             election_timeout_min: config.election_timeout.as_millis() as u64,
             election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after),
+            // Snapshots are asked for by `compaction`, which also weighs the log's bytes.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.snapshot_after.min(1000),
             // The answer to a snapshot's last chunk waits for the install (100,000 sessions:
             // about 5 s on a loaded 2-core machine); a timeout sends the whole snapshot again.
@@ -348,6 +349,13 @@ impl Store {
             keys: Default::default(),
         }));
         store.spawn_expiry(config.expire_interval);
+        let weak = Arc::downgrade(&store.0);
+        super::compaction::spawn(
+            &store.0.runtime,
+            move || weak.upgrade().map(|inner| inner.raft.clone()),
+            weights,
+            config.snapshot_after,
+        );
         store.spawn_watchdog();
         store.spawn_leader_log();
         store.spawn_standing_watch()?;
@@ -382,7 +390,7 @@ impl Store {
         ring: Ring,
         limits: &Limits,
     ) -> Result<(Store, Runtime), Error> {
-        let (store, runtime) = Self::open(config, dir, secret, ring, SINGLE_CACHE_BYTES, limits)?;
+        let (store, runtime) = Self::open(config, dir, secret, ring, limits)?;
         store
             .initialize(BTreeMap::from([(config.node_id, advertise)]))
             .await?;

@@ -364,7 +364,6 @@ async fn waiting_readers_share_a_failed_barrier_instead_of_each_waiting_it_out()
         dir.path(),
         "secret",
         Ring::single(Key::generate()),
-        1 << 20,
         &Limits::default(),
     )
     .unwrap();
@@ -519,5 +518,52 @@ async fn reseal_batches_are_measured_in_bytes() {
         assert!(size <= 4096, "a batch of {} is {size} bytes", batch.len());
     }
     assert!(batches.len() >= 5, "{} batches", batches.len());
+    close(store, rt).await;
+}
+
+#[actix_web::test]
+async fn a_snapshot_waits_until_the_log_since_the_last_one_outweighs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rt) = open(dir.path(), Ring::single(Key::generate())).await;
+    let big = |i: u64| Value {
+        email: "x".repeat(16 * 1024),
+        n: i,
+    };
+    // Ten records of 16 KiB. The first snapshot comes after `snapshot_after` (10) entries,
+    // a few of them the group's own, so it holds at least seven: over 112 KiB.
+    for i in 0..10u64 {
+        let key = format!("big-{i}");
+        store
+            .put(Table::ToolState, key.as_bytes(), &big(i), None)
+            .await
+            .unwrap();
+    }
+    assert!(eventually(|| store.status().snapshot_index >= Some(10)).await);
+    let first = store.status().snapshot_index;
+    // Forty small writes: four times `snapshot_after`, a few KiB of log in all (with the
+    // big writes after the snapshot, at most 54 KiB).
+    for i in 0..40u64 {
+        let key = format!("small-{i}");
+        store
+            .put(Table::ToolState, key.as_bytes(), &value("s"), None)
+            .await
+            .unwrap();
+    }
+    // Ten checks of the policy, and more: the snapshot has not moved.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        store.status().snapshot_index,
+        first,
+        "a snapshot was built for less log than the last one weighs"
+    );
+    // Twice as many bytes of log as the snapshot: the next one comes.
+    for i in 0..20u64 {
+        let key = format!("big-{i}");
+        store
+            .put(Table::ToolState, key.as_bytes(), &big(i + 100), None)
+            .await
+            .unwrap();
+    }
+    assert!(eventually(|| store.status().snapshot_index > first).await);
     close(store, rt).await;
 }
