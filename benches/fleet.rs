@@ -3,6 +3,12 @@
 //!
 //! `cargo bench --bench fleet` runs it in full against the release binary. Without
 //! `--bench` (as `cargo test --benches` runs it) it does a short smoke pass instead.
+//!
+//! After each create figure, every node's share of the writes is printed from its metrics:
+//! its writes' mean time from proposal to applied, its log's fsyncs (mean time, appends
+//! each covered) and, on the leader, the writes each log entry carried.
+//! `FLEET_BENCH_BEFORE=/path/to/mcp-fleet` first runs the create figures on a cluster of
+//! that build, for a before and after in one run.
 
 // The cluster suite's harness and client, shared; the bench uses only part of them.
 #[allow(dead_code)]
@@ -12,6 +18,8 @@ mod client;
 #[path = "../tests/cluster/harness.rs"]
 mod harness;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -51,18 +59,128 @@ fn main() {
     if !full {
         println!("fleet: smoke run (pass --bench, as `cargo bench` does, for the full run)");
     }
+    if let Some(before) = std::env::var_os("FLEET_BENCH_BEFORE") {
+        println!("--- before: {} ---", before.to_string_lossy());
+        let cluster = Cluster::builder()
+            .env("MCP_FLEET_SESSIONS__MAX_PER_PRINCIPAL", "100000000")
+            .program(PathBuf::from(before))
+            .start(3);
+        creates(&cluster, &plan);
+        println!("--- this build ---");
+    }
     // Every create is the one anonymous principal's, thousands of them: lift its cap.
     let mut cluster = Cluster::builder()
         .env("MCP_FLEET_SESSIONS__MAX_PER_PRINCIPAL", "100000000")
         .start(3);
+    creates(&cluster, &plan);
+    failover(&mut cluster, plan.failovers);
+}
+
+/// The create figures, each followed by the nodes' share of its writes.
+fn creates(cluster: &Cluster, plan: &Plan) {
     let urls: Vec<String> = cluster
         .ids()
         .into_iter()
         .map(|id| cluster.node(id).mcp_url())
         .collect();
-    sequential_latency(&cluster, &urls, plan.sequential_creates);
-    concurrent_throughput(&cluster, &urls, plan.threads, plan.concurrent_for);
-    failover(&mut cluster, plan.failovers);
+    let start = Shares::read(cluster);
+    sequential_latency(cluster, &urls, plan.sequential_creates);
+    let sequential = Shares::read(cluster);
+    sequential.since(&start).print();
+    concurrent_throughput(cluster, &urls, plan.threads, plan.concurrent_for);
+    Shares::read(cluster).since(&sequential).print();
+}
+
+/// What each node's metrics say of its writes so far, by node id.
+struct Shares(BTreeMap<u64, Share>);
+
+/// One node's counters; see [`Shares`].
+#[derive(Default, Clone)]
+struct Share {
+    state: String,
+    commit_seconds: f64,
+    commits: f64,
+    flush_seconds: f64,
+    flushes: f64,
+    flushed_appends: f64,
+    entry_writes: f64,
+    entries: f64,
+}
+
+impl Shares {
+    fn read(cluster: &Cluster) -> Self {
+        let shares = cluster
+            .ids()
+            .into_iter()
+            .map(|id| {
+                let text = cluster.try_metrics(id).unwrap_or_default();
+                let value = |name: &str| {
+                    text.lines()
+                        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0.0)
+                };
+                let state = cluster
+                    .try_status(id)
+                    .and_then(|s| s["state"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let share = Share {
+                    state,
+                    commit_seconds: value("mcp_fleet_raft_commit_seconds_sum"),
+                    commits: value("mcp_fleet_raft_commit_seconds_count"),
+                    flush_seconds: value("mcp_fleet_raft_log_flush_seconds_sum"),
+                    flushes: value("mcp_fleet_raft_log_flush_seconds_count"),
+                    flushed_appends: value("mcp_fleet_raft_log_flush_appends_sum"),
+                    entry_writes: value("mcp_fleet_raft_entry_writes_sum"),
+                    entries: value("mcp_fleet_raft_entry_writes_count"),
+                };
+                (id, share)
+            })
+            .collect();
+        Self(shares)
+    }
+
+    /// What changed since `earlier`.
+    fn since(&self, earlier: &Shares) -> Shares {
+        let shares = self
+            .0
+            .iter()
+            .map(|(id, now)| {
+                let then = earlier.0.get(id).cloned().unwrap_or_default();
+                let share = Share {
+                    state: now.state.clone(),
+                    commit_seconds: now.commit_seconds - then.commit_seconds,
+                    commits: now.commits - then.commits,
+                    flush_seconds: now.flush_seconds - then.flush_seconds,
+                    flushes: now.flushes - then.flushes,
+                    flushed_appends: now.flushed_appends - then.flushed_appends,
+                    entry_writes: now.entry_writes - then.entry_writes,
+                    entries: now.entries - then.entries,
+                };
+                (*id, share)
+            })
+            .collect();
+        Shares(shares)
+    }
+
+    fn print(&self) {
+        let mean = |sum: f64, count: f64| if count > 0.0 { sum / count } else { 0.0 };
+        for (id, s) in &self.0 {
+            println!(
+                "  node {id} ({}): {:.0} writes, proposal to applied mean {:.2} ms; \
+                 {:.0} log fsyncs, mean {:.2} ms, {:.1} appends each; {:.0} entries proposed, \
+                 {:.1} writes each",
+                s.state,
+                s.commits,
+                mean(s.commit_seconds, s.commits) * 1000.0,
+                s.flushes,
+                mean(s.flush_seconds, s.flushes) * 1000.0,
+                mean(s.flushed_appends, s.flushes),
+                s.entries,
+                mean(s.entry_writes, s.entries),
+            );
+        }
+    }
 }
 
 /// Session creates one after another, round-robin over the nodes: p50 and p99.

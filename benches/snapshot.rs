@@ -120,8 +120,9 @@ async fn run(plan: &Plan, client_bytes: Option<usize>) {
                 let command = commands.create(i);
                 async move { raft.client_write(command).await.expect("a write").data }
             });
-            for outcome in join_all(batch).await {
-                refused += usize::from(outcome.refused);
+            // One outcome per write an entry carries: one here.
+            for outcomes in join_all(batch).await {
+                refused += outcomes.iter().filter(|o| o.refused).count();
             }
             next += IN_FLIGHT;
         }

@@ -779,6 +779,12 @@ fn check_raft_sizes(raft: &crate::raft::Config) -> Result<(), Error> {
     if raft.max_entry_bytes == 0 {
         return Err(invalid("raft.max_entry_bytes", "must be greater than 0"));
     }
+    if raft.max_entry_writes == 0 {
+        return Err(invalid("raft.max_entry_writes", "must be at least 1"));
+    }
+    if raft.max_proposed_entries == 0 {
+        return Err(invalid("raft.max_proposed_entries", "must be at least 1"));
+    }
     let needed = raft
         .max_entry_bytes
         .saturating_add(crate::raft::APPEND_ENVELOPE_BYTES);
@@ -1192,6 +1198,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("raft.max_entry_bytes"), "{err}");
+    }
+
+    #[test]
+    fn entries_carry_at_least_one_write_and_one_is_always_proposed() {
+        let c = Config::from_toml(
+            "[raft]
+max_entry_writes = 1
+max_proposed_entries = 4",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.raft.max_entry_writes, c.raft.max_proposed_entries),
+            (1, 4)
+        );
+        for key in ["max_entry_writes", "max_proposed_entries"] {
+            let err = Config::from_toml(&format!("[raft]\n{key} = 0"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("raft.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -178,6 +178,7 @@ impl Metrics {
             store.commit_seconds().clone(),
         );
         store.append_metrics().register(&mut registry);
+        store.write_metrics().register(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store.clone())));
     }
 

@@ -116,6 +116,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
                 .route(path::VOTE, web::post().to(vote))
                 .route(path::SNAPSHOT, web::post().to(snapshot))
                 .route(path::WRITE, web::post().to(write))
+                .route(path::WRITES, web::post().to(writes))
                 .route(path::READ_INDEX, web::post().to(read_index))
                 .route(path::APPLIED, web::post().to(applied))
                 .route(path::ELECT, web::post().to(elect))
@@ -251,6 +252,13 @@ async fn snapshot(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse 
 async fn write(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
     match decode::<Command>(&body) {
         Ok(command) => postcard_body(&state.store.write_as_leader(command).await),
+        Err(response) => *response,
+    }
+}
+
+async fn writes(state: web::Data<Internal>, body: web::Bytes) -> HttpResponse {
+    match decode::<Vec<Command>>(&body) {
+        Ok(commands) => postcard_body(&state.store.write_all_as_leader(commands).await),
         Err(response) => *response,
     }
 }

@@ -180,6 +180,18 @@ pub enum Command {
         /// The sealed value.
         sealed: Vec<u8>,
     },
+    /// Several writes proposed together as one log entry, each applied on its own, in
+    /// order, with an outcome of its own: a capped put refused among them refuses only
+    /// itself. The leader gathers into one entry the writes waiting at that moment, so a
+    /// busy fleet appends, replicates, fsyncs and applies one entry for many writes.
+    ///
+    /// Each write is carried as its own encoded command (never a group), so decoding an
+    /// entry never recurses whatever its bytes, and groups cannot nest: the state machine
+    /// refuses a group inside a group.
+    ///
+    /// Added after `Create` so the postcard variant indexes of the others stay as they
+    /// were.
+    Group(Vec<Vec<u8>>),
 }
 
 /// One operation of a [`Command`]: its first five variants. Batches and `PutOwned` are no
@@ -236,7 +248,7 @@ pub enum Op {
 
 impl Command {
     /// The operations this command applies, in order; the command itself when it is a
-    /// `PutOwned` or a `Create`, which have no op.
+    /// `PutOwned`, a `Create` or a `Group`, which have no op.
     pub fn into_ops(self) -> Result<Vec<Op>, Command> {
         let op = match self {
             Command::Put {
@@ -273,7 +285,9 @@ impl Command {
             },
             Command::Expire { now_ms } => Op::Expire { now_ms },
             Command::Batch(ops) => return Ok(ops),
-            single @ (Command::PutOwned { .. } | Command::Create { .. }) => return Err(single),
+            single @ (Command::PutOwned { .. } | Command::Create { .. } | Command::Group(_)) => {
+                return Err(single)
+            }
         };
         Ok(vec![op])
     }
@@ -516,6 +530,26 @@ mod tests {
             postcard::from_bytes::<Command>(&[7, 7, 1, 1, 0, 1, 2]).unwrap(),
             create
         );
+    }
+
+    #[test]
+    fn group_golden_bytes() {
+        let put = Command::Put {
+            table: Table::McpSessions,
+            key: vec![1],
+            deadline_ms: None,
+            sealed: vec![2],
+        };
+        let expire = Command::Expire { now_ms: 5 };
+        let group = Command::Group(vec![
+            postcard::to_stdvec(&put).unwrap(),
+            postcard::to_stdvec(&expire).unwrap(),
+        ]);
+        // Variant 8, after Create; two writes, each its length then its own bytes.
+        let expected = vec![8, 2, 7, 0, 1, 1, 1, 0, 1, 2, 2, 4, 5];
+        assert_eq!(postcard::to_stdvec(&group).unwrap(), expected);
+        assert_eq!(postcard::from_bytes::<Command>(&expected).unwrap(), group);
+        assert_eq!(group.clone().into_ops(), Err(group));
     }
 
     /// `Command` as it was before batches became flat: a batch held commands, and so

@@ -10,12 +10,14 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageIOError,
     Vote,
 };
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use super::command::{from_stored, to_stored};
 use super::{NodeId, StorageError, TypeConfig};
@@ -58,10 +60,30 @@ pub struct LogStore {
     meta: sled::Tree,
     committed: Committed,
     flusher: Flusher,
+    flush_metrics: FlushMetrics,
     /// Most bytes of stored entries one replication read returns (at least one entry).
     read_budget: usize,
     /// Bytes of entries appended since this store opened, for the snapshot policy.
     appended: Arc<AtomicU64>,
+}
+
+/// What the log store measures of its fsyncs: how long each took and how many appends
+/// each made durable.
+#[derive(Clone)]
+pub struct FlushMetrics {
+    /// Seconds of each flush.
+    pub(super) seconds: Histogram,
+    /// Appends each flush covered.
+    pub(super) appends: Histogram,
+}
+
+impl FlushMetrics {
+    fn new() -> Self {
+        Self {
+            seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+            appends: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+        }
+    }
 }
 
 /// Group commit: appends hand their callbacks to one thread, which fsyncs once for every
@@ -72,7 +94,7 @@ pub struct LogStore {
 struct Flusher(mpsc::Sender<(sled::Db, LogFlushed<TypeConfig>)>);
 
 impl Flusher {
-    fn start() -> Self {
+    fn start(metrics: FlushMetrics) -> Self {
         let (tx, rx) = mpsc::channel::<(sled::Db, LogFlushed<TypeConfig>)>();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
@@ -84,7 +106,10 @@ impl Flusher {
                     waiting.extend(rx.try_iter());
                     // Everything the callbacks stand for was written before they were queued,
                     // so this one flush makes all of it durable.
+                    let started = Instant::now();
                     let result = waiting[0].0.flush();
+                    metrics.seconds.observe(started.elapsed().as_secs_f64());
+                    metrics.appends.observe(waiting.len() as f64);
                     let callbacks: Vec<_> = waiting.into_iter().map(|(_, cb)| cb).collect();
                     for callback in callbacks {
                         callback.log_io_completed(match &result {
@@ -113,12 +138,14 @@ impl LogStore {
             db.open_tree(name)
                 .map_err(|e| StorageError::from(StorageIOError::read(&e)))
         };
+        let flush_metrics = FlushMetrics::new();
         let store = LogStore {
             db: db.clone(),
             log: open(LOG_TREE)?,
             meta: open(META_TREE)?,
             committed: Committed::default(),
-            flusher: Flusher::start(),
+            flusher: Flusher::start(flush_metrics.clone()),
+            flush_metrics,
             read_budget: usize::MAX,
             appended: Arc::default(),
         };
@@ -144,6 +171,11 @@ impl LogStore {
     /// A handle on the committed index, updated whenever openraft saves it.
     pub fn committed(&self) -> Committed {
         self.committed.clone()
+    }
+
+    /// What this store measures of its fsyncs.
+    pub fn flush_metrics(&self) -> FlushMetrics {
+        self.flush_metrics.clone()
     }
 
     fn read_log_id(&self, key: &[u8]) -> Result<Option<LogId<NodeId>>, StorageError> {

@@ -17,6 +17,7 @@
 //! - `standing` tells whether this node is a member, waiting for a group, or removed.
 //! - [`config`] holds the group's settings.
 
+mod batch;
 mod budget;
 mod changes;
 pub mod command;
@@ -28,6 +29,7 @@ mod log_store;
 mod membership;
 pub mod network;
 mod pending;
+mod propose;
 mod snapshot;
 mod standing;
 mod state_machine;
@@ -41,7 +43,7 @@ pub use changes::Changes;
 pub use command::{Change, Command, Op, Outcome, Owner, Record, Table};
 pub use config::{parse_peers, Config, APPEND_ENVELOPE_BYTES};
 pub use keycheck::{KeyReport, KeyState};
-pub use log_store::{Committed, LogStore};
+pub use log_store::{Committed, FlushMetrics, LogStore};
 pub use membership::{Formed, Status};
 pub use network::Client;
 pub use snapshot::SnapshotFile;
@@ -54,7 +56,8 @@ openraft::declare_raft_types!(
     /// The types of the fleet's Raft group.
     pub TypeConfig:
         D = Command,
-        R = Outcome,
+        // One outcome per write the entry carries (a group carries several).
+        R = Vec<Outcome>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         SnapshotData = SnapshotFile,

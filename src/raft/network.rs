@@ -63,8 +63,11 @@ pub(crate) mod path {
     pub const VOTE: &str = "/raft/vote";
     /// Raft snapshot chunks.
     pub const SNAPSHOT: &str = "/raft/snapshot";
-    /// A write forwarded by a follower to the leader.
+    /// A write forwarded by a follower to the leader (as followers forwarded them before
+    /// they went together; still served).
     pub const WRITE: &str = "/fleet/write";
+    /// Writes a follower forwards to the leader together, answered one by one.
+    pub const WRITES: &str = "/fleet/writes";
     /// A follower asking the leader for the index a linearizable read must wait for.
     pub const READ_INDEX: &str = "/fleet/read-index";
     /// A member asking another to wait until it has applied a write (a removal, a

@@ -26,9 +26,13 @@ use super::trees::{
     write_err, Current, Meta, Owned, Trees, APPLIED, FORMAT_V1, INSTALLING, LEGACY_SNAPSHOT_DATA,
     LEGACY_SNAPSHOT_META, MEMBERSHIP, SNAPSHOT,
 };
-use super::{Change, NodeId, Outcome, Record, StorageError, Table, TypeConfig};
+use super::{Change, Command, NodeId, Outcome, Record, StorageError, Table, TypeConfig};
 
 type Membership = StoredMembership<NodeId, BasicNode>;
+
+/// The group entry being applied and how many of its writes are done (see
+/// [`StateMachine::run_group`]); stale once that entry's applied id is written.
+const GROUP_DONE: &[u8] = b"group_done";
 
 /// The directory of snapshot files, inside sled's own. (sled's files there are `conf`,
 /// `db`, `blobs/` and `snap.*`, which this name does not match.)
@@ -158,18 +162,21 @@ impl StateMachine {
         &mut self,
         entries: impl Iterator<Item = Entry<TypeConfig>>,
         changes: &mut Vec<Change>,
-    ) -> Result<Vec<Outcome>, StorageError> {
+    ) -> Result<Vec<Vec<Outcome>>, StorageError> {
         let lock = self.lock.clone();
         let _guard = lock.write().unwrap_or_else(PoisonError::into_inner);
         let mut outcomes = Vec::new();
         for entry in entries {
             let outcome = match entry.payload {
-                EntryPayload::Blank => Outcome::default(),
-                EntryPayload::Normal(command) => self.trees.run(command, changes)?,
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(Command::Group(writes)) => {
+                    self.run_group(&entry.log_id, writes, changes)?
+                }
+                EntryPayload::Normal(command) => vec![self.trees.run(command, changes)?],
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     self.trees.write_meta(MEMBERSHIP, &self.membership)?;
-                    Outcome::default()
+                    Vec::new()
                 }
             };
             // After the data: sled recovers a prefix of writes, so a crash never leaves an
@@ -177,6 +184,47 @@ impl StateMachine {
             self.trees.write_meta(APPLIED, &entry.log_id)?;
             self.applied = Some(entry.log_id);
             outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Applies the writes of the group entry `log_id` one after another, each with its own
+    /// outcome (a capped put refused here refuses only itself), as if each were an entry of
+    /// its own: after each write but the last, [`GROUP_DONE`] records how many are done.
+    ///
+    /// Rerunning a whole group would not be safe: a write's condition can depend on one
+    /// after it (a capped put refused, then a delete that frees the owner's place: run
+    /// again, the put would pass). sled recovers a prefix of writes, so after a crash the
+    /// count covers only writes whose records survived, and the replay resumes after them,
+    /// exactly where a log of single entries would. The applied id, written after the whole
+    /// entry, ends the group.
+    fn run_group(
+        &self,
+        log_id: &LogId<NodeId>,
+        writes: Vec<Vec<u8>>,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<Outcome>, StorageError> {
+        let done = match self.trees.read_meta::<(LogId<NodeId>, u64)>(GROUP_DONE)? {
+            Some((id, done)) if id == *log_id => usize::try_from(done).unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        let count = writes.len();
+        // Writes done before a crash answer nobody now: their callers are gone.
+        let mut outcomes = vec![Outcome::default(); done.min(count)];
+        for (i, bytes) in writes.iter().enumerate().skip(done) {
+            let outcome = match postcard::from_bytes::<Command>(bytes) {
+                // The proposer builds groups of single writes only; a group inside one is
+                // a damaged entry, and every replica refuses it alike.
+                Ok(Command::Group(_)) => {
+                    return Err(write_err(AnyError::error("a group inside a group")))
+                }
+                Ok(command) => self.trees.run(command, changes)?,
+                Err(e) => return Err(write_err(AnyError::new(&e))),
+            };
+            outcomes.push(outcome);
+            if i + 1 < count {
+                self.trees.write_meta(GROUP_DONE, &(log_id, i as u64 + 1))?;
+            }
         }
         Ok(outcomes)
     }
@@ -220,6 +268,8 @@ impl StateMachine {
         let replaced = blocking(move || {
             let _guard = lock.write().unwrap_or_else(PoisonError::into_inner);
             let replaced = trees.current()?;
+            // The replaced records are gone with the writes a group count speaks of.
+            trees.meta.remove(GROUP_DONE).map_err(sled_write)?;
             // Named with the marker first: from here a crash finishes the install on open.
             trees.set_current(&current, true)?;
             trees.replace(&path, &current.meta)?;
@@ -282,7 +332,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Outcome>>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::{Raft, ServerState};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
@@ -22,6 +22,7 @@ use super::command::storage_key;
 use super::config::SNAPSHOT_CHUNK_BYTES;
 use super::network::{path, Client, Network};
 use super::pending::Pending;
+use super::propose::{Answer, WriteMetrics, Writers, PER_WRITE_OVERHEAD};
 use super::{
     Change, Command, Committed, Config, LogStore, NodeId, Op, Outcome, Owner, Reader, StateMachine,
     Table, TypeConfig,
@@ -93,7 +94,7 @@ impl From<super::StorageError> for Error {
 }
 
 /// Why the leader refused a forwarded request.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Refusal {
     /// The receiver is not the leader (any more).
     NotLeader,
@@ -185,6 +186,11 @@ pub(super) struct Inner {
     pub(super) pending: Arc<Pending>,
     /// Set while a probe write runs for a stalled node; see [`Inner::probe`].
     pub(super) probing: std::sync::atomic::AtomicBool,
+    /// Where this node's writes wait to share an entry (as leader) or a request to the
+    /// leader (as follower).
+    pub(super) writers: Writers,
+    /// What this node measures of its writes and its log's fsyncs.
+    pub(super) write_metrics: WriteMetrics,
     /// Set once this node has applied everything it knew to be committed; see
     /// [`Store::is_ready`].
     pub(super) caught_up_once: std::sync::atomic::AtomicBool,
@@ -259,6 +265,7 @@ impl Store {
         let changes = Changes::default();
         let log = LogStore::open(&db)?.with_read_budget(config.max_append_bytes);
         let committed = log.committed();
+        let write_metrics = WriteMetrics::new(log.flush_metrics());
         let machine = StateMachine::open(&db, dir, changes.clone())?;
         let weights = super::compaction::Weights {
             appended: log.appended(),
@@ -316,6 +323,13 @@ impl Store {
                 .join()
         })
         .map_err(|_| Error::Storage("starting Raft panicked".to_owned()))??;
+        let writers = Writers::start(
+            runtime.handle(),
+            config,
+            raft.clone(),
+            client.clone(),
+            write_metrics.clone(),
+        );
         let store = Store(Arc::new(Inner {
             id,
             raft,
@@ -344,6 +358,8 @@ impl Store {
             append_metrics,
             pending,
             probing: std::sync::atomic::AtomicBool::new(false),
+            writers,
+            write_metrics,
             caught_up_once: std::sync::atomic::AtomicBool::new(false),
             standing: super::standing::Watch::new(not_member),
             keys: Default::default(),
@@ -663,14 +679,20 @@ impl Store {
     /// A write whose answer was lost is retried, so a command may apply twice; every
     /// command is idempotent, though a retried delete then reports the record as absent.
     pub async fn write(&self, command: Command) -> Result<Outcome, Error> {
-        let inner = self.0.clone();
-        self.on_runtime(async move { inner.write(command).await.map(|(o, _)| o) })
-            .await
+        // No task of its own on the Raft runtime: the write waits in a batching stage's
+        // queue, which runs there and answers this task directly.
+        self.0.write(command).await.map(|(o, _)| o)
     }
 
     /// The latency of this node's writes, from proposal to committed and applied.
     pub fn commit_seconds(&self) -> &Histogram {
         &self.0.commit_seconds
+    }
+
+    /// What this node measures of how its writes reach the log: writes per entry, and
+    /// the log's fsyncs.
+    pub(crate) fn write_metrics(&self) -> &WriteMetrics {
+        &self.0.write_metrics
     }
 
     /// What this node, as leader, measures of the AppendEntries it sends.
@@ -798,21 +820,18 @@ impl Store {
         if self.0.stepping_down.load(Ordering::Acquire) {
             return Err(Refusal::NotLeader);
         }
-        // The follower checked already; a follower with a larger cap (or an older version)
-        // must not slip an entry past this leader's.
-        if let Err(Error::TooLarge { size, cap }) = self.0.check_size(&command) {
-            return Err(Refusal::TooLarge {
-                size: size as u64,
-                cap: cap as u64,
-            });
+        self.0.lead(command).await
+    }
+
+    /// Leader side of writes a follower forwarded together: an answer for each, in order.
+    /// Each is checked on its own, and they wait in the proposer's queue together, so they
+    /// share an entry (with whatever else waits) unless one is refused.
+    pub(crate) async fn write_all_as_leader(&self, commands: Vec<Command>) -> Vec<Answer> {
+        if self.0.stepping_down.load(Ordering::Acquire) {
+            return vec![Err(Refusal::NotLeader); commands.len()];
         }
-        let inner = self.0.clone();
-        let task = self
-            .0
-            .runtime
-            .spawn(async move { inner.propose(command).await });
-        task.await
-            .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
+        let writes = commands.into_iter().map(|command| self.0.lead(command));
+        futures_util::future::join_all(writes).await
     }
 
     /// Whether this replica applies log index `index` within a second (asked by a member
@@ -891,7 +910,7 @@ impl Store {
                 if inner.reader.earliest_deadline().is_none_or(|d| d > now) {
                     continue;
                 }
-                match inner.propose(Command::Expire { now_ms: now }).await {
+                match inner.lead(Command::Expire { now_ms: now }).await {
                     Ok((outcome, _)) => {
                         tracing::debug!(count = outcome.affected, "expired records")
                     }
@@ -903,17 +922,26 @@ impl Store {
 }
 
 impl Inner {
-    async fn propose(&self, command: Command) -> Result<(Outcome, u64), Refusal> {
-        match tokio::time::timeout(self.write_timeout, self.raft.client_write(command)).await {
-            Ok(Ok(response)) => Ok((response.data, response.log_id.index)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(Refusal::NotLeader)
+    /// Proposes `command` as this node, leader or not (a follower's proposal comes back
+    /// `NotLeader`), through the proposer: it shares an entry with whatever writes wait
+    /// with it. Checked here, for commands that come from other nodes: a follower with a
+    /// larger cap (or an older version) must not slip an entry past this leader's.
+    async fn lead(&self, command: Command) -> Answer {
+        let size = match self.check(&command) {
+            Ok(size) => size,
+            Err(Error::TooLarge { size, cap }) => {
+                return Err(Refusal::TooLarge {
+                    size: size as u64,
+                    cap: cap as u64,
+                })
             }
-            Ok(Err(e)) => Err(Refusal::Failed(e.to_string())),
-            Err(_) => Err(Refusal::Failed(
-                "the write was not committed in time".into(),
-            )),
-        }
+            Err(e) => return Err(Refusal::Failed(e.to_string())),
+        };
+        self.writers
+            .proposer
+            .submit((), command, size + PER_WRITE_OVERHEAD)
+            .await
+            .unwrap_or_else(|| Err(Refusal::Failed("the proposer has stopped".into())))
     }
 
     /// The current leader, waiting (until `deadline`) while there is none.
@@ -994,11 +1022,16 @@ impl Inner {
             .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
-    /// Refuses a command whose log entry would be over `raft.max_entry_bytes`.
-    fn check_size(&self, command: &Command) -> Result<(), Error> {
+    /// The encoded size of `command`; refuses a command whose log entry would be over
+    /// `raft.max_entry_bytes`, and a group, which only the proposer makes.
+    fn check(&self, command: &Command) -> Result<usize, Error> {
+        if matches!(command, Command::Group(_)) {
+            // A group inside a group would stop every replica's state machine.
+            return Err(Error::Encoding("a group is not a write".into()));
+        }
         let size = encoded_len(command);
         if size <= self.max_entry_bytes {
-            return Ok(());
+            return Ok(size);
         }
         self.limits.refused(MAX_ENTRY_BYTES);
         tracing::warn!(
@@ -1016,11 +1049,11 @@ impl Inner {
     /// it commits or `raft.write_timeout` passes. A write that times out without the
     /// commit index moving at all leaves a probe behind (see [`Inner::probe`]).
     pub(super) async fn write(self: &Arc<Self>, command: Command) -> Result<(Outcome, u64), Error> {
-        self.check_size(&command)?;
+        let size = self.check(&command)?;
         let pending = self.pending.begin(Instant::now());
         let committed = self.committed.index();
         let started = Instant::now();
-        let result = self.attempt(command).await;
+        let result = self.attempt(command, size).await;
         match &result {
             Ok(_) => self.commit_seconds.observe(started.elapsed().as_secs_f64()),
             Err(Error::Unavailable(_)) if self.committed.index() == committed => {
@@ -1051,7 +1084,9 @@ impl Inner {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let committed = inner.committed.index();
-                let done = inner.attempt(Command::Batch(Vec::new())).await.is_ok()
+                let probe = Command::Batch(Vec::new());
+                let size = encoded_len(&probe);
+                let done = inner.attempt(probe, size).await.is_ok()
                     || inner.committed.index() != committed;
                 if done {
                     inner.probing.store(false, Ordering::Release);
@@ -1064,23 +1099,29 @@ impl Inner {
         });
     }
 
-    async fn attempt(&self, command: Command) -> Result<(Outcome, u64), Error> {
+    /// One write of `size` encoded bytes, through the leader, retried until
+    /// `raft.write_timeout`.
+    async fn attempt(&self, command: Command, size: usize) -> Result<(Outcome, u64), Error> {
         let deadline = Instant::now() + self.write_timeout;
         let mut last = String::from("no leader is known");
+        let stopped = || Err(Refusal::Failed("the Raft member has stopped".into()));
         while Instant::now() < deadline {
             let (leader, addr) = self.leader_until(deadline).await?;
-            let attempt = if leader == self.id {
-                self.propose(command.clone()).await
+            let left = deadline.saturating_duration_since(Instant::now());
+            let bytes = size + PER_WRITE_OVERHEAD;
+            let answer = if leader == self.id {
+                let proposed = self.writers.proposer.submit((), command.clone(), bytes);
+                tokio::time::timeout(left, proposed).await
             } else {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self
-                    .client
-                    .call::<_, Result<(Outcome, u64), Refusal>>(&addr, path::WRITE, &command, left)
-                    .await
-                {
-                    Ok(answer) => answer,
-                    Err(e) => Err(Refusal::Failed(e.to_string())),
-                }
+                let forwarded = self.writers.forwarder.submit(addr, command.clone(), bytes);
+                tokio::time::timeout(left, forwarded).await
+            };
+            let attempt = match answer {
+                Ok(Some(answer)) => answer,
+                Ok(None) => stopped(),
+                Err(_) => Err(Refusal::Failed(
+                    "the write was not committed in time".into(),
+                )),
             };
             match attempt {
                 Ok(outcome) => return Ok(outcome),

@@ -391,6 +391,73 @@ async fn waiting_readers_share_a_failed_barrier_instead_of_each_waiting_it_out()
     close(store, rt).await;
 }
 
+#[actix_web::test]
+async fn writes_waiting_together_share_entries_and_each_gets_its_own_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        // One entry under way at a time, and no expiry entries in between.
+        max_proposed_entries: 1,
+        expire_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let (store, rt) = Store::open_single_with(
+        &config,
+        dir.path(),
+        "127.0.0.1:0".into(),
+        Ring::single(Key::generate()),
+    )
+    .await
+    .unwrap();
+    let before = store.0.reader.applied_index().unwrap();
+    // One owner under a cap of 5 makes 30 records at once, among 30 plain puts.
+    let owner = store.owner(b"alice");
+    let writes: Vec<_> = (0..60u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let natural = format!("record-{i}");
+                let stored = if i % 2 == 0 {
+                    let value = value("alice@example.com");
+                    store
+                        .put_owned(
+                            Table::McpSessions,
+                            natural.as_bytes(),
+                            &value,
+                            None,
+                            owner,
+                            5,
+                        )
+                        .await
+                        .unwrap()
+                } else {
+                    let value = value("bob@example.com");
+                    let outcome = store
+                        .put(Table::McpSessions, natural.as_bytes(), &value, None)
+                        .await
+                        .unwrap();
+                    assert_eq!(outcome.affected, 0, "a new record");
+                    true
+                };
+                (natural, stored)
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for write in writes {
+        let (natural, was_stored) = write.await.unwrap();
+        let found = store
+            .get::<Value>(Table::McpSessions, natural.as_bytes())
+            .unwrap();
+        assert_eq!(found.is_some(), was_stored, "{natural}");
+        stored += usize::from(was_stored);
+    }
+    // Every refusal was its own: exactly the cap's worth of Alice's records went in.
+    assert_eq!(stored, 30 + 5);
+    let entries = store.0.reader.applied_index().unwrap() - before;
+    assert!(entries < 60, "60 writes took {entries} entries");
+    close(store, rt).await;
+}
+
 async fn open_capped(
     dir: &Path,
     ring: Ring,

@@ -1,6 +1,7 @@
 //! Tests of the log store and state machine: openraft's storage suite, command semantics
 //! and restarts; snapshots and the owner index in their own files.
 
+mod groups;
 mod owners;
 mod snapshots;
 
@@ -137,10 +138,11 @@ impl Machine {
 
     async fn outcome(&mut self, command: Command) -> Outcome {
         let outcomes = self.apply(EntryPayload::Normal(command)).await;
-        outcomes[0]
+        outcomes[0][0]
     }
 
-    async fn apply(&mut self, payload: EntryPayload<TypeConfig>) -> Vec<Outcome> {
+    /// Applies `payload` as the next entry: one outcome per write it carries.
+    async fn apply(&mut self, payload: EntryPayload<TypeConfig>) -> Vec<Vec<Outcome>> {
         let e = entry(self.next, payload);
         self.next += 1;
         self.sm.apply([e]).await.expect("apply")
@@ -360,10 +362,11 @@ async fn batch_applies_in_order_and_sums() {
 async fn changes_and_applied_state() {
     let mut m = Machine::new();
     assert_eq!(m.sm.reader().applied_index(), None);
-    assert_eq!(m.apply(EntryPayload::Blank).await, vec![Outcome::default()]);
+    // Entries that carry no write have no outcome.
+    assert_eq!(m.apply(EntryPayload::Blank).await, vec![vec![]]);
     assert_eq!(
         m.apply(EntryPayload::Membership(membership())).await,
-        vec![Outcome::default()]
+        vec![vec![]]
     );
     assert_eq!(m.sm.reader().applied_index(), Some(2));
     let (applied, stored) = m.sm.applied_state().await.expect("applied state");

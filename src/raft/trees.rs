@@ -7,10 +7,11 @@
 // boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::{AnyError, BasicNode, SnapshotMeta, StorageIOError};
 use serde::de::DeserializeOwned;
@@ -139,40 +140,80 @@ pub(super) fn validate(path: &Path, meta: &Meta) -> Result<u64, StorageError> {
     Ok(count)
 }
 
-/// How many records each table holds in the owner index, for the in-use gauges; one slot
-/// per possible table byte up to 15, so adding a table needs no change here.
+/// How many records the owner index holds: per table, for the in-use gauges (one slot per
+/// possible table byte up to 15, so adding a table needs no change here), and per owner
+/// and table, for the caps of `PutOwned`.
+///
+/// Both are kept in memory beside the index and changed exactly when it is, and rebuilt
+/// from it on open and after an install. Counting an owner's records by scanning its index
+/// entries cost every replica one key per record the owner held, on every capped put: a
+/// principal with 10,000 sessions paid a 10,000-key scan per `initialize`, in the apply.
 #[derive(Default)]
-pub(super) struct Owned([AtomicU64; 16]);
+pub(super) struct Owned {
+    tables: [AtomicU64; 16],
+    /// Records per owner and table byte; owners holding none are left out.
+    owners: Mutex<HashMap<(Owner, u8), u64>>,
+}
 
 impl Owned {
     fn slot(&self, skey: &[u8]) -> Option<&AtomicU64> {
-        skey.first().and_then(|&b| self.0.get(usize::from(b)))
+        skey.first().and_then(|&b| self.tables.get(usize::from(b)))
     }
 
-    fn add(&self, skey: &[u8]) {
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<(Owner, u8), u64>> {
+        // Counts are changed in single steps: a panic leaves nothing half-updated.
+        self.owners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, owner: &Owner, skey: &[u8]) {
         if let Some(n) = self.slot(skey) {
             n.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(&table) = skey.first() {
+            *self.owners().entry((*owner, table)).or_default() += 1;
+        }
     }
 
-    fn sub(&self, skey: &[u8]) {
+    /// [`Owned::add`] for a key of the owner index: the owner, then the storage key.
+    fn add_index_key(&self, ikey: &[u8]) {
+        if let Some(owner) = ikey.get(..32).and_then(|o| Owner::try_from(o).ok()) {
+            self.add(&owner, &ikey[32..]);
+        }
+    }
+
+    fn sub(&self, owner: &Owner, skey: &[u8]) {
         if let Some(n) = self.slot(skey) {
             // Never below zero, whatever the index held.
             let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
         }
+        if let Some(&table) = skey.first() {
+            let mut owners = self.owners();
+            if let Some(n) = owners.get_mut(&(*owner, table)) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    owners.remove(&(*owner, table));
+                }
+            }
+        }
     }
 
     fn clear(&self) {
-        for n in &self.0 {
+        for n in &self.tables {
             n.store(0, Ordering::Relaxed);
         }
+        self.owners().clear();
     }
 
     /// How many records of `table` the owner index holds.
     pub(super) fn of(&self, table: Table) -> u64 {
-        self.0
+        self.tables
             .get(usize::from(table.byte()))
             .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// How many records of the table `table` (its byte) `owner` holds.
+    fn of_owner(&self, owner: &Owner, table: u8) -> u64 {
+        self.owners().get(&(*owner, table)).copied().unwrap_or(0)
     }
 }
 
@@ -198,7 +239,7 @@ impl Trees {
         };
         for key in trees.owners.iter().keys() {
             let key = key.map_err(sled_read)?;
-            trees.owned.add(key.get(32..).unwrap_or_default());
+            trees.owned.add_index_key(&key);
         }
         Ok(trees)
     }
@@ -269,7 +310,7 @@ impl Trees {
             }
             if let Some(owner) = &record.owner {
                 pending.owners.insert(owner_key(owner, &skey), Vec::new());
-                self.owned.add(&skey);
+                self.owned.add(owner, &skey);
             }
             pending.bytes += skey.len() + value.len();
             pending.data.insert(skey, value);
@@ -290,21 +331,17 @@ impl Trees {
     }
 
     /// How many records of the table `skey` names `owner` holds, not counting the one
-    /// under `skey`; counts no further than `limit`.
-    fn held(&self, owner: &Owner, skey: &[u8], limit: u64) -> Result<u64, StorageError> {
-        let mut prefix = owner.to_vec();
-        prefix.extend_from_slice(&skey[..1]);
-        let own = owner_key(owner, skey);
-        let mut held = 0;
-        for key in self.owners.scan_prefix(prefix).keys() {
-            if key.map_err(sled_read)? != own.as_slice() {
-                held += 1;
-                if held >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(held)
+    /// under `skey`.
+    fn held(&self, owner: &Owner, skey: &[u8]) -> Result<u64, StorageError> {
+        let Some(&table) = skey.first() else {
+            return Ok(0);
+        };
+        let all = self.owned.of_owner(owner, table);
+        let own = self
+            .owners
+            .contains_key(owner_key(owner, skey))
+            .map_err(sled_read)?;
+        Ok(all.saturating_sub(u64::from(own)))
     }
 
     /// Writes `new` under `skey`, moving its expiry and owner index entries from `old`'s.
@@ -324,13 +361,13 @@ impl Trees {
             if let Some(owner) = &new.owner {
                 let added = self.owners.insert(owner_key(owner, skey), Vec::<u8>::new());
                 if added.map_err(sled_write)?.is_none() {
-                    self.owned.add(skey);
+                    self.owned.add(owner, skey);
                 }
             }
             if let Some(owner) = &old_owner {
                 let removed = self.owners.remove(owner_key(owner, skey));
                 if removed.map_err(sled_write)?.is_some() {
-                    self.owned.sub(skey);
+                    self.owned.sub(owner, skey);
                 }
             }
         }
@@ -367,7 +404,7 @@ impl Trees {
         if let Some(owner) = &old.owner {
             let removed = self.owners.remove(owner_key(owner, skey));
             if removed.map_err(sled_write)?.is_some() {
-                self.owned.sub(skey);
+                self.owned.sub(owner, skey);
             }
         }
         self.data.remove(skey).map_err(sled_write)?;
@@ -406,7 +443,7 @@ impl Trees {
                 limit,
             }) => {
                 let skey = storage_key(table, &key);
-                if self.held(&owner, &skey, limit)? >= limit {
+                if self.held(&owner, &skey)? >= limit {
                     return Ok(Outcome {
                         affected: 0,
                         refused: true,

@@ -43,8 +43,12 @@ fn a_deeply_nested_batch_is_refused_and_the_node_keeps_serving() {
     let node = cluster.node(1);
     let bearer = format!("Bearer {}", cluster.secret());
     let headers = [("Authorization", bearer.as_str())];
+    // Writes forwarded together: a list of one command, that batch.
+    let mut forwarded_together = vec![1u8];
+    forwarded_together.extend(nested_batch());
     let bodies = [
         ("/fleet/write", nested_batch()),
+        ("/fleet/writes", forwarded_together),
         ("/raft/append", append_with_nested_entry()),
     ];
     for (path, body) in bodies {
