@@ -172,6 +172,32 @@ mod tests {
     }
 
     #[test]
+    fn by_default_three_late_heartbeats_do_not_start_an_election_and_one_append_fits_its_time() {
+        let config = Config::default();
+        // openraft's tick, on which heartbeats go out and election timers are checked.
+        let tick = config.heartbeat_interval * 3 / 2;
+        let max = config.election_timeout_max();
+        assert!(max > config.election_timeout);
+        // A follower stands after the lease (the upper bound) plus its own timeout.
+        let silence = max + config.election_timeout;
+        assert!(silence > tick * 3, "{silence:?} against ticks of {tick:?}");
+        assert!(silence + tick <= Duration::from_millis(750), "{silence:?}");
+        assert!(config.max_entry_bytes + APPEND_ENVELOPE_BYTES <= config.max_append_bytes);
+    }
+
+    #[test]
+    fn the_upper_election_bound_is_distinct_in_whole_milliseconds() {
+        assert_eq!(
+            election_timeout_max(Duration::from_millis(250)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            election_timeout_max(Duration::from_millis(2)),
+            Duration::from_millis(3)
+        );
+    }
+
+    #[test]
     fn the_internal_body_limit_covers_a_full_append_and_a_snapshot_chunk() {
         let config = Config::default();
         assert!(config.internal_body_bytes() > config.max_append_bytes);
