@@ -183,32 +183,66 @@ fn failover(cluster: &mut Cluster, rounds: usize) {
     let mut took_all = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let leader = cluster.leader();
-        let survivors: Vec<String> = cluster
+        let term = cluster.status(leader)["term"].as_u64().unwrap_or(0);
+        let survivor_ids: Vec<u64> = cluster
             .live()
             .into_iter()
             .filter(|&id| id != leader)
-            .map(|id| cluster.node(id).mcp_url())
+            .collect();
+        let survivors: Vec<String> = survivor_ids
+            .iter()
+            .map(|&id| cluster.node(id).mcp_url())
             .collect();
         cluster.kill(leader);
         let killed = Instant::now();
-        let mut attempt = 0;
-        let took = loop {
-            let url = &survivors[attempt % survivors.len()];
-            if Session::open(url, CLIENT).is_ok() {
-                break killed.elapsed();
-            }
-            assert!(
-                killed.elapsed() < FAILOVER_DEADLINE,
-                "no survivor created a session within {FAILOVER_DEADLINE:?}\n{}",
-                cluster.logs()
-            );
-            attempt += 1;
-            // Paces the retries so they do not starve the election of CPU.
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        let cluster_now: &Cluster = cluster;
+        let (took, elected) = std::thread::scope(|scope| {
+            // When a survivor first calls itself leader, and in which term: a term more
+            // than one past the old leader's means a split vote.
+            let elected = scope.spawn(|| {
+                while killed.elapsed() < FAILOVER_DEADLINE {
+                    for &id in &survivor_ids {
+                        let Some(status) = cluster_now.try_status(id) else {
+                            continue;
+                        };
+                        if status["state"] == "Leader" {
+                            return Some((killed.elapsed(), status["term"].as_u64()));
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                None
+            });
+            let mut attempt = 0;
+            let took = loop {
+                let url = &survivors[attempt % survivors.len()];
+                if Session::open(url, CLIENT).is_ok() {
+                    break killed.elapsed();
+                }
+                assert!(
+                    killed.elapsed() < FAILOVER_DEADLINE,
+                    "no survivor created a session within {FAILOVER_DEADLINE:?}\n{}",
+                    cluster_now.logs()
+                );
+                attempt += 1;
+                // Paces the retries so they do not starve the election of CPU.
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            (took, elected.join().ok().flatten())
+        });
         took_all.push(took);
+        let elected = elected.map_or_else(
+            || "no leader seen".to_owned(),
+            |(at, new_term)| {
+                format!(
+                    "a survivor led after {:.0} ms, term {term} to {}",
+                    ms(at),
+                    new_term.unwrap_or(0)
+                )
+            },
+        );
         println!(
-            "failover {round}: {:.1} ms from SIGKILL of leader node {leader} to a session created by a survivor",
+            "failover {round}: {:.1} ms from SIGKILL of leader node {leader} to a session created by a survivor ({elected})",
             ms(took)
         );
         cluster.restart(leader);
