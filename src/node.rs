@@ -17,9 +17,13 @@ use crate::metrics::Metrics;
 use crate::raft::{self, Store};
 use crate::{http, tools, Config};
 
-/// How long a node of one waits for its key check before it listens anyway (its requests
-/// are refused with the reason until the check passes).
+/// How long an MCP request to a node of one waits for the node's key check, which runs
+/// while the node starts serving, before it is refused with the reason.
 const KEY_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often a node that is not yet a member (or whose key check has not passed) tries
+/// again to record its first membership and group in its data directory.
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// HTTP workers of the internal listener.
 const INTERNAL_WORKERS: usize = 2;
@@ -310,12 +314,14 @@ impl NodeBuilder {
                 .unwrap_or_else(|| internal_addr.to_string()),
         );
         store.expect_group(identity.group_id().map(str::to_owned));
-        store.check_keys();
         if role == Role::Single {
-            // A group of one decides at once; serving only after it keeps the first
-            // requests from meeting a 503 for a check nobody else could slow down.
-            store.keys_decided(KEY_CHECK_WAIT).await;
+            // A group of one decides within milliseconds, but that includes writing the
+            // key-check record on a fresh data directory: serve meanwhile, and let the
+            // first requests wait for the decision rather than meet a 503 for a check
+            // nobody else could slow down.
+            store.hold_requests_for_key_check(KEY_CHECK_WAIT);
         }
+        store.check_keys();
         let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         record_first_membership(identity, store.clone());
@@ -532,24 +538,36 @@ fn settle_identity(config: &mut Config, role: Role) -> Result<Identity, StartErr
     Ok(identity)
 }
 
-/// Records, once, the first membership this node finds itself in; see [`identity`]. A
-/// node that is a member already (a node of one, a restarted member) records it now,
-/// before it serves; one waiting to be joined watches until it is.
-fn record_first_membership(mut identity: Identity, store: Store) {
+/// Records, once, the first membership this node finds itself in and its group; see
+/// [`identity`]. In the background, while the node serves: the record says which group a
+/// data directory belongs to, and nothing the node serves waits for it (each write is an
+/// fsync of `identity.json` and its directory). A member records its membership at once
+/// and its group once the key check has read it; one waiting to be joined watches until
+/// it is.
+fn record_first_membership(identity: Identity, store: Store) {
     if identity.has_first_membership() && identity.group_id().is_some() {
         return;
     }
-    if record_membership_if_member(&mut identity, &store) && record_group(&mut identity, &store) {
-        return;
-    }
     actix_web::rt::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut identity = identity;
+        // The group is known once the key check passes: a node of one needs milliseconds.
+        store.keys_decided(RECORD_EVERY).await;
         loop {
-            every.tick().await;
-            let member = record_membership_if_member(&mut identity, &store);
-            if record_group(&mut identity, &store) && member {
+            let attempt = store.clone();
+            let Ok((back, done)) = actix_web::rt::task::spawn_blocking(move || {
+                let member = record_membership_if_member(&mut identity, &attempt);
+                let done = record_group(&mut identity, &attempt) && member;
+                (identity, done)
+            })
+            .await
+            else {
+                return;
+            };
+            if done {
                 return;
             }
+            identity = back;
+            tokio::time::sleep(RECORD_EVERY).await;
         }
     });
 }

@@ -25,12 +25,17 @@ async fn health() -> HttpResponse {
 /// so what it serves is current, and can commit writes: once writes it started have waited
 /// longer than `raft.write_timeout` with no commit advance, it is not ready until commits
 /// advance again, so a load balancer sends its traffic to nodes that can serve it; a
-/// leader that no quorum has acknowledged for the election timeout is cut off from its
-/// followers and is not ready either (`"status": "leader without quorum"`). And its
-/// key ring has passed the fleet's key check (see `raft::keycheck`).
+/// leader that no quorum has acknowledged for as long as its followers wait before they
+/// elect is cut off from its followers and is not ready either (`"status": "leader
+/// without quorum"`). And its key ring has passed the fleet's key check (see
+/// `raft::keycheck`); a node of one, which serves while its check runs, first waits for it
+/// as its MCP requests do.
 async fn ready(state: web::Data<super::State>) -> HttpResponse {
     if state.draining.load(std::sync::atomic::Ordering::Acquire) {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "draining" }));
+    }
+    if state.store.key_problem().is_some() {
+        state.store.key_problem_held().await;
     }
     if let Some(reason) = state.store.not_serving() {
         let status = match state.store.standing() {
@@ -73,16 +78,18 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
 }
 
 /// Refuses an MCP request (503, with a JSON-RPC error saying why) while this node's key
-/// ring has not passed the fleet's key check: a ring that is not the fleet's would answer
+/// ring has not passed the fleet's key check (a node of one first waits for a check under
+/// way: see `Store::hold_requests_for_key_check`): a ring that is not the fleet's would answer
 /// 404 for sessions it cannot open and miss revocations stored under another index key.
 /// A 503 is what a client retries, and a balancer's next try reaches a node that serves.
 pub(crate) async fn refuse_without_keys(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<actix_web::body::BoxBody>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let problem = req
-        .app_data::<web::Data<super::State>>()
-        .and_then(|s| s.store.key_problem());
+    let problem = match req.app_data::<web::Data<super::State>>() {
+        Some(s) if s.store.key_problem().is_some() => s.store.clone().key_problem_held().await,
+        _ => None,
+    };
     match problem {
         None => next.call(req).await,
         Some(why) => {

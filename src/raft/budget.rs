@@ -13,9 +13,10 @@ use prometheus_client::registry::Registry;
 use super::config::APPEND_ENVELOPE_BYTES;
 
 /// Upper bounds, in seconds, of the AppendEntries round-trip buckets: up to the default
-/// 112 ms soft TTL finely enough to see how close appends come to it.
-const APPEND_SECONDS_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1125, 0.15, 0.25, 0.5, 1.0,
+/// 75 ms soft TTL (3/4 of the 100 ms heartbeat) finely enough to see how close appends
+/// come to it, and the 100 ms hard TTL past which openraft gives up on them.
+const APPEND_SECONDS_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.06, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
 ];
 
 /// Upper bounds, in bytes, of the AppendEntries size buckets: 1 KiB to 16 MiB by fours.

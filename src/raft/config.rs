@@ -22,14 +22,24 @@ pub struct Config {
     /// same list; empty means "wait to be added with `cluster join`".
     #[serde(deserialize_with = "peers_by_id")]
     pub peers: BTreeMap<NodeId, String>,
-    /// How often the leader sends heartbeats (default 150 ms). openraft also gives every
-    /// AppendEntries this long to complete, and we answer at 3/4 of it: on a loaded 2-core
-    /// machine one append, however small, took up to 75–98 ms (`cargo bench --bench
-    /// append`), so 100 ms left no room. README ("Running a fleet") has the figures.
+    /// How often the leader sends heartbeats (default 100 ms). openraft 0.9 checks its
+    /// timers on a tick of 3/2 of this, so heartbeats go out every 150 ms and a follower
+    /// notices an election timeout up to a tick late. openraft also gives every
+    /// AppendEntries this long to complete, and we answer at 3/4 of it (75 ms): hence
+    /// `max_append_bytes` 320 KiB (see there). README ("Running a fleet") has the figures.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Lower bound of the election timeout; the upper bound is twice this (default 750 ms:
-    /// five heartbeats, so that one late heartbeat does not start an election).
+    /// Lower bound of the election timeout (default 250 ms); the upper bound is 6/5 of it
+    /// ([`Config::election_timeout_max`]). A follower that knew a leader stands for
+    /// election once it has heard nothing from it for openraft's leader lease (the upper
+    /// bound) plus its own timeout, drawn once per process between the bounds: 550–600 ms
+    /// of silence by default, nearly four heartbeats, so late heartbeats under load do not
+    /// start elections, while a SIGKILLed leader is replaced within a second (`cargo bench
+    /// --bench fleet`: README has the trade-off measured). The tick's own jitter (up to
+    /// 150 ms) is what keeps the survivors from standing at once, so the bounds need not
+    /// be far apart. Also how long without news from a quorum before a leader reports
+    /// itself cut off, and without news from the leader before a follower's replica may
+    /// be stale.
     #[serde(with = "humantime_serde")]
     pub election_timeout: Duration,
     /// Least log entries between snapshots (default 5,000); a snapshot also waits until
@@ -43,10 +53,12 @@ pub struct Config {
     /// How often the leader proposes the expiry of records past their deadline.
     #[serde(with = "humantime_serde")]
     pub expire_interval: Duration,
-    /// Largest AppendEntries request, in encoded bytes (default 512 KiB). openraft gives
+    /// Largest AppendEntries request, in encoded bytes (default 320 KiB). openraft gives
     /// each AppendEntries `heartbeat_interval` to complete, decoding and fsync on the
     /// follower included; a larger batch is split (see `network.rs`). On a loaded 2-core
-    /// machine a 512 KiB append took up to 74 ms, within the 112 ms we allow it.
+    /// machine (`cargo bench --bench append`) a 256 KiB append took up to 36 ms and a
+    /// 512 KiB one up to 73 ms: 320 KiB stays within 2/3 of the 75 ms we allow it, and
+    /// still fits one entry of `max_entry_bytes` with its envelope.
     pub max_append_bytes: usize,
     /// Largest log entry (an encoded command), in bytes (default 256 KiB). A write above
     /// it is refused where it is proposed or forwarded, so that one entry always fits
@@ -87,12 +99,12 @@ impl Default for Config {
             listen: "127.0.0.1:0".to_owned(),
             advertise: None,
             peers: BTreeMap::new(),
-            heartbeat_interval: Duration::from_millis(150),
-            election_timeout: Duration::from_millis(750),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(250),
             snapshot_after: 5000,
             write_timeout: Duration::from_secs(5),
             expire_interval: Duration::from_secs(10),
-            max_append_bytes: 512 * 1024,
+            max_append_bytes: 320 * 1024,
             max_entry_bytes: 256 * 1024,
             cache_bytes: 64 * 1024 * 1024,
             max_entry_writes: 128,
@@ -114,11 +126,23 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 pub const INTERNAL_BODY_SLACK: usize = 64 * 1024;
 
 impl Config {
+    /// Upper bound of the election timeout, which is also openraft's leader lease: a
+    /// follower refuses to vote until it has heard nothing from its leader for this long.
+    pub fn election_timeout_max(&self) -> Duration {
+        election_timeout_max(self.election_timeout)
+    }
+
     /// Largest body the internal listener takes on its Raft and forwarded-write routes:
     /// a full AppendEntries batch or a snapshot chunk, whichever is larger, plus slack.
     pub fn internal_body_bytes(&self) -> usize {
         self.max_append_bytes.max(SNAPSHOT_CHUNK_BYTES) + INTERNAL_BODY_SLACK
     }
+}
+
+/// The upper bound of the election timeout whose lower bound is `min`: 6/5 of it, at
+/// least a millisecond more (openraft wants the bounds distinct, in whole milliseconds).
+pub(super) fn election_timeout_max(min: Duration) -> Duration {
+    min + (min / 5).max(Duration::from_millis(1))
 }
 
 /// Reads peers from a table whose keys are ids: TOML and environment keys are strings.
@@ -174,6 +198,32 @@ mod tests {
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("1=a:1,1=b:2").is_err());
         assert!(parse_peers("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn by_default_three_late_heartbeats_do_not_start_an_election_and_one_append_fits_its_time() {
+        let config = Config::default();
+        // openraft's tick, on which heartbeats go out and election timers are checked.
+        let tick = config.heartbeat_interval * 3 / 2;
+        let max = config.election_timeout_max();
+        assert!(max > config.election_timeout);
+        // A follower stands after the lease (the upper bound) plus its own timeout.
+        let silence = max + config.election_timeout;
+        assert!(silence > tick * 3, "{silence:?} against ticks of {tick:?}");
+        assert!(silence + tick <= Duration::from_millis(750), "{silence:?}");
+        assert!(config.max_entry_bytes + APPEND_ENVELOPE_BYTES <= config.max_append_bytes);
+    }
+
+    #[test]
+    fn the_upper_election_bound_is_distinct_in_whole_milliseconds() {
+        assert_eq!(
+            election_timeout_max(Duration::from_millis(250)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            election_timeout_max(Duration::from_millis(2)),
+            Duration::from_millis(3)
+        );
     }
 
     #[test]

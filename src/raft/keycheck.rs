@@ -276,6 +276,11 @@ fn create(key: Vec<u8>, sealed: Vec<u8>) -> Command {
 /// its data directory belongs to.
 pub(super) struct Keys {
     state: RwLock<KeyState>,
+    /// Told each time `state` is set: what waiters for a decision watch.
+    changed: tokio::sync::watch::Sender<()>,
+    /// How long an MCP request waits for a check under way before it is refused; see
+    /// [`Store::hold_requests_for_key_check`].
+    hold_ms: std::sync::atomic::AtomicU64,
     /// The group the data directory belongs to, once recorded there.
     expected_group: RwLock<Option<String>>,
     /// The group's id as the applied record names it.
@@ -288,6 +293,8 @@ impl Default for Keys {
             state: RwLock::new(KeyState::Checking(
                 "the fleet's key-check record has not been checked yet".to_owned(),
             )),
+            changed: tokio::sync::watch::Sender::new(()),
+            hold_ms: std::sync::atomic::AtomicU64::new(0),
             expected_group: RwLock::new(None),
             group: RwLock::new(None),
         }
@@ -303,10 +310,12 @@ impl Keys {
     }
 
     fn set(&self, state: KeyState) -> KeyState {
-        std::mem::replace(
-            &mut self.state.write().unwrap_or_else(PoisonError::into_inner),
+        let before = std::mem::replace(
+            &mut *self.state.write().unwrap_or_else(PoisonError::into_inner),
             state,
-        )
+        );
+        self.changed.send_replace(());
+        before
     }
 
     fn expected_group(&self) -> Option<String> {
@@ -366,9 +375,14 @@ impl Inner {
             key_ids = ?verdict.missing,
             "adding to the fleet's key-check record"
         );
-        for write in completion(&self.ring, self.id, &verdict) {
+        // All at once: the pieces are independent, and writes proposed together share a
+        // log append and its fsync (a node of one writes all three before it first serves).
+        let writes = completion(&self.ring, self.id, &verdict)
+            .into_iter()
+            .map(|write| self.write(write));
+        for written in futures_util::future::join_all(writes).await {
             // A refusal means another node created that piece first: checked below.
-            if let Err(e) = self.write(write).await {
+            if let Err(e) = written {
                 return KeyState::Checking(format!(
                     "could not add key ids {:?} to the fleet's key-check record: {e}",
                     verdict.missing
@@ -440,14 +454,50 @@ impl Store {
     /// Waits (up to `within`) until the key check has decided, one way or the other;
     /// returns where the keys stand then. For a node of one, which can decide at once.
     pub async fn keys_decided(&self, within: Duration) -> KeyState {
-        let until = Instant::now() + within;
+        let until = tokio::time::Instant::now() + within;
+        // Subscribed before the first look, so a decision made in between still wakes us.
+        let mut changed = self.0.keys.changed.subscribe();
         loop {
             let state = self.key_state();
-            if !matches!(state, KeyState::Checking(_)) || Instant::now() >= until {
+            if !matches!(state, KeyState::Checking(_)) {
                 return state;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            match tokio::time::timeout_at(until, changed.changed()).await {
+                Ok(Ok(())) => {}
+                // Out of time (or the checker is gone): say where the keys stand now.
+                _ => return self.key_state(),
+            }
         }
+    }
+
+    /// Makes MCP requests that arrive while the key check is still under way wait for its
+    /// decision, up to `within`, instead of being refused at once (see
+    /// [`Store::key_problem_held`]). For a node of one, which decides within milliseconds
+    /// of starting: it can then serve before its check has written the fleet's record.
+    /// A fleet node keeps the default (no wait): a balancer sends nothing to a node whose
+    /// `/ready` says it is checking keys, and a 503 makes a client try elsewhere.
+    pub fn hold_requests_for_key_check(&self, within: Duration) {
+        let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+        self.0
+            .keys
+            .hold_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Like [`Store::key_problem`], after waiting for a check under way as long as
+    /// [`Store::hold_requests_for_key_check`] allows.
+    pub async fn key_problem_held(&self) -> Option<String> {
+        let problem = self.key_problem()?;
+        let hold = self
+            .0
+            .keys
+            .hold_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if hold == 0 || !matches!(self.key_state(), KeyState::Checking(_)) {
+            return Some(problem);
+        }
+        self.keys_decided(Duration::from_millis(hold)).await;
+        self.key_problem()
     }
 
     /// Makes the key check also require the group `group` (the one this node's data

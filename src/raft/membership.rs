@@ -8,7 +8,7 @@ use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::Serialize;
 
-use super::store::{Error, Store};
+use super::store::{Error, Inner, Store};
 use super::NodeId;
 
 /// How many committed entries a ready node may not have applied yet and stay ready (see
@@ -157,15 +157,15 @@ impl Store {
     }
 
     /// Whether this node is the leader of a group of several voters and no quorum has
-    /// acknowledged it for longer than the election timeout (none at all, for that long
-    /// since it was elected): it is cut off from its followers, which are electing, or
-    /// have elected, another leader. openraft 0.9 keeps such a node leader (it has no
-    /// step-down), so its `current_leader` names itself for as long as it is cut off.
-    /// Nothing it is asked can succeed: writes cannot commit and reads cannot be proven
-    /// current, so each would wait out `raft.write_timeout` for a 503. Out of rotation,
-    /// the balancer sends them to the majority instead. The election timeout is also how
-    /// long followers wait for a heartbeat before they elect: a healthy leader is
-    /// acknowledged every `raft.heartbeat_interval`, five times within it.
+    /// acknowledged it for as long as its followers wait before they elect (none at all,
+    /// for that long since it was elected; see [`Store::election_silence`]): it is cut off
+    /// from its followers, which are electing, or have elected, another leader. openraft
+    /// 0.9 keeps such a node leader (it has no step-down), so its `current_leader` names
+    /// itself for as long as it is cut off. Nothing it is asked can succeed: writes cannot
+    /// commit and reads cannot be proven current, so each would wait out
+    /// `raft.write_timeout` for a 503. Out of rotation, the balancer sends them to the
+    /// majority instead. A healthy leader is acknowledged at every heartbeat (3/2
+    /// `raft.heartbeat_interval`), almost four times within that silence by default.
     pub fn lacks_quorum(&self) -> bool {
         let metrics = self.0.raft.metrics();
         let m = metrics.borrow();
@@ -178,7 +178,7 @@ impl Store {
         {
             return false;
         }
-        let stale_ms = self.0.stale_after.as_millis() as u64;
+        let stale_ms = self.election_silence().as_millis() as u64;
         match m.millis_since_quorum_ack {
             Some(ms) => ms >= stale_ms,
             None => {
@@ -189,6 +189,20 @@ impl Store {
                 since != 0 && crate::raft::now_ms().saturating_sub(since) >= stale_ms
             }
         }
+    }
+
+    /// openraft's leader lease (the upper bound of `raft.election_timeout`): a voter that
+    /// heard from its leader less than this ago refuses to vote for anyone else.
+    pub(crate) fn lease(&self) -> Duration {
+        super::config::election_timeout_max(self.0.stale_after)
+    }
+
+    /// The shortest silence from its leader after which a follower stands for election:
+    /// the lease plus its own election timeout, at least `raft.election_timeout`
+    /// (openraft 0.9 adds the lease to a follower's timeout when it knew a leader). A
+    /// leader no quorum has acknowledged for this long may have been replaced.
+    pub(crate) fn election_silence(&self) -> Duration {
+        self.lease() + self.0.stale_after
     }
 
     /// Whether this node lost sight of its leader less than `raft.write_timeout` ago: an
@@ -205,9 +219,11 @@ impl Store {
     }
 
     /// Whether what this node's replica (and the memory tiers over it) holds is known to be
-    /// current: as the leader, a quorum acknowledged it within the election timeout; as a
-    /// follower, the leader reached it within the election timeout and it has applied the
-    /// commit index the leader named then. A node that was paused, cut off or restarted is
+    /// current: as the leader, a quorum acknowledged it within the leader lease; as a
+    /// follower, the leader reached it within the lease and it has applied the commit index
+    /// the leader named then. (No other leader can have been elected meanwhile: a voter
+    /// grants its vote only once it has not heard from its leader for the lease, and a
+    /// candidate stands only after a longer silence; see [`Store::lease`].) A node that was paused, cut off or restarted is
     /// not current until the leader reaches it and it catches up; until then reads must
     /// ask the leader (see [`Store::read_barrier`]).
     pub fn is_current(&self) -> bool {
@@ -220,7 +236,7 @@ impl Store {
         {
             return false;
         }
-        let stale_ms = self.0.stale_after.as_millis() as u64;
+        let stale_ms = self.lease().as_millis() as u64;
         let metrics = self.0.raft.metrics();
         let m = metrics.borrow();
         let alone = m.membership_config.membership().voter_ids().count() <= 1;
@@ -247,10 +263,10 @@ impl Store {
 
     /// Notes that the leader reached this node, naming its commit index, with a message
     /// sent at `sent_ms` (the leader's clock). A message that waited longer than the
-    /// election timeout to be read says nothing about now, and is not news.
+    /// leader lease to be read says nothing about now, and is not news.
     pub(crate) fn heard_from_leader(&self, leader_commit: Option<u64>, sent_ms: Option<u64>) {
         use std::sync::atomic::Ordering;
-        let stale_ms = self.0.stale_after.as_millis() as u64;
+        let stale_ms = self.lease().as_millis() as u64;
         let now = crate::raft::now_ms();
         let Some(sent) = sent_ms.filter(|sent| now.saturating_sub(*sent) < stale_ms) else {
             return;
@@ -472,8 +488,7 @@ impl Store {
                     .max_by_key(|(_, matched)| matched.map(|l| l.index))
                     .map(|(id, _)| *id)
             });
-            // openraft's leader lease is the longest election timeout, twice ours.
-            (best, self.0.stale_after * 2)
+            (best, self.lease())
         };
         let Some((id, addr)) = target.and_then(|id| Some((id, self.member_addr(id)?))) else {
             return;
@@ -605,6 +620,46 @@ impl Store {
                 }
             }
         });
+    }
+}
+
+impl Inner {
+    /// Completes once the leader this node knows of is no longer `from`: another one, or
+    /// none (an election is under way). Never, once Raft has stopped.
+    async fn leader_gone(&self, from: NodeId) {
+        let mut metrics = self.raft.metrics();
+        while metrics.borrow_and_update().current_leader == Some(from) {
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Waits until the leader this node knows of is no longer `from`, or `pause` passes.
+    /// A write or read that `from` failed (refused, or unreachable because it died) goes
+    /// to its successor as soon as this node hears of one, rather than a pause later, and
+    /// tries `from` again no faster than `pause`.
+    pub(super) async fn leader_other_than(&self, from: NodeId, pause: Duration) {
+        let _ = tokio::time::timeout(pause, self.leader_gone(from)).await;
+    }
+
+    /// Runs `call`, a request to `leader`, unless this node hears first that `leader` is
+    /// no longer the leader (`None`). A leader that vanished without closing its
+    /// connections (its host or container gone, a partition) leaves a call hanging until
+    /// its timeout, while the survivors may already have elected a successor; the caller
+    /// tries that one instead. (A write abandoned this way may still have been committed:
+    /// retrying it is what a lost answer already leads to, and every command is
+    /// idempotent.)
+    pub(super) async fn unless_leader_changes<T>(
+        &self,
+        leader: NodeId,
+        call: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            biased;
+            out = call => Some(out),
+            () = self.leader_gone(leader) => None,
+        }
     }
 }
 

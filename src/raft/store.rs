@@ -39,7 +39,8 @@ const VALUE_V1: u8 = 1;
 /// How long a member waits to apply a removal another member made.
 const APPLIED_WAIT: Duration = Duration::from_secs(1);
 
-/// How long to wait between attempts while a leader is being elected.
+/// How long to wait between attempts while the leader this node knows of fails them (it
+/// may be dead, and not yet replaced); news of another leader ends the wait at once.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// How long a stalled node waits between two probe writes that failed at once.
@@ -167,7 +168,9 @@ pub(super) struct Inner {
     pub(super) leader_changes: Arc<AtomicU64>,
     /// When this node last heard from a leader, and the commit index it named.
     pub(super) contact: Contact,
-    /// How long without news from the leader before this node's replica may be stale.
+    /// `raft.election_timeout`: how long without news from the leader (or, as leader, from a
+    /// quorum) before this node's replica may be stale derives from it; see
+    /// [`Store::lease`] and [`Store::election_silence`].
     pub(super) stale_after: Duration,
     /// Set while this leader hands over before stopping: it takes no more writes or reads
     /// from other nodes, so their leader lease can lapse and a successor be elected.
@@ -277,7 +280,7 @@ impl Store {
             cluster_name: "mcp-fleet".to_owned(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
             election_timeout_min: config.election_timeout.as_millis() as u64,
-            election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
+            election_timeout_max: config.election_timeout_max().as_millis() as u64,
             // Snapshots are asked for by `compaction`, which also weighs the log's bytes.
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.snapshot_after.min(1000),
@@ -1114,7 +1117,14 @@ impl Inner {
                 tokio::time::timeout(left, proposed).await
             } else {
                 let forwarded = self.writers.forwarder.submit(addr, command.clone(), bytes);
-                tokio::time::timeout(left, forwarded).await
+                // A leader that vanished leaves the forward hanging: go to its successor.
+                match self
+                    .unless_leader_changes(leader, tokio::time::timeout(left, forwarded))
+                    .await
+                {
+                    Some(answer) => answer,
+                    None => Ok(Some(Err(Refusal::NotLeader))),
+                }
             };
             let attempt = match answer {
                 Ok(Some(answer)) => answer,
@@ -1134,7 +1144,7 @@ impl Inner {
                     })
                 }
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            self.leader_other_than(leader, RETRY_PAUSE).await;
         }
         Err(Error::Unavailable(last))
     }
@@ -1193,18 +1203,22 @@ impl Inner {
                     Err(_) => Err("no quorum confirmed leadership".to_owned()),
                 }
             } else {
-                match self
-                    .client
-                    .call::<_, Result<Option<u64>, Refusal>>(&addr, path::READ_INDEX, &(), left)
-                    .await
-                {
-                    Ok(Ok(index)) => Ok(index),
-                    Ok(Err(Refusal::NotLeader)) => Err(format!("node {leader} is not the leader")),
-                    Ok(Err(Refusal::Failed(why))) => Err(why),
-                    Ok(Err(refusal @ Refusal::TooLarge { .. })) => {
+                let call = self.client.call::<_, Result<Option<u64>, Refusal>>(
+                    &addr,
+                    path::READ_INDEX,
+                    &(),
+                    left,
+                );
+                match self.unless_leader_changes(leader, call).await {
+                    Some(Ok(Ok(index))) => Ok(index),
+                    Some(Ok(Err(Refusal::NotLeader))) | None => {
+                        Err(format!("node {leader} is not the leader"))
+                    }
+                    Some(Ok(Err(Refusal::Failed(why)))) => Err(why),
+                    Some(Ok(Err(refusal @ Refusal::TooLarge { .. }))) => {
                         Err(format!("unexpected answer to a read index: {refusal:?}"))
                     }
-                    Err(e) => Err(e.to_string()),
+                    Some(Err(e)) => Err(e.to_string()),
                 }
             };
             match index {
@@ -1220,7 +1234,7 @@ impl Inner {
                 }
                 Err(why) => last = why,
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            self.leader_other_than(leader, RETRY_PAUSE).await;
         }
         Err(Error::Unavailable(last))
     }

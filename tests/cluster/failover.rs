@@ -105,3 +105,39 @@ fn a_stopping_leader_hands_over_before_it_exits() {
     let url = cluster.node(survivors[0]).mcp_url();
     Session::initialize(&url);
 }
+
+/// A write that reaches a follower while its leader has stopped answering (paused, as if
+/// its host had vanished: its connections stay open, nothing comes back) goes to the
+/// leader the survivors elect, instead of hanging on the old one until
+/// `raft.write_timeout` and failing with 503.
+#[test]
+fn a_write_forwarded_to_a_leader_that_stopped_answering_goes_to_its_successor() {
+    let mut cluster = Cluster::start(3);
+    let old_leader = cluster.leader();
+    let survivors: Vec<u64> = cluster
+        .live()
+        .into_iter()
+        .filter(|&id| id != old_leader)
+        .collect();
+    let url = cluster.node(survivors[0]).mcp_url();
+    // The follower now holds a pooled connection to the leader, which the pause keeps open.
+    Session::open(&url, "cluster-tests").expect("a session before the pause");
+
+    cluster.pause(old_leader);
+    let written = Session::create(&url, "cluster-tests");
+    let new_leader = cluster.leader();
+    cluster.resume(old_leader);
+    let session = written.unwrap_or_else(|e| {
+        panic!(
+            "the write through node {} failed: {e}\n{}",
+            survivors[0],
+            cluster.logs()
+        )
+    });
+    assert!(
+        survivors.contains(&new_leader),
+        "leader {new_leader} is not a survivor"
+    );
+    let other = cluster.node(survivors[1]).mcp_url();
+    assert_eq!(session.echo(&other, "moved"), Ok("moved".to_owned()));
+}
