@@ -162,6 +162,16 @@ async fn forward_all(
     timeout: Duration,
 ) -> Vec<Answer> {
     let count = commands.len();
+    if let [command] = commands.as_slice() {
+        // A lone write goes by the one-write route every build serves: with
+        // `raft.max_entry_writes = 1` a node forwards only lone writes, so it can forward
+        // to a leader of an older build during a rolling upgrade.
+        let answer = client
+            .call::<_, Answer>(&addr, path::WRITE, command, timeout)
+            .await
+            .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())));
+        return vec![answer];
+    }
     let refusal = match client
         .call::<_, Vec<Answer>>(&addr, path::WRITES, &commands, timeout)
         .await
