@@ -202,26 +202,11 @@ impl ToolPool {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use futures_util::future::BoxFuture;
     use serde_json::json;
 
     use super::*;
-    use crate::tools::{FnTool, NoArgs, Peer, ToolInfo};
-
-    /// A client that is never asked anything by these tools.
-    struct Silent;
-
-    impl Peer for Silent {
-        fn notify(&self, _method: &str, _params: Value) {}
-
-        fn request(
-            &self,
-            _method: &str,
-            _params: Value,
-        ) -> BoxFuture<'static, Result<Value, Error>> {
-            Box::pin(async { Err(Error::Client("not in this test".into())) })
-        }
-    }
+    use crate::tools::Silent;
+    use crate::tools::{FnTool, NoArgs, ToolInfo};
 
     fn context() -> Context {
         Context::for_test(Arc::new(Silent), json!({}), None, None)

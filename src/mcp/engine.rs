@@ -672,25 +672,10 @@ pub(super) fn object_param_in<'a>(
 
 #[cfg(test)]
 mod tests {
-    use futures_util::future::BoxFuture;
 
     use super::*;
     use crate::crypto::{Key, Ring};
-
-    /// A client that is never asked anything in these tests.
-    struct Silent;
-
-    impl Peer for Silent {
-        fn notify(&self, _method: &str, _params: Value) {}
-
-        fn request(
-            &self,
-            _method: &str,
-            _params: Value,
-        ) -> BoxFuture<'static, Result<Value, tools::Error>> {
-            Box::pin(async { Err(tools::Error::Client("not in this test".into())) })
-        }
-    }
+    use crate::tools::Silent;
 
     async fn engine(toml: &str) -> (Engine, tempfile::TempDir, crate::raft::Runtime) {
         let dir = tempfile::tempdir().unwrap();

@@ -82,26 +82,10 @@ impl Tool for Echo {
 mod tests {
     use std::sync::Arc;
 
-    use futures_util::future::BoxFuture;
     use serde_json::Value;
 
     use super::*;
-    use crate::tools::Peer;
-
-    /// A client that is never asked anything by these tools.
-    struct Silent;
-
-    impl Peer for Silent {
-        fn notify(&self, _method: &str, _params: Value) {}
-
-        fn request(
-            &self,
-            _method: &str,
-            _params: Value,
-        ) -> BoxFuture<'static, Result<Value, Error>> {
-            Box::pin(async { Err(Error::Client("not in this test".into())) })
-        }
-    }
+    use crate::tools::Silent;
 
     fn context() -> Context {
         Context::for_test(Arc::new(Silent), json!({}), None, None)

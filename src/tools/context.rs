@@ -106,6 +106,20 @@ pub(crate) struct Scope {
     pub tool: Arc<str>,
 }
 
+/// A client that is never asked anything: the peer of unit tests whose tools make no
+/// requests of the client.
+#[cfg(test)]
+pub(crate) struct Silent;
+
+#[cfg(test)]
+impl Peer for Silent {
+    fn notify(&self, _method: &str, _params: Value) {}
+
+    fn request(&self, _method: &str, _params: Value) -> BoxFuture<'static, Result<Value, Error>> {
+        Box::pin(async { Err(Error::Client("not in this test".into())) })
+    }
+}
+
 impl Context {
     pub(crate) fn new(scope: Scope) -> Self {
         Self {

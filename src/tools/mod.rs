@@ -30,6 +30,8 @@ pub use updates::Updates;
 pub use upstream::{AccessToken, Http, HttpConfig, HttpRequest, HttpResponse, MAX_RESPONSE_BYTES};
 
 pub(crate) use context::Scope;
+#[cfg(test)]
+pub(crate) use context::Silent;
 pub(crate) use secrets::fresh;
 pub(crate) use tool::DynTool;
 pub(crate) use upstream::{Bearer, Caller, Tokens, Upstream};
