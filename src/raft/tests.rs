@@ -161,6 +161,18 @@ impl Machine {
         builder.build_snapshot().await.expect("build a snapshot")
     }
 
+    /// Receives `snapshot`'s bytes in one piece and installs it, as a follower does.
+    async fn install(&mut self, snapshot: &Snapshot<TypeConfig>) {
+        let mut received = self.sm.begin_receiving_snapshot().await.expect("begin");
+        tokio::io::AsyncWriteExt::write_all(&mut received, &snapshot.snapshot.bytes())
+            .await
+            .expect("write");
+        self.sm
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .expect("install");
+    }
+
     /// The files in the snapshot directory, by name.
     fn snapshot_files(&self) -> Vec<String> {
         let dir: PathBuf = self.dir.path().join("sm-snapshots");

@@ -72,11 +72,7 @@ fn survivors_serve_after_leader_is_killed() {
 fn a_stopping_leader_hands_over_before_it_exits() {
     let mut cluster = Cluster::start(3);
     let old_leader = cluster.leader();
-    let survivors: Vec<u64> = cluster
-        .live()
-        .into_iter()
-        .filter(|&id| id != old_leader)
-        .collect();
+    let survivors: Vec<u64> = cluster.live_except(old_leader);
     cluster.signal(old_leader, "TERM");
     let started = std::time::Instant::now();
     // Some survivor names another leader while the old one is still running.
@@ -114,11 +110,7 @@ fn a_stopping_leader_hands_over_before_it_exits() {
 fn a_write_forwarded_to_a_leader_that_stopped_answering_goes_to_its_successor() {
     let mut cluster = Cluster::start(3);
     let old_leader = cluster.leader();
-    let survivors: Vec<u64> = cluster
-        .live()
-        .into_iter()
-        .filter(|&id| id != old_leader)
-        .collect();
+    let survivors: Vec<u64> = cluster.live_except(old_leader);
     let url = cluster.node(survivors[0]).mcp_url();
     // The follower now holds a pooled connection to the leader, which the pause keeps open.
     Session::open(&url, "cluster-tests").expect("a session before the pause");

@@ -182,6 +182,14 @@ impl Cluster {
             .collect()
     }
 
+    /// The ids of the running members other than `id` (the survivors of a leader, say).
+    pub fn live_except(&self, id: u64) -> Vec<u64> {
+        self.live()
+            .into_iter()
+            .filter(|&other| other != id)
+            .collect()
+    }
+
     /// SIGKILLs node `id` and reaps it.
     pub fn kill(&mut self, id: u64) {
         self.nodes

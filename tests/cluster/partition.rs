@@ -240,11 +240,7 @@ fn a_minority_refuses_writes_it_cannot_commit() {
     let leader = cluster.leader();
     let lonely = *cluster.live().iter().find(|&&id| id != leader).unwrap();
     let url = cluster.node(lonely).mcp_url();
-    let others: Vec<u64> = cluster
-        .live()
-        .into_iter()
-        .filter(|&id| id != lonely)
-        .collect();
+    let others: Vec<u64> = cluster.live_except(lonely);
     for &id in &others {
         cluster.pause(id);
     }

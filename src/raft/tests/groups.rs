@@ -142,15 +142,7 @@ async fn a_snapshot_after_a_group_carries_what_it_left() {
     let snapshot = leader.build().await;
 
     let mut follower = Machine::new();
-    let mut received = follower.sm.begin_receiving_snapshot().await.expect("begin");
-    tokio::io::AsyncWriteExt::write_all(&mut received, &snapshot.snapshot.bytes())
-        .await
-        .expect("write");
-    follower
-        .sm
-        .install_snapshot(&snapshot.meta, received)
-        .await
-        .expect("install");
+    follower.install(&snapshot).await;
     assert_eq!(follower.everything(), leader.everything());
     assert_eq!(follower.sm.reader().owned(T), leader.sm.reader().owned(T));
 

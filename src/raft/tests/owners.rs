@@ -146,16 +146,7 @@ async fn a_snapshot_carries_the_owner_index() {
     let mut follower = Machine::new();
     follower.run(owned(BOB, b"old1", None, 2)).await;
     follower.run(owned(BOB, b"old2", None, 2)).await;
-    let received = follower.sm.begin_receiving_snapshot().await.expect("begin");
-    let mut received = received;
-    tokio::io::AsyncWriteExt::write_all(&mut received, &snapshot.snapshot.bytes())
-        .await
-        .expect("write");
-    follower
-        .sm
-        .install_snapshot(&snapshot.meta, received)
-        .await
-        .expect("install");
+    follower.install(&snapshot).await;
     assert_eq!(follower.sm.reader().owned(T), 3);
     follower.next = leader.next;
 
