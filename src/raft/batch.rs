@@ -180,16 +180,27 @@ mod tests {
         in_flight: 1,
     };
 
-    #[tokio::test]
-    async fn items_waiting_while_a_batch_runs_go_together_and_each_gets_its_own_answer() {
+    /// A batcher of [`SHAPE`] whose first batch (item 1 alone, key 0) runs and holds the
+    /// only slot until permits are added to the gate.
+    async fn one_running() -> (
+        Arc<Batcher<u8, u32, u32>>,
+        Seen,
+        Arc<tokio::sync::Semaphore>,
+        tokio::task::JoinHandle<Option<u32>>,
+    ) {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let (batcher, seen) = doubling(SHAPE, gate.clone());
         let batcher = Arc::new(batcher);
         let first = submit(&batcher, 0, 1, 10).await;
-        // The first batch (item 1 alone) runs and holds the only slot.
         while seen.lock().unwrap().is_empty() {
             tokio::task::yield_now().await;
         }
+        (batcher, seen, gate, first)
+    }
+
+    #[tokio::test]
+    async fn items_waiting_while_a_batch_runs_go_together_and_each_gets_its_own_answer() {
+        let (batcher, seen, gate, first) = one_running().await;
         let mut waiting = Vec::new();
         for (k, i, b) in [(0, 2, 10), (0, 3, 10), (0, 4, 10), (0, 5, 10), (1, 6, 10)] {
             waiting.push(submit(&batcher, k, i, b).await);
@@ -211,13 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_stops_at_its_byte_cap_but_a_lone_large_item_still_goes() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let (batcher, seen) = doubling(SHAPE, gate.clone());
-        let batcher = Arc::new(batcher);
-        let first = submit(&batcher, 0, 1, 10).await;
-        while seen.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        let (batcher, seen, gate, first) = one_running().await;
         let mut waiting = Vec::new();
         for (i, b) in [(2, 60), (3, 60), (4, 500)] {
             waiting.push(submit(&batcher, 0, i, b).await);
