@@ -351,38 +351,48 @@ impl Collect {
     }
 }
 
-impl Visit for Collect {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.entry(field, value);
-    }
+/// `Visit` for a JSON field gatherer: every value goes through its `entry`; a `Debug`
+/// value is formatted into its `scratch` first, and one that fails to format runs
+/// `$failed` (with `$this` the gatherer).
+macro_rules! visit_by_entry {
+    ($ty:ty, |$this:ident| $failed:expr) => {
+        impl Visit for $ty {
+            fn record_bool(&mut self, field: &Field, value: bool) {
+                self.entry(field, value);
+            }
 
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, value);
-    }
+            fn record_i64(&mut self, field: &Field, value: i64) {
+                self.entry(field, value);
+            }
 
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, value);
-    }
+            fn record_u64(&mut self, field: &Field, value: u64) {
+                self.entry(field, value);
+            }
 
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.entry(field, value);
-    }
+            fn record_f64(&mut self, field: &Field, value: f64) {
+                self.entry(field, value);
+            }
 
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.entry(field, value);
-    }
+            fn record_str(&mut self, field: &Field, value: &str) {
+                self.entry(field, value);
+            }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        if write!(scratch, "{value:?}").is_ok() {
-            self.entry(field, scratch.as_str());
-        } else {
-            self.failed = true;
+            fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                if write!(scratch, "{value:?}").is_ok() {
+                    self.entry(field, scratch.as_str());
+                } else {
+                    let $this = &mut *self;
+                    $failed;
+                }
+                self.scratch = scratch;
+            }
         }
-        self.scratch = scratch;
-    }
+    };
 }
+
+visit_by_entry!(Collect, |this| this.failed = true);
 
 /// The JSON line: `timestamp`, `level`, the event's fields, `target`, then the current
 /// span under `span` and every span from the root under `spans`, each with its `name`.
@@ -543,38 +553,8 @@ impl<'a, 'w> JsonVisitor<'a, 'w> {
     }
 }
 
-impl Visit for JsonVisitor<'_, '_> {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.entry(field, value);
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, value);
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, value);
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.entry(field, value);
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.entry(field, value);
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        if write!(scratch, "{value:?}").is_ok() {
-            self.entry(field, scratch.as_str());
-        } else {
-            self.result = Err(serde::ser::Error::custom("a field failed to format"));
-        }
-        self.scratch = scratch;
-    }
-}
+visit_by_entry!(JsonVisitor<'_, '_>, |this| this.result =
+    Err(serde::ser::Error::custom("a field failed to format")));
 
 #[cfg(test)]
 mod tests {
