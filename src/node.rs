@@ -335,8 +335,9 @@ impl NodeBuilder {
         }
         // Tools reach upstreams through their own client; under --auth none there is no
         // caller token, so no exchanger.
-        let tokens = if authenticated {
-            let exchanger = auth::Exchanger::new(&access.auth, store.clone());
+        let tokens = if let Some(authenticator) = &authenticator {
+            let exchanger =
+                auth::Exchanger::new(&access.auth, store.clone(), authenticator.issuer_client());
             metrics.observe_exchanges(&exchanger);
             tools::Tokens::Exchange(exchanger)
         } else {

@@ -405,6 +405,13 @@ impl JwksHandle {
         }
     }
 
+    /// The client this handle fetches with, for the node's other calls to its issuers
+    /// (introspection, token exchange): building one loads the system's certificate store,
+    /// which a node's start should pay once, not once per use.
+    pub(crate) fn client(&self) -> reqwest::Client {
+        self.shared.client.clone()
+    }
+
     /// Key-set fetches started so far, for every issuer.
     pub fn fetches(&self) -> u64 {
         self.shared.fetches.load(Ordering::Relaxed)

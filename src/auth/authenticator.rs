@@ -168,7 +168,8 @@ impl Authenticator {
         let jwks = JwksHandle::start(config);
         let inner = Arc::new(Inner {
             verifier: Verifier::new(config, resource, jwks.clone()),
-            introspector: Introspector::new(config, resource, limits),
+            // One client for every call to the issuers, built once.
+            introspector: Introspector::new(config, resource, limits, jwks.client()),
             jwks,
             tier: Cache::new(config.memory_capacity.max(1)),
             refused: (!config.negative_cache_ttl.is_zero() && config.max_negative_cache > 0)
@@ -185,6 +186,11 @@ impl Authenticator {
         });
         forget_on_revocation(&inner, &store);
         Self(inner)
+    }
+
+    /// The client this node calls its issuers with, for the token exchanger to share.
+    pub(crate) fn issuer_client(&self) -> reqwest::Client {
+        self.0.jwks.client()
     }
 
     /// Validates a bearer token (the text after `Bearer `).

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::introspect::form_encode;
 use super::{Config, Principal};
-use crate::actors::jwks::{call_error, check_url, http_client, metadata_field};
+use crate::actors::jwks::{call_error, check_url, metadata_field};
 use crate::raft::{now_ms, Store, Table};
 
 /// The grant type of RFC 8693.
@@ -147,8 +147,10 @@ impl std::fmt::Debug for Exchanger {
 }
 
 impl Exchanger {
-    /// Clients for the issuers of `config`, sharing tokens through `store`.
-    pub fn new(config: &Config, store: Store) -> Self {
+    /// Clients for the issuers of `config`, sharing tokens through `store`, calling them
+    /// with `client` (built by `http_client` from the same `config`, and shared with the
+    /// node's other calls to them).
+    pub(crate) fn new(config: &Config, store: Store, client: reqwest::Client) -> Self {
         let issuers = config
             .issuers
             .iter()
@@ -178,7 +180,7 @@ impl Exchanger {
             .collect();
         Self(Arc::new(Inner {
             issuers,
-            client: http_client(config),
+            client,
             store,
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
@@ -504,7 +506,7 @@ mod tests {
             ],
             ..Config::default()
         };
-        let exchanger = Exchanger::new(&config, store);
+        let exchanger = Exchanger::new(&config, store, crate::actors::jwks::http_client(&config));
         let alice = principal(None, "alice");
         assert_eq!(
             exchanger

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use super::claims::{self, Facts};
 use super::config::{Config, Introspection, IssuerConfig, ResolvedClaims};
 use super::{AuthError, Principal};
-use crate::actors::jwks::{call_error, check_url, http_client, read_limited};
+use crate::actors::jwks::{call_error, check_url, read_limited};
 use crate::limits::Limits;
 
 /// The configuration key of the cap on introspections running at once on one node.
@@ -99,8 +99,15 @@ pub(super) fn form_encode(value: &str) -> String {
 
 impl Introspector {
     /// Clients for the issuers of `config` that configure introspection; `resource` is the
-    /// default audience. Refusals by the concurrency cap are counted in `limits`.
-    pub fn new(config: &Config, resource: &str, limits: Limits) -> Self {
+    /// default audience. Refusals by the concurrency cap are counted in `limits`. Calls
+    /// the issuers with `client` (built by `http_client` from the same `config`,
+    /// and shared with the node's other calls to them).
+    pub(crate) fn new(
+        config: &Config,
+        resource: &str,
+        limits: Limits,
+        client: reqwest::Client,
+    ) -> Self {
         let endpoints = config
             .issuers
             .iter()
@@ -128,7 +135,7 @@ impl Introspector {
         let cap = config.max_concurrent_introspections.max(1);
         Self {
             endpoints,
-            client: http_client(config),
+            client,
             leeway_secs: config.leeway.as_secs(),
             last_warning_ms: AtomicU64::new(0),
             sent: AtomicU64::new(0),

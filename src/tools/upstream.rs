@@ -68,7 +68,7 @@ pub(crate) enum Tokens {
 /// What one node gives every tool call for reaching upstreams: the shared client and
 /// where tokens come from.
 pub(crate) struct Upstream {
-    client: reqwest::Client,
+    client: SharedClient,
     config: HttpConfig,
     limits: Limits,
     tokens: Tokens,
@@ -79,18 +79,8 @@ impl Upstream {
     pub(crate) fn new(config: HttpConfig, limits: Limits, tokens: Tokens) -> Self {
         crate::actors::install_tls_provider();
         limits.declare(MAX_RESPONSE_BYTES);
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("mcp-fleet/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot build the tools' HTTP client; using defaults");
-                reqwest::Client::new()
-            });
         Self {
-            client,
+            client: SharedClient::new(config),
             config,
             limits,
             tokens,
@@ -205,11 +195,45 @@ impl fmt::Debug for AccessToken {
     }
 }
 
+/// The one client every tool call of a node shares, built on its first request: building
+/// it loads and parses the system's certificate store, milliseconds a node's start would
+/// otherwise pay before its first `initialize`, and most nodes' tools never call out.
+#[derive(Clone)]
+struct SharedClient {
+    client: Arc<std::sync::OnceLock<reqwest::Client>>,
+    config: HttpConfig,
+}
+
+impl SharedClient {
+    fn new(config: HttpConfig) -> Self {
+        Self {
+            client: Arc::default(),
+            config,
+        }
+    }
+
+    /// The client, built now if this is the first request.
+    fn get(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(self.config.connect_timeout)
+                .timeout(self.config.timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("mcp-fleet/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot build the tools' HTTP client; using defaults");
+                    reqwest::Client::new()
+                })
+        })
+    }
+}
+
 /// The HTTP client tools share, from [`Context::http`](super::Context::http): timeouts,
 /// a response size cap and the request id come with every request.
 #[derive(Clone)]
 pub struct Http {
-    client: reqwest::Client,
+    client: SharedClient,
     config: HttpConfig,
     limits: Limits,
     request_id: Option<Arc<str>>,
@@ -251,7 +275,7 @@ impl Http {
     }
 
     fn request(&self, method: reqwest::Method, url: &str) -> HttpRequest {
-        let mut builder = self.client.request(method, url);
+        let mut builder = self.client.get().request(method, url);
         if let Some(id) = &self.request_id {
             builder = builder.header(REQUEST_ID, id.as_ref());
         }
