@@ -40,8 +40,8 @@ impl ToolHandle {
     pub async fn call(&self, ctx: Context, args: Value) -> Result<Output, Error> {
         // Inside a request its span names the call, and its access line carries the call's
         // tool, caller and outcome; a call outside one (a task, stdio) gets its own span.
-        let note = crate::telemetry::AccessNote::current();
-        let subject = note.as_ref().map(|_| ctx.principal().subject.clone());
+        let note = crate::telemetry::AccessNote::current()
+            .map(|note| (note, ctx.principal().subject.clone()));
         let span = match note {
             Some(_) => tracing::Span::current(),
             None => tracing::info_span!(
@@ -56,8 +56,8 @@ impl ToolHandle {
         let outcome = outcome(&result);
         self.metrics.record(outcome, elapsed);
         let latency_ms = elapsed.as_micros() as f64 / 1000.0;
-        match (note, subject) {
-            (Some(note), Some(subject)) => {
+        match note {
+            Some((note, subject)) => {
                 let call = crate::telemetry::ToolCall {
                     tool: self.name().to_owned(),
                     subject,
@@ -76,7 +76,7 @@ impl ToolHandle {
                     tracing::debug!(outcome = outcome.as_str(), latency_ms, "tool call");
                 }
             }
-            _ => span
+            None => span
                 .in_scope(|| tracing::info!(outcome = outcome.as_str(), latency_ms, "tool call")),
         }
         result
