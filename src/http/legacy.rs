@@ -13,8 +13,8 @@ use tracing::Instrument;
 
 use super::live::{self, LiveSession, STANDALONE};
 use super::mcp::{
-    accepts_only_sse, accepts_sse, conflict, forbidden, header, method_not_allowed, respond,
-    rpc_error, sse_response, status_for, ChannelPeer, LAST_EVENT_ID, MCP_PROTOCOL_VERSION,
+    accepts_only_sse, accepts_sse, conflict, forbidden, header, json_bytes, method_not_allowed,
+    respond, rpc_error, sse_response, status_for, ChannelPeer, LAST_EVENT_ID, MCP_PROTOCOL_VERSION,
     MCP_SESSION_ID,
 };
 use super::sse::{self, Outgoing};
@@ -64,7 +64,7 @@ pub(super) async fn initialize(
     } else {
         builder
             .content_type("application/json")
-            .body(body.to_string())
+            .body(json_bytes(&body))
     }
 }
 
@@ -364,7 +364,7 @@ pub(super) async fn post_batch(
     }
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(Value::Array(responses).to_string())
+        .body(json_bytes(&Value::Array(responses)))
 }
 
 pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpResponse {

@@ -41,17 +41,18 @@ pub(crate) type Rx = mpsc::UnboundedReceiver<Outgoing>;
 
 /// Frames one message as an SSE event.
 pub(crate) fn event(out: &Outgoing) -> Bytes {
-    let data = out.message.to_string();
-    let mut frame = String::with_capacity(data.len() + 48);
-    frame.push_str("event: message\n");
+    let mut frame = Vec::with_capacity(256);
+    frame.extend_from_slice(b"event: message\n");
     if let Some(id) = &out.id {
-        frame.push_str("id: ");
-        frame.push_str(id);
-        frame.push('\n');
+        frame.extend_from_slice(b"id: ");
+        frame.extend_from_slice(id.as_bytes());
+        frame.push(b'\n');
     }
-    frame.push_str("data: ");
-    frame.push_str(&data);
-    frame.push_str("\n\n");
+    frame.extend_from_slice(b"data: ");
+    // Compact JSON has no raw newline to break the `data:` line; serialising a `Value`
+    // into memory cannot fail.
+    let _ = serde_json::to_writer(&mut frame, &out.message);
+    frame.extend_from_slice(b"\n\n");
     Bytes::from(frame)
 }
 
@@ -64,4 +65,31 @@ pub(crate) fn priming(id: &str, retry_ms: u128) -> Bytes {
 /// A comment line that keeps idle connections open through intermediaries.
 pub(crate) fn keepalive() -> Bytes {
     Bytes::from_static(b": keepalive\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_event_carries_the_message_as_its_compact_json_text() {
+        let message = json!({ "jsonrpc": "2.0", "id": 7, "result": {
+            "text": "line\nbreak \"quoted\" é \u{1}", "n": 1.5, "list": [null, true, -3] } });
+        let mut out = Outgoing::plain(message.clone(), true);
+        assert_eq!(
+            event(&out),
+            format!("event: message\ndata: {message}\n\n").as_bytes()
+        );
+        out.id = Some("s1.4".into());
+        assert_eq!(
+            event(&out),
+            format!("event: message\nid: s1.4\ndata: {message}\n\n").as_bytes()
+        );
+        assert_eq!(
+            super::super::mcp::json_bytes(&message),
+            message.to_string().as_bytes()
+        );
+    }
 }
