@@ -107,14 +107,18 @@ pub(super) async fn authenticate(
 
 /// The token of an `Authorization: Bearer` header, when there is one.
 fn bearer_token(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .filter(|t| !t.is_empty())
+    let value = req.headers().get(AUTHORIZATION)?.as_bytes();
+    // What `HeaderValue::to_str` accepts (visible ASCII and tabs), tested without a
+    // branch per byte: a token is hundreds of bytes, checked on every request.
+    let visible = value.iter().fold(true, |ok, &b| {
+        ok & ((b' '..=b'~').contains(&b) | (b == b'\t'))
+    });
+    if !visible {
+        return None;
+    }
+    let (scheme, token) = std::str::from_utf8(value).ok()?.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// What a tool needs to act for the caller of `req` upstream: its bearer token (when
@@ -211,6 +215,34 @@ fn quoted(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_as_before() {
+        let token = |value: &[u8]| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((
+                    AUTHORIZATION,
+                    actix_web::http::header::HeaderValue::from_bytes(value).unwrap(),
+                ))
+                .to_http_request();
+            bearer_token(&req).map(str::to_owned)
+        };
+        assert_eq!(token(b"Bearer abc.def").as_deref(), Some("abc.def"));
+        assert_eq!(token(b" bEaReR \t a-b_c~ ").as_deref(), Some("a-b_c~"));
+        assert_eq!(token(b"Bearer a b").as_deref(), Some("a b"));
+        for refused in [
+            &b"Basic abc"[..],
+            b"Bearer",
+            b"Bearer   ",
+            b"Bearerabc",
+            b"Bearer ab\xc3\xa9c",
+            b"Bearer ab\x80c",
+        ] {
+            assert_eq!(token(refused), None, "{}", String::from_utf8_lossy(refused));
+        }
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        assert_eq!(bearer_token(&req), None);
+    }
 
     #[test]
     fn metadata_urls_insert_the_well_known_path() {
