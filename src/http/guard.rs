@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use actix_web::http::header::{HOST, ORIGIN};
 use actix_web::HttpRequest;
 
 use super::Config;
@@ -32,7 +33,7 @@ pub(crate) fn origin_allowed(config: &Config, origin: &str) -> bool {
 /// itself (the URL the node prints), or listed in `http.allowed_hosts`; elsewhere, listed
 /// when the list is not empty. Returns the reason for refusal.
 pub(crate) fn check(config: &Config, listen: IpAddr, req: &HttpRequest) -> Result<(), String> {
-    if let Some(origin) = req.headers().get("origin") {
+    if let Some(origin) = req.headers().get(ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !origin_allowed(config, origin) {
             return Err(format!("Origin not allowed: {origin}"));
@@ -40,7 +41,7 @@ pub(crate) fn check(config: &Config, listen: IpAddr, req: &HttpRequest) -> Resul
     }
     let host = req
         .headers()
-        .get("host")
+        .get(HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let host_only = strip_port(host);

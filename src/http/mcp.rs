@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderValue, ACCEPT};
+use actix_web::http::header::{AsHeaderName, HeaderName, HeaderValue, ACCEPT};
 use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
@@ -21,11 +21,12 @@ use crate::mcp::jsonrpc::{self, error_response, notification};
 use crate::mcp::{Message, ModernMeta, RpcError, Version};
 use crate::tools::{self, Peer};
 
-pub(super) const MCP_SESSION_ID: &str = "mcp-session-id";
-pub(super) const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
-pub(super) const MCP_METHOD: &str = "mcp-method";
-pub(super) const MCP_NAME: &str = "mcp-name";
-pub(super) const LAST_EVENT_ID: &str = "last-event-id";
+// Names built once: a lookup by `&str` parses the name again on every request.
+pub(super) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub(super) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub(super) const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub(super) const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+pub(super) const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// Registers the endpoint on `/mcp` and `/mcp/`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -66,7 +67,7 @@ async fn refuse_unless_member(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-pub(super) fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+pub(super) fn header(req: &HttpRequest, name: impl AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -118,7 +119,7 @@ pub(super) fn accepts_sse(req: &HttpRequest) -> bool {
 
 /// Whether the client takes only SSE (so even a plain answer must be an SSE stream).
 pub(super) fn accepts_only_sse(req: &HttpRequest) -> bool {
-    header(req, ACCEPT.as_str()).is_some_and(|a| {
+    header(req, ACCEPT).is_some_and(|a| {
         a.contains("text/event-stream") && !a.contains("application/json") && !a.contains("*/*")
     })
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
@@ -120,7 +121,7 @@ fn check_param_headers(
 /// `=?base64?…?=` form where the header allows it (`Mcp-Name`).
 fn expect_header(
     req: &HttpRequest,
-    name: &str,
+    name: HeaderName,
     label: &str,
     body_value: &str,
     base64_allowed: bool,
