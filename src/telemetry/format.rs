@@ -121,6 +121,13 @@ impl Visit for PlainVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.record_debug(field, &format_args!("{value}"));
+        } else if value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+        {
+            // What `{:?}` writes for text it would not escape, without its check of
+            // every character for an escape: names, subjects and outcomes on every line.
+            self.record_debug(field, &format_args!("\"{value}\""));
         } else {
             self.record_debug(field, &value);
         }
