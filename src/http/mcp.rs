@@ -178,8 +178,8 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
         }
     };
     let budget = state.config.max_parsed_body_bytes;
-    let value: Value = match body::parse(&body, budget) {
-        Ok(v) => v,
+    let parsed = match body::parse_message(&body, budget) {
+        Ok(parsed) => parsed,
         Err(body::ParseError::OverBudget) => {
             state.engine.limits().refused(MAX_PARSED_BODY_BYTES);
             tracing::info!(
@@ -202,10 +202,14 @@ async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<State>) 
         }
     };
     let version_header = header(&req, MCP_PROTOCOL_VERSION);
-    if value.is_array() {
-        return legacy::post_batch(&req, value, &state, &principal).await;
-    }
-    let message = match Message::from_value(value) {
+    let message = match parsed {
+        body::Parsed::Other(value) if value.is_array() => {
+            return legacy::post_batch(&req, value, &state, &principal).await;
+        }
+        body::Parsed::Other(value) => Message::from_value(value),
+        body::Parsed::Object(members) => Message::from_members(members),
+    };
+    let message = match message {
         Ok(m) => m,
         Err((id, e)) => return rpc_error(StatusCode::BAD_REQUEST, id.as_ref(), &e),
     };

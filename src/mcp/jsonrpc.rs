@@ -142,6 +142,39 @@ pub enum Message {
     },
 }
 
+/// The members of a JSON-RPC message object that say what it is. Every other member is
+/// left out; a member named twice keeps its last value, as a parsed object does.
+#[derive(Debug, Default)]
+pub struct Members {
+    /// `jsonrpc`.
+    pub jsonrpc: Option<Value>,
+    /// `id`.
+    pub id: Option<Value>,
+    /// `method`.
+    pub method: Option<Value>,
+    /// `params`.
+    pub params: Option<Value>,
+    /// `result`.
+    pub result: Option<Value>,
+    /// `error`.
+    pub error: Option<Value>,
+}
+
+impl Members {
+    /// The slot of member `key`, when it is one of these.
+    pub fn slot(&mut self, key: &str) -> Option<&mut Option<Value>> {
+        match key {
+            "jsonrpc" => Some(&mut self.jsonrpc),
+            "id" => Some(&mut self.id),
+            "method" => Some(&mut self.method),
+            "params" => Some(&mut self.params),
+            "result" => Some(&mut self.result),
+            "error" => Some(&mut self.error),
+            _ => None,
+        }
+    }
+}
+
 impl Message {
     /// Validates one JSON value as a JSON-RPC 2.0 message.
     ///
@@ -153,7 +186,27 @@ impl Message {
                 RpcError::invalid_request("a JSON-RPC message must be an object"),
             ));
         };
-        let id = obj.remove("id");
+        Self::from_members(Members {
+            jsonrpc: obj.remove("jsonrpc"),
+            id: obj.remove("id"),
+            method: obj.remove("method"),
+            params: obj.remove("params"),
+            result: obj.remove("result"),
+            error: obj.remove("error"),
+        })
+    }
+
+    /// Validates the members of one JSON object as a JSON-RPC 2.0 message, as
+    /// [`from_value`](Self::from_value) does the whole object.
+    pub fn from_members(members: Members) -> Result<Self, (Option<Id>, RpcError)> {
+        let Members {
+            jsonrpc,
+            id,
+            method,
+            params,
+            result,
+            error,
+        } = members;
         if let Some(id) = &id {
             if !(id.is_string() || id.is_i64() || id.is_u64()) {
                 return Err((
@@ -162,15 +215,15 @@ impl Message {
                 ));
             }
         }
-        if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        if jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
             return Err((id, RpcError::invalid_request("jsonrpc must be \"2.0\"")));
         }
-        let method = match obj.remove("method") {
+        let method = match method {
             Some(Value::String(m)) => Some(m),
             Some(_) => return Err((id, RpcError::invalid_request("method must be a string"))),
             None => None,
         };
-        let params = match obj.remove("params") {
+        let params = match params {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(p)) => p,
             Some(_) => return Err((id, RpcError::invalid_request("params must be an object"))),
@@ -179,7 +232,7 @@ impl Message {
             (Some(method), Some(id)) => Ok(Message::Request { id, method, params }),
             (Some(method), None) => Ok(Message::Notification { method, params }),
             (None, Some(id)) => {
-                let outcome = match (obj.remove("result"), obj.remove("error")) {
+                let outcome = match (result, error) {
                     (Some(result), None) => Ok(result),
                     (None, Some(error)) => Err(parse_error_object(&error)),
                     _ => {
