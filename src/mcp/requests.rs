@@ -20,6 +20,9 @@ pub const MAX_PENDING_REQUESTS: &str = "http.max_pending_requests_per_session";
 fn key(id: &Value) -> String {
     match id {
         Value::String(s) => s.clone(),
+        // A number's own text, without `Value`'s serialiser around it: this runs twice for
+        // every legacy request (tracked, then untracked).
+        Value::Number(n) => n.to_string(),
         other => other.to_string(),
     }
 }
@@ -209,6 +212,20 @@ impl Inflight {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_id_keys_as_its_json_text() {
+        for id in [
+            json!(7),
+            json!(-3),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(1.5),
+        ] {
+            assert_eq!(key(&id), id.to_string());
+        }
+        assert_eq!(key(&json!("a\"b")), "a\"b");
+    }
 
     #[tokio::test]
     async fn answers_reach_the_waiting_request_once() {
