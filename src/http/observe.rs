@@ -134,7 +134,31 @@ fn request_id(headers: &HeaderMap) -> String {
             (1..=MAX_REQUEST_ID).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| crate::crypto::random_hex(8))
+        .unwrap_or_else(new_request_id)
+}
+
+/// A new request id: 16 hex digits. It is logged and sent back, never a secret, so it
+/// needs to be unique, not unpredictable: each worker thread steps a SplitMix64 sequence
+/// seeded once from the operating system, where reading the OS generator was a system
+/// call per request.
+fn new_request_id() -> String {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut seed = [0u8; 8];
+            crate::crypto::fill_random(&mut seed);
+            u64::from_le_bytes(seed)
+        });
+    }
+    let state = STATE.with(|s| {
+        let next = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(next);
+        next
+    });
+    // SplitMix64's output function: a bijection, so one thread's ids never repeat.
+    let mut z = state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("{:016x}", z ^ (z >> 31))
 }
 
 /// The method as a label: the standard ones by name, anything else as `OTHER`, so that
@@ -347,6 +371,21 @@ mod tests {
         for field in ["tool", "subject", "outcome"] {
             assert!(accesses[1].get(field).is_none(), "{field}: {output}");
         }
+    }
+
+    #[test]
+    fn new_request_ids_are_sixteen_hex_digits_and_distinct_across_threads() {
+        let ids = |n| (0..n).map(|_| new_request_id()).collect::<Vec<_>>();
+        let mut all = ids(50_000);
+        let other = std::thread::spawn(move || ids(50_000)).join().unwrap();
+        all.extend(other);
+        assert!(
+            all.iter()
+                .all(|id| id.len() == 16
+                    && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        );
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
     }
 
     #[test]
