@@ -16,7 +16,9 @@ mod writer;
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::filter::{LevelFilter, ParseError, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -31,11 +33,79 @@ pub struct Logs {
     _flush: writer::Flush,
 }
 
+/// Which lines are written: directives in `EnvFilter`'s syntax (`RUST_LOG`, `log.filter`).
+pub enum LogFilter {
+    /// Directives of levels and `target=level` only, matched as `EnvFilter` matches them,
+    /// without the lock `EnvFilter` takes on every span enter and exit to look for span
+    /// directives (several times per request).
+    Targets(Targets),
+    /// Any other directives (span or field directives, bare targets, numeric levels).
+    Env(EnvFilter),
+}
+
+impl LogFilter {
+    /// The filter for `spec`, refused where `EnvFilter` refuses it.
+    pub fn parse(spec: &str) -> Result<Self, ParseError> {
+        let env = EnvFilter::try_new(spec)?;
+        if only_levels_and_targets(spec) {
+            if let Ok(targets) = spec.parse::<Targets>() {
+                return Ok(Self::Targets(targets));
+            }
+        }
+        Ok(Self::Env(env))
+    }
+}
+
+impl From<EnvFilter> for LogFilter {
+    fn from(filter: EnvFilter) -> Self {
+        Self::Env(filter)
+    }
+}
+
+/// Whether every directive of `spec` is a level name or `target=level` with a plain
+/// target: the directives `Targets` takes exactly as `EnvFilter` does.
+fn only_levels_and_targets(spec: &str) -> bool {
+    let level = |l: &str| {
+        ["trace", "debug", "info", "warn", "error", "off"]
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(l))
+    };
+    let target = |t: &str| {
+        t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+    };
+    !spec.is_empty()
+        && spec
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                None => level(directive),
+                Some((t, l)) => target(t) && level(l),
+            })
+}
+
+/// A boxed subscriber from a `fmt` builder and a [`LogFilter`].
+macro_rules! filtered {
+    ($builder:expr, $filter:expr) => {
+        match $filter {
+            LogFilter::Targets(targets) => Box::new(
+                $builder
+                    .with_max_level(LevelFilter::TRACE)
+                    .finish()
+                    .with(targets),
+            ) as Box<dyn tracing::Subscriber + Send + Sync>,
+            LogFilter::Env(env) => Box::new($builder.with_env_filter(env).finish()),
+        }
+    };
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, replaces the configured filter.
 pub fn init(log: &LogConfig) -> Logs {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|spec| LogFilter::parse(&spec).ok())
+        .or_else(|| LogFilter::parse(&log.filter).ok())
+        .unwrap_or_else(|| LogFilter::Targets(Targets::new().with_default(LevelFilter::INFO)));
     // Standard output may be the protocol channel (stdio), so logs never go there.
     let (writer, flush) = writer::Batched::start(
         std::io::stderr(),
@@ -45,13 +115,14 @@ pub fn init(log: &LogConfig) -> Logs {
     let _ = match log.format {
         LogFormat::Json => json_subscriber(filter, writer).try_init(),
         // Colours for a person at a terminal: the stock formatter, only the clock replaced.
-        LogFormat::Pretty if std::io::stderr().is_terminal() => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_timer(format::Timestamp)
-            .with_ansi(true)
-            .with_writer(writer)
-            .finish()
-            .try_init(),
+        LogFormat::Pretty if std::io::stderr().is_terminal() => filtered!(
+            tracing_subscriber::fmt()
+                .with_timer(format::Timestamp)
+                .with_ansi(true)
+                .with_writer(writer),
+            filter
+        )
+        .try_init(),
         LogFormat::Pretty => plain_subscriber(filter, writer).try_init(),
     };
     Logs { _flush: flush }
@@ -60,37 +131,39 @@ pub fn init(log: &LogConfig) -> Logs {
 /// The JSON subscriber writing to `writer`: what `log.format = "json"` installs, and what
 /// tests capture.
 pub fn json_subscriber<W>(
-    filter: EnvFilter,
+    filter: impl Into<LogFilter>,
     writer: W,
-) -> impl tracing::Subscriber + Send + Sync + 'static
+) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     // Span fields on every line: the request id follows everything a request logs.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(writer)
-        .fmt_fields(format::JsonSpanFields)
-        .event_format(format::Json::new())
-        .finish()
+    filtered!(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(writer)
+            .fmt_fields(format::JsonSpanFields)
+            .event_format(format::Json::new()),
+        filter.into()
+    )
 }
 
 /// The `pretty` subscriber without colours, writing to `writer`.
 fn plain_subscriber<W>(
-    filter: EnvFilter,
+    filter: impl Into<LogFilter>,
     writer: W,
-) -> impl tracing::Subscriber + Send + Sync + 'static
+) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(writer)
-        .fmt_fields(format::PlainFields)
-        .event_format(format::Plain::new())
-        .finish()
+    filtered!(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(writer)
+            .fmt_fields(format::PlainFields)
+            .event_format(format::Plain::new()),
+        filter.into()
+    )
 }
 
 #[cfg(test)]
@@ -123,7 +196,10 @@ mod tests {
     #[test]
     fn the_default_filter_drops_openraft_stale_message_notices_and_keeps_real_warnings() {
         let buffer = Buffer::default();
-        let subscriber = json_subscriber(EnvFilter::new(DEFAULT_LOG_FILTER), buffer.clone());
+        let subscriber = json_subscriber(
+            LogFilter::parse(DEFAULT_LOG_FILTER).unwrap(),
+            buffer.clone(),
+        );
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(
                 target: "openraft::core::raft_core",
@@ -139,6 +215,96 @@ mod tests {
         assert!(!output.contains("vote narration"), "{output}");
         for kept in ["core error", "replication warning", "our warning"] {
             assert!(output.contains(kept), "{kept} missing:\n{output}");
+        }
+    }
+
+    #[test]
+    fn filters_of_levels_and_targets_skip_env_filter_and_others_keep_it() {
+        for spec in [
+            DEFAULT_LOG_FILTER,
+            "info",
+            "WARN,mcp_fleet::http=debug",
+            "off",
+        ] {
+            assert!(
+                matches!(LogFilter::parse(spec), Ok(LogFilter::Targets(_))),
+                "{spec}"
+            );
+        }
+        for spec in [
+            "",
+            "mcp_fleet",
+            "3",
+            "mcp_fleet[request]=debug",
+            "[{request_id=x}]=trace",
+            "info,openraft=warn,mcp_fleet",
+            "info,",
+        ] {
+            assert!(
+                matches!(LogFilter::parse(spec), Ok(LogFilter::Env(_))),
+                "{spec}"
+            );
+        }
+        for bad in ["mcp_fleet=loud", "=info"] {
+            assert_eq!(
+                LogFilter::parse(bad).is_err(),
+                EnvFilter::try_new(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    /// Events at every level and a span with an event inside, at several targets.
+    fn emit_everywhere() {
+        macro_rules! at {
+            ($($target:literal),*) => {$(
+                tracing::trace!(target: $target, "trace at {}", $target);
+                tracing::debug!(target: $target, "debug at {}", $target);
+                tracing::info!(target: $target, "info at {}", $target);
+                tracing::warn!(target: $target, "warn at {}", $target);
+                tracing::error!(target: $target, "error at {}", $target);
+                tracing::info_span!(target: $target, "s", at = $target)
+                    .in_scope(|| tracing::warn!(target: "mcp_fleet::inner", "inside"));
+            )*};
+        }
+        at!(
+            "mcp_fleet",
+            "mcp_fleet::http",
+            "mcp_fleet_other",
+            "openraft",
+            "openraft::core::raft_core",
+            "openraft::engine",
+            "actix_server::worker",
+            "other"
+        );
+    }
+
+    #[test]
+    fn a_targets_filter_keeps_the_lines_env_filter_keeps() {
+        let strip = |line: &str| line[27..].to_owned();
+        for spec in [
+            DEFAULT_LOG_FILTER,
+            "info",
+            "warn",
+            "trace",
+            "off",
+            "debug,openraft=off",
+            "mcp_fleet=trace,error",
+            "openraft::core=debug,openraft=error,info",
+            "mcp_fleet::http=debug",
+        ] {
+            let lines = |filter: LogFilter| {
+                let buffer = Buffer::default();
+                tracing::subscriber::with_default(
+                    plain_subscriber(filter, buffer.clone()),
+                    emit_everywhere,
+                );
+                buffer.text().lines().map(strip).collect::<Vec<_>>()
+            };
+            let ours = lines(LogFilter::parse(spec).unwrap());
+            let env = lines(LogFilter::Env(EnvFilter::new(spec)));
+            assert_eq!(ours, env, "{spec}");
+            assert_eq!(ours.is_empty(), spec == "off", "{spec}: {ours:#?}");
         }
     }
 
@@ -217,7 +383,10 @@ mod tests {
             },
             strip,
         );
-        let ours = lines_of(|b| plain_subscriber(EnvFilter::new("info"), b), strip);
+        let ours = lines_of(
+            |b| plain_subscriber(LogFilter::parse("info").unwrap(), b),
+            strip,
+        );
         assert_eq!(stock.len(), 4, "{stock:#?}");
         assert_eq!(ours, stock);
         assert!(
@@ -244,7 +413,10 @@ mod tests {
             },
             strip,
         );
-        let ours = lines_of(|b| json_subscriber(EnvFilter::new("info"), b), strip);
+        let ours = lines_of(
+            |b| json_subscriber(LogFilter::parse("info").unwrap(), b),
+            strip,
+        );
         assert_eq!(stock.len(), 4, "{stock:#?}");
         assert_eq!(ours, stock);
     }

@@ -329,8 +329,9 @@ mod tests {
     #[actix_web::test]
     async fn the_access_line_names_the_tool_call_that_ended_before_it() {
         let buffer = Buffer::default();
+        // The filter the node installs by default: the note is found through it.
         let subscriber = crate::telemetry::json_subscriber(
-            tracing_subscriber::EnvFilter::new("info"),
+            crate::telemetry::LogFilter::parse(crate::config::DEFAULT_LOG_FILTER).unwrap(),
             buffer.clone(),
         );
         let _guard = tracing::subscriber::set_default(subscriber);
