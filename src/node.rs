@@ -303,6 +303,11 @@ impl NodeBuilder {
         let ring = ring(&config, role)?;
         let sealer = ring.sealer.clone();
         let metrics = Metrics::new();
+        let access = Access::new(&config, addr)?;
+        let authenticated = access.auth.mode != auth::Mode::None;
+        // The issuers' keys are fetched while the store opens, not after: the first
+        // request with a token waits for them.
+        let keys = authenticated.then(|| Authenticator::fetch_keys(&access.auth));
         let (store, runtime, secret) =
             open_store(&config, role, ring, internal_addr, metrics.limits()).await?;
         // What a node waiting for a group names in the commands it suggests.
@@ -322,13 +327,17 @@ impl NodeBuilder {
             store.hold_requests_for_key_check(KEY_CHECK_WAIT);
         }
         store.check_keys();
-        let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         record_first_membership(identity, store.clone());
-        let authenticated = access.auth.mode != auth::Mode::None;
-        let authenticator = authenticated.then(|| {
+        let authenticator = keys.map(|keys| {
             let limits = metrics.limits().clone();
-            Authenticator::start(&access.auth, &access.resource, store.clone(), limits)
+            Authenticator::start_with_keys(
+                &access.auth,
+                &access.resource,
+                store.clone(),
+                limits,
+                keys,
+            )
         });
         if let Some(authenticator) = &authenticator {
             metrics.observe_auth(authenticator);
@@ -642,8 +651,8 @@ async fn open_store(
                 .clone()
                 .unwrap_or_else(|| crypto::random_hex(32));
             let (store, runtime) =
-                Store::open_single_secret(&config.raft, &dir, advertise, &secret, ring, limits)
-                    .await?;
+                open_off_thread(&config.raft, dir, &secret, ring, limits).await?;
+            store.lead_alone(advertise).await?;
             Ok((store, runtime, secret))
         }
         Role::Fleet => {
@@ -651,7 +660,8 @@ async fn open_store(
                 .cluster_secret
                 .clone()
                 .ok_or(StartError::Missing("cluster_secret"))?;
-            let (store, runtime) = Store::open(&config.raft, &dir, &secret, ring, limits)?;
+            let (store, runtime) =
+                open_off_thread(&config.raft, dir, &secret, ring, limits).await?;
             if !config.raft.peers.is_empty() {
                 // The same voters on every node: safe to repeat, a no-op once formed.
                 if store.initialize(config.raft.peers.clone()).await? {
@@ -661,6 +671,23 @@ async fn open_store(
             Ok((store, runtime, secret))
         }
     }
+}
+
+/// Opens the replica under `dir` on a blocking thread: the disk work and Raft's start
+/// take milliseconds, during which this thread's tasks (the issuers' first key fetch)
+/// go on.
+async fn open_off_thread(
+    config: &raft::Config,
+    dir: std::path::PathBuf,
+    secret: &str,
+    ring: Ring,
+    limits: &crate::limits::Limits,
+) -> Result<(Store, raft::Runtime), StartError> {
+    let (config, secret, limits) = (config.clone(), secret.to_owned(), limits.clone());
+    actix_web::rt::task::spawn_blocking(move || Store::open(&config, &dir, &secret, ring, &limits))
+        .await
+        .map_err(|_| raft::Error::Storage("opening the replica panicked".to_owned()))?
+        .map_err(StartError::from)
 }
 
 /// A handle on a running node.
