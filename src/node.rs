@@ -305,11 +305,11 @@ impl NodeBuilder {
         let metrics = Metrics::new();
         let access = Access::new(&config, addr)?;
         let authenticated = access.auth.mode != auth::Mode::None;
-        // The issuers' keys are fetched while the store opens, not after: the first
-        // request with a token waits for them.
+        let opening = begin_open(&config, role, ring, metrics.limits())?;
+        // The issuers' client is built and their keys fetched while the store opens, not
+        // after: the first request with a token waits for them.
         let keys = authenticated.then(|| Authenticator::fetch_keys(&access.auth));
-        let (store, runtime, secret) =
-            open_store(&config, role, ring, internal_addr, metrics.limits()).await?;
+        let (store, runtime, secret) = open_store(&config, role, opening, internal_addr).await?;
         // What a node waiting for a group names in the commands it suggests.
         store.set_advertised(
             config
@@ -628,15 +628,55 @@ fn ring(config: &Config, role: Role) -> Result<Ring, StartError> {
     }
 }
 
-/// Opens the replica with `ring` and joins (or forms) the group.
-async fn open_store(
+/// The replica being opened on a blocking thread, and the cluster secret it was opened
+/// with; see [`begin_open`].
+struct Opening {
+    task: actix_web::rt::task::JoinHandle<Result<(Store, raft::Runtime), raft::Error>>,
+    secret: String,
+}
+
+/// Starts opening the replica with `ring` on a blocking thread: the disk work and Raft's
+/// start take milliseconds, during which this thread goes on (building the issuers'
+/// client, which reads the system's certificates, and fetching their keys).
+fn begin_open(
     config: &Config,
     role: Role,
     ring: Ring,
-    internal_addr: SocketAddr,
     limits: &crate::limits::Limits,
+) -> Result<Opening, StartError> {
+    let secret = match role {
+        Role::Single => config
+            .cluster_secret
+            .clone()
+            .unwrap_or_else(|| crypto::random_hex(32)),
+        Role::Fleet => config
+            .cluster_secret
+            .clone()
+            .ok_or(StartError::Missing("cluster_secret"))?,
+    };
+    let (raft, dir, opened_with, limits) = (
+        config.raft.clone(),
+        config.data_dir.join("raft"),
+        secret.clone(),
+        limits.clone(),
+    );
+    let task = actix_web::rt::task::spawn_blocking(move || {
+        Store::open(&raft, &dir, &opened_with, ring, &limits)
+    });
+    Ok(Opening { task, secret })
+}
+
+/// Waits for the replica [`begin_open`] opens, then joins (or forms) the group.
+async fn open_store(
+    config: &Config,
+    role: Role,
+    opening: Opening,
+    internal_addr: SocketAddr,
 ) -> Result<(Store, raft::Runtime, String), StartError> {
-    let dir = config.data_dir.join("raft");
+    let Opening { task, secret } = opening;
+    let (store, runtime) = task
+        .await
+        .map_err(|_| raft::Error::Storage("opening the replica panicked".to_owned()))??;
     match role {
         Role::Single => {
             // The address recorded for the one member; nothing else ever dials it.
@@ -646,48 +686,18 @@ async fn open_store(
                 .clone()
                 .or_else(|| config.raft.peers.get(&config.raft.node_id).cloned())
                 .unwrap_or_else(|| internal_addr.to_string());
-            let secret = config
-                .cluster_secret
-                .clone()
-                .unwrap_or_else(|| crypto::random_hex(32));
-            let (store, runtime) =
-                open_off_thread(&config.raft, dir, &secret, ring, limits).await?;
             store.lead_alone(advertise).await?;
-            Ok((store, runtime, secret))
         }
         Role::Fleet => {
-            let secret = config
-                .cluster_secret
-                .clone()
-                .ok_or(StartError::Missing("cluster_secret"))?;
-            let (store, runtime) =
-                open_off_thread(&config.raft, dir, &secret, ring, limits).await?;
             if !config.raft.peers.is_empty() {
                 // The same voters on every node: safe to repeat, a no-op once formed.
                 if store.initialize(config.raft.peers.clone()).await? {
                     tracing::info!(voters = config.raft.peers.len(), "formed a new group");
                 }
             }
-            Ok((store, runtime, secret))
         }
     }
-}
-
-/// Opens the replica under `dir` on a blocking thread: the disk work and Raft's start
-/// take milliseconds, during which this thread's tasks (the issuers' first key fetch)
-/// go on.
-async fn open_off_thread(
-    config: &raft::Config,
-    dir: std::path::PathBuf,
-    secret: &str,
-    ring: Ring,
-    limits: &crate::limits::Limits,
-) -> Result<(Store, raft::Runtime), StartError> {
-    let (config, secret, limits) = (config.clone(), secret.to_owned(), limits.clone());
-    actix_web::rt::task::spawn_blocking(move || Store::open(&config, &dir, &secret, ring, &limits))
-        .await
-        .map_err(|_| raft::Error::Storage("opening the replica panicked".to_owned()))?
-        .map_err(StartError::from)
+    Ok((store, runtime, secret))
 }
 
 /// A handle on a running node.
