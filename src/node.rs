@@ -303,8 +303,13 @@ impl NodeBuilder {
         let ring = ring(&config, role)?;
         let sealer = ring.sealer.clone();
         let metrics = Metrics::new();
-        let (store, runtime, secret) =
-            open_store(&config, role, ring, internal_addr, metrics.limits()).await?;
+        let access = Access::new(&config, addr)?;
+        let authenticated = access.auth.mode != auth::Mode::None;
+        let opening = begin_open(&config, role, ring, metrics.limits())?;
+        // The issuers' client is built and their keys fetched while the store opens, not
+        // after: the first request with a token waits for them.
+        let keys = authenticated.then(|| Authenticator::fetch_keys(&access.auth));
+        let (store, runtime, secret) = open_store(&config, role, opening, internal_addr).await?;
         // What a node waiting for a group names in the commands it suggests.
         store.set_advertised(
             config
@@ -322,13 +327,17 @@ impl NodeBuilder {
             store.hold_requests_for_key_check(KEY_CHECK_WAIT);
         }
         store.check_keys();
-        let access = Access::new(&config, addr)?;
         metrics.observe_store(&store);
         record_first_membership(identity, store.clone());
-        let authenticated = access.auth.mode != auth::Mode::None;
-        let authenticator = authenticated.then(|| {
+        let authenticator = keys.map(|keys| {
             let limits = metrics.limits().clone();
-            Authenticator::start(&access.auth, &access.resource, store.clone(), limits)
+            Authenticator::start_with_keys(
+                &access.auth,
+                &access.resource,
+                store.clone(),
+                limits,
+                keys,
+            )
         });
         if let Some(authenticator) = &authenticator {
             metrics.observe_auth(authenticator);
@@ -619,15 +628,55 @@ fn ring(config: &Config, role: Role) -> Result<Ring, StartError> {
     }
 }
 
-/// Opens the replica with `ring` and joins (or forms) the group.
-async fn open_store(
+/// The replica being opened on a blocking thread, and the cluster secret it was opened
+/// with; see [`begin_open`].
+struct Opening {
+    task: actix_web::rt::task::JoinHandle<Result<(Store, raft::Runtime), raft::Error>>,
+    secret: String,
+}
+
+/// Starts opening the replica with `ring` on a blocking thread: the disk work and Raft's
+/// start take milliseconds, during which this thread goes on (building the issuers'
+/// client, which reads the system's certificates, and fetching their keys).
+fn begin_open(
     config: &Config,
     role: Role,
     ring: Ring,
-    internal_addr: SocketAddr,
     limits: &crate::limits::Limits,
+) -> Result<Opening, StartError> {
+    let secret = match role {
+        Role::Single => config
+            .cluster_secret
+            .clone()
+            .unwrap_or_else(|| crypto::random_hex(32)),
+        Role::Fleet => config
+            .cluster_secret
+            .clone()
+            .ok_or(StartError::Missing("cluster_secret"))?,
+    };
+    let (raft, dir, opened_with, limits) = (
+        config.raft.clone(),
+        config.data_dir.join("raft"),
+        secret.clone(),
+        limits.clone(),
+    );
+    let task = actix_web::rt::task::spawn_blocking(move || {
+        Store::open(&raft, &dir, &opened_with, ring, &limits)
+    });
+    Ok(Opening { task, secret })
+}
+
+/// Waits for the replica [`begin_open`] opens, then joins (or forms) the group.
+async fn open_store(
+    config: &Config,
+    role: Role,
+    opening: Opening,
+    internal_addr: SocketAddr,
 ) -> Result<(Store, raft::Runtime, String), StartError> {
-    let dir = config.data_dir.join("raft");
+    let Opening { task, secret } = opening;
+    let (store, runtime) = task
+        .await
+        .map_err(|_| raft::Error::Storage("opening the replica panicked".to_owned()))??;
     match role {
         Role::Single => {
             // The address recorded for the one member; nothing else ever dials it.
@@ -637,30 +686,18 @@ async fn open_store(
                 .clone()
                 .or_else(|| config.raft.peers.get(&config.raft.node_id).cloned())
                 .unwrap_or_else(|| internal_addr.to_string());
-            let secret = config
-                .cluster_secret
-                .clone()
-                .unwrap_or_else(|| crypto::random_hex(32));
-            let (store, runtime) =
-                Store::open_single_secret(&config.raft, &dir, advertise, &secret, ring, limits)
-                    .await?;
-            Ok((store, runtime, secret))
+            store.lead_alone(advertise).await?;
         }
         Role::Fleet => {
-            let secret = config
-                .cluster_secret
-                .clone()
-                .ok_or(StartError::Missing("cluster_secret"))?;
-            let (store, runtime) = Store::open(&config.raft, &dir, &secret, ring, limits)?;
             if !config.raft.peers.is_empty() {
                 // The same voters on every node: safe to repeat, a no-op once formed.
                 if store.initialize(config.raft.peers.clone()).await? {
                     tracing::info!(voters = config.raft.peers.len(), "formed a new group");
                 }
             }
-            Ok((store, runtime, secret))
         }
     }
+    Ok((store, runtime, secret))
 }
 
 /// A handle on a running node.

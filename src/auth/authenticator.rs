@@ -158,14 +158,32 @@ impl Authenticator {
     /// actix system. `resource` is the public MCP URL: the default audience. Refusals by
     /// `auth.max_concurrent_introspections` are counted in `limits`.
     pub fn start(config: &Config, resource: &str, store: Store, limits: Limits) -> Self {
+        Self::start_with_keys(config, resource, store, limits, Self::fetch_keys(config))
+    }
+
+    /// Starts fetching the issuers' keys of `config`, for an authenticator started later
+    /// with [`Authenticator::start_with_keys`]: a node fetches them while its store opens.
+    /// Must be called inside an actix system.
+    pub(crate) fn fetch_keys(config: &Config) -> JwksHandle {
         install_tls_provider();
+        JwksHandle::start(config)
+    }
+
+    /// Like [`Authenticator::start`], with the issuers' keys `jwks` already being fetched
+    /// (from [`Authenticator::fetch_keys`] with the same `config`).
+    pub(crate) fn start_with_keys(
+        config: &Config,
+        resource: &str,
+        store: Store,
+        limits: Limits,
+        jwks: JwksHandle,
+    ) -> Self {
         for issuer in &config.issuers {
             let refused = issuer.refused_algorithms();
             if !refused.is_empty() {
                 tracing::warn!(issuer = %issuer.issuer, ?refused, "ignoring algorithms that are unknown, none or HMAC");
             }
         }
-        let jwks = JwksHandle::start(config);
         let inner = Arc::new(Inner {
             verifier: Verifier::new(config, resource, jwks.clone()),
             // One client for every call to the issuers, built once.

@@ -410,20 +410,24 @@ impl Store {
         limits: &Limits,
     ) -> Result<(Store, Runtime), Error> {
         let (store, runtime) = Self::open(config, dir, secret, ring, limits)?;
-        store
-            .initialize(BTreeMap::from([(config.node_id, advertise)]))
-            .await?;
-        let raft = store.0.raft.clone();
-        store
-            .on_runtime(async move {
-                raft.wait(Some(Duration::from_secs(30)))
-                    .state(ServerState::Leader, "single node leads")
-                    .await
-                    .map(drop)
-                    .map_err(|e| Error::Unavailable(e.to_string()))
-            })
-            .await?;
+        store.lead_alone(advertise).await?;
         Ok((store, runtime))
+    }
+
+    /// Forms a group of this node alone, recorded at `advertise`, unless one is formed
+    /// already, and waits until this node leads it.
+    pub async fn lead_alone(&self, advertise: String) -> Result<(), Error> {
+        self.initialize(BTreeMap::from([(self.id(), advertise)]))
+            .await?;
+        let raft = self.0.raft.clone();
+        self.on_runtime(async move {
+            raft.wait(Some(Duration::from_secs(30)))
+                .state(ServerState::Leader, "single node leads")
+                .await
+                .map(drop)
+                .map_err(|e| Error::Unavailable(e.to_string()))
+        })
+        .await
     }
 
     /// This node's id.

@@ -89,3 +89,66 @@ fn a_node_whose_standard_output_is_closed_serves_on() {
     assert_eq!(reply.status, 200, "{reply:?}\n{log}");
     assert!(log.contains("standard output is closed"), "{log}");
 }
+
+#[test]
+fn an_initialize_sent_as_soon_as_the_port_accepts_is_answered_with_a_session_or_a_503_with_a_reason(
+) {
+    use std::net::{TcpListener, TcpStream};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use crate::client::post;
+    use crate::harness::{command, eventually, wait_exit};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // A port known before the node starts, so the first connection can race its start.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let mut child = command()
+        .args(["dev", "--auth", "none", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mcp-fleet");
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "racing-the-start", "version": "0" },
+        },
+    })
+    .to_string();
+    let url = format!("http://{addr}/mcp");
+    let session = eventually(
+        "an initialize answered 200",
+        Duration::from_secs(30),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the node exited with {status}");
+            }
+            TcpStream::connect(&addr).ok()?;
+            let reply = post(&url, &[], &body);
+            match reply.status {
+                200 => Some(reply),
+                503 => {
+                    assert!(!reply.body.trim().is_empty(), "a 503 without a reason");
+                    None
+                }
+                _ => panic!("a request racing the start was answered {reply:?}"),
+            }
+        },
+    );
+    assert!(session.header("mcp-session-id").is_some(), "{session:?}");
+    assert_eq!(
+        session.json()["result"]["protocolVersion"],
+        "2025-11-25",
+        "{session:?}"
+    );
+    let _ = child.kill();
+    wait_exit(&mut child, Duration::from_secs(30));
+}

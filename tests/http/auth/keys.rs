@@ -113,6 +113,25 @@ fn a_flood_of_made_up_kids_fetches_the_key_set_a_bounded_number_of_times() {
 }
 
 #[test]
+fn the_key_set_is_fetched_once_as_the_node_starts_and_the_first_call_needs_no_other_fetch() {
+    let issuer = Issuer::start();
+    let server = start(&issuer, REQUIRED, "");
+    // Fetched while the node starts (its store opening meanwhile), not on the first token.
+    eventually(
+        "the key set fetched at start",
+        Duration::from_secs(30),
+        || (issuer.requests(JWKS_PATH) >= 1).then_some(()),
+    );
+    let good = token(&issuer, &server, Key::Rsa1).sign();
+    assert_accepted(&server, &good, "alice");
+    assert_eq!(
+        issuer.requests(JWKS_PATH),
+        1,
+        "the key set was fetched again for the first call"
+    );
+}
+
+#[test]
 fn a_key_whose_modulus_an_issuer_pads_with_a_zero_byte_still_verifies() {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
