@@ -217,11 +217,11 @@ impl Store {
             && membership.voter_ids().any(|id| id == self.0.id)
     }
 
-    /// Why this node cannot serve anything now, being cut off from its group: a leader no
-    /// quorum has acknowledged for the election silence (see [`Store::lacks_quorum`]), or
-    /// a follower that has not heard its leader for that long and whose vote requests
-    /// since then too few voters answered to make a quorum with it (see the module
-    /// documentation). `None` otherwise, and while it is not a member (see
+    /// Why this node cannot serve anything now, being a follower cut off from its group:
+    /// it has not heard its leader for the election silence, and its vote requests since
+    /// then too few voters answered to make a quorum with it (see the module
+    /// documentation). A leader without quorum is told by [`Store::lacks_quorum`] instead:
+    /// its requests still wait, so that a stall shows as one. `None` otherwise, and while it is not a member (see
     /// [`Store::not_serving`]). Kept up to date every 25 ms by a task; reading it is cheap.
     pub fn cut_off(&self) -> Option<String> {
         if !self.0.ballots.is_cut_off() {
@@ -245,14 +245,6 @@ impl Store {
     fn find_cut_off(&self) -> Option<String> {
         if self.standing() != super::Standing::Member {
             return None;
-        }
-        if self.lacks_quorum() {
-            return Some(format!(
-                "cut off from the group: node {} leads, but no quorum has acknowledged it for \
-                 {} ms",
-                self.0.id,
-                self.election_silence().as_millis()
-            ));
         }
         let metrics = self.0.raft.metrics();
         let m = metrics.borrow();
