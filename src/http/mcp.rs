@@ -36,7 +36,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 // The last wrap runs first: a node outside any group says so, before
                 // the key check, which it cannot finish without a group.
                 .wrap(actix_web::middleware::from_fn(
-                    super::ops::refuse_without_keys,
+                    super::ops::refuse_unless_serving,
                 ))
                 .wrap(actix_web::middleware::from_fn(refuse_unless_member))
                 .route(web::post().to(post))

@@ -27,7 +27,9 @@ async fn health() -> HttpResponse {
 /// advance again, so a load balancer sends its traffic to nodes that can serve it; a
 /// leader that no quorum has acknowledged for as long as its followers wait before they
 /// elect is cut off from its followers and is not ready either (`"status": "leader
-/// without quorum"`). And its key ring has passed the fleet's key check (see
+/// without quorum"`), nor is a follower cut off from its group (`"status": "cut off from
+/// the group"`, with the reason: see `Store::cut_off`), at once rather than after
+/// `raft.write_timeout`. And its key ring has passed the fleet's key check (see
 /// `raft::keycheck`); a node of one, which serves while its check runs, first waits for it
 /// as its MCP requests do.
 async fn ready(state: web::Data<super::State>) -> HttpResponse {
@@ -67,6 +69,9 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
     } else if state.store.lacks_quorum() {
         HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "leader without quorum", "raft": body }))
+    } else if let Some(why) = state.store.cut_off() {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "cut off from the group", "reason": why, "raft": body }))
     } else if !state.store.is_ready() {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "raft": body }))
     } else if let KeyState::Checking(why) = keys {
@@ -77,18 +82,49 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
     }
 }
 
-/// Refuses an MCP request (503, with a JSON-RPC error saying why) while this node's key
-/// ring has not passed the fleet's key check (a node of one first waits for a check under
-/// way: see `Store::hold_requests_for_key_check`): a ring that is not the fleet's would answer
-/// 404 for sessions it cannot open and miss revocations stored under another index key.
+/// How long a client refused by a cut-off node is asked to wait before it tries again
+/// (`Retry-After`, in seconds): by then a balancer has usually taken the node out, and
+/// the retry reaches one that serves.
+const CUT_OFF_RETRY_AFTER_S: &str = "1";
+
+/// Refuses an MCP request at once (503, with a JSON-RPC error saying why) while this node
+/// cannot serve it:
+/// - it is cut off from its group (see `Store::cut_off`): every request would wait out
+///   `raft.write_timeout` for a leader or a quorum it cannot reach; the answer carries
+///   `Retry-After`;
+/// - its key ring has not passed the fleet's key check (a node of one first waits for a
+///   check under way: see `Store::hold_requests_for_key_check`): a ring that is not the
+///   fleet's would answer 404 for sessions it cannot open and miss revocations stored
+///   under another index key.
+///
 /// A 503 is what a client retries, and a balancer's next try reaches a node that serves.
-pub(crate) async fn refuse_without_keys(
+pub(crate) async fn refuse_unless_serving(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<actix_web::body::BoxBody>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let problem = match req.app_data::<web::Data<super::State>>() {
-        Some(s) if s.store.key_problem().is_some() => s.store.clone().key_problem_held().await,
-        _ => None,
+    let Some(state) = req.app_data::<web::Data<super::State>>() else {
+        return next.call(req).await;
+    };
+    if state.store.is_cut_off() {
+        if let Some(why) = state.store.cut_off() {
+            let mut response = super::mcp::rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                &RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    format!("this node cannot serve now, retry shortly: {why}"),
+                ),
+            );
+            response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static(CUT_OFF_RETRY_AFTER_S),
+            );
+            return Ok(req.into_response(response));
+        }
+    }
+    let problem = match state.store.key_problem() {
+        Some(_) => state.store.clone().key_problem_held().await,
+        None => None,
     };
     match problem {
         None => next.call(req).await,

@@ -119,9 +119,13 @@ impl Store {
     /// [`Store::standing`]), knows a leader (or lost it to an election less than
     /// `raft.write_timeout` ago), has applied what it last heard was committed, and its
     /// writes are not stalled (see [`Store::stalled_for`]). A leader must also have heard
-    /// from a quorum within the election timeout (see [`Store::lacks_quorum`]).
+    /// from a quorum within the election timeout (see [`Store::lacks_quorum`]), and no
+    /// node is ready while it is cut off from its group (see [`Store::cut_off`]).
     pub fn is_ready(&self) -> bool {
-        if self.standing() != super::Standing::Member || self.stalled_for().is_some() {
+        if self.standing() != super::Standing::Member
+            || self.stalled_for().is_some()
+            || self.is_cut_off()
+        {
             return false;
         }
         let applied = {
@@ -266,6 +270,8 @@ impl Store {
     /// leader lease to be read says nothing about now, and is not news.
     pub(crate) fn heard_from_leader(&self, leader_commit: Option<u64>, sent_ms: Option<u64>) {
         use std::sync::atomic::Ordering;
+        // Late or not, the leader is alive and reaches this node: no election is due.
+        self.0.ballots.heard_leader();
         let stale_ms = self.lease().as_millis() as u64;
         let now = crate::raft::now_ms();
         let Some(sent) = sent_ms.filter(|sent| now.saturating_sub(*sent) < stale_ms) else {

@@ -15,6 +15,7 @@
 //! - `wire` decodes what other nodes send, within bounds whatever the bytes.
 //! - `membership` reports the group's state and changes who belongs to it.
 //! - `standing` tells whether this node is a member, waiting for a group, or removed.
+//! - `election` stands again after a split vote, and tells when this node is cut off.
 //! - [`config`] holds the group's settings.
 
 mod batch;
@@ -23,6 +24,7 @@ mod changes;
 pub mod command;
 mod compaction;
 mod config;
+mod election;
 mod fleetwide;
 mod keycheck;
 mod log_store;

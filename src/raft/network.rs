@@ -53,6 +53,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::budget::{entries_within, Budget, Split, Window};
+use super::election::Ballots;
 use super::{NodeId, TypeConfig};
 
 /// Paths of the internal listener.
@@ -266,22 +267,26 @@ pub struct Network {
     id: NodeId,
     budget: Budget,
     not_member: Arc<AtomicBool>,
+    ballots: Arc<Ballots>,
 }
 
 impl Network {
     /// A network for node `id` over `client`, sizing appends by `budget`; a member that
-    /// answers [`NOT_A_MEMBER`] sets `not_member`.
+    /// answers [`NOT_A_MEMBER`] sets `not_member`, and what vote requests meet goes to
+    /// `ballots`.
     pub(super) fn new(
         client: Client,
         id: NodeId,
         budget: Budget,
         not_member: Arc<AtomicBool>,
+        ballots: Arc<Ballots>,
     ) -> Self {
         Self {
             client,
             id,
             budget,
             not_member,
+            ballots,
         }
     }
 }
@@ -298,6 +303,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             budget: self.budget.clone(),
             window: Window::default(),
             not_member: self.not_member.clone(),
+            ballots: self.ballots.clone(),
         }
     }
 }
@@ -312,6 +318,8 @@ pub struct Peer {
     window: Window,
     /// Set when this peer says this node is not a member.
     not_member: Arc<AtomicBool>,
+    /// Where this peer's answers to vote requests are noted (split votes, reach).
+    ballots: Arc<Ballots>,
 }
 
 /// How a node answers a Raft message: openraft's own result, so remote errors keep their
@@ -505,7 +513,15 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(path::VOTE, &rpc, &option).await
+        // Counts as unanswered unless answered below, also when openraft drops this call.
+        let sent = self.ballots.vote_sent(self.target);
+        let result = self.send(path::VOTE, &rpc, &option).await;
+        match &result {
+            Ok(answer) => sent.answered(&rpc, Some(answer), self.id),
+            Err(RPCError::RemoteError(_)) => sent.answered(&rpc, None, self.id),
+            Err(_) => drop(sent),
+        }
+        result
     }
 }
 

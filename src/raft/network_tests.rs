@@ -51,6 +51,7 @@ fn peer(addr: String, max_append_bytes: usize) -> (Peer, AppendMetrics) {
         budget,
         window: Window::default(),
         not_member: Arc::default(),
+        ballots: Arc::default(),
     };
     (peer, metrics)
 }

@@ -201,6 +201,8 @@ pub(super) struct Inner {
     pub(super) standing: super::standing::Watch,
     /// Where this node's ring stands against the fleet's key-check record.
     pub(super) keys: super::keycheck::Keys,
+    /// What this node's vote requests met, and whether it is cut off; see `election`.
+    pub(super) ballots: Arc<super::election::Ballots>,
 }
 
 /// The last append (or heartbeat) a leader sent this node, and what this node knows of
@@ -221,6 +223,9 @@ pub(super) struct Contact {
     /// replica as of then.
     pub(super) verified_ms: AtomicU64,
 }
+
+/// How often a write or read waiting for a leader checks whether this node is cut off.
+const CUT_OFF_RECHECK: Duration = Duration::from_millis(25);
 
 /// How often the pause watchdog ticks.
 pub(super) const TICK: Duration = Duration::from_millis(20);
@@ -303,6 +308,7 @@ impl Store {
         ));
         // Set by the network when a member says this node is no longer one.
         let not_member = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ballots = Arc::new(super::election::Ballots::default());
         let network = Network::new(
             client.clone(),
             id,
@@ -312,6 +318,7 @@ impl Store {
                 metrics: append_metrics.clone(),
             },
             not_member.clone(),
+            ballots.clone(),
         );
         limits.declare(MAX_ENTRY_BYTES);
         // Raft::new spawns the core on the current runtime: build it inside ours, from a
@@ -366,6 +373,7 @@ impl Store {
             caught_up_once: std::sync::atomic::AtomicBool::new(false),
             standing: super::standing::Watch::new(not_member),
             keys: Default::default(),
+            ballots,
         }));
         store.spawn_expiry(config.expire_interval);
         let weak = Arc::downgrade(&store.0);
@@ -378,6 +386,7 @@ impl Store {
         store.spawn_watchdog();
         store.spawn_leader_log();
         store.spawn_standing_watch()?;
+        super::election::spawn(&store.0);
         Ok((store, Runtime(Mutex::new(Some(runtime)))))
     }
 
@@ -951,10 +960,14 @@ impl Inner {
             .unwrap_or_else(|| Err(Refusal::Failed("the proposer has stopped".into())))
     }
 
-    /// The current leader, waiting (until `deadline`) while there is none.
+    /// The current leader, waiting (until `deadline`) while there is none; refused at once
+    /// while this node is cut off from its group (see [`Store::cut_off`]).
     async fn leader_until(&self, deadline: Instant) -> Result<(NodeId, String), Error> {
         let mut metrics = self.raft.metrics();
         loop {
+            if self.ballots.is_cut_off() {
+                return Err(Error::Unavailable(self.cut_off_reason()));
+            }
             {
                 let m = metrics.borrow_and_update();
                 if let Some(id) = m.current_leader {
@@ -967,7 +980,9 @@ impl Inner {
             if left.is_zero() {
                 return Err(Error::Unavailable("no leader is known".into()));
             }
-            if let Ok(Err(_)) = tokio::time::timeout(left, metrics.changed()).await {
+            // Also wakes up now and then to notice being cut off.
+            let wait = left.min(CUT_OFF_RECHECK);
+            if let Ok(Err(_)) = tokio::time::timeout(wait, metrics.changed()).await {
                 // The sender is gone: Raft has shut down, and no leader will come.
                 return Err(Error::Unavailable("the Raft member has stopped".into()));
             }

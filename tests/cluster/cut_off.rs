@@ -86,7 +86,7 @@ fn cut_off_and_heal(mut fleet: Fleet, lonely: u64, role: &str) {
     let expected = if role == "leader" {
         "leader without quorum"
     } else {
-        "not ready"
+        "cut off from the group"
     };
     assert_eq!(said, expected, "{body}");
 

@@ -33,6 +33,7 @@ mod membership;
 mod mrtr;
 mod notifications;
 mod partition;
+mod partition_follower;
 mod revocation;
 mod rolling;
 mod round_robin;
