@@ -62,13 +62,12 @@ COPY --from=builder /out/mcp-fleet /usr/local/bin/mcp-fleet
 USER mcp-fleet:mcp-fleet
 WORKDIR /data
 VOLUME ["/data"]
-# Two glibc arenas instead of up to 8 per core, and a 16 MiB sled cache: together 167 MB
-# of RSS at 100,000 sessions instead of 215 MB (README, "Memory and disk under many
-# sessions"); a small cache alone made it worse.
+# The binary caps glibc's arenas at one per core (src/alloc.rs) and sled's cache defaults
+# to 16 MiB (README, "Memory and disk under many sessions"). Two arenas here keep the
+# image's memory the same on a host with many cores, whatever CPU limit the container has.
 ENV MCP_FLEET_DATA_DIR=/data \
     MCP_FLEET_LOG__FORMAT=json \
-    MALLOC_ARENA_MAX=2 \
-    MCP_FLEET_RAFT__CACHE_BYTES=16777216
+    MALLOC_ARENA_MAX=2
 EXPOSE 8080 7000
 
 # Alive, not ready: a node that is catching up or has no leader is still healthy; the

@@ -2,9 +2,12 @@
 
 use std::process::ExitCode;
 
+mod alloc;
+
 use mcp_fleet::tools::builtin::{Echo, WhoAmI};
 
 fn main() -> ExitCode {
+    alloc::cap_malloc_arenas();
     mcp_fleet::App::new("mcp-fleet", env!("CARGO_PKG_VERSION"))
         .tool(WhoAmI)
         .tool(Echo)

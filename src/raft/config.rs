@@ -69,13 +69,13 @@ pub struct Config {
     pub max_entry_bytes: usize,
     /// Bytes of sled's page cache: the replica's pages (records, indexes, log) this node
     /// keeps decoded in memory; pages beyond it are read again from the data dir (the
-    /// operating system's file cache, for a hot one) when next needed. Default 64 MiB,
-    /// what every node used before this was a key. sled weighs pages by their size on
-    /// disk, which understates what a decoded page takes. A smaller cache alone did not
-    /// make a smaller node: at 100,000 sessions (`scripts/memory`) 16 MiB gave an RSS of
-    /// 237 MB against 215 MB with 64 MiB, since pages evicted and read back churn glibc's
-    /// per-thread arenas. With `MALLOC_ARENA_MAX=2` it does: 167 MB against 201 MB, which
-    /// is why the Docker image sets both.
+    /// operating system's file cache, for a hot one) when next needed. Default 16 MiB (was
+    /// 64): sled weighs pages by their size on disk, which understates what a decoded page
+    /// takes, and with malloc's arenas capped (the binary does it, `src/alloc.rs`) 16 MiB
+    /// took a node holding 100,000 sessions (`scripts/memory`) from about 200 MB to about
+    /// 167 MB. Hot sessions are served from the session tier (`sessions.memory_bytes`),
+    /// not from these pages. (Without the arena cap a smaller cache made a larger node:
+    /// pages evicted and read back churned glibc's per-thread arenas.)
     pub cache_bytes: u64,
     /// Most writes one log entry carries (default 128). Writes that wait at the same moment
     /// (on the leader, or forwarded together by a follower) share one entry, which is
@@ -106,7 +106,7 @@ impl Default for Config {
             expire_interval: Duration::from_secs(10),
             max_append_bytes: 320 * 1024,
             max_entry_bytes: 256 * 1024,
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
             max_entry_writes: 128,
             max_proposed_entries: 2,
         }
