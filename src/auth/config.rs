@@ -39,7 +39,11 @@ pub struct Config {
     /// How long a key-set fetch may take.
     #[serde(with = "humantime_serde")]
     pub fetch_timeout: Duration,
-    /// Validated tokens each node keeps in memory.
+    /// Validated tokens each node keeps in memory. Default 20,000, at about 320 bytes
+    /// each (≈ 6 MB). A token past it costs on its next use one full check again: a
+    /// signature (≈ 20 µs of CPU for RS256) for a JWT, or a read of the fleet's store for
+    /// an introspected token, whose result the fleet shares. A larger tier buys little
+    /// and held 32 MB once a node had seen 100,000 distinct tokens.
     pub memory_capacity: usize,
     /// The longest an introspection result is trusted, even if the token lives longer.
     #[serde(with = "humantime_serde")]
@@ -104,7 +108,7 @@ impl Default for Config {
             jwks_refresh: Duration::from_secs(15 * 60),
             jwks_refetch_interval: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(5),
-            memory_capacity: 100_000,
+            memory_capacity: 20_000,
             introspection_cache: Duration::from_secs(5 * 60),
             negative_cache_ttl: Duration::from_secs(30),
             max_negative_cache: 10_000,
