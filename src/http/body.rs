@@ -19,7 +19,8 @@ use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::HttpRequest;
 use futures_util::StreamExt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::de::SliceRead;
+use serde_json::{Deserializer, Map, Number, Value};
 
 use super::mcp::header;
 use crate::mcp::jsonrpc::Members;
@@ -76,19 +77,7 @@ pub(super) enum ParseError {
 /// [`parse_message`] is held to in the tests.
 #[cfg(test)]
 pub(super) fn parse(body: &[u8], budget: usize) -> Result<Value, ParseError> {
-    let left = Budget {
-        left: Cell::new(budget),
-        exceeded: Cell::new(false),
-    };
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = Charged(&left)
-        .deserialize(&mut deserializer)
-        .and_then(|value| deserializer.end().map(|()| value));
-    match parsed {
-        Ok(value) => Ok(value),
-        Err(_) if left.exceeded.get() => Err(ParseError::OverBudget),
-        Err(e) => Err(ParseError::Syntax(e)),
-    }
+    within(body, budget, |left, d| Charged(left).deserialize(d))
 }
 
 /// A body parsed by [`parse_message`].
@@ -104,14 +93,22 @@ pub(super) enum Parsed {
 /// keeps only the members of a JSON-RPC message when the body is one object: its other
 /// members are parsed, charged and dropped, and no object of the whole message is built.
 pub(super) fn parse_message(body: &[u8], budget: usize) -> Result<Parsed, ParseError> {
+    within(body, budget, |left, d| Top(left).deserialize(d))
+}
+
+/// Parses the whole of `body` with `run`, given a budget of `budget` bytes, telling a
+/// body over the budget from one that is not JSON.
+fn within<T>(
+    body: &[u8],
+    budget: usize,
+    run: impl FnOnce(&Budget, &mut Deserializer<SliceRead<'_>>) -> serde_json::Result<T>,
+) -> Result<T, ParseError> {
     let left = Budget {
         left: Cell::new(budget),
         exceeded: Cell::new(false),
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = Top(&left)
-        .deserialize(&mut deserializer)
-        .and_then(|value| deserializer.end().map(|()| value));
+    let mut deserializer = Deserializer::from_slice(body);
+    let parsed = run(&left, &mut deserializer).and_then(|value| deserializer.end().map(|()| value));
     match parsed {
         Ok(value) => Ok(value),
         Err(_) if left.exceeded.get() => Err(ParseError::OverBudget),
