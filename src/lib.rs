@@ -24,7 +24,7 @@
 //!
 //! Inside, by responsibility (not public): `mcp` is the protocol engine, `http` the
 //! Streamable HTTP transport and operational endpoints, `stdio` the same engine over
-//! standard input and output, `actors` the session and tool actors, `raft` the fleet store
+//! standard input and output, `actors` the session, key-set and tool handles, `raft` the fleet store
 //! (sealed records replicated by openraft over sled), `crypto` sealing, `keys` the `keys`
 //! command, `identity` which member a data directory belongs to, `limits` the caps,
 //! `metrics` what Prometheus scrapes, `telemetry` the logs.
@@ -63,7 +63,7 @@ pub use node::{Node, NodeBuilder, NodeHandle, Role, StartError, Stopper};
 /// API: not part of it, and free to change with any release.
 #[doc(hidden)]
 pub mod internals {
-    /// The session and tool actors.
+    /// The session, key-set and tool handles (tool calls run on the calling request's task).
     pub mod actors {
         pub use crate::actors::install_tls_provider;
     }
