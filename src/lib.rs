@@ -24,10 +24,10 @@
 //!
 //! Inside, by responsibility (not public): `mcp` is the protocol engine, `http` the
 //! Streamable HTTP transport and operational endpoints, `stdio` the same engine over
-//! standard input and output, `actors` the session, key-set and tool handles, `raft` the fleet store
-//! (sealed records replicated by openraft over sled), `crypto` sealing, `keys` the `keys`
-//! command, `identity` which member a data directory belongs to, `limits` the caps,
-//! `metrics` what Prometheus scrapes, `telemetry` the logs.
+//! standard input and output, `actors` the session, key-set and tool handles, `raft` the
+//! fleet store (sealed records replicated by openraft over sled), `crypto` sealing, `keys`
+//! the `keys` command, `identity` which member a data directory belongs to, `limits` the
+//! caps, `metrics` what Prometheus scrapes, `telemetry` the logs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
