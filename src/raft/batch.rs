@@ -5,18 +5,11 @@
 //! from the bound on batches running at once: while they all run, items arriving queue
 //! up, and the next batch takes them together. So a quiet node adds no latency, and a
 //! busy one pays the per-batch costs once for many items.
-//!
-//! A stage started with [`Lone::Here`] runs a lone item in its caller's task when a slot is
-//! free and nothing is queued: the batch of one it would have become, without the two
-//! thread hand-offs through the gathering task (in, and the answer back).
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 /// How large batches grow and how many run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,16 +23,6 @@ pub(super) struct Shape {
     pub(super) in_flight: usize,
 }
 
-/// Where a lone item runs when nothing else is waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lone {
-    /// In the caller's task: for batches that may run on any runtime.
-    Here,
-    /// Through the gathering task, on the stage's runtime: for batches whose resources
-    /// belong to it (a pooled HTTP client's connections).
-    Queued,
-}
-
 /// An item waiting for a batch, with where its answer goes.
 struct Queued<K, I, O> {
     key: K,
@@ -48,23 +31,10 @@ struct Queued<K, I, O> {
     reply: oneshot::Sender<O>,
 }
 
-type Run<K, I, O> = dyn Fn(K, Vec<I>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync;
-
-/// What the callers and the gathering task share.
-struct Shared<K, I, O> {
-    run: Box<Run<K, I, O>>,
-    /// One permit per batch that may run at once, held while it runs.
-    slots: Arc<Semaphore>,
-    /// Items sent to the gathering task and not yet taken into a batch.
-    queued: AtomicUsize,
-    lone: Lone,
-}
-
 /// The queue in front of one batching task; cheap to share, the task ends when it is
 /// dropped (after the batches running then have answered).
 pub(super) struct Batcher<K, I, O> {
     queue: mpsc::UnboundedSender<Queued<K, I, O>>,
-    shared: Arc<Shared<K, I, O>>,
 }
 
 impl<K, I, O> Batcher<K, I, O>
@@ -75,69 +45,53 @@ where
 {
     /// Starts the gathering task on `runtime`. `run` gets the items of one batch, all with
     /// the same key, and returns one answer per item, in order.
-    pub(super) fn start<F, Fut>(
-        runtime: &tokio::runtime::Handle,
-        shape: Shape,
-        lone: Lone,
-        run: F,
-    ) -> Self
+    pub(super) fn start<F, Fut>(runtime: &tokio::runtime::Handle, shape: Shape, run: F) -> Self
     where
-        F: Fn(K, Vec<I>) -> Fut + Send + Sync + 'static,
+        F: Fn(K, Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<O>> + Send + 'static,
     {
         let (queue, waiting) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            run: Box::new(move |key, items| Box::pin(run(key, items))),
-            slots: Arc::new(Semaphore::new(shape.in_flight.max(1))),
-            queued: AtomicUsize::new(0),
-            lone,
-        });
-        runtime.spawn(gather(waiting, shape, shared.clone()));
-        Self { queue, shared }
+        runtime.spawn(gather(waiting, shape, run));
+        Self { queue }
     }
 
     /// Queues `item`, of `bytes`, for the next batch of items with key `key`, and waits
     /// for its answer; `None` when the task has stopped or the batch gave no answer for it.
     /// The queue is bounded by its callers: each waits here for its own item.
     pub(super) async fn submit(&self, key: K, item: I, bytes: usize) -> Option<O> {
-        let shared = &self.shared;
-        if shared.lone == Lone::Here && shared.queued.load(Ordering::Acquire) == 0 {
-            if let Ok(slot) = shared.slots.clone().try_acquire_owned() {
-                // A slot is free and nobody queues: this is a batch of one either way.
-                let answers = (shared.run)(key, vec![item]).await;
-                drop(slot);
-                return answers.into_iter().next();
-            }
-        }
         let (reply, answer) = oneshot::channel();
-        shared.queued.fetch_add(1, Ordering::AcqRel);
-        let sent = self.queue.send(Queued {
-            key,
-            item,
-            bytes,
-            reply,
-        });
-        if sent.is_err() {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
+        self.queue
+            .send(Queued {
+                key,
+                item,
+                bytes,
+                reply,
+            })
+            .ok()?;
         answer.await.ok()
     }
 }
 
 /// Takes waiting items into batches of `shape` and runs up to `shape.in_flight` of them
-/// at once (counting lone items run by their callers), until every sender is gone.
-async fn gather<K, I, O>(
+/// at once, until every sender is gone.
+async fn gather<K, I, O, F, Fut>(
     mut waiting: mpsc::UnboundedReceiver<Queued<K, I, O>>,
     shape: Shape,
-    shared: Arc<Shared<K, I, O>>,
+    run: F,
 ) where
     K: PartialEq,
+    F: Fn(K, Vec<I>) -> Fut,
+    Fut: Future<Output = Vec<O>>,
 {
     let mut running = FuturesUnordered::new();
     // An item taken from the queue that did not fit the batch before it.
     let mut held: Option<Queued<K, I, O>> = None;
     loop {
+        if running.len() >= shape.in_flight.max(1) {
+            // Every slot is busy: items arriving meanwhile queue up for the next batch.
+            running.next().await;
+            continue;
+        }
         let first = match held.take() {
             Some(first) => first,
             None => tokio::select! {
@@ -147,17 +101,6 @@ async fn gather<K, I, O>(
                 },
                 Some(()) = running.next(), if !running.is_empty() => continue,
             },
-        };
-        // Every slot busy: items arriving meanwhile queue up for the next batch. (The
-        // slots are never closed.)
-        let slot: OwnedSemaphorePermit = loop {
-            tokio::select! {
-                slot = shared.slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => break slot,
-                    Err(_) => return,
-                },
-                Some(()) = running.next(), if !running.is_empty() => {}
-            }
         };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
@@ -170,8 +113,6 @@ async fn gather<K, I, O>(
             bytes += next.bytes;
             batch.push(next);
         }
-        // A held item still counts as queued: a lone caller must not pass it.
-        shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let mut replies = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         let mut key = None;
@@ -181,11 +122,9 @@ async fn gather<K, I, O>(
             items.push(queued.item);
         }
         let Some(key) = key else { continue };
-        let answers = (shared.run)(key, items);
+        let answers = run(key, items);
         running.push(async move {
-            let answers = answers.await;
-            drop(slot);
-            for (reply, answer) in replies.into_iter().zip(answers) {
+            for (reply, answer) in replies.into_iter().zip(answers.await) {
                 // A caller that stopped waiting no longer needs its answer.
                 let _ = reply.send(answer);
             }
@@ -202,25 +141,15 @@ mod tests {
 
     type Seen = Arc<Mutex<Vec<Vec<u32>>>>;
 
-    /// The task each batch ran in, in order.
-    type Tasks = Arc<Mutex<Vec<Option<tokio::task::Id>>>>;
-
     /// A batcher whose batches wait for `gate` before answering each item doubled.
-    fn doubling(
-        shape: Shape,
-        lone: Lone,
-        gate: Arc<tokio::sync::Semaphore>,
-    ) -> (Batcher<u8, u32, u32>, Seen, Tasks) {
+    fn doubling(shape: Shape, gate: Arc<tokio::sync::Semaphore>) -> (Batcher<u8, u32, u32>, Seen) {
         let seen: Seen = Arc::default();
-        let tasks: Tasks = Arc::default();
-        let (log, ran_in) = (seen.clone(), tasks.clone());
+        let log = seen.clone();
         let batcher = Batcher::start(
             &tokio::runtime::Handle::current(),
             shape,
-            lone,
             move |_key, items: Vec<u32>| {
                 log.lock().unwrap().push(items.clone());
-                ran_in.lock().unwrap().push(tokio::task::try_id());
                 let gate = gate.clone();
                 async move {
                     let _pass = gate.acquire().await.unwrap();
@@ -228,7 +157,7 @@ mod tests {
                 }
             },
         );
-        (batcher, seen, tasks)
+        (batcher, seen)
     }
 
     /// Submits from a task of its own, and lets it queue its item before returning (the
@@ -253,16 +182,14 @@ mod tests {
 
     /// A batcher of [`SHAPE`] whose first batch (item 1 alone, key 0) runs and holds the
     /// only slot until permits are added to the gate.
-    async fn one_running(
-        lone: Lone,
-    ) -> (
+    async fn one_running() -> (
         Arc<Batcher<u8, u32, u32>>,
         Seen,
         Arc<tokio::sync::Semaphore>,
         tokio::task::JoinHandle<Option<u32>>,
     ) {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let (batcher, seen, _) = doubling(SHAPE, lone, gate.clone());
+        let (batcher, seen) = doubling(SHAPE, gate.clone());
         let batcher = Arc::new(batcher);
         let first = submit(&batcher, 0, 1, 10).await;
         while seen.lock().unwrap().is_empty() {
@@ -273,13 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn items_waiting_while_a_batch_runs_go_together_and_each_gets_its_own_answer() {
-        for lone in [Lone::Queued, Lone::Here] {
-            items_waiting_go_together(lone).await;
-        }
-    }
-
-    async fn items_waiting_go_together(lone: Lone) {
-        let (batcher, seen, gate, first) = one_running(lone).await;
+        let (batcher, seen, gate, first) = one_running().await;
         let mut waiting = Vec::new();
         for (k, i, b) in [(0, 2, 10), (0, 3, 10), (0, 4, 10), (0, 5, 10), (1, 6, 10)] {
             waiting.push(submit(&batcher, k, i, b).await);
@@ -295,14 +216,13 @@ mod tests {
         // At most three items a batch, and never two keys in one.
         assert_eq!(
             *seen.lock().unwrap(),
-            vec![vec![1], vec![2, 3, 4], vec![5], vec![6]],
-            "{lone:?}"
+            vec![vec![1], vec![2, 3, 4], vec![5], vec![6]]
         );
     }
 
     #[tokio::test]
     async fn a_batch_stops_at_its_byte_cap_but_a_lone_large_item_still_goes() {
-        let (batcher, seen, gate, first) = one_running(Lone::Queued).await;
+        let (batcher, seen, gate, first) = one_running().await;
         let mut waiting = Vec::new();
         for (i, b) in [(2, 60), (3, 60), (4, 500)] {
             waiting.push(submit(&batcher, 0, i, b).await);
@@ -321,43 +241,9 @@ mod tests {
     #[tokio::test]
     async fn a_lone_item_does_not_wait_for_company() {
         let gate = Arc::new(tokio::sync::Semaphore::new(100));
-        let (batcher, seen, _) = doubling(SHAPE, Lone::Queued, gate);
+        let (batcher, seen) = doubling(SHAPE, gate);
         assert_eq!(batcher.submit(0, 21, 1).await, Some(42));
         assert_eq!(batcher.submit(0, 1, 1).await, Some(2));
         assert_eq!(*seen.lock().unwrap(), vec![vec![21], vec![1]]);
-    }
-
-    /// Runs `lone`'s batcher for one item submitted from a task of its own; returns that
-    /// task's id and the task the batch ran in.
-    async fn lone_item_ran_in(lone: Lone) -> (tokio::task::Id, Option<tokio::task::Id>) {
-        let gate = Arc::new(tokio::sync::Semaphore::new(100));
-        let (batcher, _, tasks) = doubling(SHAPE, lone, gate);
-        let batcher = Arc::new(batcher);
-        let caller = submit(&batcher, 0, 21, 1).await;
-        let id = caller.id();
-        assert_eq!(caller.await.unwrap(), Some(42));
-        let ran_in = tasks.lock().unwrap()[0];
-        (id, ran_in)
-    }
-
-    #[tokio::test]
-    async fn a_lone_item_runs_in_its_callers_task_when_nothing_waits_and_a_slot_is_free() {
-        let (caller, ran_in) = lone_item_ran_in(Lone::Here).await;
-        assert_eq!(ran_in, Some(caller));
-        // The other kind goes through the gathering task.
-        let (caller, ran_in) = lone_item_ran_in(Lone::Queued).await;
-        assert!(ran_in.is_some() && ran_in != Some(caller));
-    }
-
-    #[tokio::test]
-    async fn a_lone_item_queues_behind_a_running_batch_when_every_slot_is_busy() {
-        let (batcher, seen, gate, first) = one_running(Lone::Here).await;
-        let second = submit(&batcher, 0, 2, 10).await;
-        // The only slot is the first item's: the second did not run beside it.
-        assert_eq!(*seen.lock().unwrap(), vec![vec![1]]);
-        gate.add_permits(100);
-        assert_eq!(first.await.unwrap(), Some(2));
-        assert_eq!(second.await.unwrap(), Some(4));
-        assert_eq!(*seen.lock().unwrap(), vec![vec![1], vec![2]]);
     }
 }

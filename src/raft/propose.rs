@@ -4,11 +4,10 @@
 //!
 //! # Hand-offs per write
 //! A write proposed alone crosses threads six times inside the leader (caller → Raft core
-//! → log flusher → core → state machine → core → caller), and each of the core's steps
-//! costs a sled read or write. A write that finds no other waiting and a free slot is
-//! proposed from its caller's task, so those six are all. Writes that wait together share
-//! an entry and pay those once: per write, what is left is the hop into the batching task
-//! and the answer back.
+//! → log flusher → core → state machine → core → caller) plus one when the caller sits on
+//! another runtime than Raft's, and each of the core's steps costs a sled read or write.
+//! A group pays those once: per write, what is left is the hop into the batching task and
+//! the answer back.
 
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use openraft::Raft;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use super::batch::{Batcher, Lone, Shape};
+use super::batch::{Batcher, Shape};
 use super::network::{path, Client};
 use super::store::Refusal;
 use super::{Command, Config, FlushMetrics, Outcome, TypeConfig};
@@ -94,12 +93,10 @@ impl Writers {
             in_flight: config.max_proposed_entries.max(1),
         };
         let timeout = config.write_timeout;
-        // A lone proposal goes from its caller straight to the Raft core; a lone forward
-        // still runs on the Raft runtime, whose reactor owns the pooled connections.
-        let proposer = Batcher::start(runtime, shape, Lone::Here, move |(), commands| {
+        let proposer = Batcher::start(runtime, shape, move |(), commands| {
             propose_all(raft.clone(), timeout, commands, metrics.clone())
         });
-        let forwarder = Batcher::start(runtime, shape, Lone::Queued, move |addr, commands| {
+        let forwarder = Batcher::start(runtime, shape, move |addr, commands| {
             forward_all(client.clone(), addr, commands, timeout)
         });
         Self {
