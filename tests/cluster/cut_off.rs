@@ -99,13 +99,7 @@ fn cut_off_and_heal(mut fleet: Fleet, lonely: u64, role: &str) {
     fleet.wait_lb(lonely, true);
     assert_eq!(session.echo(&url, "back"), Ok("back".to_owned()));
     assert_eq!(whoami().ok(), Some(200));
-    let fresh = fleet.eventually("a new session through it", READY_DEADLINE, || {
-        Session::create_as(&url, "healed", &token).ok()
-    });
-    for id in fleet.cluster.ids() {
-        let via = fleet.cluster.node(id).mcp_url();
-        assert_eq!(fresh.echo(&via, "everywhere"), Ok("everywhere".to_owned()));
-    }
+    fleet.new_session_served_everywhere(&url, "healed", &token);
     eprintln!(
         "cut-off {role}: node {lonely} answered /ready 503 {unready_after:?} after the others \
          stopped, HAProxy had it down after {out_of_rotation_after:?}; a session read \

@@ -253,6 +253,19 @@ impl Fleet {
         })
     }
 
+    /// Opens a session as `user` through `url` once one can be opened there (within
+    /// [`READY_DEADLINE`]), and checks that every node serves it: what a healed fleet owes.
+    #[track_caller]
+    pub fn new_session_served_everywhere(&self, url: &str, user: &str, token: &str) {
+        let fresh = self.eventually("a new session through it", READY_DEADLINE, || {
+            crate::client::Session::create_as(url, user, token).ok()
+        });
+        for id in self.cluster.ids() {
+            let via = self.cluster.node(id).mcp_url();
+            assert_eq!(fresh.echo(&via, "everywhere"), Ok("everywhere".to_owned()));
+        }
+    }
+
     /// The nodes' logs and HAProxy's, for failure messages.
     pub fn logs(&self) -> String {
         let lb = self

@@ -97,13 +97,7 @@ fn a_follower_cut_off_from_its_group_refuses_at_once_and_comes_back_into_rotatio
     fleet.wait_lb(follower, true);
     let back_after = resumed_at.elapsed();
     assert_eq!(session.echo(&url, "back"), Ok("back".to_owned()));
-    let fresh = fleet.eventually("a new session through it", READY_DEADLINE, || {
-        Session::create_as(&url, "healed", &token).ok()
-    });
-    for id in fleet.cluster.ids() {
-        let via = fleet.cluster.node(id).mcp_url();
-        assert_eq!(fresh.echo(&via, "everywhere"), Ok("everywhere".to_owned()));
-    }
+    fleet.new_session_served_everywhere(&url, "healed", &token);
     eprintln!(
         "cut-off follower: node {follower} said so on /ready {unready_after:?} after the \
          others stopped; a create was refused in {write_took:?} and a session call in \
