@@ -13,6 +13,11 @@
 //! `MCP_FLEET_RAFT__HEARTBEAT_INTERVAL=150ms,MCP_FLEET_RAFT__ELECTION_TIMEOUT=750ms`): how
 //! the trade-off between failover time and elections under load was measured. (Not an
 //! `MCP_FLEET_` variable itself: the harness keeps those from the nodes.)
+//! `FLEET_BENCH_FAILOVERS=N` runs N failover rounds instead of 5;
+//! `FLEET_BENCH_PROGRAM=/path/to/mcp-fleet` runs every figure on that build instead of this
+//! one (for failovers of two builds interleaved). A round slower than
+//! [`SLOW_FAILOVER`] prints what the survivors logged during it: with
+//! `FLEET_BENCH_SET=MCP_FLEET_LOG__FILTER=info`, openraft's account of every vote too.
 
 // The cluster suite's harness and client, shared; the bench uses only part of them.
 #[allow(dead_code)]
@@ -52,6 +57,8 @@ const SMOKE: Plan = Plan {
     failovers: 1,
 };
 
+/// A failover slower than this prints the survivors' log lines written during it.
+const SLOW_FAILOVER: Duration = Duration::from_secs(1);
 /// How long a failover may take before the bench gives up.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(60);
 /// The `clientInfo` name of every session the bench makes.
@@ -74,6 +81,10 @@ fn main() {
     }
     // Every create is the one anonymous principal's, thousands of them: lift its cap.
     let mut builder = Cluster::builder().env("MCP_FLEET_SESSIONS__MAX_PER_PRINCIPAL", "100000000");
+    if let Some(program) = std::env::var_os("FLEET_BENCH_PROGRAM") {
+        println!("fleet: program {}", program.to_string_lossy());
+        builder = builder.program(PathBuf::from(program));
+    }
     let settings = std::env::var("FLEET_BENCH_SET").unwrap_or_default();
     for setting in settings.split(',').filter(|s| !s.trim().is_empty()) {
         let (key, value) = setting
@@ -99,7 +110,14 @@ fn main() {
         after.terms - before.terms,
         after.leader_changes - before.leader_changes
     );
-    failover(&mut cluster, plan.failovers);
+    let rounds = std::env::var("FLEET_BENCH_FAILOVERS")
+        .ok()
+        .map(|n| {
+            n.parse()
+                .expect("FLEET_BENCH_FAILOVERS: a number of rounds")
+        })
+        .unwrap_or(plan.failovers);
+    failover(&mut cluster, rounds);
 }
 
 /// The create figures, each followed by the nodes' share of its writes.
@@ -310,6 +328,10 @@ fn failover(cluster: &mut Cluster, rounds: usize) {
             .iter()
             .map(|&id| cluster.node(id).mcp_url())
             .collect();
+        let logged: Vec<usize> = survivor_ids
+            .iter()
+            .map(|&id| cluster.node(id).log_tail(usize::MAX).lines().count())
+            .collect();
         cluster.kill(leader);
         let killed = Instant::now();
         let cluster_now: &Cluster = cluster;
@@ -362,6 +384,17 @@ fn failover(cluster: &mut Cluster, rounds: usize) {
             "failover {round}: {:.1} ms from SIGKILL of leader node {leader} to a session created by a survivor ({elected})",
             ms(took)
         );
+        if took > SLOW_FAILOVER {
+            for (&id, &from) in survivor_ids.iter().zip(&logged) {
+                let log = cluster.node(id).log_tail(usize::MAX);
+                let lines: Vec<&str> = log.lines().skip(from).collect();
+                println!(
+                    "--- node {id}, the {} lines it logged since the kill ---\n{}",
+                    lines.len(),
+                    lines.join("\n")
+                );
+            }
+        }
         cluster.restart(leader);
         cluster.wait_ready(leader);
         cluster.leader();

@@ -179,6 +179,7 @@ impl Metrics {
         );
         store.append_metrics().register(&mut registry);
         store.write_metrics().register(&mut registry);
+        store.register_election_metrics(&mut registry);
         registry.register_collector(Box::new(StoreCollector(store.clone())));
     }
 

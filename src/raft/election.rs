@@ -23,6 +23,17 @@
 //! is cut off; standing faster would only raise its term), a learner, a node removed or
 //! waiting for a group, or a leader stepping down.
 //!
+//! The refusal itself can end a candidacy: openraft adopts the vote a refusal carries when
+//! it is greater, and of two candidates of one term the one with the higher node id has
+//! the greater vote. So after a split the candidate with the lower id follows its rival's
+//! candidacy, which cannot win when this node holds the longer log (it refused that rival
+//! its vote), while the rival, refused for a shorter log, rightly waits. Nobody stood again
+//! until openraft's own timer, lengthened by its "greater log seen" mark: failovers of
+//! 1.5–2 s with the term rising by two or three (4 of 20 rounds of `cargo bench --bench
+//! fleet` on a loaded machine). So the breaker does not ask that this node still be a
+//! candidate, only that the term it stood in has no leader yet and its vote in that term is
+//! not committed.
+//!
 //! # Standing after the leader's silence
 //!
 //! openraft's first stand after a leader's silence has the same fixed phase, and one more
@@ -54,6 +65,10 @@ use std::time::Duration;
 
 use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::ServerState;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 use super::store::{Inner, Store};
 use super::NodeId;
@@ -81,7 +96,20 @@ pub(super) struct Ballots {
     cut_off: Mutex<Option<String>>,
     /// Whether `cut_off` holds a reason: read on every MCP request.
     is_cut_off: AtomicBool,
+    /// Elections this node's breakers started, by reason.
+    stands: Family<StandLabel, Counter>,
 }
+
+/// Why a breaker of this module made this node stand for election.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StandLabel {
+    reason: &'static str,
+}
+
+/// The leader was silent for the election silence: [`spawn_silence_breaker`].
+const SILENCE: StandLabel = StandLabel { reason: "silence" };
+/// A vote split in an election without a leader: [`spawn_split_vote_breaker`].
+const SPLIT: StandLabel = StandLabel { reason: "split" };
 
 /// One voter's answers to this node's vote requests; see [`Ballots::reach`].
 #[derive(Default, Clone, Copy)]
@@ -144,6 +172,11 @@ impl Ballots {
     pub(super) fn is_cut_off(&self) -> bool {
         self.is_cut_off.load(Ordering::Acquire)
     }
+
+    /// Counts one election a breaker started, for `why`.
+    fn stood(&self, why: StandLabel) {
+        self.stands.get_or_create(&why).inc();
+    }
 }
 
 /// A vote request on its way; see [`Ballots::vote_sent`].
@@ -199,6 +232,22 @@ impl Inner {
 }
 
 impl Store {
+    /// Registers what the breakers of this module count in `registry` (under its
+    /// `mcp_fleet` prefix).
+    pub(crate) fn register_election_metrics(&self, registry: &mut Registry) {
+        let stands = self.0.ballots.stands.clone();
+        for why in [SILENCE, SPLIT] {
+            drop(stands.get_or_create(&why));
+        }
+        registry.register(
+            "raft_election_stands",
+            "Elections this node started ahead of openraft's own timer, by reason: silence \
+             (its leader silent for the lease plus raft.election_timeout, and a random \
+             delay) and split (a vote split in an election that has no leader yet)",
+            stands,
+        );
+    }
+
     /// Whether this node is a voting member following a leader (its vote for it
     /// committed), may stand for election, and is neither leading nor stepping down: what
     /// [`spawn_silence_breaker`] checks before it stands for it.
@@ -346,6 +395,7 @@ fn spawn_silence_breaker(inner: &Arc<Inner>) {
                 "no word from the leader: standing for election after a fresh random delay"
             );
             stood_after = heard;
+            ballots.stood(SILENCE);
             if store.0.raft.trigger().elect().await.is_err() {
                 return;
             }
@@ -386,9 +436,15 @@ fn spawn_cut_off_watch(inner: &Arc<Inner>) {
     });
 }
 
-/// Whether `m` shows this node as a candidate that knows no leader: `Some(term)`.
-fn candidate_term(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Option<u64> {
-    (m.state == ServerState::Candidate && m.current_leader.is_none()).then_some(m.current_term)
+/// Whether `m` shows this node in an election without a leader yet: not leading, no
+/// leader known, and its vote (for itself as a candidate, or for a rival candidate whose
+/// vote it adopted from a refusal) not committed. `Some(term)`.
+fn electing_term(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Option<u64> {
+    (m.state != ServerState::Leader
+        && m.state != ServerState::Learner
+        && m.current_leader.is_none()
+        && !m.vote.is_committed())
+    .then_some(m.current_term)
 }
 
 fn spawn_split_vote_breaker(inner: &Arc<Inner>) {
@@ -399,9 +455,11 @@ fn spawn_split_vote_breaker(inner: &Arc<Inner>) {
     let high = inner.stale_after * 4 / 5;
     inner.runtime.spawn(async move {
         loop {
-            // Wait for a term this node stands in.
+            // Wait for an election without a leader (whether this node stood in it is
+            // known once an answer shows a split: `split` is set only from answers to this
+            // node's own vote requests).
             let term = loop {
-                if let Some(term) = candidate_term(&metrics.borrow_and_update()) {
+                if let Some(term) = electing_term(&metrics.borrow_and_update()) {
                     break term;
                 }
                 if metrics.changed().await.is_err() {
@@ -417,7 +475,7 @@ fn spawn_split_vote_breaker(inner: &Arc<Inner>) {
                 tokio::pin!(split);
                 split.as_mut().enable();
                 let now = tokio::time::Instant::now();
-                let term_now = candidate_term(&metrics.borrow_and_update());
+                let term_now = electing_term(&metrics.borrow_and_update());
                 if term_now != Some(term) || ballots.outlogged.load(Ordering::Acquire) >= term {
                     break false;
                 }
@@ -433,7 +491,7 @@ fn spawn_split_vote_breaker(inner: &Arc<Inner>) {
             if !stand {
                 // The term or state changed: look again. A longer log elsewhere: wait for
                 // the next change.
-                if candidate_term(&metrics.borrow_and_update()) == Some(term)
+                if electing_term(&metrics.borrow_and_update()) == Some(term)
                     && metrics.changed().await.is_err()
                 {
                     return;
@@ -449,7 +507,7 @@ fn spawn_split_vote_breaker(inner: &Arc<Inner>) {
             }
             // Checked again just before standing: a leader heard of meanwhile must not be
             // deposed by a higher term.
-            if candidate_term(&metrics.borrow_and_update()) != Some(term) {
+            if electing_term(&metrics.borrow_and_update()) != Some(term) {
                 continue;
             }
             tracing::info!(
@@ -458,6 +516,7 @@ fn spawn_split_vote_breaker(inner: &Arc<Inner>) {
                 delay_ms = delay.as_millis() as u64,
                 "split vote: standing again after a fresh random delay"
             );
+            ballots.stood(SPLIT);
             if store.0.raft.trigger().elect().await.is_err() {
                 return;
             }

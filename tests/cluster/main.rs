@@ -41,6 +41,7 @@ mod secrets;
 mod security;
 mod session_cap;
 mod sessions;
+mod split_votes;
 mod stalled_writes;
 mod standing;
 mod streams;
