@@ -339,7 +339,7 @@ async fn start(id: NodeId, dir: &Path, nodes: &Nodes) -> Raft<TypeConfig> {
         .cache_capacity(CACHE_BYTES)
         .open()
         .expect("open sled");
-    let log = LogStore::open(&db).expect("log store");
+    let log = LogStore::open(dir, &db).expect("log store");
     let machine = StateMachine::open(&db, dir, Changes::default()).expect("state machine");
     // The fleet's Raft settings (raft::Store::open), except that snapshots are built when
     // the bench says so.

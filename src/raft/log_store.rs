@@ -1,5 +1,7 @@
-//! The Raft log, vote, committed and purged log ids in sled, durable before openraft is
-//! told they are.
+//! The Raft log, vote, committed and purged log ids in files of their own under
+//! `<data_dir>/raft-log/` (see `wal`), durable before openraft is told they are. A data
+//! dir whose log is still in sled's trees (`raft_log`, `raft_meta`) has it moved over once
+//! on open.
 
 // openraft's storage traits return its `StorageError` (224 bytes); the helpers here return
 // the same type so `?` needs no conversions. Storage errors are rare and stop the node, so
@@ -8,31 +10,28 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageIOError,
-    Vote,
-};
+use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use super::command::{from_stored, to_stored};
+use super::wal::{entry_log_id, sync_dir, Wal, FORMAT_V1};
 use super::{NodeId, StorageError, TypeConfig};
 
-/// Format byte in front of every value this store writes; bump it when a shape changes.
-const FORMAT_V1: u8 = 1;
+/// The log's directory inside the data dir.
+pub(super) const LOG_DIR: &str = "raft-log";
 
+/// Where versions before the log's own files kept it, in sled.
 const LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
-
-/// Log entries removed per sled batch by a purge or truncation.
-const REMOVE_BATCH: usize = 256;
 
 /// The committed log index, shared in memory for readiness checks without touching disk.
 #[derive(Clone, Debug, Default)]
@@ -51,13 +50,11 @@ impl Committed {
     }
 }
 
-/// The Raft log storage over one shared `sled::Db`: entries in `raft_log`, the vote and
-/// log pointers in `raft_meta`.
+/// The Raft log storage: entries, vote, committed and purged log ids in the log's own
+/// files (see `wal`), each made durable with `fdatasync` before openraft is told it is.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    log: sled::Tree,
-    meta: sled::Tree,
+    wal: Arc<Wal>,
     committed: Committed,
     flusher: Flusher,
     flush_metrics: FlushMetrics,
@@ -86,36 +83,43 @@ impl FlushMetrics {
     }
 }
 
-/// Group commit: appends hand their callbacks to one thread, which fsyncs once for every
-/// callback queued so far and then fires them in order. openraft awaits `append` inside
-/// its core loop, so an fsync there would stall every other message for its duration; here
-/// the loop moves on and one fsync covers many appends.
+/// Who waits for the next sync: an append's callback, or a vote being saved.
+enum Waiter {
+    Append(LogFlushed<TypeConfig>),
+    Vote(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// Group commit: appends and votes hand their waiters to one thread, which syncs the log
+/// once for every waiter queued so far and then answers them in order. openraft awaits
+/// `append` inside its core loop, so a sync there would stall every other message for its
+/// duration; here the loop moves on and one `fdatasync` covers many appends.
 #[derive(Clone)]
-struct Flusher(mpsc::Sender<(sled::Db, LogFlushed<TypeConfig>)>);
+struct Flusher(mpsc::Sender<Waiter>);
 
 impl Flusher {
-    fn start(metrics: FlushMetrics) -> Self {
-        let (tx, rx) = mpsc::channel::<(sled::Db, LogFlushed<TypeConfig>)>();
+    fn start(wal: Arc<Wal>, metrics: FlushMetrics) -> Self {
+        let (tx, rx) = mpsc::channel::<Waiter>();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || {
-                // Ends when every LogStore clone (every sender) is gone. The thread holds the
-                // database only while it flushes, so closing the store releases sled's lock.
+                // Ends when every LogStore clone (every sender) is gone.
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    // Everything the callbacks stand for was written before they were queued,
-                    // so this one flush makes all of it durable.
+                    // Everything the waiters stand for was written before they were queued,
+                    // so this one sync makes all of it durable.
                     let started = Instant::now();
-                    let result = waiting[0].0.flush();
+                    let result = wal.sync().map_err(|e| e.to_string());
                     metrics.seconds.observe(started.elapsed().as_secs_f64());
                     metrics.appends.observe(waiting.len() as f64);
-                    let callbacks: Vec<_> = waiting.into_iter().map(|(_, cb)| cb).collect();
-                    for callback in callbacks {
-                        callback.log_io_completed(match &result {
-                            Ok(_) => Ok(()),
-                            Err(e) => Err(std::io::Error::other(e.to_string())),
-                        });
+                    for waiter in waiting {
+                        match waiter {
+                            Waiter::Append(callback) => callback
+                                .log_io_completed(result.clone().map_err(std::io::Error::other)),
+                            Waiter::Vote(tx) => {
+                                let _ = tx.send(result.clone());
+                            }
+                        }
                     }
                 }
             })
@@ -123,8 +127,8 @@ impl Flusher {
         Self(tx)
     }
 
-    fn queue(&self, db: &sled::Db, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError> {
-        self.0.send((db.clone(), callback)).map_err(|_| {
+    fn queue(&self, waiter: Waiter) -> Result<(), StorageError> {
+        self.0.send(waiter).map_err(|_| {
             let e = std::io::Error::other("the log flusher thread has stopped");
             StorageIOError::write_logs(&e).into()
         })
@@ -132,25 +136,33 @@ impl Flusher {
 }
 
 impl LogStore {
-    /// Opens the log trees of `db`, loading the committed index into memory.
-    pub fn open(db: &sled::Db) -> Result<LogStore, StorageError> {
-        let open = |name: &str| {
-            db.open_tree(name)
-                .map_err(|e| StorageError::from(StorageIOError::read(&e)))
-        };
+    /// Opens the log under `data_dir` (in `raft-log/`), first moving a log that `db`, the
+    /// node's sled database there, still holds from an older version.
+    pub fn open(data_dir: &Path, db: &sled::Db) -> Result<LogStore, StorageError> {
+        let dir = data_dir.join(LOG_DIR);
+        if !dir.is_dir() {
+            migrate(data_dir, &dir, db)?;
+        }
+        // The move is done (by this open or one a crash ended after the rename): the old
+        // trees go. sled drops a tree in one step, so a crash leaves both or neither.
+        let names = db.tree_names();
+        for name in [LOG_TREE, META_TREE] {
+            if names.iter().any(|n| n.as_ref() == name.as_bytes()) {
+                db.drop_tree(name)
+                    .map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))?;
+            }
+        }
+        let wal = Arc::new(Wal::open(&dir)?);
         let flush_metrics = FlushMetrics::new();
         let store = LogStore {
-            db: db.clone(),
-            log: open(LOG_TREE)?,
-            meta: open(META_TREE)?,
             committed: Committed::default(),
-            flusher: Flusher::start(flush_metrics.clone()),
+            flusher: Flusher::start(wal.clone(), flush_metrics.clone()),
             flush_metrics,
             read_budget: usize::MAX,
             appended: Arc::default(),
+            wal,
         };
-        let committed = store.read_log_id(COMMITTED)?;
-        store.committed.set(committed.as_ref());
+        store.committed.set(store.wal.committed().as_ref());
         Ok(store)
     }
 
@@ -178,81 +190,113 @@ impl LogStore {
         self.flush_metrics.clone()
     }
 
-    fn read_log_id(&self, key: &[u8]) -> Result<Option<LogId<NodeId>>, StorageError> {
-        let read_err = |e: AnyError| StorageError::from(StorageIOError::read(e));
-        match self.meta.get(key).map_err(|e| read_err((&e).into()))? {
-            Some(bytes) => from_stored(FORMAT_V1, &bytes).map(Some).map_err(read_err),
-            None => Ok(None),
-        }
+    /// How many segment files the log has.
+    #[cfg(test)]
+    pub(super) fn segment_count(&self) -> usize {
+        self.wal.segment_count()
     }
 
-    fn write_log_id(&self, key: &[u8], log_id: Option<&LogId<NodeId>>) -> Result<(), StorageError> {
-        let write_err = |e: AnyError| StorageError::from(StorageIOError::write(e));
-        match log_id {
-            Some(id) => {
-                let bytes = to_stored(FORMAT_V1, id).map_err(write_err)?;
-                self.meta.insert(key, bytes)
-            }
-            None => self.meta.remove(key),
-        }
-        .map_err(|e| write_err((&e).into()))?;
-        Ok(())
+    /// Begins a new segment file once the active one holds `bytes` (16 MiB otherwise).
+    #[cfg(test)]
+    pub(super) fn with_segment_bytes(self, bytes: u64) -> Self {
+        self.wal.set_segment_bytes(bytes);
+        self
     }
 
-    /// The log id of the last entry present in the log.
-    fn last_present(&self) -> Result<Option<LogId<NodeId>>, StorageError> {
-        let last = self.log.last().map_err(|e| StorageIOError::read_logs(&e))?;
-        match last {
-            Some((key, bytes)) => Ok(Some(decode_entry(&key, &bytes)?.log_id)),
-            None => Ok(None),
-        }
-    }
-
-    /// Removes every entry whose key falls in `range`, [`REMOVE_BATCH`] at a time: sled
-    /// keeps every node version a batch replaces until the batch ends, so purging the
-    /// thousands of entries a snapshot covers in one batch cost hundreds of megabytes.
-    /// Entries go from the end of the range that borders the rest of the log outwards
-    /// (`from_end` for a truncation), so that after a crash between two batches, sled
-    /// having kept a prefix of them, the log is still contiguous.
-    fn remove_range(
+    /// The entries of `[start, end)`, read from their files, stopping before the one that
+    /// would take the bytes read past `budget` (the first is read whatever its size).
+    fn read(
         &self,
-        range: (Bound<[u8; 8]>, Bound<[u8; 8]>),
-        from_end: bool,
-    ) -> Result<(), StorageError> {
-        let delete_err = |e: &sled::Error| {
-            StorageIOError::<NodeId>::new(ErrorSubject::Logs, ErrorVerb::Delete, e)
-        };
-        let keys = self.log.range(range).keys();
-        let mut keys: Box<dyn Iterator<Item = _>> = if from_end {
-            Box::new(keys.rev())
-        } else {
-            Box::new(keys)
-        };
-        loop {
-            let mut batch = sled::Batch::default();
-            let mut count = 0;
-            for key in keys.by_ref().take(REMOVE_BATCH) {
-                batch.remove(key.map_err(|e| delete_err(&e))?);
-                count += 1;
+        start: u64,
+        end: u64,
+        budget: usize,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for slot in self.wal.slots(start, end) {
+            bytes = bytes.saturating_add(slot.size());
+            if !entries.is_empty() && bytes > budget {
+                break;
             }
-            if count == 0 {
-                return Ok(());
-            }
-            self.log.apply_batch(batch).map_err(|e| delete_err(&e))?;
+            entries.push(decode_entry(slot.index, &slot.read()?)?);
         }
+        Ok(entries)
     }
 }
 
-/// The sled key of log index `index`: big-endian so that key order is index order.
-fn log_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+/// Moves the log an older version kept in sled's trees into a new log directory `dir`:
+/// written in full beside it, synced, then renamed into place, so a crash midway leaves
+/// the old trees in charge and the move starts over.
+fn migrate(data_dir: &Path, dir: &Path, db: &sled::Db) -> Result<(), StorageError> {
+    let io_err = |e: std::io::Error| StorageError::from(StorageIOError::write_logs(&e));
+    let sled_err = |e: sled::Error| StorageError::from(StorageIOError::read_logs(&e));
+    let temp = data_dir.join(format!("{LOG_DIR}.new"));
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp).map_err(io_err)?;
+    }
+    let names = db.tree_names();
+    let has = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
+    if has(LOG_TREE) || has(META_TREE) {
+        let log = db.open_tree(LOG_TREE).map_err(sled_err)?;
+        let meta = db.open_tree(META_TREE).map_err(sled_err)?;
+        let read_id = |key: &[u8]| -> Result<Option<LogId<NodeId>>, StorageError> {
+            match meta.get(key).map_err(sled_err)? {
+                Some(bytes) => from_stored(FORMAT_V1, &bytes)
+                    .map(Some)
+                    .map_err(|e| StorageIOError::read_logs(e).into()),
+                None => Ok(None),
+            }
+        };
+        let wal = Wal::open(&temp)?;
+        if let Some(purged) = read_id(PURGED)? {
+            wal.purge(purged)?;
+        }
+        let mut batch = Vec::new();
+        let mut moved = 0u64;
+        for item in log.iter() {
+            let (key, bytes) = item.map_err(sled_err)?;
+            let index = decode_key(&key)?;
+            let log_id =
+                entry_log_id(&bytes).map_err(|e| StorageIOError::read_log_at_index(index, e))?;
+            if log_id.index != index {
+                let msg = format!("entry under index {index} has id {log_id}");
+                return Err(StorageIOError::read_log_at_index(index, AnyError::error(msg)).into());
+            }
+            batch.push((log_id, bytes.to_vec()));
+            if batch.len() == 256 {
+                wal.append(&std::mem::take(&mut batch))?;
+            }
+            moved += 1;
+        }
+        wal.append(&batch)?;
+        if let Some(bytes) = meta.get(VOTE).map_err(sled_err)? {
+            let vote: Vote<NodeId> =
+                from_stored(FORMAT_V1, &bytes).map_err(StorageIOError::read_vote)?;
+            wal.save_vote(&vote)?;
+        }
+        wal.save_committed(read_id(COMMITTED)?)?;
+        wal.sync().map_err(io_err)?;
+        tracing::info!(
+            entries = moved,
+            "moved the Raft log out of sled into its own files"
+        );
+    } else {
+        // A new data dir: the empty log is made in the temp dir too, so `raft-log` only
+        // ever appears whole.
+        Wal::open(&temp)?;
+    }
+    std::fs::rename(&temp, dir).map_err(io_err)?;
+    sync_dir(data_dir).map_err(io_err)?;
+    Ok(())
 }
 
-fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
-    let index = key
-        .try_into()
+fn decode_key(key: &[u8]) -> Result<u64, StorageError> {
+    key.try_into()
         .map(u64::from_be_bytes)
-        .map_err(|_| StorageIOError::read_logs(AnyError::error("log key is not 8 bytes")))?;
+        .map_err(|_| StorageIOError::read_logs(AnyError::error("log key is not 8 bytes")).into())
+}
+
+fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
     let entry: Entry<TypeConfig> =
         from_stored(FORMAT_V1, bytes).map_err(|e| StorageIOError::read_log_at_index(index, e))?;
     if entry.log_id.index != index {
@@ -267,16 +311,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        let range = (
-            range.start_bound().map(|&i| log_key(i)),
-            range.end_bound().map(|&i| log_key(i)),
-        );
-        let mut entries = Vec::new();
-        for item in self.log.range(range) {
-            let (key, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            entries.push(decode_entry(&key, &bytes)?);
-        }
-        Ok(entries)
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.read(start, end, usize::MAX)
     }
 
     /// The entries of `[start, end)` up to the read budget: the first always, then each
@@ -287,20 +332,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        let mut entries = Vec::new();
-        if start >= end {
-            return Ok(entries);
-        }
-        let mut bytes = 0usize;
-        for item in self.log.range(log_key(start)..log_key(end)) {
-            let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            bytes = bytes.saturating_add(value.len());
-            if !entries.is_empty() && bytes > self.read_budget {
-                break;
-            }
-            entries.push(decode_entry(&key, &value)?);
-        }
-        Ok(entries)
+        self.read(start, end, self.read_budget)
     }
 }
 
@@ -308,10 +340,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = self.read_log_id(PURGED)?;
+        let last_purged_log_id = self.wal.purged();
         // After a purge past every present entry the log is empty: the last log id is then
         // the purged one, as openraft requires.
-        let last_log_id = self.last_present()?.or(last_purged_log_id);
+        let last_log_id = self.wal.last().or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -323,44 +355,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        let bytes = to_stored(FORMAT_V1, vote).map_err(StorageIOError::write_vote)?;
-        self.meta
-            .insert(VOTE, bytes)
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.wal.save_vote(vote)?;
         // A vote must survive a crash before this node acts on it.
-        self.db
-            .flush_async()
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flusher.queue(Waiter::Vote(tx))?;
+        let synced = rx
             .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
-        Ok(())
+            .unwrap_or_else(|_| Err("the log flusher thread has stopped".to_owned()));
+        synced.map_err(|e| StorageIOError::write_vote(AnyError::error(e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        match self
-            .meta
-            .get(VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e))?
-        {
-            Some(bytes) => Ok(Some(
-                from_stored(FORMAT_V1, &bytes).map_err(StorageIOError::read_vote)?,
-            )),
-            None => Ok(None),
-        }
+        Ok(self.wal.vote())
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError> {
-        // No flush: the committed id is an optimisation for restart, and a lost one only
-        // means openraft re-learns it from the leader.
-        self.write_log_id(COMMITTED, committed.as_ref())?;
+        // No sync: the committed id is an optimisation for restart, and a lost one only
+        // means openraft re-learns it from the leader. Written after the entries it covers,
+        // it never survives a crash without them.
+        self.wal.save_committed(committed)?;
         self.committed.set(committed.as_ref());
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
-        self.read_log_id(COMMITTED)
+        Ok(self.wal.committed())
     }
 
     async fn append<I>(
@@ -372,38 +394,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut stored = Vec::new();
         let mut size = 0;
         for entry in entries {
             let bytes = to_stored(FORMAT_V1, &entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, e))?;
             size += bytes.len() as u64;
-            batch.insert(&log_key(entry.log_id.index), bytes);
+            stored.push((entry.log_id, bytes));
         }
         self.appended.fetch_add(size, Ordering::Relaxed);
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.wal.append(&stored)?;
         // openraft counts a log entry towards the quorum once the callback fires, so it
-        // fires only after an fsync that began after this batch was written.
-        self.flusher.queue(&self.db, callback)
+        // fires only after a sync that began after these entries were written.
+        self.flusher.queue(Waiter::Append(callback))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        self.remove_range(
-            (Bound::Included(log_key(log_id.index)), Bound::Unbounded),
-            true,
-        )
+        self.wal.truncate(log_id.index)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        // Record the purge point before removing entries: sled recovers a prefix of writes,
-        // so a crash in between leaves entries that are merely redundant, never a log whose
-        // start is unknown.
-        self.write_log_id(PURGED, Some(&log_id))?;
-        self.remove_range(
-            (Bound::Unbounded, Bound::Included(log_key(log_id.index))),
-            false,
-        )
+        self.wal.purge(log_id)
     }
 }

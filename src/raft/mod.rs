@@ -2,7 +2,8 @@
 //! (sessions, request state, tool state, tenant credentials, revocations) for every node.
 //!
 //! - [`command`] is what the log carries and how records are stored.
-//! - [`log_store`] keeps the Raft log and vote in sled, durable before acknowledging.
+//! - [`log_store`] keeps the Raft log and vote in files of their own (`wal`), durable
+//!   before acknowledging.
 //! - [`state_machine`] applies commands, builds and installs snapshots.
 //! - `trees` holds the records and their expiry and owner indexes in sled.
 //! - `snapshot` streams snapshots to and from files, checked as they are read.
@@ -39,6 +40,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod trees;
+mod wal;
 pub(crate) mod wire;
 
 pub use changes::Changes;

@@ -271,7 +271,7 @@ impl Store {
             .build()
             .map_err(|e| Error::Storage(format!("cannot start the Raft runtime: {e}")))?;
         let changes = Changes::default();
-        let log = LogStore::open(&db)?.with_read_budget(config.max_append_bytes);
+        let log = LogStore::open(dir, &db)?.with_read_budget(config.max_append_bytes);
         let committed = log.committed();
         let write_metrics = WriteMetrics::new(log.flush_metrics());
         let machine = StateMachine::open(&db, dir, changes.clone())?;

@@ -115,12 +115,12 @@ async fn a_group_replays_from_the_log_as_it_was_applied() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let db = open_db(dir.path());
-        let mut log = LogStore::open(&db).expect("open");
+        let mut log = LogStore::open(dir.path(), &db).expect("open");
         let grouped = entry(index, EntryPayload::Normal(group(&writes())));
         log.blocking_append([grouped]).await.expect("append");
     }
     let db = open_db(dir.path());
-    let mut log = LogStore::open(&db).expect("reopen");
+    let mut log = LogStore::open(dir.path(), &db).expect("reopen");
     let read = log.try_get_log_entries(index..=index).await.expect("read");
     let mut replayed = machine().await;
     let outcomes = replayed.sm.apply(read.clone()).await.expect("apply");
