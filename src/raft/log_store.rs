@@ -20,7 +20,7 @@ use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOErr
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use super::command::{from_stored, to_stored};
-use super::wal::{entry_log_id, sync_dir, Wal, FORMAT_V1};
+use super::wal::{sync_dir, Wal, FORMAT_V1};
 use super::{NodeId, StorageError, TypeConfig};
 
 /// The log's directory inside the data dir.
@@ -32,6 +32,8 @@ const META_TREE: &str = "raft_meta";
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
+/// Entries moved from sled per append to the new log.
+const MOVE_BATCH: usize = 256;
 
 /// The committed log index, shared in memory for readiness checks without touching disk.
 #[derive(Clone, Debug, Default)]
@@ -145,9 +147,8 @@ impl LogStore {
         }
         // The move is done (by this open or one a crash ended after the rename): the old
         // trees go. sled drops a tree in one step, so a crash leaves both or neither.
-        let names = db.tree_names();
         for name in [LOG_TREE, META_TREE] {
-            if names.iter().any(|n| n.as_ref() == name.as_bytes()) {
+            if has_tree(db, name) {
                 db.drop_tree(name)
                     .map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))?;
             }
@@ -234,9 +235,7 @@ fn migrate(data_dir: &Path, dir: &Path, db: &sled::Db) -> Result<(), StorageErro
     if temp.exists() {
         std::fs::remove_dir_all(&temp).map_err(io_err)?;
     }
-    let names = db.tree_names();
-    let has = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
-    if has(LOG_TREE) || has(META_TREE) {
+    if has_tree(db, LOG_TREE) || has_tree(db, META_TREE) {
         let log = db.open_tree(LOG_TREE).map_err(sled_err)?;
         let meta = db.open_tree(META_TREE).map_err(sled_err)?;
         let read_id = |key: &[u8]| -> Result<Option<LogId<NodeId>>, StorageError> {
@@ -256,14 +255,9 @@ fn migrate(data_dir: &Path, dir: &Path, db: &sled::Db) -> Result<(), StorageErro
         for item in log.iter() {
             let (key, bytes) = item.map_err(sled_err)?;
             let index = decode_key(&key)?;
-            let log_id =
-                entry_log_id(&bytes).map_err(|e| StorageIOError::read_log_at_index(index, e))?;
-            if log_id.index != index {
-                let msg = format!("entry under index {index} has id {log_id}");
-                return Err(StorageIOError::read_log_at_index(index, AnyError::error(msg)).into());
-            }
+            let log_id = decode_entry(index, &bytes)?.log_id;
             batch.push((log_id, bytes.to_vec()));
-            if batch.len() == 256 {
+            if batch.len() == MOVE_BATCH {
                 wal.append(&std::mem::take(&mut batch))?;
             }
             moved += 1;
@@ -288,6 +282,13 @@ fn migrate(data_dir: &Path, dir: &Path, db: &sled::Db) -> Result<(), StorageErro
     std::fs::rename(&temp, dir).map_err(io_err)?;
     sync_dir(data_dir).map_err(io_err)?;
     Ok(())
+}
+
+/// Whether `db` has a tree named `name`.
+fn has_tree(db: &sled::Db, name: &str) -> bool {
+    db.tree_names()
+        .iter()
+        .any(|n| n.as_ref() == name.as_bytes())
 }
 
 fn decode_key(key: &[u8]) -> Result<u64, StorageError> {

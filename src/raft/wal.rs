@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::{AnyError, LogId, StorageIOError, Vote};
+use serde::Serialize;
 
 use super::command::{from_stored, to_stored};
 use super::{NodeId, StorageError};
@@ -133,6 +134,12 @@ fn frame(kind: u8, value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(value);
 }
 
+/// Appends `value`, stored as `command::to_stored` does, framed as a record of `kind`.
+fn record<T: Serialize>(kind: u8, value: &T, out: &mut Vec<u8>) -> Result<(), AnyError> {
+    frame(kind, &to_stored(FORMAT_V1, value)?, out);
+    Ok(())
+}
+
 fn segment_name(id: u64) -> String {
     format!("{id:020}.wal")
 }
@@ -156,7 +163,7 @@ fn read_err(e: impl Into<AnyError>) -> StorageError {
 }
 
 /// The log id at the front of an entry's stored bytes, without decoding the payload.
-pub(super) fn entry_log_id(stored: &[u8]) -> Result<LogId<NodeId>, AnyError> {
+fn entry_log_id(stored: &[u8]) -> Result<LogId<NodeId>, AnyError> {
     match stored.split_first() {
         Some((&FORMAT_V1, rest)) => postcard::take_from_bytes::<LogId<NodeId>>(rest)
             .map(|(id, _)| id)
@@ -299,6 +306,18 @@ impl Wal {
         Ok((state.active, offset))
     }
 
+    /// Writes `value` as one record of `kind` (see [`Wal::write`]).
+    fn write_record<T: Serialize>(
+        &self,
+        state: &mut State,
+        kind: u8,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let mut buf = Vec::new();
+        record(kind, value, &mut buf).map_err(write_err)?;
+        self.write(state, &buf).map(drop)
+    }
+
     /// Appends entries given as (log id, stored bytes). An entry at or below the last
     /// present one first truncates the log there.
     pub(super) fn append(&self, entries: &[(LogId<NodeId>, Vec<u8>)]) -> Result<(), StorageError> {
@@ -355,13 +374,7 @@ impl Wal {
     /// Removes entries from `index` on.
     pub(super) fn truncate(&self, index: u64) -> Result<(), StorageError> {
         let mut state = self.lock();
-        let mut buf = Vec::new();
-        frame(
-            TRUNCATE,
-            &to_stored(FORMAT_V1, &index).map_err(write_err)?,
-            &mut buf,
-        );
-        self.write(&mut state, &buf)?;
+        self.write_record(&mut state, TRUNCATE, &index)?;
         state.truncate(index);
         Ok(())
     }
@@ -370,13 +383,7 @@ impl Wal {
     /// whose entries it covers (and every segment before those).
     pub(super) fn purge(&self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         let mut state = self.lock();
-        let mut buf = Vec::new();
-        frame(
-            PURGED,
-            &to_stored(FORMAT_V1, &log_id).map_err(write_err)?,
-            &mut buf,
-        );
-        self.write(&mut state, &buf)?;
+        self.write_record(&mut state, PURGED, &log_id)?;
         // Durable before any file goes: the segments left must say where the log starts.
         let active = state.segments[&state.active].file.clone();
         active.sync_data().map_err(|e| write_err(&e))?;
@@ -400,8 +407,7 @@ impl Wal {
     pub(super) fn save_vote(&self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let mut state = self.lock();
         let mut buf = Vec::new();
-        let bytes = to_stored(FORMAT_V1, vote).map_err(StorageIOError::write_vote)?;
-        frame(VOTE, &bytes, &mut buf);
+        record(VOTE, vote, &mut buf).map_err(StorageIOError::write_vote)?;
         self.write(&mut state, &buf)?;
         state.vote = Some(*vote);
         Ok(())
@@ -414,13 +420,7 @@ impl Wal {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError> {
         let mut state = self.lock();
-        let mut buf = Vec::new();
-        frame(
-            COMMITTED,
-            &to_stored(FORMAT_V1, &committed).map_err(write_err)?,
-            &mut buf,
-        );
-        self.write(&mut state, &buf)?;
+        self.write_record(&mut state, COMMITTED, &committed)?;
         state.committed = committed;
         Ok(())
     }
@@ -490,23 +490,11 @@ impl State {
     fn header(&self) -> Result<Vec<u8>, StorageError> {
         let mut buf = Vec::new();
         if let Some(vote) = &self.vote {
-            frame(
-                VOTE,
-                &to_stored(FORMAT_V1, vote).map_err(write_err)?,
-                &mut buf,
-            );
+            record(VOTE, vote, &mut buf).map_err(write_err)?;
         }
-        frame(
-            COMMITTED,
-            &to_stored(FORMAT_V1, &self.committed).map_err(write_err)?,
-            &mut buf,
-        );
+        record(COMMITTED, &self.committed, &mut buf).map_err(write_err)?;
         if let Some(purged) = &self.purged {
-            frame(
-                PURGED,
-                &to_stored(FORMAT_V1, purged).map_err(write_err)?,
-                &mut buf,
-            );
+            record(PURGED, purged, &mut buf).map_err(write_err)?;
         }
         Ok(buf)
     }
