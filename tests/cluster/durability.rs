@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::client::Session;
-use crate::harness::{Cluster, READY_DEADLINE};
+use crate::harness::{sample, Cluster, READY_DEADLINE};
 
 /// Kill-and-restart rounds.
 const ROUNDS: usize = 6;
@@ -49,8 +49,8 @@ fn acknowledged_writes_that_shared_entries_survive_the_leader_killed() {
             READY_DEADLINE,
             || {
                 let metrics = cluster.try_metrics(leader)?;
-                let writes = metric(&metrics, "mcp_fleet_raft_entry_writes_sum")?;
-                let entries = metric(&metrics, "mcp_fleet_raft_entry_writes_count")?;
+                let writes = sample(&metrics, "mcp_fleet_raft_entry_writes_sum")?;
+                let entries = sample(&metrics, "mcp_fleet_raft_entry_writes_count")?;
                 (writes > entries + 20.0).then_some(())
             },
         );
@@ -66,13 +66,6 @@ fn cluster() -> Cluster {
     Cluster::builder()
         .env("MCP_FLEET_SESSIONS__MAX_PER_PRINCIPAL", "100000000")
         .start(3)
-}
-
-/// The value of the unlabelled sample `name` in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Client threads creating sessions round robin over every node, dead or alive, keeping

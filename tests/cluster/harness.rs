@@ -39,6 +39,18 @@ pub fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The value of `series` (a metric name, with its labels if it has any) in Prometheus
+/// text, as [`Cluster::try_metrics`] returns it.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// Polls `probe` until it yields a value or `deadline` passes.
 pub fn poll<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let until = Instant::now() + deadline;

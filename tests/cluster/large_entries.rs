@@ -11,7 +11,7 @@
 use serde_json::json;
 
 use crate::client::{Reply, Session};
-use crate::harness::{Cluster, READY_DEADLINE};
+use crate::harness::{sample, Cluster, READY_DEADLINE};
 
 /// Concurrent `initialize` requests in the burst.
 const BURST: usize = 200;
@@ -22,13 +22,6 @@ const CLIENT_INFO_BYTES: usize = 16 * 1024 - 256;
 const MAX_APPEND_BYTES: &str = "262144";
 /// The entry cap must leave room for the request in the budget.
 const MAX_ENTRY_BYTES: &str = "65536";
-
-/// The value of counter `name{labels}` in a Prometheus text page, 0 when absent.
-fn counter(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// Sends the burst through `url`, all at once, and returns how many were answered 200.
 fn burst(url: &str) -> usize {
@@ -125,7 +118,12 @@ fn a_burst_of_large_entries_does_not_wedge_replication() {
         .into_iter()
         .filter_map(|id| cluster.try_metrics(id))
         .collect();
-    let total = |series: &str| pages.iter().map(|p| counter(p, series)).sum::<f64>();
+    let total = |series: &str| {
+        pages
+            .iter()
+            .map(|p| sample(p, series).unwrap_or(0.0))
+            .sum::<f64>()
+    };
     let within: f64 = pages
         .iter()
         .filter_map(|page| {

@@ -2,7 +2,7 @@
 //! candidacy after the split: it stands again itself, and wins.
 
 use crate::client::Session;
-use crate::harness::{Cluster, READY_DEADLINE};
+use crate::harness::{sample, Cluster, READY_DEADLINE};
 
 /// Sessions committed while the survivor with the higher id is down: its log is that much
 /// shorter when the leader dies.
@@ -10,12 +10,8 @@ const MISSED_WRITES: usize = 5;
 
 /// `mcp_fleet_raft_election_stands_total{reason="..."}` in node `id`'s metrics.
 fn stands(cluster: &Cluster, id: u64, reason: &str) -> Option<u64> {
-    let text = cluster.try_metrics(id)?;
-    let name = format!("mcp_fleet_raft_election_stands_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&name))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
+    let series = format!("mcp_fleet_raft_election_stands_total{{reason=\"{reason}\"}}");
+    sample(&cluster.try_metrics(id)?, &series).map(|value| value as u64)
 }
 
 #[test]
