@@ -9,9 +9,10 @@ worker
 - makes a 2026-07-28 stateless `whoami` call.
 
 Each of these is one *operation*, retried the way an ordinary client retries: on a 502,
-503 or 504 from the balancer, a dropped connection or no answer within `CALL_TIMEOUT_S`,
-up to `RETRIES` more times with a growing pause. A 401 (sent back to log in) or a 404 on a session are never retried: they
-are what must not happen. The SDK hides the HTTP status behind its exception, so httpx2
+503 or 504 from the balancer, a dropped connection (also one that drops after a 200, while
+the node that answered runs the request and dies) or no answer within `CALL_TIMEOUT_S`, up
+to `RETRIES` more times with a growing pause. A 401 (sent back to log in) or a 404 on a
+session are never retried: they are what must not happen. The SDK hides the HTTP status behind its exception, so httpx2
 event hooks record them.
 """
 
@@ -29,8 +30,9 @@ from typing import Any
 
 import anyio
 import httpx2
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CONNECTION_CLOSED
 
 REQUEST_TIMEOUT_S = 30
 RETRIES = 4
@@ -111,6 +113,8 @@ class Tally:
     refusals: list[str] = field(default_factory=list)
     # Tries that got no answer within CALL_TIMEOUT_S.
     timeouts: int = 0
+    # Tries whose connection dropped after a 2xx, the answer never coming (its node died).
+    dropped_after_answer: int = 0
 
     def failed(self) -> list[Op]:
         return [op for op in self.ops if not op.ok]
@@ -127,7 +131,10 @@ class Tally:
             "reauthentications": self.statuses.get(401, 0),
             "lost_sessions": self.lost_sessions,
             "timed_out_tries": self.timeouts,
+            "dropped_after_2xx": self.dropped_after_answer,
             "refusals": self.refusals[:5],
+            # What the operations that failed after their retries raised, in full.
+            "failures": [f"{op.kind} after {op.attempts} tries: {op.error}" for op in self.failed()[:3]],
         }
 
     def window(self, after: float) -> dict[str, Any]:
@@ -153,6 +160,25 @@ class Tally:
         }
 
 
+def leaves(e: BaseException) -> list[BaseException]:
+    """`e`, or the exceptions it groups: the SDK's clients raise from task groups."""
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for inner in e.exceptions for leaf in leaves(inner)]
+    return [e]
+
+
+def dropped_after_answer(e: BaseException, status: int | None) -> bool:
+    """Whether the connection dropped after the server had answered the POST with a 2xx:
+    the request was running on a node that died, and the SDK, unable to resume its
+    stream, gives up with a CONNECTION_CLOSED error it makes itself. (This server sends
+    that code only with a 4xx status, never on a 2xx answer.)"""
+    return (
+        status is not None
+        and 200 <= status < 300
+        and any(isinstance(leaf, MCPError) and leaf.code == CONNECTION_CLOSED for leaf in leaves(e))
+    )
+
+
 async def attempt(kind: str, tally: Tally, recorder: Recorder, fn: Callable[[], Awaitable[Any]]) -> Any:
     """Runs `fn` as one operation, retrying what an ordinary client retries."""
     started = time.monotonic()
@@ -169,12 +195,15 @@ async def attempt(kind: str, tally: Tally, recorder: Recorder, fn: Callable[[], 
             status = recorder.last_post
             if n == 1:
                 first_status = status
-            error = f"{type(e).__name__}: {e} (HTTP {status})"
+            error = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves(e)) + f" (HTTP {status})"
             # No answer: a dropped connection, or none within the client's timeout (the
             # status is then that of an earlier request of the same operation).
-            transport = status is None or isinstance(e, TimeoutError)
+            dropped = dropped_after_answer(e, status)
+            transport = status is None or isinstance(e, TimeoutError) or dropped
             if isinstance(e, TimeoutError):
                 tally.timeouts += 1
+            if dropped:
+                tally.dropped_after_answer += 1
             if not (transport or status in RETRYABLE) or n == RETRIES + 1:
                 break
             await anyio.sleep(RETRY_PAUSE_S * n)
