@@ -106,18 +106,38 @@ pub fn load_or_create_key_file(path: &Path) -> Result<Key, Error> {
 }
 
 /// Creates `path` with `bytes`, readable and writable by the owner only; refuses to
-/// replace an existing file.
+/// replace an existing file. A crash leaves the file whole or absent, never empty or cut
+/// short, and once this returns the file survives a power loss: it is written in full to
+/// a temporary file and fsynced, linked in under its name (which fails if the name is
+/// taken), and the directory is fsynced. A key that vanished while the records sealed
+/// with it stayed would leave them unreadable.
 #[cfg(unix)]
 pub(crate) fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    // A temporary file left by a crash holds nothing anyone relies on.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&tmp)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    file.sync_all()?;
+    drop(file);
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    linked?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(not(unix))]
@@ -406,6 +426,30 @@ mod tests {
 
     fn ring() -> Sealer {
         Sealer::single(Key::generate())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_is_made_whole_for_its_owner_and_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("encryption.key");
+        // What a crash while writing the temporary file left behind.
+        std::fs::write(dir.path().join("encryption.key.tmp"), b"half a ke").unwrap();
+        let key = load_or_create_key_file(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), key.to_hex());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("encryption.key.tmp").exists());
+        // The same key on the next start; another write never replaces it.
+        assert_eq!(
+            load_or_create_key_file(&path).unwrap().to_hex(),
+            key.to_hex()
+        );
+        let taken = write_owner_only(&path, b"another").unwrap_err();
+        assert_eq!(taken.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), key.to_hex());
+        assert!(!dir.path().join("encryption.key.tmp").exists());
     }
 
     #[test]
