@@ -227,7 +227,8 @@ impl LogStore {
 
 /// Moves the log an older version kept in sled's trees into a new log directory `dir`:
 /// written in full beside it, synced, then renamed into place, so a crash midway leaves
-/// the old trees in charge and the move starts over.
+/// the old trees in charge and the move starts over. Without such trees (a new data dir)
+/// there is nothing to move: only a temporary directory a crash left is removed.
 fn migrate(data_dir: &Path, dir: &Path, db: &sled::Db) -> Result<(), StorageError> {
     let io_err = |e: std::io::Error| StorageError::from(StorageIOError::write_logs(&e));
     let sled_err = |e: sled::Error| StorageError::from(StorageIOError::read_logs(&e));
@@ -275,9 +276,10 @@ fn migrate(data_dir: &Path, dir: &Path, db: &sled::Db) -> Result<(), StorageErro
             "moved the Raft log out of sled into its own files"
         );
     } else {
-        // A new data dir: the empty log is made in the temp dir too, so `raft-log` only
-        // ever appears whole.
-        Wal::open(&temp)?;
+        // A new data dir: nothing to move, and `Wal::open` makes the log where it belongs.
+        // A crash while it does leaves a directory without a segment, or a segment
+        // without its header, and the next open begins it again.
+        return Ok(());
     }
     std::fs::rename(&temp, dir).map_err(io_err)?;
     sync_dir(data_dir).map_err(io_err)?;

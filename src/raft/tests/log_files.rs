@@ -84,6 +84,44 @@ async fn a_restart_keeps_entries_vote_and_committed_id_from_the_files() {
 }
 
 #[tokio::test]
+async fn a_log_whose_creation_a_crash_cut_short_is_begun_again() {
+    // A new data dir makes its log in place. A crash leaves the directory without a
+    // segment, or with a segment whose header never reached the disk, or the temporary
+    // directory of an earlier version's creation: each opens as an empty log that works.
+    let states: [(&str, fn(&Path)); 3] = [
+        ("no segment", |dir| {
+            std::fs::create_dir(dir.join("raft-log")).expect("log dir");
+        }),
+        ("empty segment", |dir| {
+            std::fs::create_dir(dir.join("raft-log")).expect("log dir");
+            std::fs::write(dir.join("raft-log/00000000000000000001.wal"), b"").expect("file");
+        }),
+        ("temporary dir", |dir| {
+            std::fs::create_dir(dir.join("raft-log.new")).expect("temp dir");
+        }),
+    ];
+    for (name, crashed) in states {
+        let dir = tempfile::tempdir().expect("temp dir");
+        crashed(dir.path());
+        {
+            let (_db, mut log) = open(dir.path());
+            assert_eq!(indexes(&mut log).await, Vec::<u64>::new(), "{name}");
+            log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+            log.blocking_append(sessions(1..=3)).await.expect("append");
+        }
+        let (_db, mut log) = open(dir.path());
+        assert_eq!(indexes(&mut log).await, vec![1, 2, 3], "{name}");
+        assert_eq!(
+            log.read_vote().await.expect("vote"),
+            Some(Vote::new(1, 1)),
+            "{name}"
+        );
+        assert_eq!(segments(dir.path()).len(), 1, "{name}");
+        assert!(!dir.path().join("raft-log.new").exists(), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn a_torn_last_record_is_cut_off_and_the_entries_before_it_stay() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
