@@ -73,10 +73,20 @@ pub(super) fn header(req: &HttpRequest, name: impl AsHeaderName) -> Option<&str>
 
 /// An error response with a JSON-RPC error body.
 pub(super) fn rpc_error(status: StatusCode, id: Option<&Value>, error: &RpcError) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .body(json_bytes(&error_response(id, error)))
+    let mut response = HttpResponse::build(status);
+    response.content_type("application/json");
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_S));
+    }
+    response.body(json_bytes(&error_response(id, error)))
 }
+
+/// How long a client refused with a 503 is asked to wait before it tries again
+/// (`Retry-After`, in seconds), whatever the cause: a node cut off from its group or not
+/// yet a member (by then a balancer has usually taken it out, and the retry reaches one
+/// that serves), an election under way (they take well under a second), a key check or
+/// a stream's holder that did not answer. Every 503 of the MCP endpoint says it.
+const RETRY_AFTER_S: &str = "1";
 
 /// `value` as compact JSON text, the same bytes as its `to_string()`: written straight
 /// into a buffer, where `Display` goes through a formatter per token and takes about

@@ -82,22 +82,17 @@ async fn ready(state: web::Data<super::State>) -> HttpResponse {
     }
 }
 
-/// How long a client refused by a cut-off node is asked to wait before it tries again
-/// (`Retry-After`, in seconds): by then a balancer has usually taken the node out, and
-/// the retry reaches one that serves.
-const CUT_OFF_RETRY_AFTER_S: &str = "1";
-
 /// Refuses an MCP request at once (503, with a JSON-RPC error saying why) while this node
 /// cannot serve it:
 /// - it is cut off from its group (see `Store::cut_off`): every request would wait out
-///   `raft.write_timeout` for a leader or a quorum it cannot reach; the answer carries
-///   `Retry-After`;
+///   `raft.write_timeout` for a leader or a quorum it cannot reach;
 /// - its key ring has not passed the fleet's key check (a node of one first waits for a
 ///   check under way: see `Store::hold_requests_for_key_check`): a ring that is not the
 ///   fleet's would answer 404 for sessions it cannot open and miss revocations stored
 ///   under another index key.
 ///
-/// A 503 is what a client retries, and a balancer's next try reaches a node that serves.
+/// A 503 (with `Retry-After`, as every 503 of the MCP endpoint) is what a client retries,
+/// and a balancer's next try reaches a node that serves.
 pub(crate) async fn refuse_unless_serving(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<actix_web::body::BoxBody>,
@@ -107,17 +102,13 @@ pub(crate) async fn refuse_unless_serving(
     };
     if state.store.is_cut_off() {
         if let Some(why) = state.store.cut_off() {
-            let mut response = super::mcp::rpc_error(
+            let response = super::mcp::rpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 None,
                 &RpcError::new(
                     jsonrpc::INTERNAL_ERROR,
                     format!("this node cannot serve now, retry shortly: {why}"),
                 ),
-            );
-            response.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static(CUT_OFF_RETRY_AFTER_S),
             );
             return Ok(req.into_response(response));
         }

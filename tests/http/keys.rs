@@ -35,8 +35,11 @@ fn a_data_dir_opened_with_another_key_answers_503_naming_the_key_until_it_is_bac
     reply.assert_error(503, -32603);
     let message = reply.json()["error"]["message"].to_string();
     assert!(message.contains("key 1 does not open"), "{message}");
+    // Like every 503 of the MCP endpoint, it says when to try again.
+    assert_eq!(reply.header("retry-after"), Some("1"), "{reply:?}");
     let modern = Modern::call("echo", json!({ "text": "wrong key" })).send(server.url());
     assert_eq!(modern.status, 503, "{modern:?}");
+    assert_eq!(modern.header("retry-after"), Some("1"), "{modern:?}");
     let log = eventually("the error in the log", Duration::from_secs(30), || {
         let log = server.log();
         log.contains("key ring is not the fleet's").then_some(log)
