@@ -5,10 +5,16 @@
 //! from the bound on batches running at once: while they all run, items arriving queue
 //! up, and the next batch takes them together. So a quiet node adds no latency, and a
 //! busy one pays the per-batch costs once for many items.
+//!
+//! An item whose caller stopped waiting before its batch began (its deadline passed, or
+//! its client went away) is dropped, not run: it was already answered with a refusal,
+//! and an overloaded node that ran such items anyway would spend itself on writes nobody
+//! waits for, while those still waited for time out behind them in turn.
 
 use std::future::Future;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 /// How large batches grow and how many run at once.
@@ -45,13 +51,19 @@ where
 {
     /// Starts the gathering task on `runtime`. `run` gets the items of one batch, all with
     /// the same key, and returns one answer per item, in order.
-    pub(super) fn start<F, Fut>(runtime: &tokio::runtime::Handle, shape: Shape, run: F) -> Self
+    /// Items dropped because their caller had stopped waiting are counted in `abandoned`.
+    pub(super) fn start<F, Fut>(
+        runtime: &tokio::runtime::Handle,
+        shape: Shape,
+        abandoned: Counter,
+        run: F,
+    ) -> Self
     where
         F: Fn(K, Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<O>> + Send + 'static,
     {
         let (queue, waiting) = mpsc::unbounded_channel();
-        runtime.spawn(gather(waiting, shape, run));
+        runtime.spawn(gather(waiting, shape, abandoned, run));
         Self { queue }
     }
 
@@ -77,6 +89,7 @@ where
 async fn gather<K, I, O, F, Fut>(
     mut waiting: mpsc::UnboundedReceiver<Queued<K, I, O>>,
     shape: Shape,
+    abandoned: Counter,
     run: F,
 ) where
     K: PartialEq,
@@ -102,10 +115,18 @@ async fn gather<K, I, O, F, Fut>(
                 Some(()) = running.next(), if !running.is_empty() => continue,
             },
         };
+        if first.reply.is_closed() {
+            abandoned.inc();
+            continue;
+        }
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < shape.max_items {
             let Ok(next) = waiting.try_recv() else { break };
+            if next.reply.is_closed() {
+                abandoned.inc();
+                continue;
+            }
             if next.key != batch[0].key || bytes.saturating_add(next.bytes) > shape.max_bytes {
                 held = Some(next);
                 break;
@@ -142,12 +163,17 @@ mod tests {
     type Seen = Arc<Mutex<Vec<Vec<u32>>>>;
 
     /// A batcher whose batches wait for `gate` before answering each item doubled.
-    fn doubling(shape: Shape, gate: Arc<tokio::sync::Semaphore>) -> (Batcher<u8, u32, u32>, Seen) {
+    fn doubling(
+        shape: Shape,
+        gate: Arc<tokio::sync::Semaphore>,
+        abandoned: Counter,
+    ) -> (Batcher<u8, u32, u32>, Seen) {
         let seen: Seen = Arc::default();
         let log = seen.clone();
         let batcher = Batcher::start(
             &tokio::runtime::Handle::current(),
             shape,
+            abandoned,
             move |_key, items: Vec<u32>| {
                 log.lock().unwrap().push(items.clone());
                 let gate = gate.clone();
@@ -189,7 +215,7 @@ mod tests {
         tokio::task::JoinHandle<Option<u32>>,
     ) {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let (batcher, seen) = doubling(SHAPE, gate.clone());
+        let (batcher, seen) = doubling(SHAPE, gate.clone(), Counter::default());
         let batcher = Arc::new(batcher);
         let first = submit(&batcher, 0, 1, 10).await;
         while seen.lock().unwrap().is_empty() {
@@ -239,9 +265,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn items_whose_callers_stopped_waiting_are_dropped_not_run() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let abandoned = Counter::default();
+        let (batcher, seen) = doubling(SHAPE, gate.clone(), abandoned.clone());
+        let batcher = Arc::new(batcher);
+        let first = submit(&batcher, 0, 1, 10).await;
+        while seen.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let kept = submit(&batcher, 0, 2, 10).await;
+        let gone = submit(&batcher, 0, 3, 10).await;
+        let gone_too = submit(&batcher, 0, 4, 10).await;
+        let last = submit(&batcher, 0, 5, 10).await;
+        // Their callers stop waiting (a deadline, a client gone) while the first runs.
+        for caller in [gone, gone_too] {
+            caller.abort();
+            assert!(caller.await.unwrap_err().is_cancelled());
+        }
+        gate.add_permits(100);
+        assert_eq!(first.await.unwrap(), Some(2));
+        assert_eq!(kept.await.unwrap(), Some(4));
+        assert_eq!(last.await.unwrap(), Some(10));
+        // The next batch took the two still waited for, and the dropped ones took no room.
+        assert_eq!(*seen.lock().unwrap(), vec![vec![1], vec![2, 5]]);
+        assert_eq!(abandoned.get(), 2);
+    }
+
+    #[tokio::test]
     async fn a_lone_item_does_not_wait_for_company() {
         let gate = Arc::new(tokio::sync::Semaphore::new(100));
-        let (batcher, seen) = doubling(SHAPE, gate);
+        let (batcher, seen) = doubling(SHAPE, gate, Counter::default());
         assert_eq!(batcher.submit(0, 21, 1).await, Some(42));
         assert_eq!(batcher.submit(0, 1, 1).await, Some(2));
         assert_eq!(*seen.lock().unwrap(), vec![vec![21], vec![1]]);

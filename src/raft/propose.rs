@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -37,6 +38,9 @@ pub(crate) struct WriteMetrics {
     entry_writes: Histogram,
     /// The log store's fsyncs.
     flush: FlushMetrics,
+    /// Writes dropped before they were proposed or forwarded: their caller had stopped
+    /// waiting.
+    abandoned: Counter,
 }
 
 impl WriteMetrics {
@@ -44,6 +48,7 @@ impl WriteMetrics {
         Self {
             entry_writes: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             flush,
+            abandoned: Counter::default(),
         }
     }
 
@@ -60,6 +65,13 @@ impl WriteMetrics {
             "Time of one fsync of the Raft log, which makes every append queued before it \
              durable",
             self.flush.seconds.clone(),
+        );
+        registry.register(
+            "raft_writes_abandoned",
+            "Writes dropped before this node proposed them (or forwarded them to the leader) \
+             because their caller had stopped waiting: raft.write_timeout passed while they \
+             queued (the caller was answered 503), or the client went away",
+            self.abandoned.clone(),
         );
         registry.register(
             "raft_log_flush_appends",
@@ -93,10 +105,11 @@ impl Writers {
             in_flight: config.max_proposed_entries.max(1),
         };
         let timeout = config.write_timeout;
-        let proposer = Batcher::start(runtime, shape, move |(), commands| {
+        let abandoned = metrics.abandoned.clone();
+        let proposer = Batcher::start(runtime, shape, abandoned.clone(), move |(), commands| {
             propose_all(raft.clone(), timeout, commands, metrics.clone())
         });
-        let forwarder = Batcher::start(runtime, shape, move |addr, commands| {
+        let forwarder = Batcher::start(runtime, shape, abandoned, move |addr, commands| {
             forward_all(client.clone(), addr, commands, timeout)
         });
         Self {
