@@ -88,7 +88,8 @@ async fn a_log_whose_creation_a_crash_cut_short_is_begun_again() {
     // A new data dir makes its log in place. A crash leaves the directory without a
     // segment, or with a segment whose header never reached the disk, or the temporary
     // directory of an earlier version's creation: each opens as an empty log that works.
-    let states: [(&str, fn(&Path)); 3] = [
+    type Crash = fn(&Path);
+    let states: [(&str, Crash); 3] = [
         ("no segment", |dir| {
             std::fs::create_dir(dir.join("raft-log")).expect("log dir");
         }),
