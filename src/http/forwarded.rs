@@ -20,6 +20,16 @@ use super::State;
 use crate::mcp::RpcError;
 use crate::raft::network::CallError;
 
+/// What a GET with `Last-Event-ID` found.
+pub(super) enum Resumed {
+    /// The answer: the stream resumed (here or relayed from its holder), or a refusal to
+    /// retry (409 while another connection holds it, 503 while its holder is slow).
+    Answer(HttpResponse),
+    /// Nothing is left of the stream: no node knows it, or the node that held it (and its
+    /// events, kept in memory) is gone. The 400 that says so.
+    Lost(HttpResponse),
+}
+
 /// Answers a GET with `Last-Event-ID` on `session`: the stream is resumed here when this
 /// node holds it, else on the node that does.
 pub(super) async fn resume(
@@ -27,12 +37,12 @@ pub(super) async fn resume(
     session: &str,
     live: Arc<LiveSession>,
     last: &str,
-) -> HttpResponse {
+) -> Resumed {
     match resume_here(state, session, live, last) {
-        Ok(response) => response,
+        Ok(response) => Resumed::Answer(response),
         Err(AttachError::Elsewhere(node)) => forward_resume(state, session, node, last).await,
-        Err(AttachError::Busy) => conflict(),
-        Err(AttachError::Unknown) => unknown_stream(),
+        Err(AttachError::Busy) => Resumed::Answer(conflict()),
+        Err(AttachError::Unknown) => Resumed::Lost(unknown_stream()),
     }
 }
 
@@ -72,16 +82,16 @@ pub(super) fn resume_here(
 /// Resumes a stream that node `node` holds: the GET is forwarded over the internal
 /// listener and the holder's event stream relayed as it comes. The answer is "gone" only
 /// when that node cannot be reached at all; its events lived in its memory.
-async fn forward_resume(state: &State, session: &str, node: u64, last: &str) -> HttpResponse {
+async fn forward_resume(state: &State, session: &str, node: u64, last: &str) -> Resumed {
     let gone = || {
-        rpc_error(
+        Resumed::Lost(rpc_error(
             StatusCode::BAD_REQUEST,
             None,
             &RpcError::invalid_request(format!(
                 "Last-Event-ID names a stream held by node {node}, which is gone, and its \
                  events with it"
             )),
-        )
+        ))
     };
     let Some(addr) = state.store.member_addr(node) else {
         return gone();
@@ -103,10 +113,14 @@ async fn forward_resume(state: &State, session: &str, node: u64, last: &str) -> 
             tracing::info!(node, "relaying a stream resumed from another node");
             // The holder sends keep-alives; a relay silent for three of them is dead.
             let idle = state.config.sse_keepalive.saturating_mul(3);
-            relay(upstream, idle, state.shutdown.clone())
+            Resumed::Answer(relay(upstream, idle, state.shutdown.clone()))
         }
-        Ok(upstream) if upstream.status() == reqwest::StatusCode::CONFLICT => conflict(),
-        Ok(upstream) if upstream.status() == reqwest::StatusCode::NOT_FOUND => unknown_stream(),
+        Ok(upstream) if upstream.status() == reqwest::StatusCode::CONFLICT => {
+            Resumed::Answer(conflict())
+        }
+        Ok(upstream) if upstream.status() == reqwest::StatusCode::NOT_FOUND => {
+            Resumed::Lost(unknown_stream())
+        }
         Err(CallError::Unreachable(why)) => {
             tracing::info!(node, reason = %why, "a resumed stream's node is unreachable");
             gone()
@@ -117,13 +131,13 @@ async fn forward_resume(state: &State, session: &str, node: u64, last: &str) -> 
                 Err(e) => e.to_string(),
             };
             tracing::warn!(node, reason = %why, "could not resume a stream held by another node");
-            rpc_error(
+            Resumed::Answer(rpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 None,
                 &RpcError::internal(format!(
                     "node {node}, which holds this stream, did not answer; retry shortly"
                 )),
-            )
+            ))
         }
     }
 }

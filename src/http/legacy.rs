@@ -401,7 +401,19 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
     }
     let live = state.live.session(&session.id);
     if let Some(last) = header(&req, LAST_EVENT_ID) {
-        return forwarded::resume(&state, &session.id, live, last).await;
+        match forwarded::resume(&state, &session.id, live.clone(), last).await {
+            forwarded::Resumed::Answer(response) => return response,
+            // The GET stream itself is lost (its node restarted or died): its missed
+            // events are gone, but the stream is not over. A client refused here gives it
+            // up for the rest of the session (the Python SDK after two tries) and hears
+            // no notification again; so a new GET stream opens instead.
+            forwarded::Resumed::Lost(_) if resumes_the_get_stream(last) => {
+                tracing::info!(
+                    "the GET stream to resume is lost with its events; opening a new one"
+                );
+            }
+            forwarded::Resumed::Lost(refusal) => return refusal,
+        }
     }
     let (tx, rx) = live::channel();
     let reader = tx.clone();
@@ -426,6 +438,13 @@ pub(super) async fn get(req: HttpRequest, state: web::Data<State>) -> HttpRespon
         }
         Err(_) => conflict(),
     }
+}
+
+/// Whether `last_event_id` names an event of a session's GET stream (not of a request's
+/// stream, whose answer nothing can give once the stream is lost).
+fn resumes_the_get_stream(last_event_id: &str) -> bool {
+    live::LiveSession::parse_event_id(last_event_id)
+        .is_some_and(|(_, stream, _)| stream == STANDALONE)
 }
 
 /// Sends a client's answer on to the node that asked the question, when that is another

@@ -247,6 +247,41 @@ fn a_legacy_get_stream_carries_updates_of_subscribed_resources() {
 }
 
 #[test]
+fn a_get_stream_whose_events_are_lost_opens_anew_but_a_lost_request_stream_is_refused() {
+    let server = Server::builder().conformance().start();
+    let session = Session::initialize(server.url(), "2025-11-25");
+    let reply = session.send(
+        server.url(),
+        "resources/subscribe",
+        json!({ "uri": "test://watched-resource" }),
+    );
+    assert_eq!(reply.result(), json!({}));
+    // The GET stream of this node (1) that it does not hold (it restarted), then that of
+    // a node that is not a member (it died): the events are lost, the stream goes on.
+    for last in ["1-0-7", "9-0-3"] {
+        let mut stream = open_stream(
+            &server,
+            &format!(
+                "GET /mcp HTTP/1.1\r\nHost: {{host}}\r\nAccept: text/event-stream\r\n\
+                 Mcp-Session-Id: {}\r\nMCP-Protocol-Version: 2025-11-25\r\n\
+                 Last-Event-ID: {last}\r\n\r\n",
+                session.id
+            ),
+        );
+        announce(&server, "test://watched-resource");
+        next_update(&mut stream, "test://watched-resource");
+    }
+    // A request's stream lost the same way is refused: nothing can give its answer now.
+    for last in ["1-5-0", "9-5-0"] {
+        let mut headers = session.headers();
+        headers.push(("Accept", "text/event-stream"));
+        headers.push(("Last-Event-ID", last));
+        let refused = client::get(server.url(), &headers);
+        assert_eq!(refused.status, 400, "{last}: {refused:?}");
+    }
+}
+
+#[test]
 fn subscriptions_listen_carries_updates_with_the_subscription_id() {
     let server = Server::builder().conformance().start();
     let mut body = Modern::new("subscriptions/listen", json!({})).body();
