@@ -266,7 +266,7 @@ impl NodeBuilder {
     /// Must be called inside an actix system.
     pub async fn bind(self) -> Result<NodeHandle, StartError> {
         let bind = |what, addr: SocketAddr| {
-            TcpListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })
+            listen(addr).map_err(|source| StartError::Bind { what, addr, source })
         };
         let listener = bind("public listener (--listen, `listen`)", self.config.listen)?;
         let internal = bind(
@@ -529,6 +529,25 @@ impl Access {
             dev,
         })
     }
+}
+
+/// Connections the kernel completes and queues for a listener before the node accepts
+/// them (the listen backlog, capped by the kernel's `net.core.somaxconn`). std binds with
+/// 128: past that, a burst of new connections (a balancer reconnecting after a failover,
+/// clients coming back at once) has its handshakes dropped and retried a second or more
+/// later. 1024 is actix's own default for the listeners it binds.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A TCP listener on `addr` with [`LISTEN_BACKLOG`], as `TcpListener::bind` makes one
+/// otherwise (address reuse on Unix, close-on-exec).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Settles this node's id against its data directory (see [`identity`]) and puts it in

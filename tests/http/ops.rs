@@ -152,3 +152,56 @@ fn an_initialize_sent_as_soon_as_the_port_accepts_is_answered_with_a_session_or_
     let _ = child.kill();
     wait_exit(&mut child, Duration::from_secs(30));
 }
+
+#[test]
+fn a_burst_of_new_connections_waits_in_the_backlog_while_the_node_is_busy() {
+    // Stopped, the node accepts nothing: each connection the kernel completes for it waits
+    // in the listener's backlog. With std's backlog of 128, handshakes past it would be
+    // dropped (and retried a second later, to be dropped again while it stays stopped).
+    // The kernel caps every backlog at net.core.somaxconn (4096 on kernels since 5.4).
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(4096);
+    let burst = somaxconn.min(300);
+    let server = Server::start();
+    let addr: std::net::SocketAddr = server
+        .base()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &server.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    };
+    signal("STOP");
+    let connects: Vec<_> = (0..burst)
+        .map(|_| {
+            std::thread::spawn(move || {
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+            })
+        })
+        .collect();
+    let connected: Vec<_> = connects
+        .into_iter()
+        .map(|c| c.join().expect("a connect thread"))
+        .collect();
+    signal("CONT");
+    let refused: Vec<String> = connected
+        .iter()
+        .filter_map(|c| c.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {burst} connections not completed: {:?}",
+        refused.len(),
+        &refused[..refused.len().min(3)]
+    );
+    drop(connected);
+    // Running again, it serves.
+    let reply = get(&format!("{}/health", server.base()), &[]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
