@@ -207,9 +207,8 @@ fn announce(server: &Server, uri: &str) {
     assert_eq!(reply.status, 200, "{reply:?}");
 }
 
-#[test]
-fn a_legacy_get_stream_carries_updates_of_subscribed_resources() {
-    let server = Server::builder().conformance().start();
+/// A 2025-11-25 session subscribed to `test://watched-resource`.
+fn watching_session(server: &Server) -> Session {
     let session = Session::initialize(server.url(), "2025-11-25");
     let reply = session.send(
         server.url(),
@@ -217,14 +216,24 @@ fn a_legacy_get_stream_carries_updates_of_subscribed_resources() {
         json!({ "uri": "test://watched-resource" }),
     );
     assert_eq!(reply.result(), json!({}));
-    let mut stream = open_stream(
-        &server,
-        &format!(
-            "GET /mcp HTTP/1.1\r\nHost: {{host}}\r\nAccept: text/event-stream\r\n\
-             Mcp-Session-Id: {}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n",
-            session.id
-        ),
-    );
+    session
+}
+
+/// A raw GET opening `session`'s GET stream, resuming after `last` if given.
+fn get_stream_request(session: &Session, last: Option<&str>) -> String {
+    let last = last.map_or_else(String::new, |id| format!("Last-Event-ID: {id}\r\n"));
+    format!(
+        "GET /mcp HTTP/1.1\r\nHost: {{host}}\r\nAccept: text/event-stream\r\n\
+         Mcp-Session-Id: {}\r\nMCP-Protocol-Version: 2025-11-25\r\n{last}\r\n",
+        session.id
+    )
+}
+
+#[test]
+fn a_legacy_get_stream_carries_updates_of_subscribed_resources() {
+    let server = Server::builder().conformance().start();
+    let session = watching_session(&server);
+    let mut stream = open_stream(&server, &get_stream_request(&session, None));
     // An update nobody subscribed to is not sent; the subscribed one is.
     announce(&server, "test://static-text");
     announce(&server, "test://watched-resource");
@@ -249,25 +258,11 @@ fn a_legacy_get_stream_carries_updates_of_subscribed_resources() {
 #[test]
 fn a_get_stream_whose_events_are_lost_opens_anew_but_a_lost_request_stream_is_refused() {
     let server = Server::builder().conformance().start();
-    let session = Session::initialize(server.url(), "2025-11-25");
-    let reply = session.send(
-        server.url(),
-        "resources/subscribe",
-        json!({ "uri": "test://watched-resource" }),
-    );
-    assert_eq!(reply.result(), json!({}));
+    let session = watching_session(&server);
     // The GET stream of this node (1) that it does not hold (it restarted), then that of
     // a node that is not a member (it died): the events are lost, the stream goes on.
     for last in ["1-0-7", "9-0-3"] {
-        let mut stream = open_stream(
-            &server,
-            &format!(
-                "GET /mcp HTTP/1.1\r\nHost: {{host}}\r\nAccept: text/event-stream\r\n\
-                 Mcp-Session-Id: {}\r\nMCP-Protocol-Version: 2025-11-25\r\n\
-                 Last-Event-ID: {last}\r\n\r\n",
-                session.id
-            ),
-        );
+        let mut stream = open_stream(&server, &get_stream_request(&session, Some(last)));
         announce(&server, "test://watched-resource");
         next_update(&mut stream, "test://watched-resource");
     }
