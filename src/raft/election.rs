@@ -217,7 +217,6 @@ impl Drop for VoteSent {
     }
 }
 
-/// A duration drawn uniformly between `low` and `high`.
 /// Where in `spread` a survivor of rank `rank` among `of` draws the delay it stands after
 /// when its leader falls silent: the spread cut into `of` equal slots, the survivor drawing
 /// in the first half of its own. Two survivors then stand at least half a slot apart
@@ -230,6 +229,7 @@ fn stand_window(spread: Duration, (rank, of): (u32, u32)) -> (Duration, Duration
     (low, low + (slot / 2).max(Duration::from_millis(1)))
 }
 
+/// A duration drawn uniformly between `low` and `high`.
 fn random_between(low: Duration, high: Duration) -> Duration {
     let mut bytes = [0u8; 8];
     crate::crypto::fill_random(&mut bytes);

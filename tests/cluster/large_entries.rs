@@ -1,8 +1,8 @@
 //! Seen 1 of issue 9: large entries must not wedge replication. A follower is held
 //! (SIGSTOP) while a burst of `initialize` requests (200, from 20 clients at once), each
-//! with a `clientInfo` just under 16 KiB, commits through the leader and the other follower: it falls about 3 MB behind,
-//! more than one AppendEntries may carry (the test budget is 256 KiB, and internal
-//! listeners refuse bodies over about 1 MiB with 413). Then it runs again and the other
+//! with a `clientInfo` just under 16 KiB, commits through the leader and the other
+//! follower: it falls about 3 MB behind, more than one AppendEntries may carry (the test
+//! budget is 256 KiB, and internal listeners refuse bodies over about 1 MiB with 413). Then it runs again and the other
 //! follower is held instead, so nothing can commit until the leader has sent it the whole
 //! backlog: resent whole, the batch would be refused forever and commits would freeze on
 //! every node, as they did in the review. Afterwards a normal `initialize` commits
