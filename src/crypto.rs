@@ -86,22 +86,52 @@ impl fmt::Debug for Key {
     }
 }
 
-/// Loads the key in `path`, or creates it with owner-only permissions when it is absent.
+/// Loads the key in `path`, or generates one when the file is absent and hands its file
+/// back unwritten ([`UnwrittenKey::write`] makes it, owner-only), for the caller to write
+/// while it does other work. Nothing may be sealed with the key for keeps before then.
 ///
 /// Used by dev mode so a developer never has to make a key by hand.
-pub fn load_or_create_key_file(path: &Path) -> Result<Key, Error> {
-    let io_err = |source| Error::KeyFile {
-        path: path.display().to_string(),
-        source,
-    };
+pub fn load_or_generate_key_file(path: &Path) -> Result<(Key, Option<UnwrittenKey>), Error> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Key::from_hex(&text),
+        Ok(text) => Ok((Key::from_hex(&text)?, None)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Key::generate();
-            write_owner_only(path, key.to_hex().as_bytes()).map_err(io_err)?;
-            Ok(key)
+            let unwritten = UnwrittenKey {
+                path: path.to_owned(),
+                hex: key.to_hex(),
+            };
+            Ok((key, Some(unwritten)))
         }
-        Err(e) => Err(io_err(e)),
+        Err(source) => Err(Error::KeyFile {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// A generated key whose file is not written yet; see [`load_or_generate_key_file`].
+#[must_use = "the key is lost at exit unless its file is written"]
+pub struct UnwrittenKey {
+    path: std::path::PathBuf,
+    hex: String,
+}
+
+impl UnwrittenKey {
+    /// Writes the key's file, readable by the owner only, durably ([`write_owner_only`]).
+    pub fn write(self) -> Result<(), Error> {
+        write_owner_only(&self.path, self.hex.as_bytes()).map_err(|source| Error::KeyFile {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+}
+
+impl std::fmt::Debug for UnwrittenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("UnwrittenKey")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -436,16 +466,18 @@ mod tests {
         let path = dir.path().join("encryption.key");
         // What a crash while writing the temporary file left behind.
         std::fs::write(dir.path().join("encryption.key.tmp"), b"half a ke").unwrap();
-        let key = load_or_create_key_file(&path).unwrap();
+        let (key, unwritten) = load_or_generate_key_file(&path).unwrap();
+        // Nothing on disk until the file is written.
+        assert!(!path.exists());
+        unwritten.expect("a new key").write().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), key.to_hex());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!dir.path().join("encryption.key.tmp").exists());
-        // The same key on the next start; another write never replaces it.
-        assert_eq!(
-            load_or_create_key_file(&path).unwrap().to_hex(),
-            key.to_hex()
-        );
+        // The same key on the next start, nothing to write; another write never replaces it.
+        let (again, unwritten) = load_or_generate_key_file(&path).unwrap();
+        assert_eq!(again.to_hex(), key.to_hex());
+        assert!(unwritten.is_none());
         let taken = write_owner_only(&path, b"another").unwrap_err();
         assert_eq!(taken.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), key.to_hex());

@@ -3,8 +3,9 @@
 //! The replica under `data_dir/raft` holds one member's log and vote. Started under
 //! another member's id, it would vote and count itself as that member: a node restarted
 //! with a default id once committed alone in a group of three. So the id is written next
-//! to the replica before the replica is opened, and every later start takes it from
-//! there: a configured id that differs is refused, a missing one is filled in. A data
+//! to the replica before the replica takes its first vote or entry (while it opens), and
+//! every later start takes it from there: a configured id that differs is refused, a
+//! missing one is filled in. A data
 //! directory therefore belongs to exactly one id, and no configuration can make it speak
 //! for another member.
 //!
@@ -118,15 +119,47 @@ pub struct Identity {
     group_id: Option<String>,
 }
 
+/// An identity settled on a first start whose record is not written yet; see
+/// [`Identity::settle_unwritten`].
+#[derive(Debug)]
+#[must_use = "the id is not recorded until this is written"]
+pub struct Unwritten {
+    path: PathBuf,
+    record: Record,
+    /// The directory held a replica already (written by a version before the record).
+    had_replica: bool,
+}
+
+impl Unwritten {
+    /// Records the id durably (the file and its directory fsynced).
+    pub fn write(self) -> Result<(), Error> {
+        write(&self.path, &self.record)?;
+        let (node_id, dir) = (
+            self.record.node_id,
+            self.path.parent().unwrap_or(&self.path),
+        );
+        if self.had_replica {
+            tracing::info!(node_id, dir = %dir.display(), "recorded the node id of an existing replica");
+        } else {
+            tracing::info!(node_id, dir = %dir.display(), "recorded this node's id in a new data directory");
+        }
+        Ok(())
+    }
+}
+
 impl Identity {
     /// Settles the id of the node whose data directory is `dir` (which must exist):
     /// the recorded id, which `given` (the configured id) must match; on a first start,
-    /// `given`, else `default` (dev mode's 1), recorded durably before this returns.
-    pub fn settle(
+    /// `given`, else `default` (dev mode's 1), with its record handed back unwritten
+    /// ([`Unwritten::write`] records it durably), for the caller to write while it does
+    /// other work. The caller writes it before the replica under `dir` takes any vote or
+    /// entry: until then a crash leaves a replica with nothing in it, which the next start
+    /// treats like an empty directory.
+    pub fn settle_unwritten(
         dir: &Path,
         given: Option<NodeId>,
         default: Option<NodeId>,
-    ) -> Result<Self, Error> {
+    ) -> Result<(Self, Option<Unwritten>), Error> {
         let path = dir.join(FILE);
         let shown = || dir.display().to_string();
         if let Some(record) = read(&path)? {
@@ -136,12 +169,15 @@ impl Identity {
                     stored: record.node_id,
                     given,
                 }),
-                _ => Ok(Self {
-                    path,
-                    node_id: record.node_id,
-                    has_first_membership: record.first_membership.is_some(),
-                    group_id: record.group_id,
-                }),
+                _ => Ok((
+                    Self {
+                        path,
+                        node_id: record.node_id,
+                        has_first_membership: record.first_membership.is_some(),
+                        group_id: record.group_id,
+                    },
+                    None,
+                )),
             };
         }
         let has_replica = dir
@@ -153,26 +189,25 @@ impl Identity {
             (None, None) if has_replica => return Err(Error::Unrecorded { dir: shown() }),
             (None, None) => return Err(Error::Missing { dir: shown() }),
         };
-        write(
-            &path,
-            &Record {
+        let unwritten = Unwritten {
+            path: path.clone(),
+            record: Record {
                 version: VERSION,
                 node_id,
                 first_membership: None,
                 group_id: None,
             },
-        )?;
-        if has_replica {
-            tracing::info!(node_id, dir = %shown(), "recorded the node id of an existing replica");
-        } else {
-            tracing::info!(node_id, dir = %shown(), "recorded this node's id in a new data directory");
-        }
-        Ok(Self {
-            path,
-            node_id,
-            has_first_membership: false,
-            group_id: None,
-        })
+            had_replica: has_replica,
+        };
+        Ok((
+            Self {
+                path,
+                node_id,
+                has_first_membership: false,
+                group_id: None,
+            },
+            Some(unwritten),
+        ))
     }
 
     /// The node's id.
@@ -285,6 +320,21 @@ fn write(path: &Path, record: &Record) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Identity {
+        /// [`Identity::settle_unwritten`], its record written at once.
+        fn settle(
+            dir: &Path,
+            given: Option<NodeId>,
+            default: Option<NodeId>,
+        ) -> Result<Self, Error> {
+            let (identity, unwritten) = Self::settle_unwritten(dir, given, default)?;
+            if let Some(unwritten) = unwritten {
+                unwritten.write()?;
+            }
+            Ok(identity)
+        }
+    }
 
     #[test]
     fn a_first_start_records_the_given_id_and_a_restart_without_one_keeps_it() {

@@ -297,10 +297,11 @@ impl NodeBuilder {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let identity = settle_identity(&mut config, role)?;
+        let (identity, unwritten_identity) = settle_identity(&mut config, role)?;
         let internal_addr = internal.local_addr().map_err(StartError::Listen)?;
         let addr = listener.local_addr().map_err(StartError::Listen)?;
-        let ring = ring(&config, role)?;
+        let (ring, unwritten_key) = ring(&config, role)?;
+        let first_files = write_first_files(unwritten_identity, unwritten_key);
         let sealer = ring.sealer.clone();
         let metrics = Metrics::new();
         let access = Access::new(&config, addr)?;
@@ -309,7 +310,8 @@ impl NodeBuilder {
         // The issuers' client is built and their keys fetched while the store opens, not
         // after: the first request with a token waits for them.
         let keys = authenticated.then(|| Authenticator::fetch_keys(&access.auth));
-        let (store, runtime, secret) = open_store(&config, role, opening, internal_addr).await?;
+        let (store, runtime, secret) =
+            open_store(&config, role, opening, first_files, internal_addr).await?;
         // What a node waiting for a group names in the commands it suggests.
         store.set_advertised(
             config
@@ -553,18 +555,48 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Settles this node's id against its data directory (see [`identity`]) and puts it in
 /// `config.raft.node_id`. A node of one is node 1 unless configured or recorded otherwise;
 /// a fleet node has no default.
-fn settle_identity(config: &mut Config, role: Role) -> Result<Identity, StartError> {
+/// The node's identity, and on a first start its record still to write (see
+/// [`write_first_files`]).
+fn settle_identity(
+    config: &mut Config,
+    role: Role,
+) -> Result<(Identity, Option<identity::Unwritten>), StartError> {
     let default = match role {
         Role::Single => Some(config.raft.node_id),
         Role::Fleet => None,
     };
-    let identity = Identity::settle(&config.data_dir, config.configured_node_id, default)?;
+    let (identity, unwritten) =
+        Identity::settle_unwritten(&config.data_dir, config.configured_node_id, default)?;
     let id = identity.node_id();
     config.raft.node_id = id;
     if !config.raft.peers.is_empty() && !config.raft.peers.contains_key(&id) {
         return Err(identity::Error::NotInPeers { id }.into());
     }
-    Ok(identity)
+    Ok((identity, unwritten))
+}
+
+/// Writes what a first start adds to the data directory (`identity.json`; in dev mode
+/// `encryption.key`) on a blocking thread, while the replica opens on another: each is
+/// a file and a directory fsynced, about a millisecond of a fresh start's ten or so.
+/// [`open_store`] waits for them before the replica takes its first vote or entry, so a
+/// crash before then leaves an empty replica that the next start opens as new, and no
+/// record is ever sealed with a key whose file is not on disk. `None` on a restart.
+fn write_first_files(
+    identity: Option<identity::Unwritten>,
+    key: Option<crypto::UnwrittenKey>,
+) -> Option<actix_web::rt::task::JoinHandle<Result<(), StartError>>> {
+    if identity.is_none() && key.is_none() {
+        return None;
+    }
+    Some(actix_web::rt::task::spawn_blocking(move || {
+        if let Some(identity) = identity {
+            identity.write()?;
+        }
+        if let Some(key) = key {
+            key.write()?;
+        }
+        Ok(())
+    }))
 }
 
 /// Records, once, the first membership this node finds itself in and its group; see
@@ -636,13 +668,16 @@ fn record_membership_if_member(identity: &mut Identity, store: &Store) -> bool {
     true
 }
 
-/// The sealing key ring: configured, or in dev mode generated into the data directory.
-fn ring(config: &Config, role: Role) -> Result<Ring, StartError> {
+/// The sealing key ring: configured, or in dev mode read from the data directory, or
+/// generated there on a first start (its file still to write; see [`write_first_files`]).
+fn ring(config: &Config, role: Role) -> Result<(Ring, Option<crypto::UnwrittenKey>), StartError> {
     match (&config.encryption_key, role) {
-        (Some(ring), _) => Ok(ring.clone()),
-        (None, Role::Single) => Ok(Ring::single(crypto::load_or_create_key_file(
-            &config.data_dir.join("encryption.key"),
-        )?)),
+        (Some(ring), _) => Ok((ring.clone(), None)),
+        (None, Role::Single) => {
+            let path = config.data_dir.join("encryption.key");
+            let (key, unwritten) = crypto::load_or_generate_key_file(&path)?;
+            Ok((Ring::single(key), unwritten))
+        }
         (None, Role::Fleet) => Err(StartError::Missing("encryption_key")),
     }
 }
@@ -685,17 +720,25 @@ fn begin_open(
     Ok(Opening { task, secret })
 }
 
-/// Waits for the replica [`begin_open`] opens, then joins (or forms) the group.
+/// Waits for the replica [`begin_open`] opens and the files [`write_first_files`] writes,
+/// then joins (or forms) the group.
 async fn open_store(
     config: &Config,
     role: Role,
     opening: Opening,
+    first_files: Option<actix_web::rt::task::JoinHandle<Result<(), StartError>>>,
     internal_addr: SocketAddr,
 ) -> Result<(Store, raft::Runtime, String), StartError> {
     let Opening { task, secret } = opening;
-    let (store, runtime) = task
+    let opened = task
         .await
-        .map_err(|_| raft::Error::Storage("opening the replica panicked".to_owned()))??;
+        .map_err(|_| raft::Error::Storage("opening the replica panicked".to_owned()));
+    if let Some(first_files) = first_files {
+        first_files
+            .await
+            .map_err(|_| raft::Error::Storage("writing the first files panicked".to_owned()))??;
+    }
+    let (store, runtime) = opened??;
     match role {
         Role::Single => {
             // The address recorded for the one member; nothing else ever dials it.

@@ -1,6 +1,7 @@
 //! Keys on one node: a data directory opened with another key refuses MCP requests with
 //! 503 and the reason (never 404 for its sessions) until the right key is back; and the
-//! `keys` command says which setting it needs when no key is configured.
+//! `keys` command says which setting it needs when no key is configured; a first start
+//! that cannot write its key file serves nothing.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -85,4 +86,71 @@ fn keys_index_key_without_a_key_exits_2_naming_the_variable() {
         .expect("read stderr");
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("MCP_FLEET_ENCRYPTION_KEY"), "{stderr}");
+}
+
+#[test]
+fn a_first_start_that_cannot_write_its_key_file_exits_and_the_next_starts_as_new() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
+    // The key file is written through `encryption.key.tmp`: a directory there stops it.
+    let obstacle = data.join("encryption.key.tmp");
+    std::fs::create_dir_all(obstacle.join("inside")).expect("the obstacle");
+    let stderr_path = dir.path().join("stderr");
+    let mut child = command()
+        .args([
+            "dev",
+            "--auth",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn mcp-fleet dev");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "it started without its key file:\n{stderr}"
+    );
+    assert!(stderr.contains("encryption.key"), "{stderr}");
+    assert!(!data.join("encryption.key").exists());
+
+    // The obstacle gone, the same directory starts as a new one and serves.
+    std::fs::remove_dir_all(&obstacle).expect("remove the obstacle");
+    let mut child = command()
+        .args([
+            "dev",
+            "--auth",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mcp-fleet dev");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut first)
+        .expect("the first line");
+    let url = first
+        .trim()
+        .strip_prefix("mcp-fleet listening on ")
+        .unwrap_or_else(|| panic!("not the listening line: {first}"))
+        .to_owned();
+    let session = Session::initialize(&url, "2025-06-18");
+    assert_eq!(session.echo(&url, "anew").tool_text(), "anew");
+    assert!(data.join("encryption.key").exists());
+    assert!(data.join("identity.json").exists());
+    child.kill().expect("kill");
+    child.wait().expect("reap");
 }
