@@ -137,14 +137,47 @@ impl Flusher {
     }
 }
 
+/// The log's files, opened before the node's sled database; see [`LogStore::open_files`].
+pub struct LogFiles(Option<Wal>);
+
 impl LogStore {
     /// Opens the log under `data_dir` (in `raft-log/`), first moving a log that `db`, the
     /// node's sled database there, still holds from an older version.
     pub fn open(data_dir: &Path, db: &sled::Db) -> Result<LogStore, StorageError> {
+        Self::open_with(data_dir, db, LogFiles(None))
+    }
+
+    /// Opens the log's files under `data_dir` when no older version's log can be waiting
+    /// in sled to be moved: `raft-log/` is there already, or there is no sled database
+    /// yet (a new data dir). Needs no sled, so it runs while sled recovers its own (each
+    /// takes milliseconds on a restart); [`LogStore::open_with`] finishes the open.
+    pub fn open_files(data_dir: &Path) -> Result<LogFiles, StorageError> {
         let dir = data_dir.join(LOG_DIR);
-        if !dir.is_dir() {
-            migrate(data_dir, &dir, db)?;
+        let nothing_to_move = dir.is_dir()
+            || !(data_dir.join("db").exists() || data_dir.join(format!("{LOG_DIR}.new")).exists());
+        if nothing_to_move {
+            Ok(LogFiles(Some(Wal::open(&dir)?)))
+        } else {
+            Ok(LogFiles(None))
         }
+    }
+
+    /// [`LogStore::open`] with the files [`LogStore::open_files`] opened, if it did.
+    pub fn open_with(
+        data_dir: &Path,
+        db: &sled::Db,
+        files: LogFiles,
+    ) -> Result<LogStore, StorageError> {
+        let dir = data_dir.join(LOG_DIR);
+        let wal = match files.0 {
+            Some(wal) => wal,
+            None => {
+                if !dir.is_dir() {
+                    migrate(data_dir, &dir, db)?;
+                }
+                Wal::open(&dir)?
+            }
+        };
         // The move is done (by this open or one a crash ended after the rename): the old
         // trees go. sled drops a tree in one step, so a crash leaves both or neither.
         for name in [LOG_TREE, META_TREE] {
@@ -153,7 +186,7 @@ impl LogStore {
                     .map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))?;
             }
         }
-        let wal = Arc::new(Wal::open(&dir)?);
+        let wal = Arc::new(wal);
         let flush_metrics = FlushMetrics::new();
         let store = LogStore {
             committed: Committed::default(),

@@ -259,11 +259,30 @@ impl Store {
         ring: Ring,
         limits: &Limits,
     ) -> Result<(Store, Runtime), Error> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(config.cache_bytes)
-            .open()
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let new = !dir.exists();
+        // The Raft log's files open on a thread of their own while sled recovers its
+        // database: on a restart each reads its files for milliseconds.
+        let (db, files) = std::thread::scope(|scope| {
+            let files = std::thread::Builder::new()
+                .name("raft-log-open".to_owned())
+                .spawn_scoped(scope, || LogStore::open_files(dir).map_err(Error::from))
+                .map_err(|e| Error::Storage(format!("cannot open the Raft log: {e}")))?;
+            let db = sled::Config::new()
+                .path(dir)
+                .cache_capacity(config.cache_bytes)
+                .open()
+                .map_err(|e| Error::Storage(e.to_string()));
+            let files = files
+                .join()
+                .map_err(|_| Error::Storage("opening the Raft log panicked".to_owned()))?;
+            Ok::<_, Error>((db?, files?))
+        })?;
+        if new {
+            // The replica's directory itself, made by this open, survives a power loss.
+            if let Some(parent) = dir.parent() {
+                super::wal::sync_dir(parent).map_err(|e| Error::Storage(e.to_string()))?;
+            }
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("raft")
@@ -271,7 +290,7 @@ impl Store {
             .build()
             .map_err(|e| Error::Storage(format!("cannot start the Raft runtime: {e}")))?;
         let changes = Changes::default();
-        let log = LogStore::open(dir, &db)?.with_read_budget(config.max_append_bytes);
+        let log = LogStore::open_with(dir, &db, files)?.with_read_budget(config.max_append_bytes);
         let committed = log.committed();
         let write_metrics = WriteMetrics::new(log.flush_metrics());
         let machine = StateMachine::open(&db, dir, changes.clone())?;

@@ -308,3 +308,41 @@ async fn a_log_kept_in_sled_is_moved_to_the_files_once() {
     let (_db, mut log) = open(dir.path());
     moved_as_written(&mut log, &written, &vote).await;
 }
+
+#[tokio::test]
+async fn files_opened_before_sled_as_a_node_opens_them_never_skip_a_move() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut written = vec![entry(3, EntryPayload::Membership(membership()))];
+    written.extend(sessions(4..=40));
+    let vote = Vote::new_committed(5, 2);
+    {
+        let db = open_db(dir.path());
+        write_sled_log(&db, &written, &vote, 37, 3);
+    }
+    // The node's order: the log's files first, then sled, then the rest of the open.
+    let files = LogStore::open_files(dir.path()).expect("open files");
+    assert!(
+        !dir.path().join("raft-log").exists(),
+        "no empty log made in place of the one sled holds"
+    );
+    let db = open_db(dir.path());
+    let mut log = LogStore::open_with(dir.path(), &db, files).expect("open");
+    moved_as_written(&mut log, &written, &vote).await;
+}
+
+#[tokio::test]
+async fn a_new_replica_opens_its_log_files_before_sled_and_keeps_what_they_hold() {
+    let base = tempfile::tempdir().expect("temp dir");
+    let dir = base.path().join("raft");
+    {
+        let files = LogStore::open_files(&dir).expect("open files");
+        assert!(dir.join("raft-log").is_dir());
+        let db = open_db(&dir);
+        let mut log = LogStore::open_with(&dir, &db, files).expect("open");
+        log.blocking_append(sessions(1..=5)).await.expect("append");
+    }
+    let files = LogStore::open_files(&dir).expect("reopen files");
+    let db = open_db(&dir);
+    let mut log = LogStore::open_with(&dir, &db, files).expect("reopen");
+    assert_eq!(indexes(&mut log).await, vec![1, 2, 3, 4, 5]);
+}
