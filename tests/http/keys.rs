@@ -96,9 +96,9 @@ fn a_first_start_that_cannot_write_its_key_file_exits_and_the_next_starts_as_new
     // The key file is written through `encryption.key.tmp`: a directory there stops it.
     let obstacle = data.join("encryption.key.tmp");
     std::fs::create_dir_all(obstacle.join("inside")).expect("the obstacle");
-    let stderr_path = dir.path().join("stderr");
-    let mut child = command()
-        .args([
+    let dev = || {
+        let mut dev = command();
+        dev.args([
             "dev",
             "--auth",
             "none",
@@ -107,7 +107,11 @@ fn a_first_start_that_cannot_write_its_key_file_exits_and_the_next_starts_as_new
             "--data-dir",
         ])
         .arg(&data)
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+        dev
+    };
+    let stderr_path = dir.path().join("stderr");
+    let mut child = dev()
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
@@ -123,17 +127,7 @@ fn a_first_start_that_cannot_write_its_key_file_exits_and_the_next_starts_as_new
 
     // The obstacle gone, the same directory starts as a new one and serves.
     std::fs::remove_dir_all(&obstacle).expect("remove the obstacle");
-    let mut child = command()
-        .args([
-            "dev",
-            "--auth",
-            "none",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdin(Stdio::null())
+    let mut child = dev()
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -276,18 +276,22 @@ async fn moved_as_written(log: &mut LogStore, written: &[Entry<TypeConfig>], vot
     assert_eq!(format!("{got:?}"), format!("{:?}", &written[1..]));
 }
 
-#[tokio::test]
-async fn a_log_kept_in_sled_is_moved_to_the_files_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// What an older version left in `dir`: a log kept in sled, its entries and vote.
+/// Entries 1 and 2 were purged, and entry 3 too, but a crash left it in the tree.
+fn older_versions_log(dir: &Path) -> (Vec<Entry<TypeConfig>>, Vote<u64>) {
     let mut written = vec![entry(3, EntryPayload::Membership(membership()))];
     written.extend(sessions(4..=40));
     let vote = Vote::new_committed(5, 2);
-    {
-        let db = open_db(dir.path());
-        // Entries 1 and 2 were purged, and entry 3 too, but a crash left it in the tree.
-        write_sled_log(&db, &written, &vote, 37, 3);
-        assert!(!dir.path().join("raft-log").exists());
-    }
+    let db = open_db(dir);
+    write_sled_log(&db, &written, &vote, 37, 3);
+    assert!(!dir.join("raft-log").exists());
+    (written, vote)
+}
+
+#[tokio::test]
+async fn a_log_kept_in_sled_is_moved_to_the_files_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (written, vote) = older_versions_log(dir.path());
     {
         let (db, mut log) = open(dir.path());
         moved_as_written(&mut log, &written, &vote).await;
@@ -312,13 +316,7 @@ async fn a_log_kept_in_sled_is_moved_to_the_files_once() {
 #[tokio::test]
 async fn files_opened_before_sled_as_a_node_opens_them_never_skip_a_move() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut written = vec![entry(3, EntryPayload::Membership(membership()))];
-    written.extend(sessions(4..=40));
-    let vote = Vote::new_committed(5, 2);
-    {
-        let db = open_db(dir.path());
-        write_sled_log(&db, &written, &vote, 37, 3);
-    }
+    let (written, vote) = older_versions_log(dir.path());
     // The node's order: the log's files first, then sled, then the rest of the open.
     let files = LogStore::open_files(dir.path()).expect("open files");
     assert!(
