@@ -164,8 +164,8 @@ pub(crate) fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     let linked = std::fs::hard_link(&tmp, path);
     std::fs::remove_file(&tmp)?;
     linked?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        crate::durable::sync_dir(dir)?;
     }
     Ok(())
 }

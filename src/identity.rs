@@ -308,11 +308,8 @@ fn write(path: &Path, record: &Record) -> Result<(), Error> {
     file.sync_all().map_err(io)?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(io)?;
-    #[cfg(unix)]
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        crate::durable::sync_dir(dir).map_err(io)?;
     }
     Ok(())
 }

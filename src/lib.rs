@@ -38,6 +38,7 @@ pub(crate) mod cli;
 pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod crypto;
+mod durable;
 // For the fuzz targets in `fuzz/` (a crate of its own) and the test replaying their corpus.
 #[doc(hidden)]
 pub mod fuzzing;

@@ -84,7 +84,7 @@ impl Dir {
 
     /// Makes renames and removals in the directory durable.
     pub(super) fn sync(&self) -> io::Result<()> {
-        File::open(&self.path)?.sync_all()
+        crate::durable::sync_dir(&self.path)
     }
 
     /// Renames `from` (a file in this directory) to `name`, durably.

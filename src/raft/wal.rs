@@ -149,10 +149,7 @@ fn segment_id(name: &str) -> Option<u64> {
     (id.len() == 20).then(|| id.parse().ok()).flatten()
 }
 
-/// Makes the directory's entries (files created, renamed, removed) durable.
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub(super) use crate::durable::sync_dir;
 
 fn write_err(e: impl Into<AnyError>) -> StorageError {
     StorageIOError::write_logs(e).into()
