@@ -5,9 +5,8 @@
 //! with a default id once committed alone in a group of three. So the id is written next
 //! to the replica before the replica takes its first vote or entry (while it opens), and
 //! every later start takes it from there: a configured id that differs is refused, a
-//! missing one is filled in. A data
-//! directory therefore belongs to exactly one id, and no configuration can make it speak
-//! for another member.
+//! missing one is filled in. A data directory therefore belongs to exactly one id, and no
+//! configuration can make it speak for another member.
 //!
 //! The record also keeps the membership the node first found itself in (the group it was
 //! formed with or joined), for operators: it says which group a data directory belongs to.

@@ -554,9 +554,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Settles this node's id against its data directory (see [`identity`]) and puts it in
 /// `config.raft.node_id`. A node of one is node 1 unless configured or recorded otherwise;
-/// a fleet node has no default.
-/// The node's identity, and on a first start its record still to write (see
-/// [`write_first_files`]).
+/// a fleet node has no default. On a first start the record comes back still to write
+/// (see [`write_first_files`]).
 fn settle_identity(
     config: &mut Config,
     role: Role,
@@ -577,7 +576,7 @@ fn settle_identity(
 
 /// Writes what a first start adds to the data directory (`identity.json`; in dev mode
 /// `encryption.key`) on a blocking thread, while the replica opens on another: each is
-/// a file and a directory fsynced, about a millisecond of a fresh start's ten or so.
+/// a file and a directory fsynced, about 1.5 ms together of a fresh start's ten or so.
 /// [`open_store`] waits for them before the replica takes its first vote or entry, so a
 /// crash before then leaves an empty replica that the next start opens as new, and no
 /// record is ever sealed with a key whose file is not on disk. `None` on a restart.

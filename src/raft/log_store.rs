@@ -20,11 +20,15 @@ use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOErr
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use super::command::{from_stored, to_stored};
-use super::wal::{sync_dir, Wal, FORMAT_V1};
+use super::wal::{Wal, FORMAT_V1};
 use super::{NodeId, StorageError, TypeConfig};
+use crate::durable::sync_dir;
 
 /// The log's directory inside the data dir.
 pub(super) const LOG_DIR: &str = "raft-log";
+
+/// The file sled keeps its database in, in the directory it is opened on.
+const SLED_FILE: &str = "db";
 
 /// Where versions before the log's own files kept it, in sled.
 const LOG_TREE: &str = "raft_log";
@@ -153,8 +157,8 @@ impl LogStore {
     /// takes milliseconds on a restart); [`LogStore::open_with`] finishes the open.
     pub fn open_files(data_dir: &Path) -> Result<LogFiles, StorageError> {
         let dir = data_dir.join(LOG_DIR);
-        let nothing_to_move = dir.is_dir()
-            || !(data_dir.join("db").exists() || data_dir.join(format!("{LOG_DIR}.new")).exists());
+        let nothing_to_move =
+            dir.is_dir() || !(data_dir.join(SLED_FILE).exists() || moving_dir(data_dir).exists());
         if nothing_to_move {
             Ok(LogFiles(Some(Wal::open(&dir)?)))
         } else {
@@ -265,7 +269,7 @@ impl LogStore {
 fn migrate(data_dir: &Path, dir: &Path, db: &sled::Db) -> Result<(), StorageError> {
     let io_err = |e: std::io::Error| StorageError::from(StorageIOError::write_logs(&e));
     let sled_err = |e: sled::Error| StorageError::from(StorageIOError::read_logs(&e));
-    let temp = data_dir.join(format!("{LOG_DIR}.new"));
+    let temp = moving_dir(data_dir);
     if temp.exists() {
         std::fs::remove_dir_all(&temp).map_err(io_err)?;
     }
@@ -317,6 +321,11 @@ fn migrate(data_dir: &Path, dir: &Path, db: &sled::Db) -> Result<(), StorageErro
     std::fs::rename(&temp, dir).map_err(io_err)?;
     sync_dir(data_dir).map_err(io_err)?;
     Ok(())
+}
+
+/// Where [`migrate`] builds the log's files before it renames them into place.
+fn moving_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(format!("{LOG_DIR}.new"))
 }
 
 /// Whether `db` has a tree named `name`.

@@ -280,7 +280,7 @@ impl Store {
         if new {
             // The replica's directory itself, made by this open, survives a power loss.
             if let Some(parent) = dir.parent() {
-                super::wal::sync_dir(parent).map_err(|e| Error::Storage(e.to_string()))?;
+                crate::durable::sync_dir(parent).map_err(|e| Error::Storage(e.to_string()))?;
             }
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()

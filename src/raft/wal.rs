@@ -149,7 +149,7 @@ fn segment_id(name: &str) -> Option<u64> {
     (id.len() == 20).then(|| id.parse().ok()).flatten()
 }
 
-pub(super) use crate::durable::sync_dir;
+use crate::durable::sync_dir;
 
 fn write_err(e: impl Into<AnyError>) -> StorageError {
     StorageIOError::write_logs(e).into()
