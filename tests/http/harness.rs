@@ -71,6 +71,7 @@ pub struct Builder {
     config: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    data_dir: Option<PathBuf>,
 }
 
 impl Builder {
@@ -111,6 +112,12 @@ impl Builder {
         self
     }
 
+    /// Starts on the data directory `dir` (kept by the caller) instead of a new one.
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
     /// Starts the server and waits until it listens.
     pub fn start(self) -> Server {
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -128,7 +135,7 @@ impl Builder {
                 None => PathBuf::from(binary()),
             },
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
-            data_dir: dir.path().join("data"),
+            data_dir: self.data_dir.unwrap_or_else(|| dir.path().join("data")),
             dir,
             args,
             env: self.env,

@@ -90,28 +90,16 @@ fn keys_index_key_without_a_key_exits_2_naming_the_variable() {
 
 #[test]
 fn a_first_start_that_cannot_write_its_key_file_exits_and_the_next_starts_as_new() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = dir.path().join("data");
     // The key file is written through `encryption.key.tmp`: a directory there stops it.
     let obstacle = data.join("encryption.key.tmp");
     std::fs::create_dir_all(obstacle.join("inside")).expect("the obstacle");
-    let dev = || {
-        let mut dev = command();
-        dev.args([
-            "dev",
-            "--auth",
-            "none",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdin(Stdio::null());
-        dev
-    };
     let stderr_path = dir.path().join("stderr");
-    let mut child = dev()
+    let mut child = command()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
@@ -127,24 +115,9 @@ fn a_first_start_that_cannot_write_its_key_file_exits_and_the_next_starts_as_new
 
     // The obstacle gone, the same directory starts as a new one and serves.
     std::fs::remove_dir_all(&obstacle).expect("remove the obstacle");
-    let mut child = dev()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mcp-fleet dev");
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut first)
-        .expect("the first line");
-    let url = first
-        .trim()
-        .strip_prefix("mcp-fleet listening on ")
-        .unwrap_or_else(|| panic!("not the listening line: {first}"))
-        .to_owned();
-    let session = Session::initialize(&url, "2025-06-18");
-    assert_eq!(session.echo(&url, "anew").tool_text(), "anew");
+    let server = Server::builder().data_dir(&data).start();
+    let session = Session::initialize(server.url(), "2025-06-18");
+    assert_eq!(session.echo(server.url(), "anew").tool_text(), "anew");
     assert!(data.join("encryption.key").exists());
     assert!(data.join("identity.json").exists());
-    child.kill().expect("kill");
-    child.wait().expect("reap");
 }
