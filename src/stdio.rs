@@ -123,7 +123,7 @@ pub(crate) async fn serve(
                         match engine.sessions().put(new).await {
                             Ok(()) => {
                                 session = Some(new_id);
-                                response(&id, result)
+                                response(&id, result.value().clone())
                             }
                             Err(_) => error_response(
                                 Some(&id),

@@ -33,7 +33,7 @@ pub(super) async fn initialize(
     state: &State,
     principal: &Arc<Principal>,
 ) -> HttpResponse {
-    let (session, result) = match state.engine.initialize(params, (**principal).clone()) {
+    let (session, greeting) = match state.engine.initialize(params, (**principal).clone()) {
         Ok(r) => r,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, Some(id), &e),
     };
@@ -52,11 +52,10 @@ pub(super) async fn initialize(
         Err(e) => return store_failure(&e, Some(id), "the session could not be created"),
     }
     tracing::info!(version = %version, subject = %principal.subject, "legacy session created");
-    let body = response(id, result);
     let mut builder = HttpResponse::Ok();
     builder.insert_header((MCP_SESSION_ID, session_id));
     if accepts_only_sse(req) {
-        let out = Outgoing::plain(body, true);
+        let out = Outgoing::plain(response(id, greeting.value().clone()), true);
         builder
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))
@@ -64,7 +63,7 @@ pub(super) async fn initialize(
     } else {
         builder
             .content_type("application/json")
-            .body(json_bytes(&body))
+            .body(greeting.response_json(id))
     }
 }
 

@@ -194,6 +194,44 @@ pub(super) struct Inner {
     pub(super) storage: tools::Storage,
     /// Tasks, in the replicated store.
     pub(super) tasks: super::Tasks,
+    /// What `initialize` answers, one per legacy version (indexed as [`Version::ALL`]).
+    greetings: Vec<Greeting>,
+}
+
+/// The result of `initialize` for one version. It depends on nothing a client sends, so
+/// it is built and serialised once, when the engine is made; each answer copies the bytes.
+#[derive(Debug)]
+pub struct Greeting {
+    value: Value,
+    json: Box<[u8]>,
+}
+
+impl Greeting {
+    fn new(value: Value) -> Self {
+        let json = serde_json::to_vec(&value)
+            .unwrap_or_default()
+            .into_boxed_slice();
+        Self { value, json }
+    }
+
+    /// The result, for a caller that builds its message as a value.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The JSON-RPC response to request `id` carrying this result, as JSON text: the
+    /// bytes `serde_json` writes for `jsonrpc::response(id, result)` (members in key
+    /// order), with the result copied from the bytes serialised when the engine was made.
+    pub fn response_json(&self, id: &super::jsonrpc::Id) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json.len() + 48);
+        out.extend_from_slice(b"{\"id\":");
+        // Serialising a `Value` into memory cannot fail: its keys are strings.
+        let _ = serde_json::to_writer(&mut out, id);
+        out.extend_from_slice(b",\"jsonrpc\":\"2.0\",\"result\":");
+        out.extend_from_slice(&self.json);
+        out.push(b'}');
+        out
+    }
 }
 
 /// What tool calls are given besides the catalog, fixed when the engine is made: once it
@@ -234,8 +272,23 @@ impl Engine {
             updates,
         } = services;
         let tools_digest = registry.tools_digest();
+        let greetings = Version::ALL
+            .iter()
+            .map(|version| {
+                let mut result = json!({
+                    "protocolVersion": version.as_str(),
+                    "capabilities": Self::capabilities(true),
+                    "serverInfo": { "name": info.name, "version": info.version },
+                });
+                if let Some(instructions) = &config.instructions {
+                    result["instructions"] = json!(instructions);
+                }
+                Greeting::new(result)
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
+                greetings,
                 tools_digest,
                 info,
                 config,
@@ -291,7 +344,7 @@ impl Engine {
     /// session remembers which tools it last listed, so a node with other tools (during a
     /// rolling upgrade) can say so; a 2026-07-28 client's lists carry `ttlMs` instead,
     /// and each node's own list never changes while it runs.
-    fn capabilities(&self, legacy: bool) -> Value {
+    fn capabilities(legacy: bool) -> Value {
         json!({
             "tools": { "listChanged": legacy },
             "resources": { "subscribe": true, "listChanged": false },
@@ -307,7 +360,7 @@ impl Engine {
         &self,
         params: &Map<String, Value>,
         principal: Principal,
-    ) -> Result<(Session, Value), RpcError> {
+    ) -> Result<(Session, &Greeting), RpcError> {
         let requested = str_param(params, "protocolVersion")?;
         let version = match Version::parse(requested) {
             Some(v) if v.is_legacy() => v,
@@ -348,15 +401,12 @@ impl Engine {
             capabilities,
             self.inner.sessions.ttl(),
         );
-        let mut result = json!({
-            "protocolVersion": version.as_str(),
-            "capabilities": self.capabilities(true),
-            "serverInfo": { "name": self.inner.info.name, "version": self.inner.info.version },
-        });
-        if let Some(instructions) = &self.inner.config.instructions {
-            result["instructions"] = json!(instructions);
-        }
-        Ok((session, result))
+        let greeting = Version::ALL
+            .iter()
+            .position(|v| *v == version)
+            .and_then(|i| self.inner.greetings.get(i))
+            .ok_or_else(|| RpcError::internal("no initialize result for the version"))?;
+        Ok((session, greeting))
     }
 
     /// Handles one request and returns its result (with the era's envelope applied).
@@ -491,7 +541,7 @@ impl Engine {
     }
 
     fn discover(&self) -> Result<Value, RpcError> {
-        let mut capabilities = self.capabilities(false);
+        let mut capabilities = Self::capabilities(false);
         capabilities["extensions"] = json!({ super::TASKS_EXTENSION: {} });
         let mut result = json!({
             "supportedVersions": Version::supported_strings(),
@@ -726,6 +776,52 @@ mod tests {
         .as_object()
         .unwrap()
         .clone()
+    }
+
+    #[actix_web::test]
+    async fn initialize_answers_the_same_bytes_as_the_result_built_as_a_value() {
+        let (engine, _dir, _rt) = engine("[mcp]\ninstructions = \"Use \\\"echo\\\" first.\"").await;
+        for (asked, answered) in [
+            ("2025-03-26", "2025-03-26"),
+            ("2025-06-18", "2025-06-18"),
+            ("2025-11-25", "2025-11-25"),
+            ("2026-07-28", "2025-11-25"),
+            ("1999-01-01", "2025-11-25"),
+        ] {
+            let mut params = initialize(json!({}), json!({ "name": "c" }));
+            params.insert("protocolVersion".into(), json!(asked));
+            let (session, greeting) = engine.initialize(&params, Principal::anonymous()).unwrap();
+            assert_eq!(session.version.as_str(), answered);
+            let expected = json!({
+                "protocolVersion": answered,
+                "capabilities": {
+                    "tools": { "listChanged": true },
+                    "resources": { "subscribe": true, "listChanged": false },
+                    "prompts": { "listChanged": false },
+                    "completions": {},
+                    "logging": {},
+                },
+                "serverInfo": { "name": engine.inner.info.name, "version": engine.inner.info.version },
+                "instructions": "Use \"echo\" first.",
+            });
+            assert_eq!(*greeting.value(), expected);
+            for id in [
+                json!(1),
+                json!("a\"b"),
+                json!(-7),
+                json!(u64::MAX),
+                json!(null),
+            ] {
+                let bytes = greeting.response_json(&id);
+                let reference =
+                    serde_json::to_vec(&super::super::jsonrpc::response(&id, expected.clone()))
+                        .unwrap();
+                assert_eq!(
+                    String::from_utf8(bytes).unwrap(),
+                    String::from_utf8(reference).unwrap()
+                );
+            }
+        }
     }
 
     #[actix_web::test]
