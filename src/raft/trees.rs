@@ -330,18 +330,23 @@ impl Trees {
         self.meta.apply_batch(batch).map_err(sled_write)
     }
 
-    /// How many records of the table `skey` names `owner` holds, not counting the one
-    /// under `skey`.
-    fn held(&self, owner: &Owner, skey: &[u8]) -> Result<u64, StorageError> {
+    /// Whether `owner` holds `limit` or more records of the table `skey` names, not
+    /// counting the one under `skey`.
+    fn holds_at_least(&self, owner: &Owner, skey: &[u8], limit: u64) -> Result<bool, StorageError> {
         let Some(&table) = skey.first() else {
-            return Ok(0);
+            return Ok(limit == 0);
         };
         let all = self.owned.of_owner(owner, table);
+        // Below the limit whether or not `skey` is among them: no read needed, which is
+        // every put but those at the cap.
+        if all < limit {
+            return Ok(false);
+        }
         let own = self
             .owners
             .contains_key(owner_key(owner, skey))
             .map_err(sled_read)?;
-        Ok(all.saturating_sub(u64::from(own)))
+        Ok(all.saturating_sub(u64::from(own)) >= limit)
     }
 
     /// Writes `new` under `skey`, moving its expiry and owner index entries from `old`'s.
@@ -443,7 +448,7 @@ impl Trees {
                 limit,
             }) => {
                 let skey = storage_key(table, &key);
-                if self.held(&owner, &skey)? >= limit {
+                if self.holds_at_least(&owner, &skey, limit)? {
                     return Ok(Outcome {
                         affected: 0,
                         refused: true,
