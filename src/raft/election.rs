@@ -437,7 +437,9 @@ fn spawn_silence_breaker(inner: &Arc<Inner>) {
 
 fn spawn_cut_off_watch(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
-    let mut metrics = inner.raft.metrics();
+    // The server's metrics (role, leader, vote, membership) change only when those do; the
+    // full metrics change at every entry, which would wake this task at every write.
+    let mut metrics = inner.raft.server_metrics();
     inner.runtime.spawn(async move {
         let mut every = tokio::time::interval(CUT_OFF_CHECK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -471,17 +473,20 @@ fn spawn_cut_off_watch(inner: &Arc<Inner>) {
 /// Whether `m` shows this node in an election without a leader yet: not leading, no
 /// leader known, and its vote (for itself as a candidate, or for a rival candidate whose
 /// vote it adopted from a refusal) not committed. `Some(term)`.
-fn electing_term(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Option<u64> {
+fn electing_term(
+    m: &openraft::metrics::RaftServerMetrics<NodeId, openraft::BasicNode>,
+) -> Option<u64> {
     (m.state != ServerState::Leader
         && m.state != ServerState::Learner
         && m.current_leader.is_none()
         && !m.vote.is_committed())
-    .then_some(m.current_term)
+    .then_some(m.vote.leader_id().get_term())
 }
 
 fn spawn_split_vote_breaker(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
-    let mut metrics = inner.raft.metrics();
+    // Role, leader and vote only: not woken by every entry.
+    let mut metrics = inner.raft.server_metrics();
     let ballots = inner.ballots.clone();
     let low = inner.stale_after / 5;
     let high = inner.stale_after * 4 / 5;

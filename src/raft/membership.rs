@@ -570,7 +570,8 @@ impl Store {
     /// Logs each change of leader or term once, as this node sees it, and counts changes of
     /// the known leader.
     pub(super) fn spawn_leader_log(&self) {
-        let mut metrics = self.0.raft.metrics();
+        // Leader, vote and role only: not woken by every entry.
+        let mut metrics = self.0.raft.server_metrics();
         let id = self.0.id;
         let changes = self.0.leader_changes.clone();
         let lost = self.0.leader_lost_ms.clone();
@@ -582,7 +583,7 @@ impl Store {
             while metrics.changed().await.is_ok() {
                 let (leader, term, state) = {
                     let m = metrics.borrow_and_update();
-                    (m.current_leader, m.current_term, m.state)
+                    (m.current_leader, m.vote.leader_id().get_term(), m.state)
                 };
                 if leader.is_some() && leader != known {
                     known = leader;
@@ -633,7 +634,7 @@ impl Inner {
     /// Completes once the leader this node knows of is no longer `from`: another one, or
     /// none (an election is under way). Never, once Raft has stopped.
     async fn leader_gone(&self, from: NodeId) {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         while metrics.borrow_and_update().current_leader == Some(from) {
             if metrics.changed().await.is_err() {
                 std::future::pending::<()>().await;

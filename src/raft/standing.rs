@@ -267,7 +267,8 @@ impl Store {
             );
         }
         let weak = Arc::downgrade(&self.0);
-        let mut metrics = self.0.raft.metrics();
+        // Membership and role only: not woken by every entry.
+        let mut metrics = self.0.raft.server_metrics();
         self.0.runtime.spawn(async move {
             let mut waited = tokio::time::interval(WAITING_LOG_EVERY);
             // The first tick is immediate: give a node started with `--peers` a moment.
