@@ -94,10 +94,12 @@ pub enum Command {
         /// The table.
         table: Table,
         /// The stored key (a keyed hash).
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// When the record ends, in milliseconds since the epoch; `None` never.
         deadline_ms: Option<u64>,
         /// The sealed value.
+        #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
     },
     /// Moves the deadline of an existing record; does nothing when it is absent.
@@ -105,6 +107,7 @@ pub enum Command {
         /// The table.
         table: Table,
         /// The stored key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The new deadline.
         deadline_ms: Option<u64>,
@@ -114,6 +117,7 @@ pub enum Command {
         /// The table.
         table: Table,
         /// The stored key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Replaces a record's sealed value only while it is still the one whose SHA-256 is
@@ -122,10 +126,12 @@ pub enum Command {
         /// The table.
         table: Table,
         /// The stored key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// SHA-256 of the sealed value being replaced.
         expect: [u8; 32],
         /// The value sealed again with the active key.
+        #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
     },
     /// Removes every record whose deadline is at or before `now_ms`. The leader proposes
@@ -153,10 +159,12 @@ pub enum Command {
         /// The table.
         table: Table,
         /// The stored key (a keyed hash).
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// When the record ends, in milliseconds since the epoch; `None` never.
         deadline_ms: Option<u64>,
         /// The sealed value.
+        #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
         /// The owner tag (see `Owner`).
         owner: Owner,
@@ -174,10 +182,12 @@ pub enum Command {
         /// The table.
         table: Table,
         /// The stored key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// When the record ends, in milliseconds since the epoch; `None` never.
         deadline_ms: Option<u64>,
         /// The sealed value.
+        #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
     },
     /// Several writes proposed together as one log entry, each applied on its own, in
@@ -191,7 +201,23 @@ pub enum Command {
     ///
     /// Added after `Create` so the postcard variant indexes of the others stay as they
     /// were.
-    Group(Vec<Vec<u8>>),
+    Group(#[serde(with = "byte_vecs")] Vec<Vec<u8>>),
+}
+
+/// A group's writes, each as bytes (`serde_bytes`): in postcard the same bytes as a
+/// sequence of `u8`s, written and read with one copy each rather than byte by byte.
+mod byte_vecs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(writes: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(writes.iter().map(|w| Bytes::new(w)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let writes = Vec::<ByteBuf>::deserialize(d)?;
+        Ok(writes.into_iter().map(ByteBuf::into_vec).collect())
+    }
 }
 
 /// One operation of a [`Command`]: its first five variants. Batches and `PutOwned` are no
@@ -204,10 +230,12 @@ pub enum Op {
         /// The table.
         table: Table,
         /// The stored key (a keyed hash).
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// When the record ends, in milliseconds since the epoch; `None` never.
         deadline_ms: Option<u64>,
         /// The sealed value.
+        #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
     },
     /// Moves the deadline of an existing record; does nothing when it is absent.
@@ -215,6 +243,7 @@ pub enum Op {
         /// The table.
         table: Table,
         /// The stored key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The new deadline.
         deadline_ms: Option<u64>,
@@ -224,6 +253,7 @@ pub enum Op {
         /// The table.
         table: Table,
         /// The stored key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Replaces a record's sealed value only while it is still the one whose SHA-256 is
@@ -232,10 +262,12 @@ pub enum Op {
         /// The table.
         table: Table,
         /// The stored key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// SHA-256 of the sealed value being replaced.
         expect: [u8; 32],
         /// The value sealed again with the active key.
+        #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
     },
     /// Removes every record whose deadline is at or before `now_ms`. The leader proposes
@@ -365,10 +397,17 @@ impl Record {
     /// The stored bytes: a format byte ([`RECORD_V1`] without an owner, [`RECORD_V2`]
     /// with one), then postcard of the fields in order.
     pub fn encode(&self) -> Vec<u8> {
+        // `Bytes`: the same bytes as a sequence of `u8`s, copied at once.
+        let sealed = serde_bytes::Bytes::new(&self.sealed);
+        let mut out = Vec::with_capacity(self.sealed.len() + 48);
         let encoded = match &self.owner {
-            None => postcard::to_extend(&(self.deadline_ms, &self.sealed), vec![RECORD_V1]),
+            None => {
+                out.push(RECORD_V1);
+                postcard::to_extend(&(self.deadline_ms, sealed), out)
+            }
             Some(owner) => {
-                postcard::to_extend(&(self.deadline_ms, &self.sealed, owner), vec![RECORD_V2])
+                out.push(RECORD_V2);
+                postcard::to_extend(&(self.deadline_ms, sealed, owner), out)
             }
         };
         encoded.expect("a record always encodes")
@@ -377,20 +416,22 @@ impl Record {
     /// Reads stored bytes of either format; `None` when the format is unknown or the
     /// bytes are damaged.
     pub fn decode(bytes: &[u8]) -> Option<Record> {
+        use serde_bytes::ByteBuf;
         match bytes.split_first() {
             Some((&RECORD_V1, rest)) => {
-                let (deadline_ms, sealed) = postcard::from_bytes(rest).ok()?;
+                let (deadline_ms, sealed): (_, ByteBuf) = postcard::from_bytes(rest).ok()?;
                 Some(Record {
                     deadline_ms,
-                    sealed,
+                    sealed: sealed.into_vec(),
                     owner: None,
                 })
             }
             Some((&RECORD_V2, rest)) => {
-                let (deadline_ms, sealed, owner) = postcard::from_bytes(rest).ok()?;
+                let (deadline_ms, sealed, owner): (_, ByteBuf, _) =
+                    postcard::from_bytes(rest).ok()?;
                 Some(Record {
                     deadline_ms,
-                    sealed,
+                    sealed: sealed.into_vec(),
                     owner: Some(owner),
                 })
             }
