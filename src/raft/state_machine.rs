@@ -98,6 +98,7 @@ impl StateMachine {
             db.flush().map_err(sled_write)?;
         }
         let lock: Arc<RwLock<()>> = Arc::default();
+        trees.count_in_background(lock.clone());
         let mut current = current.map(|c| c.file);
         if let Some(file) = current.as_ref().filter(|f| !snapshots.path(f).is_file()) {
             // Removed by hand, or lost with the disk's last writes: the records are at
@@ -553,9 +554,16 @@ impl Reader {
     }
 
     /// How many records of `table` have an owner (see [`Command::PutOwned`]), expired or
-    /// not; kept in memory, so cheap to ask.
+    /// not; kept in memory, so cheap to ask. Low for a moment after an open, while a thread
+    /// counts what the replica already held (see `trees::Owned`).
     pub fn owned(&self, table: Table) -> u64 {
         self.owned.of(table)
+    }
+
+    /// Whether [`Reader::owned`] has counted every record the replica held when it opened.
+    #[cfg(test)]
+    pub(super) fn owned_is_counted(&self) -> bool {
+        self.owned.is_counted()
     }
 
     /// The index of the last log entry applied, if any.

@@ -2,6 +2,7 @@
 //! the same way, through replacement, delete, expiry, reseal, snapshots and restarts.
 
 use super::*;
+use crate::raft::trees::Trees;
 use crate::raft::Owner;
 
 const ALICE: Owner = [0xa1; 32];
@@ -123,16 +124,61 @@ async fn delete_and_expiry_give_the_place_back() {
     assert!(!stored(&mut m, ALICE, b"a5", 2).await);
 }
 
+/// Waits (a generous minute) for the count of the owner index an open starts.
+async fn counted(m: &Machine) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !m.sm.reader().owned_is_counted() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the owner index was never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_owner_index_survives_reopen() {
     let mut m = Machine::new();
     m.run(owned(ALICE, b"a1", None, 2)).await;
     m.run(owned(ALICE, b"a2", Some(100), 2)).await;
     let mut m = m.reopen();
-    assert_eq!(m.sm.reader().owned(T), 2);
+    // The cap holds from the first put, whether or not the table's count is done.
     assert!(!stored(&mut m, ALICE, b"a3", 2).await);
+    counted(&m).await;
+    assert_eq!(m.sm.reader().owned(T), 2);
     assert_eq!(m.run(Command::Expire { now_ms: 100 }).await, 1);
     assert!(stored(&mut m, ALICE, b"a3", 2).await);
+}
+
+#[tokio::test]
+async fn writes_while_a_reopened_index_is_counted_are_counted_once() {
+    // Enough owners that the count after the reopen takes many chunks, and writes land
+    // before, inside and after the part of the index it has counted.
+    let mut m = Machine::new();
+    let owners: Vec<Owner> = (0..40u8).map(|i| [i.wrapping_mul(6); 32]).collect();
+    for (i, owner) in owners.iter().enumerate() {
+        for k in 0..25u32 {
+            let key = format!("{i}-{k}");
+            assert!(stored(&mut m, *owner, key.as_bytes(), 1000).await);
+        }
+    }
+    let mut m = m.reopen();
+    for (i, owner) in owners.iter().enumerate().rev() {
+        let new = format!("{i}-new");
+        assert!(stored(&mut m, *owner, new.as_bytes(), 1000).await);
+        m.run(Command::Delete {
+            table: T,
+            key: format!("{i}-0").into_bytes(),
+        })
+        .await;
+        // Each owner's cap counts what it holds now: 25 records, after one in, one out.
+        assert!(!stored(&mut m, *owner, b"over", 25).await);
+    }
+    counted(&m).await;
+    assert_eq!(m.sm.reader().owned(T), 40 * 25);
+    let reopened = m.reopen();
+    counted(&reopened).await;
+    assert_eq!(reopened.sm.reader().owned(T), 40 * 25);
 }
 
 #[tokio::test]
@@ -164,6 +210,57 @@ async fn a_snapshot_carries_the_owner_index() {
     assert_eq!(follower.sm.reader().owned(T), 4);
 
     let mut follower = follower.reopen();
+    counted(&follower).await;
     assert_eq!(follower.sm.reader().owned(T), 4);
     assert!(!stored(&mut follower, ALICE, b"a5", 2).await);
+}
+
+#[test]
+fn writes_between_chunks_of_the_count_after_an_open_are_counted_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let owners: Vec<Owner> = (0..40u8).map(|i| [i * 6; 32]).collect();
+    {
+        let db = open_db(dir.path());
+        let trees = Trees::open(&db).expect("trees");
+        let mut changes = Vec::new();
+        for (i, owner) in owners.iter().enumerate() {
+            for k in 0..25 {
+                let put = owned(*owner, format!("{i}-{k}").as_bytes(), None, 1000);
+                trees.run(put, &mut changes).expect("put");
+            }
+        }
+        db.flush().expect("flush");
+    }
+    let db = open_db(dir.path());
+    let trees = Trees::open(&db).expect("trees");
+    assert!(
+        !trees.owned.is_counted(),
+        "an index with keys is counted after the open"
+    );
+    let mut changes = Vec::new();
+    let mut after = None;
+    let mut chunks = 0usize;
+    loop {
+        // Between chunks, one owner puts a record and deletes one (before the first, puts
+        // only): the owners go from the last to the first, so the writes fall past the
+        // counted keys, then among them.
+        let i = owners.len() - 1 - chunks % owners.len();
+        let put = owned(owners[i], format!("{i}-new{chunks}").as_bytes(), None, 1000);
+        trees.run(put, &mut changes).expect("put");
+        if chunks > 0 {
+            let delete = Command::Delete {
+                table: T,
+                key: format!("{i}-{}", chunks % 25).into_bytes(),
+            };
+            trees.run(delete, &mut changes).expect("delete");
+        }
+        chunks += 1;
+        if trees.count_chunk(&mut after).expect("count") {
+            break;
+        }
+    }
+    assert!(chunks > 10, "counted in {chunks} chunks");
+    assert!(trees.owned.is_counted());
+    let held = trees.owners.iter().count() as u64;
+    assert_eq!(trees.owned.of(T), held);
 }
