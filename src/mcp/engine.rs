@@ -194,7 +194,8 @@ pub(super) struct Inner {
     pub(super) storage: tools::Storage,
     /// Tasks, in the replicated store.
     pub(super) tasks: super::Tasks,
-    /// What `initialize` answers, one per legacy version (indexed as [`Version::ALL`]).
+    /// What `initialize` answers, one per version of [`Version::ALL`], in its order (the
+    /// 2026-07-28 one is never used: `initialize` negotiates a legacy version).
     greetings: Vec<Greeting>,
 }
 
