@@ -351,10 +351,8 @@ impl Trees {
         let mut last = None;
         for key in keys.keys().take(COUNT_CHUNK) {
             let key = key?;
-            if let Some(n) = key
-                .get(32)
-                .and_then(|&b| self.owned.tables.get(usize::from(b)))
-            {
+            // The owner (32 bytes), then the storage key.
+            if let Some(n) = key.get(32..).and_then(|skey| self.owned.slot(skey)) {
                 n.fetch_add(1, Ordering::Relaxed);
             }
             last = Some(key);
@@ -379,11 +377,8 @@ impl Trees {
         if let Some(&n) = self.owned.owners().get(&(*owner, table)) {
             return Ok(n);
         }
-        let mut prefix = Vec::with_capacity(owner.len() + 1);
-        prefix.extend_from_slice(owner);
-        prefix.push(table);
         let mut n = 0;
-        for key in self.owners.scan_prefix(prefix).keys() {
+        for key in self.owners.scan_prefix(owner_key(owner, &[table])).keys() {
             key.map_err(sled_read)?;
             n += 1;
         }
