@@ -88,15 +88,21 @@ impl StateMachine {
             snapshot::Dir::open(dir.join(SNAPSHOT_DIR)).map_err(|e| snapshot_read(None, &e))?;
         migrate_legacy_snapshot(db, &trees, &snapshots)?;
         let current = trees.current()?;
-        if trees.meta.contains_key(INSTALLING).map_err(sled_read)? {
+        let applied = if trees.meta.contains_key(INSTALLING).map_err(sled_read)? {
             // A crash interrupted an install: the trees are half replaced, the snapshot is
             // named, so finish the install from it.
             let current = current
                 .as_ref()
                 .ok_or_else(|| read_err(AnyError::error("install marker without snapshot")))?;
             trees.replace(&snapshots.path(&current.file), &current.meta)?;
+            trees.drop_carried_counts()?;
             db.flush().map_err(sled_write)?;
-        }
+            trees.read_meta::<LogId<NodeId>>(APPLIED)?
+        } else {
+            let applied = trees.read_meta::<LogId<NodeId>>(APPLIED)?;
+            trees.take_carried_counts(applied.as_ref())?;
+            applied
+        };
         let lock: Arc<RwLock<()>> = Arc::default();
         trees.count_in_background(lock.clone());
         let mut current = current.map(|c| c.file);
@@ -126,7 +132,6 @@ impl StateMachine {
         let snapshot_bytes = current
             .as_ref()
             .map_or(0, |file| file_size(&snapshots.path(file)));
-        let applied = trees.read_meta::<LogId<NodeId>>(APPLIED)?;
         let membership = trees
             .read_meta::<Membership>(MEMBERSHIP)?
             .unwrap_or_default();
@@ -149,6 +154,15 @@ impl StateMachine {
         self.snapshot_bytes.clone()
     }
 
+    /// A handle that leaves the counts of the owner index for the next open when the node
+    /// stops.
+    pub fn closer(&self) -> Closer {
+        Closer {
+            trees: self.trees.clone(),
+            lock: self.lock.clone(),
+        }
+    }
+
     /// A handle for reads outside Raft, usable from any thread.
     pub fn reader(&self) -> Reader {
         Reader {
@@ -166,6 +180,7 @@ impl StateMachine {
     ) -> Result<Vec<Vec<Outcome>>, StorageError> {
         let lock = self.lock.clone();
         let _guard = lock.write().unwrap_or_else(PoisonError::into_inner);
+        self.trees.take_back_counts()?;
         let mut outcomes = Vec::new();
         for entry in entries {
             let outcome = match entry.payload {
@@ -268,6 +283,7 @@ impl StateMachine {
         };
         let replaced = blocking(move || {
             let _guard = lock.write().unwrap_or_else(PoisonError::into_inner);
+            trees.take_back_counts()?;
             let replaced = trees.current()?;
             // The replaced records are gone with the writes a group count speaks of.
             trees.meta.remove(GROUP_DONE).map_err(sled_write)?;
@@ -288,6 +304,24 @@ impl StateMachine {
         }
         self.snapshot_bytes.store(size, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Leaves the counts of the owner index for the next open (see [`StateMachine::closer`]).
+#[derive(Clone)]
+pub struct Closer {
+    trees: Trees,
+    lock: Arc<RwLock<()>>,
+}
+
+impl Closer {
+    /// Writes the counts as they hold now, at the applied id on disk. Meant for when Raft
+    /// has stopped: an apply that still runs afterwards takes them back first, so a later
+    /// open finds either counts that hold or none.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let _guard = self.lock.write().unwrap_or_else(PoisonError::into_inner);
+        let applied = self.trees.read_meta::<LogId<NodeId>>(APPLIED)?;
+        self.trees.carry_counts(applied.as_ref())
     }
 }
 
@@ -564,6 +598,12 @@ impl Reader {
     #[cfg(test)]
     pub(super) fn owned_is_counted(&self) -> bool {
         self.owned.is_counted()
+    }
+
+    /// The records of `table` counted for `owner` since the open, if they are.
+    #[cfg(test)]
+    pub(super) fn owner_counted(&self, owner: &super::Owner, table: Table) -> Option<u64> {
+        self.owned.of_owner(owner, table)
     }
 
     /// The index of the last log entry applied, if any.

@@ -154,6 +154,8 @@ pub(super) struct Inner {
     pub(super) id: NodeId,
     pub(super) raft: Raft<TypeConfig>,
     pub(super) reader: Reader,
+    /// Leaves the owner index's counts for the next open, at shutdown.
+    closer: super::state_machine::Closer,
     pub(super) committed: Committed,
     pub(super) client: Client,
     pub(super) ring: Ring,
@@ -299,6 +301,7 @@ impl Store {
             snapshot: machine.snapshot_bytes(),
         };
         let reader = machine.reader();
+        let closer = machine.closer();
         let client = Client::new(secret);
         let raft_config = openraft::Config {
             cluster_name: "mcp-fleet".to_owned(),
@@ -363,6 +366,7 @@ impl Store {
             id,
             raft,
             reader,
+            closer,
             committed,
             client,
             ring,
@@ -897,12 +901,17 @@ impl Store {
             .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
     }
 
-    /// Stops Raft and flushes the replica.
+    /// Stops Raft, leaves the owner index's counts for the next open, and flushes the
+    /// replica.
     pub async fn shutdown(&self) {
         let inner = self.0.clone();
         let _ = self
             .on_runtime(async move {
                 let _ = inner.raft.shutdown().await;
+                if let Err(e) = inner.closer.close() {
+                    // The next open counts again, as after a crash.
+                    tracing::warn!(error = %e, "could not keep the owner index's counts");
+                }
                 let _ = inner.db.flush_async().await;
                 Ok(())
             })

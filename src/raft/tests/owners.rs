@@ -265,3 +265,107 @@ fn writes_between_chunks_of_the_count_after_an_open_are_counted_once() {
     let held = trees.owners.iter().count() as u64;
     assert_eq!(trees.owned.of(T), held);
 }
+
+/// Trees on `dir` holding `alice` records of ALICE's and 3 of BOB's, each counted.
+fn counted_trees(dir: &Path, alice: usize) -> (sled::Db, Trees) {
+    let db = open_db(dir);
+    let trees = Trees::open(&db).expect("trees");
+    let mut changes = Vec::new();
+    for (owner, n) in [(ALICE, alice), (BOB, 3)] {
+        for k in 0..n {
+            let put = owned(owner, format!("{}-{k}", owner[0]).as_bytes(), None, 1000);
+            trees.run(put, &mut changes).expect("put");
+        }
+    }
+    let mut after = None;
+    while !trees.count_chunk(&mut after).expect("count") {}
+    (db, trees)
+}
+
+fn reopen_trees(dir: &Path, db: sled::Db, trees: Trees) -> (sled::Db, Trees) {
+    db.flush().expect("flush");
+    drop(trees);
+    drop(db);
+    let db = open_db(dir);
+    let trees = Trees::open(&db).expect("trees");
+    (db, trees)
+}
+
+#[test]
+fn a_clean_close_carries_the_counts_to_the_next_open_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (db, trees) = counted_trees(dir.path(), 70);
+    let at = log_id(1, 42);
+    trees.carry_counts(Some(&at)).expect("carry");
+    let (db, trees) = reopen_trees(dir.path(), db, trees);
+    assert!(!trees.owned.is_counted(), "counted after the open, as ever");
+    assert!(trees.take_carried_counts(Some(&at)).expect("take"));
+    // Counted at once: the tables, and the owner holding many records; the owner holding
+    // few is counted again at its first capped put.
+    assert!(trees.owned.is_counted());
+    assert_eq!(trees.owned.of(T), 73);
+    assert_eq!(trees.owned.of_owner(&ALICE, T), Some(70));
+    assert_eq!(trees.owned.of_owner(&BOB, T), None);
+    let mut changes = Vec::new();
+    let over = owned(ALICE, b"over", None, 70);
+    assert!(trees.run(over, &mut changes).expect("put").refused);
+    let fits = owned(BOB, b"fits", None, 4);
+    assert!(!trees.run(fits, &mut changes).expect("put").refused);
+    assert_eq!(trees.owned.of_owner(&BOB, T), Some(4));
+    assert_eq!(trees.owned.of(T), 74);
+    // Taken by that open: the next finds none, whatever happened in between.
+    let (_db, trees) = reopen_trees(dir.path(), db, trees);
+    assert!(!trees.take_carried_counts(Some(&at)).expect("take"));
+    assert!(!trees.owned.is_counted());
+    assert_eq!(trees.owned.of_owner(&ALICE, T), None);
+}
+
+#[test]
+fn counts_carried_at_another_applied_id_are_not_taken() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (db, trees) = counted_trees(dir.path(), 70);
+    trees.carry_counts(Some(&log_id(1, 42))).expect("carry");
+    let (db, trees) = reopen_trees(dir.path(), db, trees);
+    assert!(!trees
+        .take_carried_counts(Some(&log_id(1, 43)))
+        .expect("take"));
+    assert!(!trees.owned.is_counted());
+    assert_eq!(trees.owned.of_owner(&ALICE, T), None);
+    let (_db, trees) = reopen_trees(dir.path(), db, trees);
+    assert!(!trees
+        .take_carried_counts(Some(&log_id(1, 42)))
+        .expect("take"));
+}
+
+#[tokio::test]
+async fn a_write_after_the_close_takes_the_carried_counts_back_first() {
+    let mut m = Machine::new();
+    for k in 0..70u32 {
+        assert!(stored(&mut m, ALICE, format!("a{k}").as_bytes(), 1000).await);
+    }
+    counted(&m).await;
+    m.sm.closer().close().expect("close");
+    let meta = m.db.open_tree("sm_meta").expect("meta");
+    let carried = crate::raft::trees::CARRIED_COUNTS;
+    assert!(meta.contains_key(carried).expect("read"));
+    // An apply that runs after the close (Raft's state machine task ending its last
+    // batch) removes them before it writes: a crash midway leaves no counts that miss it.
+    assert!(stored(&mut m, ALICE, b"late", 1000).await);
+    assert!(!meta.contains_key(carried).expect("read"));
+    drop(meta);
+    let mut m = m.reopen();
+    assert_eq!(m.sm.reader().owner_counted(&ALICE, T), None);
+    assert!(!stored(&mut m, ALICE, b"over", 71).await);
+    counted(&m).await;
+    assert_eq!(m.sm.reader().owned(T), 71);
+
+    // Closed with nothing after: the next open has them, and they hold.
+    m.sm.closer().close().expect("close");
+    let mut m = m.reopen();
+    assert!(m.sm.reader().owned_is_counted());
+    assert_eq!(m.sm.reader().owned(T), 71);
+    assert_eq!(m.sm.reader().owner_counted(&ALICE, T), Some(71));
+    assert!(!stored(&mut m, ALICE, b"over", 71).await);
+    assert!(stored(&mut m, ALICE, b"fits", 72).await);
+    assert_eq!(m.sm.reader().owned(T), 72);
+}
