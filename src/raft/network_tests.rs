@@ -47,6 +47,7 @@ fn peer(addr: String, max_append_bytes: usize) -> (Peer, AppendMetrics) {
         client: Client::new("secret-for-tests"),
         id: 1,
         target: 2,
+        append_url: Client::url(&addr, path::APPEND).ok(),
         addr,
         budget,
         window: Window::default(),
