@@ -129,8 +129,11 @@ fn metrics_move_with_calls_and_need_the_cluster_secret() {
     // the caller's subject and the outcome, and no second line for the call at `info`; the
     // token nowhere. Waiting for the last request's line (the 401) waits for all of them.
     let log = eventually("the access lines", Duration::from_secs(5), || {
+        // Complete lines only: the node's log writer may be part-way through a line.
         let log = server.log();
-        (log.contains("metrics-test-1") && log.contains("\"status\":401")).then_some(log)
+        let complete = &log[..log.rfind('\n').map_or(0, |end| end + 1)];
+        (complete.contains("metrics-test-1") && complete.contains("\"status\":401"))
+            .then(|| complete.to_owned())
     });
     assert!(
         !log.contains(&token),
