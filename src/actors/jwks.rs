@@ -36,6 +36,21 @@ pub fn install_tls_provider() {
 /// roots, with `auth.fetch_timeout`. Redirects are not followed: a redirect could
 /// downgrade to plain HTTP or carry the introspected token somewhere unexpected.
 pub(crate) fn http_client(config: &Config) -> reqwest::Client {
+    build(issuer_client_builder(config))
+}
+
+/// The client for issuers' metadata and key sets: like [`http_client`], with a connection
+/// of its own for each fetch. On a reused connection, an issuer that writes a response's
+/// head and body separately (Python's `http.server`, for one) with Nagle's algorithm on
+/// holds the body until this node acknowledges the head, and Linux delays that
+/// acknowledgement by 40 ms once a connection has had a request and answer: a node's
+/// first key fetch after discovering `jwks_uri` took 43 ms. Fetches are rare (start,
+/// refresh, an unknown key id), so a new connection each costs little.
+fn document_client(config: &Config) -> reqwest::Client {
+    build(issuer_client_builder(config).pool_max_idle_per_host(0))
+}
+
+fn issuer_client_builder(config: &Config) -> reqwest::ClientBuilder {
     install_tls_provider();
     let timeout = config.fetch_timeout;
     config
@@ -45,11 +60,13 @@ pub(crate) fn http_client(config: &Config) -> reqwest::Client {
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("mcp-fleet/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot build the HTTP client for issuers; using defaults");
-            reqwest::Client::new()
-        })
+}
+
+fn build(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    builder.build().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the HTTP client for issuers; using defaults");
+        reqwest::Client::new()
+    })
 }
 
 /// What went wrong calling an issuer, with every cause: reqwest's own message stops at
@@ -162,7 +179,10 @@ struct Slot {
 /// Everything the handle and the actor share.
 struct Sets {
     slots: Vec<Slot>,
+    /// For the node's other calls to its issuers (introspection, token exchange).
     client: reqwest::Client,
+    /// For metadata and key sets (see [`document_client`]).
+    documents: reqwest::Client,
     refresh: Duration,
     refetch_interval: Duration,
     fetches: AtomicU64,
@@ -253,7 +273,7 @@ async fn run_fetch(shared: Arc<Sets>, index: usize) {
     shared.fetches.fetch_add(1, Ordering::Relaxed);
     let slot = &shared.slots[index];
     let known = lock(&slot.fetch).discovered.clone();
-    let result = fetch_keys(&shared.client, slot, known).await;
+    let result = fetch_keys(&shared.documents, slot, known).await;
     let mut state = lock(&slot.fetch);
     state.inflight = None;
     match result {
@@ -322,6 +342,7 @@ impl JwksHandle {
         let shared = Arc::new(Sets {
             slots,
             client: http_client(config),
+            documents: document_client(config),
             refresh: config.jwks_refresh.max(Duration::from_secs(1)),
             refetch_interval: config.jwks_refetch_interval,
             fetches: AtomicU64::new(0),
@@ -632,6 +653,77 @@ mod tests {
         // One refetch for the first unknown kid; the rest are rate-limited.
         assert_eq!(handle.fetches(), 2);
         assert_eq!(issuer.jwks_requests(), 2);
+    }
+
+    /// An issuer at the returned URL that keeps its connections open (HTTP/1.1 keep-alive),
+    /// serving OpenID metadata and a key set of `jwk`; the count is of connections
+    /// accepted.
+    fn keep_alive_issuer(jwk: Value) -> (String, Arc<AtomicU64>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (count, base) = (connections.clone(), issuer.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (base, jwk) = (base.clone(), jwk.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut stream = stream;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                        loop {
+                            let mut header = String::new();
+                            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if header == "\r\n" {
+                                break;
+                            }
+                        }
+                        let body = if path.ends_with("/openid-configuration") {
+                            serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/jwks")})
+                        } else {
+                            serde_json::json!({"keys": [jwk]})
+                        }
+                        .to_string();
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (issuer, connections)
+    }
+
+    #[actix_web::test]
+    async fn each_metadata_and_key_set_fetch_has_a_connection_of_its_own() {
+        let rsa1 = TestKey::rsa1();
+        let (issuer, connections) = keep_alive_issuer(rsa1.jwk().clone());
+        let handle = JwksHandle::start(&Config {
+            issuers: vec![IssuerConfig::new(issuer.clone())],
+            jwks_refresh: Duration::from_secs(3600),
+            jwks_refetch_interval: Duration::from_secs(3600),
+            fetch_timeout: Duration::from_secs(2),
+            ..Config::default()
+        });
+        handle
+            .key(&issuer, Some("rsa1"), Algorithm::RS256)
+            .await
+            .expect("the key");
+        assert_eq!(handle.fetches(), 1);
+        // Discovery, then the key set: two connections, though the issuer keeps each open.
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 
     #[actix_web::test]
