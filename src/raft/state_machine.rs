@@ -88,21 +88,17 @@ impl StateMachine {
             snapshot::Dir::open(dir.join(SNAPSHOT_DIR)).map_err(|e| snapshot_read(None, &e))?;
         migrate_legacy_snapshot(db, &trees, &snapshots)?;
         let current = trees.current()?;
-        let applied = if trees.meta.contains_key(INSTALLING).map_err(sled_read)? {
+        if trees.meta.contains_key(INSTALLING).map_err(sled_read)? {
             // A crash interrupted an install: the trees are half replaced, the snapshot is
-            // named, so finish the install from it.
+            // named, so finish the install from it (which drops any carried counts).
             let current = current
                 .as_ref()
                 .ok_or_else(|| read_err(AnyError::error("install marker without snapshot")))?;
             trees.replace(&snapshots.path(&current.file), &current.meta)?;
-            trees.drop_carried_counts()?;
             db.flush().map_err(sled_write)?;
-            trees.read_meta::<LogId<NodeId>>(APPLIED)?
-        } else {
-            let applied = trees.read_meta::<LogId<NodeId>>(APPLIED)?;
-            trees.take_carried_counts(applied.as_ref())?;
-            applied
-        };
+        }
+        let applied = trees.read_meta::<LogId<NodeId>>(APPLIED)?;
+        trees.take_carried_counts(applied.as_ref())?;
         let lock: Arc<RwLock<()>> = Arc::default();
         trees.count_in_background(lock.clone());
         let mut current = current.map(|c| c.file);
@@ -283,7 +279,6 @@ impl StateMachine {
         };
         let replaced = blocking(move || {
             let _guard = lock.write().unwrap_or_else(PoisonError::into_inner);
-            trees.take_back_counts()?;
             let replaced = trees.current()?;
             // The replaced records are gone with the writes a group count speaks of.
             trees.meta.remove(GROUP_DONE).map_err(sled_write)?;

@@ -278,9 +278,11 @@ impl Owned {
         }
     }
 
-    /// Forgets every count: the index is empty, and a count under way stops.
+    /// Forgets every count: the index is empty, and a count under way stops. The caller
+    /// has removed any carried counts.
     fn clear(&self) {
         *self.count() = Count::Done;
+        self.carried.store(false, Ordering::Release);
         for n in &self.tables {
             n.store(0, Ordering::Relaxed);
         }
@@ -357,21 +359,14 @@ impl Trees {
         Ok(())
     }
 
-    /// Removes the counts [`Trees::carry_counts`] left, before a write changes what they
-    /// count. sled recovers a prefix of writes, so a crash after this write never leaves
+    /// Removes the counts [`Trees::carry_counts`] left, before an apply changes what they
+    /// count (an install's [`Trees::replace`] removes them itself). sled recovers a prefix of writes, so a crash after this write never leaves
     /// the counts beside records they do not hold. The caller holds the state machine's
     /// lock.
     pub(super) fn take_back_counts(&self) -> Result<(), StorageError> {
         if self.owned.carried.swap(false, Ordering::AcqRel) {
             self.meta.remove(CARRIED_COUNTS).map_err(sled_write)?;
         }
-        Ok(())
-    }
-
-    /// Removes the counts a clean close left, unread: an install finished on open
-    /// replaced what they count.
-    pub(super) fn drop_carried_counts(&self) -> Result<(), StorageError> {
-        self.meta.remove(CARRIED_COUNTS).map_err(sled_write)?;
         Ok(())
     }
 
@@ -549,6 +544,8 @@ impl Trees {
         let fail = |e: std::io::Error| snapshot_read(Some(meta), &e);
         // Opened first: a file that cannot be read leaves the trees as they are.
         let mut reader = snapshot::Reader::open(path).map_err(fail)?;
+        // Counts carried by a clean close count the records about to go.
+        self.meta.remove(CARRIED_COUNTS).map_err(sled_write)?;
         self.data.clear().map_err(sled_write)?;
         self.expiry.clear().map_err(sled_write)?;
         self.owners.clear().map_err(sled_write)?;

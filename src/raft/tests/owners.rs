@@ -369,3 +369,26 @@ async fn a_write_after_the_close_takes_the_carried_counts_back_first() {
     assert!(stored(&mut m, ALICE, b"fits", 72).await);
     assert_eq!(m.sm.reader().owned(T), 72);
 }
+
+#[tokio::test]
+async fn an_install_after_the_close_drops_the_carried_counts() {
+    let mut leader = Machine::new();
+    leader.run(owned(BOB, b"b1", None, 2)).await;
+    let snapshot = leader.build().await;
+    let mut m = Machine::new();
+    for k in 0..70u32 {
+        assert!(stored(&mut m, ALICE, format!("a{k}").as_bytes(), 1000).await);
+    }
+    counted(&m).await;
+    m.sm.closer().close().expect("close");
+    let meta = m.db.open_tree("sm_meta").expect("meta");
+    let carried = crate::raft::trees::CARRIED_COUNTS;
+    assert!(meta.contains_key(carried).expect("read"));
+    m.install(&snapshot).await;
+    assert!(!meta.contains_key(carried).expect("read"));
+    drop(meta);
+    let m = m.reopen();
+    assert_eq!(m.sm.reader().owner_counted(&ALICE, T), None);
+    counted(&m).await;
+    assert_eq!(m.sm.reader().owned(T), 1);
+}
