@@ -655,75 +655,17 @@ mod tests {
         assert_eq!(issuer.jwks_requests(), 2);
     }
 
-    /// An issuer at the returned URL that keeps its connections open (HTTP/1.1 keep-alive),
-    /// serving OpenID metadata and a key set of `jwk`; the count is of connections
-    /// accepted.
-    fn keep_alive_issuer(jwk: Value) -> (String, Arc<AtomicU64>) {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let issuer = format!("http://{}", listener.local_addr().expect("addr"));
-        let connections = Arc::new(AtomicU64::new(0));
-        let (count, base) = (connections.clone(), issuer.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                count.fetch_add(1, Ordering::SeqCst);
-                let (base, jwk) = (base.clone(), jwk.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                    let mut stream = stream;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                        loop {
-                            let mut header = String::new();
-                            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if header == "\r\n" {
-                                break;
-                            }
-                        }
-                        let body = if path.ends_with("/openid-configuration") {
-                            serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/jwks")})
-                        } else {
-                            serde_json::json!({"keys": [jwk]})
-                        }
-                        .to_string();
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(response.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (issuer, connections)
-    }
-
     #[actix_web::test]
     async fn each_metadata_and_key_set_fetch_has_a_connection_of_its_own() {
         let rsa1 = TestKey::rsa1();
-        let (issuer, connections) = keep_alive_issuer(rsa1.jwk().clone());
-        let handle = JwksHandle::start(&Config {
-            issuers: vec![IssuerConfig::new(issuer.clone())],
-            jwks_refresh: Duration::from_secs(3600),
-            jwks_refetch_interval: Duration::from_secs(3600),
-            fetch_timeout: Duration::from_secs(2),
-            ..Config::default()
-        });
-        handle
-            .key(&issuer, Some("rsa1"), Algorithm::RS256)
-            .await
-            .expect("the key");
+        let issuer = TestIssuer::start(&[&rsa1]);
+        issuer.keep_alive();
+        let handle = JwksHandle::start(&config(&issuer, true));
+        key(&handle, &issuer, "rsa1").await.expect("the key");
         assert_eq!(handle.fetches(), 1);
+        assert_eq!((issuer.metadata_requests(), issuer.jwks_requests()), (1, 1));
         // Discovery, then the key set: two connections, though the issuer keeps each open.
-        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        assert_eq!(issuer.connections(), 2);
     }
 
     #[actix_web::test]

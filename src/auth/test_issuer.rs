@@ -118,10 +118,13 @@ struct State {
     keys: Vec<Value>,
     mode: Mode,
     active: HashMap<String, Value>,
+    /// Whether connections stay open for further requests (else each closes after one).
+    keep_alive: bool,
 }
 
 #[derive(Default)]
 struct Counts {
+    connections: AtomicUsize,
     metadata: AtomicUsize,
     jwks: AtomicUsize,
     introspection: AtomicUsize,
@@ -162,6 +165,7 @@ impl TestIssuer {
                 keys: Vec::new(),
                 mode: Mode::Up,
                 active: HashMap::new(),
+                keep_alive: false,
             })),
             counts: Arc::new(Counts::default()),
             stop: Arc::new(AtomicBool::new(false)),
@@ -182,6 +186,7 @@ impl TestIssuer {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
+                server.counts.connections.fetch_add(1, Ordering::SeqCst);
                 let server = server.clone();
                 std::thread::spawn(move || server.serve(stream));
             }
@@ -212,6 +217,17 @@ impl TestIssuer {
     /// Publishes these raw JWKs from now on.
     pub fn publish_raw(&self, keys: Vec<Value>) {
         self.state.lock().unwrap().keys = keys;
+    }
+
+    /// Keeps connections open for further requests (HTTP/1.1 keep-alive), as most issuers
+    /// do, instead of closing each after one answer.
+    pub fn keep_alive(&self) {
+        self.state.lock().unwrap().keep_alive = true;
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counts.connections.load(Ordering::SeqCst)
     }
 
     /// Changes how it answers.
@@ -344,8 +360,13 @@ fn form_decode(value: &str) -> String {
 impl Server {
     fn serve(&self, mut stream: TcpStream) {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let Some(request) = read_request(&stream) else {
-            return;
+        while self.answer_one(&mut stream) {}
+    }
+
+    /// Reads one request on `stream` and answers it; whether the connection stays open.
+    fn answer_one(&self, stream: &mut TcpStream) -> bool {
+        let Some(request) = read_request(stream) else {
+            return false;
         };
         let oidc = format!("{}/.well-known/openid-configuration", self.path);
         let rfc8414 = format!("/.well-known/oauth-authorization-server{}", self.path);
@@ -358,9 +379,12 @@ impl Server {
         if let Some(counter) = counter {
             counter.fetch_add(1, Ordering::SeqCst);
         }
-        let mode = self.state.lock().unwrap().mode;
+        let (mode, keep_alive) = {
+            let state = self.state.lock().unwrap();
+            (state.mode, state.keep_alive)
+        };
         let (status, body) = match mode {
-            Mode::Silent => return,
+            Mode::Silent => return false,
             Mode::Failing => ("500 Internal Server Error", json!({"error": "down"})),
             Mode::Up => self.answer(&request, &oidc, &rfc8414),
             Mode::Slow(delay) => {
@@ -369,12 +393,12 @@ impl Server {
             }
         };
         let body = body.to_string();
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         let response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
             body.len()
         );
-        let _ = stream.write_all(response.as_bytes());
-        let _ = stream.flush();
+        stream.write_all(response.as_bytes()).is_ok() && stream.flush().is_ok() && keep_alive
     }
 
     fn answer(&self, request: &Request, oidc: &str, rfc8414: &str) -> (&'static str, Value) {
